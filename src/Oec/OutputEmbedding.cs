@@ -1,0 +1,64 @@
+// The OEC methods on the output embedding E [V, H]: mu, mu-loss, mu-centering, z-loss, soft-capping, and the loss.
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Oec;
+
+/// <summary>The training loss (what is differentiated) and the plain cross-entropy (what is logged and evaluated).</summary>
+public sealed record HeadLoss(Tensor Loss, Tensor CrossEntropy);
+
+public static class OutputEmbedding
+{
+    /// <summary>mu = (1/V) sum_i e_i over ALL V rows, padding included. weight [V_local, H] -> [H], fp32.</summary>
+    public static Tensor Mu(Tensor weight, IVocabularyReduction vocab) =>
+        vocab.Sum(weight.to_type(ScalarType.Float32), 0) / vocab.VocabSize;
+
+    /// <summary>mu-loss = lambda * ||mu||^2, a scalar. Each row e_i receives gradient 2 * lambda * mu / V.</summary>
+    public static Tensor MuLoss(Tensor weight, IVocabularyReduction vocab, double lambda) =>
+        lambda * Mu(weight, vocab).square().sum();
+
+    /// <summary>
+    /// mu-centering: E -> E - mu in place, without gradient, after the optimizer step. Afterwards ||mu|| = 0 and
+    /// the mean logit mu . h is 0 for every hidden state h. Optimizer state is untouched. Returns ||mu|| before.
+    /// </summary>
+    public static double Center(Tensor weight, IVocabularyReduction vocab)
+    {
+        using var noGrad = no_grad();
+        using var mu = Mu(weight, vocab);
+        weight.sub_(mu.to_type(weight.dtype));
+        return mu.norm().item<float>();
+    }
+
+    /// <summary>z-loss = lambda * mean over tokens of (log Z)^2; logZ [N] from <see cref="IVocabularyReduction.LogSumExp"/>.</summary>
+    public static Tensor ZLoss(Tensor logZ, double lambda) => lambda * logZ.square().mean();
+
+    /// <summary>Logit soft-capping l -> c * tanh(l / c): every logit stays within [-c, c] (inside, up to fp rounding of tanh).</summary>
+    public static Tensor SoftCap(Tensor logits, double cap) => (logits / cap).tanh() * cap;
+
+    /// <summary>
+    /// Logits of the head: hidden [N, H] times E^T [H, V_local] -> [N, V_local] in fp32, soft-capped when that is
+    /// the method. Soft-capping changes the model's logits, so the logged cross-entropy is taken on capped logits.
+    /// </summary>
+    public static Tensor Logits(Tensor hidden, Tensor weight, OecOptions options)
+    {
+        var logits = nn.functional.linear(hidden, weight).to_type(ScalarType.Float32);
+        return options.Method == OecMethod.SoftCap ? SoftCap(logits, options.SoftCap) : logits;
+    }
+
+    /// <summary>
+    /// Cross-entropy from one log Z per token, plus the regulariser of the method: logits [N, V_local] fp32,
+    /// targets [N] int64, weight E [V_local, H]. CE = mean(log Z - l_target). mu-loss is added once per forward pass.
+    /// </summary>
+    public static HeadLoss Loss(Tensor logits, Tensor targets, Tensor weight, OecOptions options, IVocabularyReduction vocab)
+    {
+        var logZ = vocab.LogSumExp(logits);                                  // [N]
+        var crossEntropy = (logZ - vocab.TargetLogit(logits, targets)).mean(); // scalar, nats per token
+        var loss = options.Method switch
+        {
+            OecMethod.ZLoss => crossEntropy + ZLoss(logZ, options.ZLossLambda),
+            OecMethod.MuLoss => crossEntropy + MuLoss(weight, vocab, options.MuLossLambda),
+            _ => crossEntropy,
+        };
+        return new HeadLoss(loss, crossEntropy);
+    }
+}

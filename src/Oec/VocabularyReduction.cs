@@ -1,0 +1,45 @@
+// The one seam for reductions over the vocabulary dimension of the output embedding and the logits.
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Oec;
+
+/// <summary>
+/// Every reduction over the vocabulary goes through this interface: the row sum for mu and the sums and
+/// maxima inside log Z and the logit statistics. Unsharded, each is a local reduction (<see cref="LocalVocabulary"/>).
+/// With a vocabulary-sharded head (each rank holds rows [offset, offset + V/tp) of E), an implementation
+/// reduces locally and then all-reduces across the vocabulary-parallel group, so that every method in this
+/// library gives the global value on every rank.
+/// </summary>
+public interface IVocabularyReduction
+{
+    /// <summary>V: rows of the whole output embedding, padding rows included (mu averages over all of them).</summary>
+    long VocabSize { get; }
+
+    /// <summary>Sum over the vocabulary dimension <paramref name="dim"/> of a [.., V_local, ..] tensor. Differentiable.</summary>
+    Tensor Sum(Tensor x, long dim);
+
+    /// <summary>Max over the last (vocabulary) dimension of [.., V_local]. Not differentiated.</summary>
+    Tensor Max(Tensor x);
+
+    /// <summary>log Z = log sum_j exp(l_j) over the last dimension of logits [.., V_local] -> [..]. Differentiable.</summary>
+    Tensor LogSumExp(Tensor logits);
+
+    /// <summary>The logit of each target token: logits [N, V_local], targets [N] (global ids) -> [N]. Differentiable.</summary>
+    Tensor TargetLogit(Tensor logits, Tensor targets);
+}
+
+/// <summary>The unsharded head: every reduction is local, with no communication and no extra cost.</summary>
+public sealed class LocalVocabulary(long vocabSize) : IVocabularyReduction
+{
+    public long VocabSize { get; } = vocabSize > 0 ? vocabSize
+        : throw new ArgumentOutOfRangeException(nameof(vocabSize), vocabSize, "vocabulary size must be positive");
+
+    public Tensor Sum(Tensor x, long dim) => x.sum(dim);
+
+    public Tensor Max(Tensor x) => x.amax(-1);
+
+    public Tensor LogSumExp(Tensor logits) => logits.logsumexp(-1);
+
+    public Tensor TargetLogit(Tensor logits, Tensor targets) => logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
+}

@@ -1,0 +1,132 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Oec.UnitTests;
+
+public class LogitStatisticsTests
+{
+    // Two tokens, V = 4:
+    //   token 0: [1, 2, 3, -6]     mean 0,   E[l^2] = 50/4 = 12.5,  var 12.5,  max|l| 6, max|l - mean| 6,   r 1
+    //   token 1: [0.5, -0.5, 2, 0] mean 0.5, E[l^2] = 4.5/4 = 1.125, var 0.875, max|l| 2, max|l - mean| 1.5, r 0.75
+    private static readonly double[,] HandLogits = { { 1, 2, 3, -6 }, { 0.5, -0.5, 2, 0 } };
+    // Rows 2 and 3 are padding (zero); mu = [1, 1.5], ||mu|| = sqrt(3.25).
+    private static readonly double[,] HandWeight = { { 1, 2 }, { 3, 4 }, { 0, 0 }, { 0, 0 } };
+
+    [Fact]
+    public void Compute_matches_a_hand_computation_on_small_logits()
+    {
+        var stats = LogitStatistics.Compute(tensor(HandLogits), tensor(HandWeight), new LocalVocabulary(4));
+
+        double lse0 = Math.Log(Math.Exp(1) + Math.Exp(2) + Math.Exp(3) + Math.Exp(-6));
+        double lse1 = Math.Log(Math.Exp(0.5) + Math.Exp(-0.5) + Math.Exp(2) + Math.Exp(0));
+        const double tol = 1e-6; // computed in fp32
+        TensorAssert.Close(0.25, stats.MeanLogit, tol, tol, "MeanLogit");
+        TensorAssert.Close((Math.Sqrt(12.5) + Math.Sqrt(0.875)) / 2, stats.LogitStd, tol, tol, "LogitStd");
+        TensorAssert.Close(6.0, stats.MaxAbsLogit, tol, tol, "MaxAbsLogit");
+        TensorAssert.Close(Math.Sqrt(3.25), stats.MuNorm, tol, tol, "MuNorm");
+        TensorAssert.Close((lse0 + lse1) / 2, stats.MeanLogZ, tol, tol, "MeanLogZ");
+        TensorAssert.Close((1.0 + 0.75) / 2, stats.RLog, tol, tol, "RLog");
+    }
+
+    [Fact]
+    public void Compute_matches_loop_computed_statistics_on_random_logits()
+    {
+        manual_seed(7);
+        const int n = 5, v = 11;
+        var logits = randn(n, v, dtype: ScalarType.Float64) * 3 + 1;
+        var weight = randn(v, 3, dtype: ScalarType.Float64);
+        var l = TensorAssert.Values(logits);
+        var w = TensorAssert.Values(weight);
+
+        double meanSum = 0, stdSum = 0, maxAbs = 0, lseSum = 0, rSum = 0;
+        for (int t = 0; t < n; t++)
+        {
+            var row = l.Skip(t * v).Take(v).ToArray();
+            double mean = row.Average();
+            double variance = row.Sum(x => (x - mean) * (x - mean)) / v; // population variance
+            double rowMax = row.Max(Math.Abs);
+            double m = row.Max();
+            meanSum += mean;
+            stdSum += Math.Sqrt(variance);
+            maxAbs = Math.Max(maxAbs, rowMax);
+            lseSum += m + Math.Log(row.Sum(x => Math.Exp(x - m)));
+            rSum += row.Max(x => Math.Abs(x - mean)) / rowMax;
+        }
+        var mu = Enumerable.Range(0, 3).Select(c => Enumerable.Range(0, v).Sum(r => w[r * 3 + c]) / v).ToArray();
+
+        var stats = LogitStatistics.Compute(logits, weight, new LocalVocabulary(v));
+
+        const double tol = 1e-5;
+        TensorAssert.Close(meanSum / n, stats.MeanLogit, tol, tol, "MeanLogit");
+        TensorAssert.Close(stdSum / n, stats.LogitStd, tol, tol, "LogitStd");
+        TensorAssert.Close(maxAbs, stats.MaxAbsLogit, tol, tol, "MaxAbsLogit");
+        TensorAssert.Close(Math.Sqrt(mu.Sum(x => x * x)), stats.MuNorm, tol, tol, "MuNorm");
+        TensorAssert.Close(lseSum / n, stats.MeanLogZ, tol, tol, "MeanLogZ");
+        TensorAssert.Close(rSum / n, stats.RLog, tol, tol, "RLog");
+    }
+
+    [Fact]
+    public void After_centering_the_mean_logit_of_h_E_transposed_and_the_norm_of_mu_are_zero()
+    {
+        manual_seed(3);
+        const int v = 37, h = 13;
+        var weight = randn(v, h) + 2; // far from centred: ||mu|| about 2 sqrt(13)
+        var hidden = randn(6, h);
+        var vocab = new LocalVocabulary(v);
+
+        var before = LogitStatistics.Compute(hidden.matmul(weight.t()), weight, vocab);
+        OutputEmbedding.Center(weight, vocab);
+        var after = LogitStatistics.Compute(hidden.matmul(weight.t()), weight, vocab);
+
+        Assert.True(before.MuNorm > 1, $"the test needs an uncentred weight, ||mu|| = {before.MuNorm}");
+        Assert.True(Math.Abs(after.MeanLogit) < 1e-5, $"mean logit after centering {after.MeanLogit}");
+        Assert.True(after.MuNorm < 1e-6, $"||mu|| after centering {after.MuNorm}");
+    }
+
+    [Fact]
+    public void Compute_records_no_autograd_history_and_accepts_logits_that_require_grad()
+    {
+        var logits = tensor(HandLogits).requires_grad_();
+        var weight = tensor(HandWeight).requires_grad_();
+
+        var stats = LogitStatistics.Compute(logits, weight, new LocalVocabulary(4));
+
+        TensorAssert.Close(6.0, stats.MaxAbsLogit, 1e-6, 1e-6);
+        Assert.Null(logits.grad);
+        Assert.Null(weight.grad);
+        Assert.True(logits.is_leaf && weight.is_leaf);
+    }
+
+    [Theory]
+    [InlineData(1e2)]
+    [InlineData(1e3)]
+    [InlineData(1e4)]
+    public void LogitStd_stays_accurate_when_all_logits_drift_together(double drift)
+    {
+        // The divergence the paper describes: every logit moves by the same large amount; the spread stays small.
+        manual_seed(11);
+        const int n = 4, v = 257;
+        var spread = randn(n, v, dtype: ScalarType.Float64);
+        var logits = spread + drift;
+        double expected = TensorAssert.Values(spread.std(1, unbiased: false)).Average();
+
+        var stats = LogitStatistics.Compute(logits, zeros(v, 2), new LocalVocabulary(v));
+
+        TensorAssert.Close(drift, stats.MeanLogit, 1e-5, 1e-5, "MeanLogit");
+        TensorAssert.Close(expected, stats.LogitStd, 1e-3, 1e-3, "LogitStd");
+    }
+
+    [Fact]
+    public void All_zero_logits_give_zero_statistics_and_no_NaN()
+    {
+        const int v = 5;
+        var stats = LogitStatistics.Compute(zeros(3, v), zeros(v, 4), new LocalVocabulary(v));
+
+        Assert.Equal(0.0, stats.MeanLogit);
+        Assert.Equal(0.0, stats.LogitStd);
+        Assert.Equal(0.0, stats.MaxAbsLogit);
+        Assert.Equal(0.0, stats.MuNorm);
+        Assert.Equal(0.0, stats.RLog);
+        TensorAssert.Close(Math.Log(v), stats.MeanLogZ, 1e-6, 1e-6, "MeanLogZ");
+    }
+}
