@@ -1,1 +1,4 @@
-Console.WriteLine(TorchSharp.torch.ones(3).sum().item<float>());
+// oec-rank: train a GPT with output embedding centering in this process, prepare token shards, or benchmark.
+using Rank;
+
+return Cli.Build().Parse(args).Invoke();

@@ -1,0 +1,120 @@
+// The whole configuration of a run: one typed section per component, read from JSON with command-line overrides.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Oec;
+using Rank.Model;
+using Rank.Training;
+
+namespace Rank.Configuration;
+
+public sealed record RunOptions
+{
+    /// <summary>Directory for config.json, metrics.jsonl and model.safetensors.</summary>
+    public string OutDir { get; init; } = "runs/default";
+}
+
+/// <summary>Precedence: command line over file over defaults. Unknown keys and impossible values fail at start.</summary>
+public sealed record RunConfig
+{
+    public ModelOptions Model { get; init; } = new();
+    public OecOptions Oec { get; init; } = new();
+    public DataOptions Data { get; init; } = new();
+    public TrainOptions Train { get; init; } = new();
+    public RunOptions Run { get; init; } = new();
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false) },
+        WriteIndented = true,
+    };
+
+    /// <summary>
+    /// Reads the optional JSON file, applies overrides of the form section.key=value (value parsed as JSON when it
+    /// is a number, boolean or null, else taken as a string), validates every section and resolves the model preset.
+    /// </summary>
+    public static RunConfig Load(string? file, IEnumerable<string> overrides)
+    {
+        JsonObject root;
+        if (file is null) root = new JsonObject();
+        else
+        {
+            if (!File.Exists(file)) throw new ArgumentException($"config file '{file}': not found");
+            try { root = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new ArgumentException($"config file '{file}': not a JSON object"); }
+            catch (JsonException e) { throw new ArgumentException($"config file '{file}': invalid JSON: {e.Message}"); }
+        }
+        foreach (var o in overrides) Apply(root, o);
+
+        RunConfig config;
+        try { config = root.Deserialize<RunConfig>(Json) ?? new RunConfig(); }
+        catch (JsonException e)
+        {
+            string key = (e.Path ?? "$").TrimStart('$', '.');
+            if (e.Message.Contains("could not be mapped", StringComparison.Ordinal))
+                throw new ArgumentException($"unknown setting '{key}' = {Describe(root, key)}: no such key in this section");
+            throw new ArgumentException($"setting '{key}' = {Describe(root, key)}: {FirstSentence(e.Message)}");
+        }
+        return config.Validated();
+    }
+
+    /// <summary>Every section checked and the model preset filled in; throws naming the key and the value.</summary>
+    public RunConfig Validated()
+    {
+        Oec.Validate();
+        Data.Validate();
+        Train.Validate();
+        if (string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");
+        return this with { Model = Model.Resolve() };
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    static void Apply(JsonObject root, string assignment)
+    {
+        int eq = assignment.IndexOf('=');
+        if (eq <= 0) throw new ArgumentException($"override '{assignment}': expected section.key=value, e.g. train.learning_rate=1e-3");
+        string[] path = assignment[..eq].Split('.');
+        string text = assignment[(eq + 1)..];
+        JsonObject node = root;
+        foreach (var part in path[..^1])
+        {
+            if (node[part] is not JsonObject child)
+            {
+                child = new JsonObject();
+                node[part] = child;
+            }
+            node = child;
+        }
+        node[path[^1]] = ParseValue(text);
+    }
+
+    static JsonNode? ParseValue(string text)
+    {
+        try
+        {
+            var parsed = JsonNode.Parse(text);
+            if (parsed is JsonValue) return parsed;
+        }
+        catch (JsonException) { }
+        return JsonValue.Create(text);
+    }
+
+    static string Describe(JsonObject root, string key)
+    {
+        JsonNode? node = root;
+        foreach (var part in key.Split('.', StringSplitOptions.RemoveEmptyEntries))
+            node = node is JsonObject o && o.TryGetPropertyValue(part, out var child) ? child : null;
+        return node?.ToJsonString() ?? "(absent)";
+    }
+
+    static string FirstSentence(string message)
+    {
+        int cut = message.IndexOf(". Path:", StringComparison.Ordinal);
+        message = cut > 0 ? message[..cut] : message;
+        return message.EndsWith("Oec.OecMethod", StringComparison.Ordinal)
+            ? "expected one of " + string.Join(", ", Enum.GetValues<OecMethod>().Select(m => JsonNamingPolicy.SnakeCaseLower.ConvertName(m.ToString())))
+            : message;
+    }
+}

@@ -1,0 +1,172 @@
+// The paper's decoder: rotary positions, SwiGLU MLP, pre-LN LayerNorm, qk-layernorm per head, no biases, no dropout.
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Rank.Model;
+
+/// <summary>
+/// GPT body: token ids [B, T] -> final hidden states [B, T, d] (after the final LayerNorm). The head is not applied
+/// here: <see cref="OutputEmbedding"/> E [V, d] goes to the OEC library, which forms the logits, the loss and the
+/// statistics, and centres E after the optimizer step. Initialisation as in the paper's code (a modified nanoGPT).
+/// </summary>
+public sealed class Gpt : nn.Module<Tensor, Tensor>
+{
+    readonly Embedding wte;
+    readonly ModuleList<Block> h;
+    readonly LayerNorm ln_f;
+    readonly Parameter? lm_head; // [V, d]; null with weight tying, where E is wte.weight
+
+    public int VocabSize { get; }
+    public int Dim { get; }
+
+    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength) : base("gpt")
+    {
+        var o = options.Resolve();
+        int layers = o.NLayer!.Value, d = o.DModel!.Value, heads = o.NHead!.Value;
+        VocabSize = o.PaddedVocab(vocabSize);
+        Dim = d;
+        wte = nn.Embedding(VocabSize, d);
+        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength)).ToArray());
+        ln_f = nn.LayerNorm([d], bias: false);
+        if (!o.WeightTying) lm_head = nn.Parameter(empty(VocabSize, d));
+        RegisterComponents();
+        Initialise(layers);
+    }
+
+    /// <summary>E [V, d]: the output embedding, rows e_i. The input embedding's matrix when weights are tied.</summary>
+    public Parameter OutputEmbedding => lm_head ?? wte.weight!;
+
+    public override Tensor forward(Tensor idx)
+    {
+        var x = wte.forward(idx);              // [B, T, d]
+        foreach (var block in h) x = block.forward(x);
+        return ln_f.forward(x);                // [B, T, d]
+    }
+
+    void Initialise(int layers)
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith("ln_1.weight") || name.EndsWith("ln_2.weight") || name.EndsWith("layernorm.weight") || name == "ln_f.weight")
+                nn.init.ones_(p);
+            else if (name.EndsWith("attn.c_proj.weight"))
+                nn.init.normal_(p, 0, 0.02 / Math.Sqrt(2 * layers)); // residual projection of attention, per GPT-2
+            else if (name == "wte.weight" && lm_head is not null)
+                nn.init.normal_(p, 0, 1 / Math.Sqrt(Dim));           // embeddings: std 1/sqrt(d)
+            else
+                nn.init.xavier_normal_(p);                           // linear layers and the head; a tied matrix too,
+                                                                      // since the paper's code initialises the head last
+        }
+    }
+}
+
+/// <summary>Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).</summary>
+public sealed class Block : nn.Module<Tensor, Tensor>
+{
+    readonly LayerNorm ln_1, ln_2;
+    readonly CausalSelfAttention attn;
+    readonly SwiGlu mlp;
+
+    public Block(int d, int heads, int maxSequenceLength) : base("block")
+    {
+        ln_1 = nn.LayerNorm([d], bias: false);
+        attn = new CausalSelfAttention(d, heads, maxSequenceLength);
+        ln_2 = nn.LayerNorm([d], bias: false);
+        mlp = new SwiGlu(d);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        x = x + attn.forward(ln_1.forward(x));
+        x = x + mlp.forward(ln_2.forward(x));
+        return x.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Causal self-attention with LayerNorm on queries and keys per head and rotary positions.</summary>
+public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
+{
+    readonly Linear c_attn, c_proj;
+    readonly LayerNorm q_layernorm, k_layernorm;
+    readonly Rotary rotary;
+    readonly int heads;
+
+    public CausalSelfAttention(int d, int heads, int maxSequenceLength) : base("attn")
+    {
+        this.heads = heads;
+        c_attn = nn.Linear(d, 3 * d, hasBias: false);
+        c_proj = nn.Linear(d, d, hasBias: false);
+        q_layernorm = nn.LayerNorm([d / heads], bias: false);
+        k_layernorm = nn.LayerNorm([d / heads], bias: false);
+        rotary = new Rotary(d / heads, maxSequenceLength);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        long B = x.shape[0], T = x.shape[1], C = x.shape[2];
+        var qkv = c_attn.forward(x).view(B, T, 3, heads, C / heads).permute(2, 0, 3, 1, 4); // [3, B, nh, T, hs]
+        var q = rotary.Apply(q_layernorm.forward(qkv[0]));                                     // [B, nh, T, hs]
+        var k = rotary.Apply(k_layernorm.forward(qkv[1]));
+        var y = nn.functional.scaled_dot_product_attention(q, k, qkv[2], is_casual: true);    // [B, nh, T, hs]
+        return c_proj.forward(y.transpose(1, 2).reshape(B, T, C));
+    }
+}
+
+/// <summary>
+/// Rotary position embedding on the first half of each head's dimensions, in interleaved pairs, base 10000
+/// (as rotary-embedding-torch with dim = hs/2, which the paper's code uses).
+/// </summary>
+public sealed class Rotary : nn.Module
+{
+    readonly Tensor cos, sin; // [T_max, hs/2], each frequency repeated for its pair
+    readonly int rotated;
+
+    public Rotary(int headDim, int maxSequenceLength) : base("rotary")
+    {
+        rotated = headDim / 2;
+        var inverseFrequency = 1.0 / pow(10000.0, arange(0, rotated, 2, dtype: float32) / rotated); // [hs/4]
+        var angles = outer(arange(maxSequenceLength, dtype: float32), inverseFrequency);             // [T_max, hs/4]
+        angles = angles.repeat_interleave(2, dim: 1);                                                // [T_max, hs/2]
+        cos = angles.cos();
+        sin = angles.sin();
+        register_buffer("cos", cos, persistent: false);
+        register_buffer("sin", sin, persistent: false);
+    }
+
+    /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1.</summary>
+    public Tensor Apply(Tensor x)
+    {
+        long T = x.shape[2], hs = x.shape[3];
+        var rot = x[.., .., .., ..(int)rotated];
+        var pass = x[.., .., .., (int)rotated..];
+        var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
+        var turned = stack([-pairs[.., .., .., .., 1], pairs[.., .., .., .., 0]], -1).flatten(-2); // (x1, x2) -> (-x2, x1)
+        var c = cos[..(int)T].to(x.dtype);
+        var s = sin[..(int)T].to(x.dtype);
+        return cat([rot * c + turned * s, pass], -1);
+    }
+}
+
+/// <summary>SwiGLU MLP: W_2(silu(W x) * V x), hidden 256 * ceil((8d/3) / 256).</summary>
+public sealed class SwiGlu : nn.Module<Tensor, Tensor>
+{
+    readonly Linear W, V, W_2;
+
+    public SwiGlu(int d) : base("mlp")
+    {
+        int hidden = HiddenSize(d);
+        W = nn.Linear(d, hidden, hasBias: false);
+        V = nn.Linear(d, hidden, hasBias: false);
+        W_2 = nn.Linear(hidden, d, hasBias: false);
+        RegisterComponents();
+    }
+
+    public static int HiddenSize(int d) => 256 * ((8 * d / 3 + 255) / 256);
+
+    public override Tensor forward(Tensor x) => W_2.forward(nn.functional.silu(W.forward(x)) * V.forward(x));
+}

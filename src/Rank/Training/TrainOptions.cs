@@ -1,0 +1,70 @@
+// Options of the optimizer, schedule, batch and evaluation.
+namespace Rank.Training;
+
+public sealed record TrainOptions
+{
+    /// <summary>Optimizer steps in the run.</summary>
+    public int Steps { get; init; } = 400;
+    /// <summary>Sequences per micro-batch; a step takes batch_size * grad_accum sequences.</summary>
+    public int BatchSize { get; init; } = 16;
+    public int GradAccum { get; init; } = 1;
+    /// <summary>Tokens per sequence (T).</summary>
+    public int SequenceLength { get; init; } = 64;
+    /// <summary>Peak learning rate, reached after the warmup.</summary>
+    public double LearningRate { get; init; } = 3e-3;
+    /// <summary>Floor of the cosine decay, reached at the last step.</summary>
+    public double MinLearningRate { get; init; } = 1e-5;
+    public int WarmupSteps { get; init; } = 40;
+    public double WeightDecay { get; init; }
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.95;
+    public double Eps { get; init; } = 1e-8;
+    /// <summary>Maximum global L2 norm of the gradient; 0 disables clipping.</summary>
+    public double GradClip { get; init; } = 1.0;
+    /// <summary>Seeds the initialisation and the batch order.</summary>
+    public ulong Seed { get; init; } = 1337;
+    /// <summary>Validate every this many steps (and after the last); 0 disables validation.</summary>
+    public int EvalEvery { get; init; } = 100;
+    /// <summary>Validation batches (of batch_size sequences) per evaluation.</summary>
+    public int EvalBatches { get; init; } = 8;
+    /// <summary>Write the metrics log and console progress every this many steps.</summary>
+    public int LogEvery { get; init; } = 10;
+    /// <summary>CPU threads for libtorch; 0 keeps libtorch's default (all cores).</summary>
+    public int Threads { get; init; }
+
+    public void Validate()
+    {
+        Positive("train.steps", Steps);
+        Positive("train.batch_size", BatchSize);
+        Positive("train.grad_accum", GradAccum);
+        Positive("train.sequence_length", SequenceLength);
+        Positive("train.eval_batches", EvalBatches);
+        Positive("train.log_every", LogEvery);
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) Fail("train.learning_rate", LearningRate, "must be finite and > 0");
+        if (!(MinLearningRate >= 0) || MinLearningRate > LearningRate) Fail("train.min_learning_rate", MinLearningRate, "must be in [0, learning_rate]");
+        if (WarmupSteps < 0 || WarmupSteps > Steps) Fail("train.warmup_steps", WarmupSteps, "must be in [0, steps]");
+        if (!(WeightDecay >= 0)) Fail("train.weight_decay", WeightDecay, "must be >= 0");
+        if (!(Beta1 >= 0 && Beta1 < 1)) Fail("train.beta1", Beta1, "must be in [0, 1)");
+        if (!(Beta2 >= 0 && Beta2 < 1)) Fail("train.beta2", Beta2, "must be in [0, 1)");
+        if (!(Eps > 0)) Fail("train.eps", Eps, "must be > 0");
+        if (!(GradClip >= 0)) Fail("train.grad_clip", GradClip, "must be >= 0 (0 disables clipping)");
+        if (EvalEvery < 0) Fail("train.eval_every", EvalEvery, "must be >= 0 (0 disables validation)");
+        if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
+    }
+
+    /// <summary>Linear warmup from 0 to the peak over warmup_steps, then cosine decay to the floor at the last step.</summary>
+    public double LearningRateAt(int step)
+    {
+        if (step < WarmupSteps) return LearningRate * (step + 1) / WarmupSteps;
+        int decaySteps = Math.Max(1, Steps - 1 - WarmupSteps);
+        double progress = Math.Min(1.0, (double)(step - WarmupSteps) / decaySteps);
+        return MinLearningRate + 0.5 * (LearningRate - MinLearningRate) * (1 + Math.Cos(Math.PI * progress));
+    }
+
+    static void Positive(string key, int value)
+    {
+        if (value < 1) Fail(key, value, "must be >= 1");
+    }
+
+    static void Fail(string key, object value, string problem) => throw new ArgumentException($"{key} = {value}: {problem}");
+}
