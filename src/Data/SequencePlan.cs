@@ -1,0 +1,106 @@
+// Cuts token sources into fixed-length training sequences (inputs plus shifted targets) that never cross a source.
+namespace Data;
+
+/// <summary>
+/// Sequence i is sequenceLength + 1 consecutive tokens of one source: inputs are the first sequenceLength, targets the
+/// last sequenceLength. Sequences start every sequenceLength tokens (so each token is a target exactly once), a source of
+/// N tokens holds floor((N - 1) / sequenceLength) of them, and they are numbered source by source.
+/// </summary>
+public sealed class SequencePlan
+{
+    private readonly ITokenSource[] _sources;
+    private readonly long[] _firstIndex;
+
+    public SequencePlan(IReadOnlyList<ITokenSource> sources, int sequenceLength)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        if (sources.Count == 0)
+        {
+            throw new ArgumentException("SequencePlan: sources is empty", nameof(sources));
+        }
+
+        if (sequenceLength < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(sequenceLength), $"SequencePlan: sequenceLength {sequenceLength} must be at least 1");
+        }
+
+        _sources = [.. sources];
+        SequenceLength = sequenceLength;
+        _firstIndex = new long[_sources.Length + 1];
+        for (int s = 0; s < _sources.Length; s++)
+        {
+            _firstIndex[s + 1] = _firstIndex[s] + SequencesIn(_sources[s].TokenCount);
+        }
+
+        if (Count == 0)
+        {
+            string counts = string.Join(", ", _sources.Select(s => $"{s.Name}: {s.TokenCount}"));
+            throw new ArgumentException(
+                $"SequencePlan: no source holds one sequence of sequenceLength {sequenceLength} + 1 = {sequenceLength + 1} tokens (token counts: {counts})",
+                nameof(sources));
+        }
+    }
+
+    /// <summary>The sources, in numbering order.</summary>
+    public IReadOnlyList<ITokenSource> Sources => _sources;
+
+    /// <summary>T: tokens per input row (and per target row).</summary>
+    public int SequenceLength { get; }
+
+    /// <summary>Total number of sequences over all sources.</summary>
+    public long Count => _firstIndex[^1];
+
+    /// <summary>The source index and the token offset inside it where sequence `index` begins.</summary>
+    public (int Source, long Start) this[long index]
+    {
+        get
+        {
+            if (index < 0 || index >= Count)
+            {
+                throw new ArgumentOutOfRangeException(nameof(index), $"SequencePlan: sequence index {index} is outside [0, {Count})");
+            }
+
+            int source = SourceOf(index);
+            return (source, (index - _firstIndex[source]) * SequenceLength);
+        }
+    }
+
+    /// <summary>Writes sequence `index`: inputs = tokens [start, start + T), targets = tokens [start + 1, start + T + 1).</summary>
+    public void Fill(long index, Span<int> inputs, Span<int> targets)
+    {
+        if (inputs.Length != SequenceLength || targets.Length != SequenceLength)
+        {
+            throw new ArgumentException(
+                $"SequencePlan.Fill: inputs length {inputs.Length} and targets length {targets.Length} must both equal sequenceLength {SequenceLength}");
+        }
+
+        (int source, long start) = this[index];
+        ITokenSource tokens = _sources[source];
+        tokens.Read(start, inputs);
+        inputs[1..].CopyTo(targets);
+        tokens.Read(start + SequenceLength, targets[^1..]);
+    }
+
+    private long SequencesIn(long tokenCount) => tokenCount < 1 ? 0 : (tokenCount - 1) / SequenceLength;
+
+    /// <summary>The last source whose first index is &lt;= index; empty sources share their first index with the next one.</summary>
+    private int SourceOf(long index)
+    {
+        int low = 0;
+        int high = _sources.Length;
+        while (high - low > 1)
+        {
+            int middle = (low + high) / 2;
+            if (_firstIndex[middle] <= index)
+            {
+                low = middle;
+            }
+            else
+            {
+                high = middle;
+            }
+        }
+
+        return low;
+    }
+}

@@ -1,0 +1,305 @@
+// Tests for TokenShard: both layouts, Auto detection, validation messages, reads and shard patterns.
+using System.Runtime.InteropServices;
+
+namespace Data.UnitTests;
+
+public sealed class TokenShardTests : IDisposable
+{
+    private const int Gpt2Vocab = 50257;
+    private readonly TempDirectory _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void AWrittenShardReadsBackTheSameTokens()
+    {
+        ushort[] tokens = [.. Enumerable.Range(0, 10_000).Select(i => (ushort)(i * 7 % Gpt2Vocab))];
+        string path = _temp.File("a.bin");
+        ShardWriter.Write(path, tokens);
+
+        using var shard = TokenShard.Open(path, Gpt2Vocab);
+
+        Assert.Equal(ShardFormat.LlmC, shard.Format);
+        Assert.Equal(path, shard.Path);
+        Assert.Equal(path, shard.Name);
+        Assert.Equal(tokens.Length, shard.TokenCount);
+        var all = new int[tokens.Length];
+        shard.Read(0, all);
+        Assert.Equal(tokens.Select(t => (int)t), all);
+        var middle = new int[37];
+        shard.Read(1234, middle);
+        Assert.Equal(tokens.Skip(1234).Take(37).Select(t => (int)t), middle);
+    }
+
+    [Fact]
+    public void ARawFileIsReadAsBareUint16Tokens()
+    {
+        ushort[] tokens = [5, 0, 65535, 42, 50256];
+        string path = WriteRaw("raw.bin", tokens);
+
+        using var shard = TokenShard.Open(path, 65536, ShardFormat.Raw);
+
+        Assert.Equal(ShardFormat.Raw, shard.Format);
+        Assert.Equal(5, shard.TokenCount);
+        var read = new int[5];
+        shard.Read(0, read);
+        Assert.Equal([5, 0, 65535, 42, 50256], read);
+    }
+
+    [Fact]
+    public void AutoDetectsTheLlmCHeader()
+    {
+        string path = _temp.File("llmc.bin");
+        ShardWriter.Write(path, [1, 2, 3]);
+
+        using var shard = TokenShard.Open(path, Gpt2Vocab, ShardFormat.Auto);
+
+        Assert.Equal(ShardFormat.LlmC, shard.Format);
+        Assert.Equal(3, shard.TokenCount);
+    }
+
+    [Fact]
+    public void AutoTreatsAHeaderlessFileAsRaw()
+    {
+        string path = WriteRaw("train.bin", [15496, 995, 50256, 7]);
+
+        using var shard = TokenShard.Open(path, Gpt2Vocab, ShardFormat.Auto);
+
+        Assert.Equal(ShardFormat.Raw, shard.Format);
+        var read = new int[4];
+        shard.Read(0, read);
+        Assert.Equal([15496, 995, 50256, 7], read);
+    }
+
+    [Fact]
+    public void TheMagicReadAsRawTokensStartsAboveTheGpt2Vocabulary()
+    {
+        Assert.Equal(55432, TokenShard.LlmCMagic & 0xFFFF);
+        Assert.Equal(308, TokenShard.LlmCMagic >> 16);
+        Assert.True((TokenShard.LlmCMagic & 0xFFFF) >= Gpt2Vocab);
+    }
+
+    [Fact]
+    public void ExplicitLlmCOnAHeaderlessFileNamesTheFileAndTheMagic()
+    {
+        string path = WriteRaw("raw.bin", [1, 2, 3, 4]);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab, ShardFormat.LlmC));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("20240520", error.Message);
+        Assert.Contains((2 << 16 | 1).ToString(), error.Message);
+    }
+
+    [Fact]
+    public void ATruncatedShardReportsTheFileSizeAndTheSizeTheHeaderNeeds()
+    {
+        string path = _temp.File("short.bin");
+        ShardWriter.Write(path, new ushort[100]);
+        using (var stream = new FileStream(path, FileMode.Open))
+        {
+            stream.SetLength(1024 + 150);
+        }
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("truncated", error.Message);
+        Assert.Contains("1174", error.Message);
+        Assert.Contains("1224", error.Message);
+    }
+
+    [Fact]
+    public void AFileShorterThanTheHeaderIsTruncated()
+    {
+        string path = _temp.File("header.bin");
+        File.WriteAllBytes(path, MemoryMarshal.AsBytes<int>([TokenShard.LlmCMagic, 1, 5]).ToArray());
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("truncated", error.Message);
+        Assert.Contains("12 bytes", error.Message);
+    }
+
+    [Fact]
+    public void AnUnsupportedVersionIsNamed()
+    {
+        string path = WriteHeader("v2.bin", version: 2, count: 1, tokenBytes: 2);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("version 2", error.Message);
+    }
+
+    [Fact]
+    public void AHeaderDeclaringZeroTokensIsRejected()
+    {
+        string path = WriteHeader("zero.bin", version: 1, count: 0, tokenBytes: 0);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("0 tokens", error.Message);
+    }
+
+    [Fact]
+    public void TrailingBytesAfterTheDeclaredTokensAreRejected()
+    {
+        string path = WriteHeader("long.bin", version: 1, count: 2, tokenBytes: 6);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("1030 bytes", error.Message);
+        Assert.Contains("1028 bytes", error.Message);
+    }
+
+    [Fact]
+    public void AnEmptyFileIsRejected()
+    {
+        string path = _temp.File("empty.bin");
+        File.WriteAllBytes(path, []);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("empty", error.Message);
+    }
+
+    [Fact]
+    public void ARawFileOfOddLengthIsRejected()
+    {
+        string path = _temp.File("odd.bin");
+        File.WriteAllBytes(path, [1, 0, 2]);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab, ShardFormat.Raw));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("odd length 3", error.Message);
+    }
+
+    [Fact]
+    public void AMissingFileIsNamed()
+    {
+        string path = _temp.File("nowhere.bin");
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("not found", error.Message);
+    }
+
+    [Fact]
+    public void ATokenAtOrAboveTheVocabularyIsReportedWithItsPositionAndValue()
+    {
+        string path = _temp.File("bad.bin");
+        ShardWriter.Write(path, [1, 2, 3, Gpt2Vocab, 4]);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("token id 50257 at position 3", error.Message);
+    }
+
+    [Fact]
+    public void TheVocabularyScanFindsTheFirstBadTokenDeepInALargeShard()
+    {
+        var tokens = new ushort[3_000_001];
+        tokens[2_999_999] = 60000;
+        tokens[3_000_000] = 61000;
+        string path = WriteRaw("large.bin", tokens);
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
+
+        Assert.Contains("token id 60000 at position 2999999", error.Message);
+        using var wide = TokenShard.Open(path, 65536);
+        Assert.Equal(tokens.Length, wide.TokenCount);
+    }
+
+    [Fact]
+    public void AVocabularyOutsideUint16IsRejectedNamingIt()
+    {
+        string path = WriteRaw("raw.bin", [1]);
+
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => TokenShard.Open(path, 70000));
+
+        Assert.Contains("vocabSize 70000", error.Message);
+    }
+
+    [Fact]
+    public void ReadsOutsideTheShardThrowNamingTheSourceStartAndLength()
+    {
+        string path = _temp.File("ten.bin");
+        ShardWriter.Write(path, new ushort[10]);
+        using var shard = TokenShard.Open(path, Gpt2Vocab);
+
+        var past = Assert.Throws<ArgumentOutOfRangeException>(() => shard.Read(8, new int[3]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => shard.Read(-1, new int[1]));
+        shard.Read(10, Span<int>.Empty);
+        shard.Read(7, new int[3]);
+
+        Assert.Contains(path, past.Message);
+        Assert.Contains("3 tokens at start 8", past.Message);
+        Assert.Contains("10 tokens", past.Message);
+    }
+
+    [Fact]
+    public void ReadingADisposedShardThrows()
+    {
+        string path = _temp.File("gone.bin");
+        ShardWriter.Write(path, [1, 2]);
+        var shard = TokenShard.Open(path, Gpt2Vocab);
+        shard.Dispose();
+        shard.Dispose();
+
+        Assert.Throws<ObjectDisposedException>(() => shard.Read(0, new int[1]));
+    }
+
+    [Fact]
+    public void OpenShardsOpensEveryMatchInOrdinalOrder()
+    {
+        ShardWriter.Write(_temp.File("d_train_000001.bin"), [2]);
+        ShardWriter.Write(_temp.File("d_train_000000.bin"), [1]);
+        ShardWriter.Write(_temp.File("d_val_000000.bin"), [3]);
+        File.WriteAllText(_temp.File("d_train_000002.bin.tmp"), "partial");
+
+        TokenShard[] shards = TokenShard.OpenShards(_temp.File("d_train_*.bin"), Gpt2Vocab);
+        try
+        {
+            Assert.Equal([_temp.File("d_train_000000.bin"), _temp.File("d_train_000001.bin")], shards.Select(s => s.Path));
+        }
+        finally
+        {
+            Array.ForEach(shards, s => s.Dispose());
+        }
+    }
+
+    [Fact]
+    public void OpenShardsWithNoMatchNamesThePattern()
+    {
+        string pattern = _temp.File("none_*.bin");
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.OpenShards(pattern, Gpt2Vocab));
+
+        Assert.StartsWith(pattern, error.Message);
+        Assert.Contains("no shard files match", error.Message);
+    }
+
+    private string WriteRaw(string name, ushort[] tokens)
+    {
+        string path = _temp.File(name);
+        File.WriteAllBytes(path, MemoryMarshal.AsBytes<ushort>(tokens).ToArray());
+        return path;
+    }
+
+    private string WriteHeader(string name, int version, int count, int tokenBytes)
+    {
+        var header = new int[256];
+        (header[0], header[1], header[2]) = (TokenShard.LlmCMagic, version, count);
+        string path = _temp.File(name);
+        File.WriteAllBytes(path, [.. MemoryMarshal.AsBytes<int>(header), .. new byte[tokenBytes]]);
+        return path;
+    }
+}
