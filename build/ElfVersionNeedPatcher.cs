@@ -188,7 +188,8 @@ public sealed class MarkLibstdcxxNeedWeak : ITask
         if (Mode == "never" || Libraries.Length == 0) return true;
         if (Mode != "auto" && Mode != "always")
         {
-            Log(MessageImportance.High, $"error: TorchSharpElfFix mode '{Mode}' is not one of auto, always, never");
+            BuildEngine?.LogErrorEvent(new BuildErrorEventArgs("", "OEC0001", "", 0, 0, 0, 0,
+                $"TorchSharpElfFix = '{Mode}': expected auto, always or never", "", nameof(MarkLibstdcxxNeedWeak)));
             return false;
         }
         string? host = Array.Find(LibstdcxxCandidates, File.Exists);

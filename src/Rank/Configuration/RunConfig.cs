@@ -27,7 +27,7 @@ public sealed record RunConfig
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false) },
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false), new TextConverter() },
         WriteIndented = true,
     };
 
@@ -70,6 +70,19 @@ public sealed record RunConfig
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>A string setting also takes a number or boolean as its text (run.out_dir=2024 from the command line).</summary>
+    sealed class TextConverter : JsonConverter<string>
+    {
+        public override string? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.TokenType switch
+        {
+            JsonTokenType.String => reader.GetString(),
+            JsonTokenType.Number or JsonTokenType.True or JsonTokenType.False => System.Text.Encoding.UTF8.GetString(reader.ValueSpan),
+            _ => throw new JsonException($"expected text, got {reader.TokenType}"),
+        };
+
+        public override void Write(Utf8JsonWriter writer, string value, JsonSerializerOptions options) => writer.WriteStringValue(value);
+    }
 
     static void Apply(JsonObject root, string assignment)
     {

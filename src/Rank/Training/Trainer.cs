@@ -33,7 +33,12 @@ public sealed class Trainer : IDisposable
         Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength);
         Vocab = new LocalVocabulary(Model.VocabSize);
         parameters = Model.parameters().ToList();
-        optimizer = optim.AdamW(parameters, train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay);
+        // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
+        optimizer = optim.AdamW(new[]
+        {
+            new AdamW.ParamGroup(parameters.Where(p => p.dim() >= 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay, false, false),
+            new AdamW.ParamGroup(parameters.Where(p => p.dim() < 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, 0, false, false),
+        }, train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay);
 
         var (trainSources, valSources) = OpenData(data);
         trainBatches = new BatchPlan(new SequencePlan(trainSources, train.SequenceLength), train.BatchSize * train.GradAccum, train.Seed);

@@ -1,0 +1,217 @@
+using System.Text.Json;
+using Oec;
+using Rank.Configuration;
+using Rank.Model;
+using Rank.Training;
+
+namespace Rank.UnitTests;
+
+public class RunConfigTests
+{
+    static ArgumentException LoadFails(params string[] overrides) =>
+        Assert.Throws<ArgumentException>(() => RunConfig.Load(null, overrides));
+
+    static void NamesKeyAndValue(ArgumentException e, string key, string value)
+    {
+        Assert.Contains(key, e.Message);
+        Assert.Contains(value, e.Message);
+    }
+
+    [Fact]
+    public void The_defaults_are_valid_and_resolve_the_tiny_preset()
+    {
+        var config = RunConfig.Load(null, []);
+
+        Assert.Equal("tiny", config.Model.Preset);
+        Assert.Equal(2, config.Model.NLayer);
+        Assert.Equal(64, config.Model.DModel);
+        Assert.Equal(4, config.Model.NHead);
+        Assert.Equal(OecMethod.MuCentering, config.Oec.Method);
+        Assert.Equal("synthetic", config.Data.Source);
+        Assert.Equal(512, config.Data.ResolvedVocabSize);
+        Assert.Equal(new TrainOptions(), config.Train);
+        Assert.Equal(config, config.Validated());
+    }
+
+    [Fact]
+    public void The_values_of_a_JSON_file_apply_and_overrides_win_over_the_file()
+    {
+        using var temp = new TempDirectory();
+        string file = temp.File("run.json");
+        File.WriteAllText(file, """
+            {
+              "model": { "preset": "small", "weight_tying": true },
+              "oec": { "method": "mu_loss", "mu_loss_lambda": 0.01 },
+              "data": { "synthetic_tokens": 50000 },
+              "train": { "steps": 7, "learning_rate": 0.01, "warmup_steps": 2 }
+            }
+            """);
+
+        var config = RunConfig.Load(file, ["train.steps=9", "oec.method=z_loss", "model.n_layer=3", "run.out_dir=elsewhere"]);
+
+        Assert.Equal(9, config.Train.Steps);                  // override over file
+        Assert.Equal(OecMethod.ZLoss, config.Oec.Method);     // override over file
+        Assert.Equal(0.01, config.Train.LearningRate);        // file over default
+        Assert.Equal(2, config.Train.WarmupSteps);
+        Assert.Equal(0.01, config.Oec.MuLossLambda);
+        Assert.Equal(50000, config.Data.SyntheticTokens);
+        Assert.True(config.Model.WeightTying);
+        Assert.Equal(3, config.Model.NLayer);                 // explicit field over preset
+        Assert.Equal(128, config.Model.DModel);               // from preset small
+        Assert.Equal("elsewhere", config.Run.OutDir);
+        Assert.Equal(new TrainOptions().BatchSize, config.Train.BatchSize); // untouched default
+    }
+
+    [Fact]
+    public void A_string_override_is_taken_verbatim_with_slashes_and_spaces()
+    {
+        var config = RunConfig.Load(null, ["run.out_dir=runs/a b"]);
+
+        Assert.Equal("runs/a b", config.Run.OutDir);
+    }
+
+    [Fact]
+    public void A_number_like_override_of_a_text_setting_is_taken_as_text()
+    {
+        var config = RunConfig.Load(null, ["run.out_dir=2024", "model.preset=16M"]);
+
+        Assert.Equal("2024", config.Run.OutDir);
+        Assert.Equal("16M", config.Model.Preset);
+    }
+
+    [Fact]
+    public void An_unknown_key_in_a_section_fails_naming_the_key_and_the_value()
+    {
+        var e = LoadFails("train.bogus=17");
+
+        NamesKeyAndValue(e, "train.bogus", "17");
+    }
+
+    [Fact]
+    public void An_unknown_top_level_key_fails_naming_the_key_and_the_value()
+    {
+        var e = LoadFails("optimizer=adam");
+
+        NamesKeyAndValue(e, "optimizer", "adam");
+    }
+
+    [Fact]
+    public void An_unknown_key_in_a_file_fails_naming_the_key()
+    {
+        using var temp = new TempDirectory();
+        string file = temp.File("run.json");
+        File.WriteAllText(file, """{ "train": { "stepz": 5 } }""");
+
+        var e = Assert.Throws<ArgumentException>(() => RunConfig.Load(file, []));
+
+        NamesKeyAndValue(e, "train.stepz", "5");
+    }
+
+    [Fact]
+    public void An_invalid_method_fails_naming_the_key_the_value_and_the_choices()
+    {
+        var e = LoadFails("oec.method=mu_centring");
+
+        NamesKeyAndValue(e, "oec.method", "mu_centring");
+        Assert.Contains("mu_centering", e.Message);
+    }
+
+    [Fact]
+    public void An_integer_method_is_refused()
+    {
+        var e = LoadFails("oec.method=1");
+
+        NamesKeyAndValue(e, "oec.method", "1");
+    }
+
+    [Theory]
+    [InlineData("train.steps=many", "train.steps", "many")]
+    [InlineData("train.steps=2.5", "train.steps", "2.5")]
+    [InlineData("train.learning_rate=fast", "train.learning_rate", "fast")]
+    [InlineData("model.weight_tying=yes", "model.weight_tying", "yes")]
+    public void A_value_of_the_wrong_type_fails_naming_the_key_and_the_value(string assignment, string key, string value)
+    {
+        var e = LoadFails(assignment);
+
+        NamesKeyAndValue(e, key, value);
+    }
+
+    [Theory]
+    [InlineData(new[] { "train.learning_rate=-1" }, "train.learning_rate", "-1")]
+    [InlineData(new[] { "train.steps=10", "train.warmup_steps=20" }, "train.warmup_steps", "20")]
+    [InlineData(new[] { "model.d_model=100" }, "model.d_model", "100")]
+    [InlineData(new[] { "model.preset=huge" }, "model.preset", "huge")]
+    [InlineData(new[] { "data.source=shards" }, "data.train_shards", "shards")]
+    [InlineData(new[] { "train.batch_size=0" }, "train.batch_size", "0")]
+    [InlineData(new[] { "oec.mu_loss_lambda=-0.5" }, "oec.mu_loss_lambda", "-0.5")]
+    [InlineData(new[] { "data.vocab_size=70000" }, "data.vocab_size", "70000")]
+    public void An_impossible_value_fails_naming_the_key_and_the_value(string[] overrides, string key, string value)
+    {
+        var e = LoadFails(overrides);
+
+        NamesKeyAndValue(e, key, value);
+    }
+
+    [Fact]
+    public void A_malformed_override_fails_naming_it()
+    {
+        var e = LoadFails("trainsteps");
+
+        Assert.Contains("trainsteps", e.Message);
+    }
+
+    [Fact]
+    public void A_missing_config_file_fails_naming_the_file()
+    {
+        using var temp = new TempDirectory();
+        string missing = temp.File("absent.json");
+
+        var e = Assert.Throws<ArgumentException>(() => RunConfig.Load(missing, []));
+
+        Assert.Contains(missing, e.Message);
+    }
+
+    [Fact]
+    public void A_config_file_that_is_not_JSON_fails_naming_the_file()
+    {
+        using var temp = new TempDirectory();
+        string file = temp.File("broken.json");
+        File.WriteAllText(file, "{ train: ");
+
+        var e = Assert.Throws<ArgumentException>(() => RunConfig.Load(file, []));
+
+        Assert.Contains(file, e.Message);
+    }
+
+    [Fact]
+    public void ToJson_written_to_a_file_loads_back_to_an_equal_config()
+    {
+        using var temp = new TempDirectory();
+        var config = RunConfig.Load(null,
+        [
+            "model.preset=16M", "model.weight_tying=true", "oec.method=soft_cap", "oec.soft_cap=15.5",
+            "data.vocab_size=1000", "data.synthetic_tokens=12345", "data.val_fraction=0.1",
+            "train.steps=77", "train.learning_rate=3e-4", "train.min_learning_rate=1e-6", "train.seed=42",
+            "train.grad_clip=0", "run.out_dir=" + temp.File("run"),
+        ]);
+        string file = temp.File("config.json");
+        File.WriteAllText(file, config.ToJson());
+
+        var loaded = RunConfig.Load(file, []);
+
+        Assert.Equal(config, loaded);
+        Assert.Equal(config.ToJson(), loaded.ToJson());
+    }
+
+    [Fact]
+    public void ToJson_writes_snake_case_keys_and_method_names()
+    {
+        var config = RunConfig.Load(null, ["oec.method=mu_loss"]);
+
+        using var doc = JsonDocument.Parse(config.ToJson());
+
+        Assert.Equal("mu_loss", doc.RootElement.GetProperty("oec").GetProperty("method").GetString());
+        Assert.Equal(config.Train.LearningRate, doc.RootElement.GetProperty("train").GetProperty("learning_rate").GetDouble());
+        Assert.Equal(64, doc.RootElement.GetProperty("model").GetProperty("d_model").GetInt32());
+    }
+}
