@@ -13,6 +13,7 @@ public static class TorchRuntime
     /// </summary>
     public static void EnsureLoaded()
     {
+        KeepFreedMemory();
         try
         {
             torch.InitializeDeviceType(DeviceType.CPU);
@@ -23,6 +24,36 @@ public static class TorchRuntime
             throw new InvalidOperationException($"TorchSharp failed to load: {LoaderError(library) ?? OneLine(e.Message)}", e);
         }
     }
+
+    /// <summary>
+    /// Makes glibc malloc keep and reuse freed memory instead of returning it: every step allocates and frees the
+    /// same large tensors (logits [B*T, V] are 100 MB at B*T = 512, V = 50304), and glibc serves each allocation
+    /// above 32 MB with a fresh mmap whose pages fault in again. On the development VMs that made a step of a tiny
+    /// model with GPT-2's vocabulary 6x slower (docs/benchmarks.md). The process keeps its peak heap instead.
+    /// Where the C library is not glibc, nothing changes.
+    /// glibc applies this to the main arena, the one the process's main thread allocates from, where the training
+    /// loop runs; a request above 64 MB from another thread's arena is still served by mmap.
+    /// </summary>
+    static void KeepFreedMemory()
+    {
+        if (!OperatingSystem.IsLinux() || KeepsFreedMemory) return;
+        try
+        {
+            // no mmap per allocation: large blocks come from the heap and are reused; never trim the heap's top
+            KeepsFreedMemory = mallopt(MMmapMax, 0) == 1 & mallopt(MTrimThreshold, int.MaxValue) == 1;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+        }
+    }
+
+    /// <summary>True once glibc accepted both settings of <see cref="KeepFreedMemory"/>.</summary>
+    public static bool KeepsFreedMemory { get; private set; }
+
+    const int MTrimThreshold = -1, MMmapMax = -4; // glibc malloc.h
+
+    [DllImport("libc.so.6")]
+    static extern int mallopt(int param, int value);
 
     /// <summary>Where the build puts libLibTorchSharp.so (runtimes/linux-x64/native, or beside the assembly when published).</summary>
     public static string LibTorchSharpPath()

@@ -14,6 +14,14 @@ public class TorchRuntimeTests
     }
 
     [Fact]
+    public void After_EnsureLoaded_glibc_keeps_freed_memory_for_reuse()
+    {
+        TorchRuntime.EnsureLoaded();
+
+        Assert.True(TorchRuntime.KeepsFreedMemory); // this machine's C library is glibc: both mallopt calls succeeded
+    }
+
+    [Fact]
     public void TorchSharp_multiplies_two_matrices_as_by_hand()
     {
         TorchRuntime.EnsureLoaded();

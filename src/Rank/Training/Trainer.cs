@@ -25,6 +25,7 @@ public sealed class Trainer : IDisposable
 
     public Trainer(RunConfig config)
     {
+        TorchRuntime.EnsureLoaded();
         Config = config.Validated();
         var (model, data, train) = (Config.Model, Config.Data, Config.Train);
         if (train.Threads > 0) set_num_threads(train.Threads);
