@@ -88,7 +88,7 @@ public class TrainerTests(ITestOutputHelper log)
             b.Step(step);
             double muCentered = Tensors.MuNorm(a.Model.OutputEmbedding);
             double muNone = Tensors.MuNorm(b.Model.OutputEmbedding);
-            log.WriteLine($"step {step}: |mu| centering {muCentered:G3}, none {muNone:G3}, logged {stats.MuNorm:G3}");
+            log.WriteLine($"step {step}: |mu| centering {muCentered:G3}, none {muNone:G3}, logged {stats!.MuNorm:G3}");
             Assert.True(muCentered < 1e-6, $"step {step}: ||mu|| = {muCentered} after centering");
             Assert.True(muNone > 1e-3, $"step {step}: ||mu|| = {muNone} without centering");
             if (step > 0) Assert.True(stats.MuNorm < 1e-5, $"step {step}: the forward pass saw ||mu|| = {stats.MuNorm}");

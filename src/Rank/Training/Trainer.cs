@@ -22,6 +22,7 @@ public sealed class Trainer : IDisposable
     readonly BatchPlan trainBatches, valBatches;
     readonly int[] inputs, targets; // one step's global batch [B * accum, T], row-major
     readonly List<IDisposable> sources = new();
+    SyntheticCorpus? corpus; // the data when data.source = synthetic
 
     public Trainer(RunConfig config)
     {
@@ -50,9 +51,10 @@ public sealed class Trainer : IDisposable
 
     /// <summary>
     /// One optimizer step, top to bottom: learning rate, then per micro-batch forward, loss with the regulariser,
-    /// backward; then clip, optimizer step, zero grad, mu-centering. Statistics describe this step's forward pass.
+    /// backward; then clip, optimizer step, zero grad, mu-centering. Statistics, when asked for (they cost a few passes
+    /// over the logits), describe this step's forward pass of the last micro-batch; otherwise they are null.
     /// </summary>
-    public (double CrossEntropy, double GradNorm, LogitStatistics Stats) Step(int step)
+    public (double CrossEntropy, double GradNorm, LogitStatistics? Stats) Step(int step, bool statistics = true)
     {
         var train = Config.Train;
         int B = train.BatchSize, T = train.SequenceLength, accum = train.GradAccum;
@@ -71,7 +73,7 @@ public sealed class Trainer : IDisposable
             var loss = OutputEmbedding.Loss(logits, y[micro], Model.OutputEmbedding, Config.Oec, Vocab);
             (loss.Loss / accum).backward();                                                  // mean over the global batch
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
-            if (micro == accum - 1) stats = LogitStatistics.Compute(logits, Model.OutputEmbedding, Vocab);
+            if (statistics && micro == accum - 1) stats = LogitStatistics.Compute(logits, Model.OutputEmbedding, Vocab);
         }
 
         double gradNorm = train.GradClip > 0
@@ -80,7 +82,7 @@ public sealed class Trainer : IDisposable
         optimizer.step();
         optimizer.zero_grad();
         if (Config.Oec.Method == OecMethod.MuCentering) OutputEmbedding.Center(Model.OutputEmbedding, Vocab);
-        return (crossEntropy, gradNorm, stats!);
+        return (crossEntropy, gradNorm, stats);
     }
 
     /// <summary>Mean cross-entropy over the validation batches (the same batches at every evaluation).</summary>
@@ -115,7 +117,8 @@ public sealed class Trainer : IDisposable
         Directory.CreateDirectory(outDir);
         File.WriteAllText(Path.Combine(outDir, "config.json"), Config.ToJson());
         console.WriteLine($"model: {Model.parameters().Sum(p => p.numel()):N0} parameters, vocabulary {Model.VocabSize} (padded), oec.method = {Config.Oec.Method}");
-        console.WriteLine($"data: {trainBatches.Plan.Count:N0} train and {valBatches.Plan.Count:N0} validation sequences of {train.SequenceLength} tokens");
+        console.WriteLine($"data: {trainBatches.Plan.Count:N0} train and {valBatches.Plan.Count:N0} validation sequences of {train.SequenceLength} tokens" +
+                          (corpus is null ? "" : $"; the synthetic corpus's entropy rate, the best achievable loss, is {corpus.EntropyRateNats:F3} nats"));
 
         using var log = new MetricsLog(Path.Combine(outDir, "metrics.jsonl"));
         var clock = Stopwatch.StartNew();
@@ -124,16 +127,17 @@ public sealed class Trainer : IDisposable
         int step = 0;
         for (; step < train.Steps; step++)
         {
+            bool validate = train.EvalEvery > 0 && ((step + 1) % train.EvalEvery == 0 || step == train.Steps - 1);
+            bool logged = (step + 1) % train.LogEvery == 0 || validate || step == train.Steps - 1;
             var stepClock = Stopwatch.StartNew();
-            var (crossEntropy, gradNorm, stats) = Step(step);
+            var (crossEntropy, gradNorm, measured) = Step(step, statistics: logged);
             double seconds = stepClock.Elapsed.TotalSeconds;
             loss = crossEntropy;
-            bool last = step == train.Steps - 1 || !double.IsFinite(loss);
-            bool validate = train.EvalEvery > 0 && ((step + 1) % train.EvalEvery == 0 || last);
-            double? val = validate ? Evaluate() : null;
+            double? val = validate || !double.IsFinite(loss) ? Evaluate() : null;
             if (val is not null) valLoss = val;
-            if ((step + 1) % train.LogEvery == 0 || validate || last)
+            if (logged || !double.IsFinite(loss))
             {
+                var stats = measured ?? new LogitStatistics(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
                 double tokensPerSecond = (double)train.BatchSize * train.GradAccum * train.SequenceLength / seconds;
                 log.Write(new StepMetrics(step + 1, loss, val, train.LearningRateAt(step), gradNorm, tokensPerSecond, seconds,
                     stats.MuNorm, stats.MeanLogit, stats.LogitStd, stats.MaxAbsLogit, stats.MeanLogZ, stats.RLog));
@@ -163,7 +167,7 @@ public sealed class Trainer : IDisposable
             sources.AddRange(valShards);
             return (trainShards.Cast<ITokenSource>().ToList(), valShards.Cast<ITokenSource>().ToList());
         }
-        var corpus = new SyntheticCorpus(vocab, data.SyntheticTokens, data.SyntheticSeed);
+        corpus = new SyntheticCorpus(vocab, data.SyntheticTokens, data.SyntheticSeed);
         long valTokens = Math.Max(Config.Train.SequenceLength + 1, (long)(data.SyntheticTokens * data.ValFraction));
         return ([new TokenSlice(corpus, 0, corpus.TokenCount - valTokens, "synthetic/train")],
                 [new TokenSlice(corpus, corpus.TokenCount - valTokens, valTokens, "synthetic/val")]);
