@@ -7,9 +7,11 @@ using System.Text;
 namespace Collectives;
 
 /// <summary>An I/O failure attributed to one peer of the ring.</summary>
-internal sealed class PeerIoException(int peerRank, string peerEndpoint, string what, Exception? inner = null)
+internal sealed class PeerIoException(int peerRank, string peerEndpoint, string what, Exception? inner = null, bool timedOut = false)
     : Exception($"{what} (peer rank {peerRank} at {peerEndpoint})", inner)
 {
+    /// <summary>True when the peer went silent (timeout) rather than away (EOF, reset): the cause may lie further up the ring.</summary>
+    public bool TimedOut { get; } = timedOut;
     public int PeerRank { get; } = peerRank;
     public string PeerEndpoint { get; } = peerEndpoint;
     public string What { get; } = what;
@@ -25,6 +27,7 @@ internal sealed class RingLinks : IDisposable
     public int Prev { get; }
     public string NextEndpoint { get; }
     public string PrevEndpoint { get; }
+    public IReadOnlyList<string> Endpoints { get; private init; } = [];
 
     private RingLinks(Socket toNext, Socket fromPrev, int next, int prev, string nextEndpoint, string prevEndpoint)
     {
@@ -44,7 +47,7 @@ internal sealed class RingLinks : IDisposable
         {
             SendHandshake(toNext, groupKey, rank, worldSize, next, endpoints[next]);
             var fromPrev = Accept(listener, groupKey, rank, worldSize, prev, endpoints[prev], timeout);
-            return new RingLinks(toNext, fromPrev, next, prev, endpoints[next], endpoints[prev]);
+            return new RingLinks(toNext, fromPrev, next, prev, endpoints[next], endpoints[prev]) { Endpoints = endpoints };
         }
         catch
         {
@@ -62,7 +65,7 @@ internal sealed class RingLinks : IDisposable
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
-            throw new PeerIoException(Next, NextEndpoint, $"send to rank {Next} failed: {Describe(e)}", e);
+            throw new PeerIoException(Next, NextEndpoint, $"send to rank {Next} failed: {Describe(e)}", e, IsTimeout(e));
         }
     }
 
@@ -80,7 +83,7 @@ internal sealed class RingLinks : IDisposable
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
-            throw new PeerIoException(Prev, PrevEndpoint, $"receive from rank {Prev} failed: {Describe(e)}", e);
+            throw new PeerIoException(Prev, PrevEndpoint, $"receive from rank {Prev} failed: {Describe(e)}", e, IsTimeout(e));
         }
     }
 
@@ -97,9 +100,11 @@ internal sealed class RingLinks : IDisposable
         s.Dispose();
     }
 
-    private static string Describe(Exception e) => e is SocketException se
-        ? (se.SocketErrorCode == SocketError.TimedOut || se.SocketErrorCode == SocketError.WouldBlock ? "timed out" : se.SocketErrorCode.ToString())
-        : "socket closed locally";
+    private static bool IsTimeout(Exception e) =>
+        e is SocketException { SocketErrorCode: SocketError.TimedOut or SocketError.WouldBlock };
+
+    private static string Describe(Exception e) =>
+        IsTimeout(e) ? "timed out" : e is SocketException se ? se.SocketErrorCode.ToString() : "socket closed locally";
 
     private static Socket Listen(int port)
     {
@@ -116,7 +121,8 @@ internal sealed class RingLinks : IDisposable
         s.SendBufferSize = s.ReceiveBufferSize = 4 << 20;
     }
 
-    // Retries refused connections until the timeout: the peer may still be starting.
+    // Retries refused connections until the timeout: the peer may still be starting. Connects without the thread pool
+    // (non-blocking connect + Poll), so many ranks as threads cannot starve it.
     private static Socket Connect(string endpoint, int peer, TimeSpan timeout)
     {
         var (host, port) = ParseEndpoint(endpoint);
@@ -127,18 +133,34 @@ internal sealed class RingLinks : IDisposable
             try
             {
                 Configure(s, timeout);
-                using var cts = new CancellationTokenSource(deadline - DateTime.UtcNow is var left && left > TimeSpan.Zero ? left : TimeSpan.Zero);
-                s.ConnectAsync(host, port, cts.Token).AsTask().GetAwaiter().GetResult();
+                ConnectWithin(s, new IPEndPoint(Resolve(host), port), deadline);
                 return s;
             }
-            catch (Exception e) when (e is SocketException or OperationCanceledException)
+            catch (SocketException e)
             {
                 s.Dispose();
                 if (DateTime.UtcNow >= deadline)
-                    throw new CollectiveException($"connect to rank {peer} at {endpoint} failed within {timeout.TotalSeconds:0.###} s: {e.Message}", e);
+                    throw new CollectiveException($"connect to rank {peer} at {endpoint} failed within {timeout.TotalSeconds:0.###} s: {e.SocketErrorCode}", e);
                 Thread.Sleep(50);
             }
         }
+    }
+
+    private static IPAddress Resolve(string host) =>
+        IPAddress.TryParse(host, out var ip) ? ip
+        : Dns.GetHostAddresses(host).FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork)
+          ?? throw new CollectiveException($"host '{host}' has no IPv4 address");
+
+    private static void ConnectWithin(Socket s, IPEndPoint target, DateTime deadline)
+    {
+        s.Blocking = false;
+        try { s.Connect(target); }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress) { }
+        var waitUs = (int)Math.Clamp((deadline - DateTime.UtcNow).TotalMicroseconds, 0, int.MaxValue);
+        if (!s.Poll(waitUs, SelectMode.SelectWrite)) throw new SocketException((int)SocketError.TimedOut);
+        var error = (SocketError)(int)s.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+        if (error != SocketError.Success) throw new SocketException((int)error);
+        s.Blocking = true;
     }
 
     private static (string Host, int Port) ParseEndpoint(string endpoint)

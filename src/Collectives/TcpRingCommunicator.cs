@@ -167,7 +167,7 @@ public sealed class TcpRingCommunicator : ICommunicator
     private void AwaitSend(SendJob job, string name)
     {
         if (!job.Wait(_options.EffectiveTimeout))
-            throw new PeerIoException(_links!.Next, _links.NextEndpoint, $"sending to rank {_links.Next} did not finish within {_options.EffectiveTimeout.TotalSeconds:0.###} s");
+            throw new PeerIoException(_links!.Next, _links.NextEndpoint, $"sending to rank {_links.Next} did not finish within {_options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
         if (job.Error is not null)
             throw new CollectiveException(Fail(name, job.Error), job.Error);
     }
@@ -181,6 +181,7 @@ public sealed class TcpRingCommunicator : ICommunicator
             if (_broken is not null) return _broken;
             if (_disposed) return _broken = $"group '{_groupKey}': rank {Rank} was disposed during {opName}";
             var root = Unwrap(cause);
+            if (root is PeerIoException { TimedOut: true } stall) root = BlameStalled(stall);
             var local = root is PeerIoException p
                 ? $"rank {p.PeerRank} ({p.PeerEndpoint}) failed: {p.What}; seen by rank {Rank} during {opName}"
                 : $"rank {Rank} failed during {opName}: {root.Message}";
@@ -189,6 +190,31 @@ public sealed class TcpRingCommunicator : ICommunicator
             _active?.Abort();
             _links?.Dispose(); // after the report, so a neighbour that sees our EOF finds the original cause
             return _broken;
+        }
+    }
+
+    /// <summary>A timeout does not prove the silent peer is the culprit: it may itself wait on its own previous rank.
+    /// Each timed-out rank records whom it waits on under "{group}/stalled/{rank}"; after a grace period the chain of
+    /// waits is followed to the first rank that is not waiting on anyone, which is named.</summary>
+    private PeerIoException BlameStalled(PeerIoException stall)
+    {
+        try
+        {
+            _rendezvous.ReportFailure($"{_groupKey}/stalled/{Rank}", stall.PeerRank.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Thread.Sleep(TimeSpan.FromMilliseconds(Math.Min(1000, _options.EffectiveTimeout.TotalMilliseconds / 4)));
+            var suspect = stall.PeerRank;
+            for (var hops = 0; hops < WorldSize; hops++)
+            {
+                if (!int.TryParse(_rendezvous.Failure($"{_groupKey}/stalled/{suspect}"), out var next) || next == Rank) break;
+                suspect = next;
+            }
+            if (suspect == stall.PeerRank) return stall;
+            var endpoint = _links!.Endpoints.ElementAtOrDefault(suspect) ?? "?";
+            return new PeerIoException(suspect, endpoint, $"rank {suspect} stalled: rank {Rank} timed out waiting through rank {stall.PeerRank}", stall, true);
+        }
+        catch (Exception e) when (e is not PeerIoException)
+        {
+            return stall; // the rendezvous is unreachable: name the direct peer
         }
     }
 
@@ -247,7 +273,7 @@ public sealed class TcpRingCommunicator : ICommunicator
                 for (long k = 0; k < RingPlan.Segments(chunk, _segment); k++)
                 {
                     if (forwards && !progress.WaitFor(_recvBase[t - 1] + k + 1, _c._options.EffectiveTimeout))
-                        throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {_c._options.EffectiveTimeout.TotalSeconds:0.###} s");
+                        throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {_c._options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
                     links.Send(Bytes(SegmentOf(chunk, k)));
                 }
             }

@@ -1,0 +1,163 @@
+// libnccl.so.2 and the two libtorch entry points NCCL needs (a tensor's data pointer, the current CUDA stream).
+using System.Reflection;
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace Collectives;
+
+static class NcclNative
+{
+    const string Nccl = "nccl";
+
+    // ncclDataType_t and ncclRedOp_t of nccl.h
+    const int Int32 = 2, Int64 = 4, Float16 = 6, Float32 = 7, Float64 = 8, BFloat16 = 9, UInt8 = 1, Int8 = 0;
+    const int Sum = 0, Max = 2, Min = 3, Avg = 4;
+
+    static string? libraryPath;
+    static readonly object gate = new();
+
+    /// <summary>Finds libnccl.so.2 and checks that CUDA is usable; throws one message that names what is missing and
+    /// where it was looked for.</summary>
+    public static void EnsureAvailable()
+    {
+        var missing = new List<string>();
+        lock (gate)
+        {
+            if (libraryPath is null)
+            {
+                var (path, searched) = FindLibrary();
+                if (path is null) missing.Add($"libnccl.so.2 was not found (looked in: {string.Join("; ", searched)}); install NCCL or set NCCL_LIBRARY=/path/to/libnccl.so.2");
+                else
+                {
+                    libraryPath = path;
+                    NativeLibrary.SetDllImportResolver(typeof(NcclNative).Assembly, Resolve);
+                }
+            }
+        }
+        if (!cuda.is_available())
+            missing.Add("CUDA is not available to TorchSharp (torch.cuda.is_available() = false: no GPU, or libtorch without CUDA)");
+        if (missing.Count > 0) throw new CollectiveException("the NCCL backend cannot start: " + string.Join("; and ", missing));
+    }
+
+    /// <summary>NCCL_LIBRARY, then the dynamic loader's own search (LD_LIBRARY_PATH, ld.so.cache), then the NCCL that
+    /// PyTorch's wheels install under site-packages/nvidia/nccl/lib.</summary>
+    static (string? Path, List<string> Searched) FindLibrary()
+    {
+        var searched = new List<string>();
+        string? explicitPath = Environment.GetEnvironmentVariable("NCCL_LIBRARY");
+        searched.Add($"NCCL_LIBRARY={explicitPath ?? "(unset)"}");
+        if (explicitPath is not null && File.Exists(explicitPath)) return (explicitPath, searched);
+        searched.Add($"the dynamic loader's path (LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"}, /etc/ld.so.cache)");
+        if (NativeLibrary.TryLoad("libnccl.so.2", out var handle))
+        {
+            NativeLibrary.Free(handle);
+            return ("libnccl.so.2", searched);
+        }
+        foreach (var root in new[] { "/usr/local/lib", "/usr/lib", "/opt/conda/lib", Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local/lib") })
+        {
+            if (!Directory.Exists(root)) continue;
+            foreach (var python in Directory.EnumerateDirectories(root, "python3*"))
+                foreach (var packages in new[] { "site-packages", "dist-packages" })
+                {
+                    string candidate = Path.Combine(python, packages, "nvidia/nccl/lib/libnccl.so.2");
+                    searched.Add(candidate);
+                    if (File.Exists(candidate)) return (candidate, searched);
+                }
+        }
+        return (null, searched);
+    }
+
+    static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) =>
+        name == Nccl ? NativeLibrary.Load(libraryPath!) : IntPtr.Zero;
+
+    public static int DataType(ScalarType type) => type switch
+    {
+        ScalarType.Float32 => Float32,
+        ScalarType.Float64 => Float64,
+        ScalarType.Float16 => Float16,
+        ScalarType.BFloat16 => BFloat16,
+        ScalarType.Int64 => Int64,
+        ScalarType.Int32 => Int32,
+        ScalarType.Int8 => Int8,
+        ScalarType.Byte => UInt8,
+        _ => throw new ArgumentException($"NCCL has no data type for {type}"),
+    };
+
+    public static int Op(ReduceOp op) => op switch
+    {
+        ReduceOp.Sum => Sum,
+        ReduceOp.Average => Avg,
+        ReduceOp.Max => Max,
+        ReduceOp.Min => Min,
+        _ => throw new ArgumentOutOfRangeException(nameof(op), op, "not a reduction"),
+    };
+
+    public static byte[] NewUniqueId()
+    {
+        var id = new UniqueId();
+        int result = ncclGetUniqueId(ref id);
+        if (result != 0) throw new CollectiveException($"ncclGetUniqueId failed: {Describe(result, IntPtr.Zero)}");
+        return id.ToArray();
+    }
+
+    public static IntPtr InitRank(int worldSize, byte[] uniqueId, int rank)
+    {
+        int result = ncclCommInitRank(out var comm, worldSize, UniqueId.From(uniqueId), rank);
+        if (result != 0) throw new CollectiveException($"ncclCommInitRank (rank {rank} of {worldSize}) failed: {Describe(result, IntPtr.Zero)}");
+        return comm;
+    }
+
+    public static IntPtr CurrentStream(int device)
+    {
+        int result = aoti_torch_get_current_cuda_stream(device, out var stream);
+        if (result != 0) throw new CollectiveException($"libtorch could not report the current CUDA stream of cuda:{device} (code {result})");
+        return stream;
+    }
+
+    public static int AsyncError(IntPtr comm) => ncclCommGetAsyncError(comm, out int error) == 0 ? error : 3;
+
+    public static string Describe(int result, IntPtr comm)
+    {
+        string text = Marshal.PtrToStringAnsi(ncclGetErrorString(result)) ?? $"error {result}";
+        string? last = comm == IntPtr.Zero ? null : Marshal.PtrToStringAnsi(ncclGetLastError(comm));
+        return string.IsNullOrEmpty(last) ? $"{text} (ncclResult {result})" : $"{text} (ncclResult {result}): {last}";
+    }
+
+    /// <summary>ncclUniqueId: 128 opaque bytes, passed BY VALUE to ncclCommInitRank (a pointer gives ncclInvalidArgument).</summary>
+    [StructLayout(LayoutKind.Sequential, Size = 128)]
+    unsafe struct UniqueId
+    {
+        fixed byte bytes[128];
+
+        public byte[] ToArray()
+        {
+            var copy = new byte[128];
+            fixed (byte* p = bytes) new ReadOnlySpan<byte>(p, 128).CopyTo(copy);
+            return copy;
+        }
+
+        public static UniqueId From(byte[] source)
+        {
+            if (source.Length != 128) throw new CollectiveException($"NCCL unique id from the rendezvous has {source.Length} bytes, expected 128");
+            var id = new UniqueId();
+            source.CopyTo(new Span<byte>(id.bytes, 128));
+            return id;
+        }
+    }
+
+    [DllImport(Nccl)] static extern int ncclGetUniqueId(ref UniqueId id);
+    [DllImport(Nccl)] static extern int ncclCommInitRank(out IntPtr comm, int nranks, UniqueId id, int rank);
+    [DllImport(Nccl)] public static extern int ncclAllReduce(IntPtr send, IntPtr receive, ulong count, int type, int op, IntPtr comm, IntPtr stream);
+    [DllImport(Nccl)] public static extern int ncclBroadcast(IntPtr send, IntPtr receive, ulong count, int type, int root, IntPtr comm, IntPtr stream);
+    [DllImport(Nccl)] public static extern int ncclAllGather(IntPtr send, IntPtr receive, ulong sendCount, int type, IntPtr comm, IntPtr stream);
+    [DllImport(Nccl)] public static extern int ncclReduceScatter(IntPtr send, IntPtr receive, ulong receiveCount, int type, int op, IntPtr comm, IntPtr stream);
+    [DllImport(Nccl)] public static extern int ncclCommSplit(IntPtr comm, int color, int key, out IntPtr child, IntPtr config);
+    [DllImport(Nccl)] public static extern int ncclCommCount(IntPtr comm, out int count);
+    [DllImport(Nccl)] public static extern int ncclCommUserRank(IntPtr comm, out int rank);
+    [DllImport(Nccl)] public static extern int ncclCommGetAsyncError(IntPtr comm, out int error);
+    [DllImport(Nccl)] public static extern int ncclCommAbort(IntPtr comm);
+    [DllImport(Nccl)] public static extern int ncclCommDestroy(IntPtr comm);
+    [DllImport(Nccl)] static extern IntPtr ncclGetErrorString(int result);
+    [DllImport(Nccl)] static extern IntPtr ncclGetLastError(IntPtr comm);
+    [DllImport("torch_cuda")] static extern int aoti_torch_get_current_cuda_stream(int device, out IntPtr stream);
+}

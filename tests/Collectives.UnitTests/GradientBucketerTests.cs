@@ -1,0 +1,85 @@
+// GradientBucketer: broadcast makes replicas identical; averaged gradients equal the serial mean of per-rank gradients.
+using Collectives;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Collectives.UnitTests;
+
+public class GradientBucketerTests
+{
+    // Embedding + Linear + LayerNorm, plus a side Linear used only for batches of rank 0 (no grad elsewhere).
+    private sealed class Net : IDisposable
+    {
+        public readonly Embedding Emb = nn.Embedding(10, 4);
+        public readonly Linear Lin = nn.Linear(4, 8);
+        public readonly LayerNorm Norm = nn.LayerNorm(8);
+        public readonly Linear Side = nn.Linear(4, 1);
+
+        public Tensor[] Parameters() =>
+            Emb.parameters().Concat(Lin.parameters()).Concat(Norm.parameters()).Concat(Side.parameters()).ToArray();
+
+        // ids [B, 3] int64, x [B, 4] fp32 -> scalar loss.
+        public Tensor Loss(Tensor ids, Tensor x, bool useSide)
+        {
+            using var e = Emb.forward(ids).mean([1L]);
+            using var h = Lin.forward(e + x);
+            using var n = Norm.forward(h);
+            var loss = n.pow(2).mean() + n.sum(1).sin().mean();
+            if (useSide) using (var s = Side.forward(x)) loss = loss + s.mean();
+            return loss;
+        }
+
+        public void ZeroGrad()
+        {
+            foreach (var p in Parameters()) p.grad = null;
+        }
+
+        public void Dispose() { Emb.Dispose(); Lin.Dispose(); Norm.Dispose(); Side.Dispose(); }
+    }
+
+    private static (Tensor Ids, Tensor X) Batch(int rank)
+    {
+        var g = new Generator((ulong)(77 + rank));
+        return (torch.randint(0, 10, [5, 3], generator: g), torch.randn([5, 4], generator: g));
+    }
+
+    private static Tensor[] Gradients(Net net, int batchRank)
+    {
+        net.ZeroGrad();
+        var (ids, x) = Batch(batchRank);
+        using (var loss = net.Loss(ids, x, batchRank == 0)) loss.backward();
+        return net.Parameters().Select(p => p.grad is { } g ? g.clone() : torch.zeros_like(p)).ToArray();
+    }
+
+    [Theory]
+    [InlineData(2, 64)]                 // tiny buckets: about one parameter each
+    [InlineData(3, 64)]
+    [InlineData(2, 25 * 1024 * 1024)]   // one bucket
+    [InlineData(3, 25 * 1024 * 1024)]
+    public void AveragedGradientsEqualSerialMean(int world, long bucketBytes)
+    {
+        var rootParams = new Tensor[world][];
+        Ranks.Run(world, (rank, comm) =>
+        {
+            using var net = new Net(); // different random init per rank until the broadcast
+            using var bucketer = new GradientBucketer(comm, net.Parameters(), bucketBytes);
+            if (bucketBytes == 64) Assert.True(bucketer.BucketCount >= 4, $"{bucketer.BucketCount} buckets");
+            bucketer.BroadcastParameters(root: 0);
+            rootParams[rank] = net.Parameters().Select(p => p.detach().clone()).ToArray();
+
+            var perRank = Enumerable.Range(0, world).Select(r => Gradients(net, r)).ToArray();
+            var expected = perRank[0].Select((_, i) => torch.stack(perRank.Select(g => g[i])).mean([0L])).ToArray();
+
+            Gradients(net, rank); // this rank's own batch only
+            bucketer.AverageGradients();
+            var actual = net.Parameters();
+            for (var i = 0; i < actual.Length; i++)
+                Assert.True(expected[i].allclose(actual[i].grad!, 1e-5, 1e-6), $"rank {rank}: parameter {i} gradient differs");
+            return 0;
+        });
+        for (var r = 1; r < world; r++)
+            for (var i = 0; i < rootParams[0].Length; i++)
+                Assert.True(rootParams[0][i].equal(rootParams[r][i]).all().item<bool>(), $"rank {r} parameter {i} differs from rank 0 after broadcast");
+    }
+}

@@ -1,0 +1,58 @@
+// The NCCL backend: a clear refusal where NCCL or CUDA is missing; on a GPU, world size 1 against the reference.
+using Collectives;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Collectives.UnitTests;
+
+public class NcclCommunicatorTests
+{
+    static bool NcclUsable()
+    {
+        try
+        {
+            NcclNative.EnsureAvailable();
+            return true;
+        }
+        catch (CollectiveException)
+        {
+            return false;
+        }
+    }
+
+    [SkippableFact]
+    public void Without_NCCL_or_CUDA_asking_for_the_backend_says_what_is_missing_and_where_it_looked()
+    {
+        Skip.If(NcclUsable(), "this machine has NCCL and CUDA");
+
+        var error = Assert.Throws<CollectiveException>(() =>
+            NcclCommunicator.Create(new InProcessRendezvous(), "nccl-missing", 0, 1, device: 0, TimeSpan.FromSeconds(5)));
+
+        Assert.Contains("NCCL backend cannot start", error.Message);
+        if (!cuda.is_available()) Assert.Contains("CUDA is not available", error.Message);
+        if (error.Message.Contains("libnccl.so.2 was not found", StringComparison.Ordinal))
+        {
+            Assert.Contains("NCCL_LIBRARY=", error.Message);           // the places it looked
+            Assert.Contains("LD_LIBRARY_PATH=", error.Message);
+        }
+    }
+
+    [SkippableFact]
+    public void On_a_GPU_world_size_1_all_reduce_broadcast_and_all_gather_keep_the_values()
+    {
+        Skip.IfNot(NcclUsable(), "needs NCCL and a CUDA device");
+        using var comm = NcclCommunicator.Create(new InProcessRendezvous(), "nccl-1", 0, 1, device: 0, TimeSpan.FromSeconds(30));
+        var cudaDevice = new Device(DeviceType.CUDA, 0);
+        using var x = arange(1000, dtype: ScalarType.Float32, device: cudaDevice);
+        using var expected = x.clone();
+
+        comm.AllReduce(x, ReduceOp.Sum);
+        comm.Broadcast(x, root: 0);
+        using var gathered = empty(1000, dtype: ScalarType.Float32, device: cudaDevice);
+        comm.AllGather(x, gathered);
+        comm.Barrier();
+
+        Assert.True(x.equal(expected).item<bool>());
+        Assert.True(gathered.equal(expected).item<bool>());
+    }
+}
