@@ -13,6 +13,7 @@ public static class Cli
         root.Subcommands.Add(TrainCommand());
         root.Subcommands.Add(PrepareCommand());
         root.Subcommands.Add(BenchCommand());
+        root.Subcommands.Add(BenchCollectivesCommand());
         return root;
     }
 
@@ -73,6 +74,25 @@ public static class Cli
             TorchRuntime.EnsureLoaded();
             Bench.Run(parse.GetValue(presets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 parse.GetValue(steps), Console.Out);
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command BenchCollectivesCommand()
+    {
+        var worldSizes = new Option<string>("--world-sizes") { Description = "Comma-separated numbers of ranks.", DefaultValueFactory = _ => "2,4" };
+        var maxMegabytes = new Option<int>("--max-mb") { Description = "Largest message in MB; sizes go from 1 KB up by factors of 4.", DefaultValueFactory = _ => 256 };
+        var command = new Command("bench-collectives", "Measure the TCP ring all-reduce (algbw, busbw) next to raw TCP loopback throughput.")
+        {
+            worldSizes, maxMegabytes,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            TorchRuntime.EnsureLoaded();
+            var sizes = new List<long>();
+            for (long bytes = 1024; bytes <= (long)parse.GetValue(maxMegabytes) << 20; bytes *= 4) sizes.Add(bytes);
+            Collectives.CollectiveBench.Run(parse.GetValue(worldSizes)!.Split(',').Select(int.Parse).ToArray(), sizes, Console.Out);
             return 0;
         }));
         return command;
