@@ -55,6 +55,40 @@ public sealed class BatchPlan
         return batch;
     }
 
+    /// <summary>
+    /// One rank's share of step `step`: the global batch is `microBatches` micro-batches of b = BatchSize / microBatches
+    /// rows; rank r takes rows [r b / W, (r + 1) b / W) of each, micro-batch after micro-batch. Concatenated over the ranks
+    /// micro-batch by micro-batch, the shares are the global batch, whatever W is.
+    /// </summary>
+    public long[] RankRows(long step, int rank, int worldSize, int microBatches)
+    {
+        if (microBatches < 1 || BatchSize % microBatches != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(microBatches), $"BatchPlan: {microBatches} micro-batches do not divide the batch of {BatchSize}");
+        }
+
+        int micro = BatchSize / microBatches;
+        if (worldSize < 1 || micro % worldSize != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(worldSize), $"BatchPlan: world size {worldSize} does not divide the micro-batch of {micro}");
+        }
+
+        if (rank < 0 || rank >= worldSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rank), $"BatchPlan: rank {rank} outside world size {worldSize}");
+        }
+
+        long[] batch = GlobalBatch(step);
+        int share = micro / worldSize;
+        var rows = new long[share * microBatches];
+        for (int m = 0; m < microBatches; m++)
+        {
+            Array.Copy(batch, m * micro + rank * share, rows, m * share, share);
+        }
+
+        return rows;
+    }
+
     /// <summary>Where step `step` begins: its epoch and its position (sequences already taken) inside that epoch.</summary>
     public (long Epoch, long Position) CursorAt(long step)
     {

@@ -65,6 +65,14 @@ public sealed class SequencePlan
         }
     }
 
+    /// <summary>Identifies the cut: sequence length, count and the sources' token counts (not their paths, which may
+    /// differ between machines), hashed. Two processes that agree on it fill the same index with the same tokens.</summary>
+    public string Fingerprint()
+    {
+        var text = $"T={SequenceLength};N={Count};" + string.Join(",", _sources.Select(s => s.TokenCount));
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)))[..16];
+    }
+
     /// <summary>Writes sequence `index`: inputs = tokens [start, start + T), targets = tokens [start + 1, start + T + 1).</summary>
     public void Fill(long index, Span<int> inputs, Span<int> targets)
     {

@@ -1,7 +1,7 @@
-// The command line: train, prepare, bench. Each command only parses, composes and reports.
+// The command line: train, coordinator, rank, prepare, bench. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
-using Rank.Training;
+using Rank.Distributed;
 
 namespace Rank;
 
@@ -9,23 +9,30 @@ public static class Cli
 {
     public static RootCommand Build()
     {
-        var root = new RootCommand("Output-embedding-centering GPT training (one process).");
+        var root = new RootCommand("Output-embedding-centering GPT training: a coordinator and data-parallel ranks.");
         root.Subcommands.Add(TrainCommand());
+        root.Subcommands.Add(CoordinatorCommand());
+        root.Subcommands.Add(RankCommand());
         root.Subcommands.Add(PrepareCommand());
         root.Subcommands.Add(BenchCommand());
         root.Subcommands.Add(BenchCollectivesCommand());
         return root;
     }
 
+    static Option<string?> ConfigOption() => new("--config") { Description = "JSON configuration file (sections model, oec, data, train, run, job)." };
+
+    static Argument<string[]> OverridesArgument() => new("overrides")
+    {
+        Description = "Settings over the file, as section.key=value, e.g. train.learning_rate=1e-3 oec.method=mu_loss job.world_size=4.",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+
     static Command TrainCommand()
     {
-        var config = new Option<string?>("--config") { Description = "JSON configuration file (sections model, oec, data, train, run)." };
-        var overrides = new Argument<string[]>("overrides")
-        {
-            Description = "Settings over the file, as section.key=value, e.g. train.learning_rate=1e-3 oec.method=mu_loss.",
-            Arity = ArgumentArity.ZeroOrMore,
-        };
-        var command = new Command("train", "Train on the configured data; without arguments, the embedded default (tiny model, synthetic corpus, mu-centering).")
+        var config = ConfigOption();
+        var overrides = OverridesArgument();
+        var command = new Command("train", "Run a whole job on this machine: the coordinator and job.world_size rank processes (2 by default, on the CPU). " +
+                                           "Without arguments, the embedded default (tiny model, synthetic corpus, mu-centering). Ctrl+C stops at a checkpoint.")
         {
             config, overrides,
         };
@@ -33,11 +40,46 @@ public static class Cli
         {
             var run = RunConfig.Load(parse.GetValue(config), parse.GetValue(overrides) ?? []);
             Console.WriteLine($"resolved configuration:\n{run.ToJson()}");
-            TorchRuntime.EnsureLoaded();
-            using var trainer = new Trainer(run);
-            var result = trainer.Run(Console.Out);
-            return result.Diverged ? 3 : 0;
+            using var interrupt = new CancellationTokenSource();
+            int interrupts = 0;
+            Console.CancelKeyPress += (_, e) =>
+            {
+                if (++interrupts > 1) return; // the second Ctrl+C ends the launcher; ranks then lose the coordinator and exit
+                e.Cancel = true;
+                interrupt.Cancel();
+            };
+            return Launch.Local(run, Launch.SelfRankCommand(), Console.Out, interrupt.Token).GetAwaiter().GetResult();
         }));
+        return command;
+    }
+
+    static Command CoordinatorCommand()
+    {
+        var config = ConfigOption();
+        var overrides = OverridesArgument();
+        var port = new Option<int>("--port") { Description = "Port to listen on (all interfaces).", DefaultValueFactory = _ => 29400 };
+        var command = new Command("coordinator", "Run the coordinator alone, for ranks started elsewhere (`oec rank`), e.g. on Kubernetes. " +
+                                                 "Needs OEC_JOB_TOKEN; the job id is job.id, else OEC_JOB_ID.")
+        {
+            config, overrides, port,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            var run = RunConfig.Load(parse.GetValue(config), parse.GetValue(overrides) ?? []);
+            return Launch.Cluster(run, parse.GetValue(port), Console.Out).GetAwaiter().GetResult();
+        }));
+        return command;
+    }
+
+    static Command RankCommand()
+    {
+        var coordinator = new Option<string?>("--coordinator") { Description = "The coordinator's address, http://host:port (default: OEC_COORDINATOR)." };
+        var command = new Command("rank", "Run one rank: register with the coordinator, train its share, report. " +
+                                          "Reads OEC_JOB_ID, OEC_JOB_TOKEN and torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE.")
+        {
+            coordinator,
+        };
+        command.SetAction(parse => Guard(() => RankProcess.Run(parse.GetValue(coordinator), Console.Out)));
         return command;
     }
 

@@ -1,4 +1,4 @@
-// oec-rank: train a GPT with output embedding centering in this process, prepare token shards, or benchmark.
+// oecrun: launch a training job (coordinator and ranks), run one rank or the coordinator alone, prepare shards, benchmark.
 using Rank;
 
 return Cli.Build().Parse(args).Invoke();

@@ -2,6 +2,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using Coordinator;
 using Oec;
 using Rank.Model;
 using Rank.Training;
@@ -10,8 +11,9 @@ namespace Rank.Configuration;
 
 public sealed record RunOptions
 {
-    /// <summary>Directory for config.json, metrics.jsonl and model.safetensors.</summary>
-    public string OutDir { get; init; } = "runs/default";
+    /// <summary>Directory for config.json, metrics.jsonl, coordinator.log, checkpoints/ and model.safetensors.
+    /// Unset: runs/{UTC date-time} of the moment the configuration is loaded, so every run gets its own.</summary>
+    public string? OutDir { get; init; }
 }
 
 /// <summary>Precedence: command line over file over defaults. Unknown keys and impossible values fail at start.</summary>
@@ -22,6 +24,7 @@ public sealed record RunConfig
     public DataOptions Data { get; init; } = new();
     public TrainOptions Train { get; init; } = new();
     public RunOptions Run { get; init; } = new();
+    public JobOptions Job { get; init; } = new();
 
     public static readonly JsonSerializerOptions Json = new()
     {
@@ -65,11 +68,19 @@ public sealed record RunConfig
         Oec.Validate();
         Data.Validate();
         Train.Validate();
-        if (string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");
-        return this with { Model = Model.Resolve() };
+        Job.Validate();
+        if (Run.OutDir is not null && string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");
+        return this with { Model = Model.Resolve(), Run = Run with { OutDir = Run.OutDir ?? $"runs/{DateTime.UtcNow:yyyyMMdd-HHmmss}" } };
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>A configuration as ToJson wrote it (the coordinator hands it to the ranks), validated.</summary>
+    public static RunConfig FromJson(string json)
+    {
+        try { return (JsonSerializer.Deserialize<RunConfig>(json, Json) ?? throw new ArgumentException("configuration: empty JSON")).Validated(); }
+        catch (JsonException e) { throw new ArgumentException($"configuration from the coordinator: {e.Message}"); }
+    }
 
     /// <summary>A string setting also takes a number or boolean as its text (run.out_dir=2024 from the command line).</summary>
     sealed class TextConverter : JsonConverter<string>

@@ -1,6 +1,7 @@
 // The saved model: safetensors (loadable from Python) with the resolved run configuration in its metadata.
 using System.Text;
 using System.Text.Json.Nodes;
+using Coordinator;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
@@ -23,14 +24,12 @@ public static class Checkpoint
         header["__metadata__"] = new JsonObject { ["format"] = "pt", ["config"] = configJson };
         byte[] newHeader = Encoding.UTF8.GetBytes(header.ToJsonString());
 
-        string temp = path + ".tmp"; // never a half-written checkpoint under the final name
-        using (var output = File.Create(temp))
+        AtomicFile.Write(path, output => // never a half-written checkpoint under the final name
         {
             output.Write(BitConverter.GetBytes((long)newHeader.Length));
             output.Write(newHeader);
             output.Write(file, 8 + (int)headerLength, file.Length - 8 - (int)headerLength);
-        }
-        File.Move(temp, path, overwrite: true);
+        });
     }
 
     /// <summary>The configuration JSON stored in a checkpoint's metadata.</summary>

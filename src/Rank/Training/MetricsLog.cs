@@ -30,11 +30,20 @@ public sealed class MetricsLog : IDisposable
 
     readonly StreamWriter writer;
 
-    public MetricsLog(string path)
+    /// <param name="keepThrough">0: a new log. Else a resumed run: the lines of steps up to this one are kept and
+    /// later ones (written after the checkpoint the run resumes from) dropped.</param>
+    public MetricsLog(string path, long keepThrough = 0)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        writer = new StreamWriter(path, append: false);
+        if (keepThrough > 0 && File.Exists(path))
+        {
+            var kept = File.ReadLines(path).Where(line => Parse(line).Step <= keepThrough).ToList();
+            Coordinator.AtomicFile.Write(path, s => { using var w = new StreamWriter(s, leaveOpen: true); foreach (var line in kept) w.WriteLine(line); });
+        }
+        writer = new StreamWriter(path, append: keepThrough > 0);
     }
+
+    static StepMetrics Parse(string line) => JsonSerializer.Deserialize<StepMetrics>(line, Json)!;
 
     /// <summary>Appends one line and flushes, so a crashed run keeps every step logged before it.</summary>
     public void Write(StepMetrics metrics)
@@ -44,7 +53,7 @@ public sealed class MetricsLog : IDisposable
     }
 
     public static IReadOnlyList<StepMetrics> Read(string path) =>
-        File.ReadLines(path).Select(line => JsonSerializer.Deserialize<StepMetrics>(line, Json)!).ToList();
+        File.ReadLines(path).Select(Parse).ToList();
 
     public void Dispose() => writer.Dispose();
 }

@@ -1,0 +1,142 @@
+// Checkpoints on disk: the manifest that commits one, its verification by checksum, the newest valid one, pruning.
+using System.Security.Cryptography;
+using System.Text.Json;
+
+namespace Coordinator;
+
+/// <summary>One file of a checkpoint; sha256 in lowercase hex.</summary>
+public sealed record CheckpointFile(string Name, long Bytes, string Sha256);
+
+/// <summary>
+/// What manifest.json says: the step the checkpoint was taken after (= steps done), the data cursor at that step
+/// (epoch and position in it), every file with its size and checksum, and the resolved configuration.
+/// A checkpoint directory without a manifest was never committed.
+/// </summary>
+public sealed record CheckpointManifest(long Step, string JobId, int Generation, int WorldSize, long Epoch, long Position,
+    IReadOnlyList<CheckpointFile> Files, string Config);
+
+/// <summary>The checkpoints of one run, under `{run.out_dir}/checkpoints/step_{step:D8}/`.</summary>
+public sealed class CheckpointCatalog(string root, Action<string> log)
+{
+    public const string ManifestName = "manifest.json";
+
+    static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    public string Root { get; } = root;
+
+    public string DirectoryFor(long step) => Path.Combine(Root, $"step_{step:D8}");
+
+    /// <summary>Writes the manifest once every file is on disk with its declared size, then deletes all but the newest
+    /// <paramref name="keep"/> committed checkpoints and any uncommitted directory older than this one.</summary>
+    public void Commit(CheckpointManifest manifest, int keep)
+    {
+        string dir = DirectoryFor(manifest.Step);
+        foreach (var f in manifest.Files)
+        {
+            var info = new FileInfo(Path.Combine(dir, f.Name));
+            if (!info.Exists) throw new InvalidDataException($"checkpoint step {manifest.Step}: {f.Name} is not in {dir}");
+            if (info.Length != f.Bytes) throw new InvalidDataException($"checkpoint step {manifest.Step}: {f.Name} has {info.Length} bytes, the rank declared {f.Bytes}");
+        }
+        AtomicFile.Write(Path.Combine(dir, ManifestName), s => JsonSerializer.Serialize(s, manifest, Json));
+        Prune(manifest.Step, keep);
+    }
+
+    /// <summary>The newest committed checkpoint whose files all match their checksums; each one skipped is logged with
+    /// the reason. Null when there is none.</summary>
+    public (CheckpointManifest Manifest, string Directory)? LatestValid()
+    {
+        foreach (var (step, dir) in Directories().OrderByDescending(d => d.Step))
+        {
+            if (!File.Exists(Path.Combine(dir, ManifestName))) continue; // never committed
+            try
+            {
+                return (ReadVerified(dir), dir);
+            }
+            catch (InvalidDataException e)
+            {
+                log($"skipping checkpoint {dir}: {e.Message}");
+            }
+        }
+        return null;
+    }
+
+    /// <summary>The manifest of a checkpoint directory after checking every file's size and sha256; throws
+    /// InvalidDataException naming the file otherwise.</summary>
+    public static CheckpointManifest ReadVerified(string dir, Func<CheckpointFile, bool>? which = null)
+    {
+        string path = Path.Combine(dir, ManifestName);
+        CheckpointManifest manifest;
+        try
+        {
+            manifest = JsonSerializer.Deserialize<CheckpointManifest>(File.ReadAllText(path), Json)
+                ?? throw new InvalidDataException($"{path}: empty manifest");
+        }
+        catch (Exception e) when (e is JsonException or IOException)
+        {
+            throw new InvalidDataException($"{path}: unreadable manifest: {e.Message}");
+        }
+        foreach (var f in manifest.Files.Where(which ?? (_ => true)))
+        {
+            if (f.Name.Contains('/') || f.Name.Contains('\\') || f.Name.StartsWith('.'))
+                throw new InvalidDataException($"{path}: file name '{f.Name}' is not a plain file name");
+            var file = new FileInfo(Path.Combine(dir, f.Name));
+            if (!file.Exists) throw new InvalidDataException($"{f.Name} is missing");
+            if (file.Length != f.Bytes) throw new InvalidDataException($"{f.Name} has {file.Length} bytes, the manifest says {f.Bytes}");
+            string sha = Sha256(file.FullName);
+            if (sha != f.Sha256) throw new InvalidDataException($"{f.Name} has sha256 {sha[..12]}…, the manifest says {f.Sha256[..Math.Min(12, f.Sha256.Length)]}… (corrupt)");
+        }
+        return manifest;
+    }
+
+    public static string Sha256(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+
+    /// <summary>A written file's entry for the manifest.</summary>
+    public static CheckpointFile Describe(string path) => new(Path.GetFileName(path), new FileInfo(path).Length, Sha256(path));
+
+    IEnumerable<(long Step, string Dir)> Directories()
+    {
+        if (!Directory.Exists(Root)) yield break;
+        foreach (var dir in Directory.EnumerateDirectories(Root, "step_*"))
+            if (long.TryParse(Path.GetFileName(dir)["step_".Length..], out long step)) yield return (step, dir);
+    }
+
+    void Prune(long newest, int keep)
+    {
+        var committed = Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderByDescending(d => d.Step).ToList();
+        var doomed = committed.Skip(keep)
+            .Concat(Directories().Where(d => d.Step < newest && !File.Exists(Path.Combine(d.Dir, ManifestName))));
+        foreach (var (step, dir) in doomed)
+        {
+            try { Directory.Delete(dir, recursive: true); }
+            catch (IOException e) { log($"could not delete old checkpoint {dir}: {e.Message}"); }
+        }
+    }
+}
+
+/// <summary>Whole files or nothing: writes a temporary file beside the target, flushes it to disk, renames it over.</summary>
+public static class AtomicFile
+{
+    public static void Write(string path, Action<Stream> write)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        string temp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.tmp");
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
+}

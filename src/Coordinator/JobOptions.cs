@@ -1,0 +1,40 @@
+// The `job` section of the run configuration: world size, failure handling and checkpoints.
+namespace Coordinator;
+
+public sealed record JobOptions
+{
+    /// <summary>Job name; ranks must name it when they register. Empty: the launcher makes one up.</summary>
+    public string Id { get; init; } = "";
+    /// <summary>Ranks, each a process training on its share of every global batch.</summary>
+    public int WorldSize { get; init; } = 2;
+    /// <summary>Collectives backend: tcp (ring over TCP, CPU tensors) or nccl (GPUs).</summary>
+    public string Backend { get; init; } = "tcp";
+    /// <summary>Generations started after a failure before the job is given up.</summary>
+    public int MaxRestarts { get; init; } = 3;
+    public double HeartbeatIntervalS { get; init; } = 1;
+    /// <summary>A rank silent for this long has failed; a rank that cannot reach the coordinator this long aborts.</summary>
+    public double HeartbeatTimeoutS { get; init; } = 15;
+    /// <summary>How long a generation waits for all its ranks to register, and ranks for each other in an exchange.</summary>
+    public double RendezvousTimeoutS { get; init; } = 120;
+    /// <summary>Steps between checkpoints; 0 = none but the one a stop command asks for.</summary>
+    public int CheckpointEvery { get; init; } = 100;
+    /// <summary>Committed checkpoints kept (the newest).</summary>
+    public int KeepCheckpoints { get; init; } = 3;
+    /// <summary>Continue from the newest valid checkpoint in run.out_dir instead of starting afresh.</summary>
+    public bool Resume { get; init; }
+
+    public void Validate()
+    {
+        if (Id.Length > 128 || Id.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+            throw new ArgumentException($"job.id = '{Id}': at most 128 of the characters A-Z a-z 0-9 - _ .");
+        if (WorldSize < 1 || WorldSize > 4096) throw new ArgumentException($"job.world_size = {WorldSize}: must be in [1, 4096]");
+        if (Backend is not ("tcp" or "nccl")) throw new ArgumentException($"job.backend = '{Backend}': expected tcp or nccl");
+        if (MaxRestarts < 0) throw new ArgumentException($"job.max_restarts = {MaxRestarts}: must be >= 0");
+        if (!(HeartbeatIntervalS > 0)) throw new ArgumentException($"job.heartbeat_interval_s = {HeartbeatIntervalS}: must be > 0");
+        if (!(HeartbeatTimeoutS >= 2 * HeartbeatIntervalS))
+            throw new ArgumentException($"job.heartbeat_timeout_s = {HeartbeatTimeoutS}: must be at least twice job.heartbeat_interval_s = {HeartbeatIntervalS}");
+        if (!(RendezvousTimeoutS > 0)) throw new ArgumentException($"job.rendezvous_timeout_s = {RendezvousTimeoutS}: must be > 0");
+        if (CheckpointEvery < 0) throw new ArgumentException($"job.checkpoint_every = {CheckpointEvery}: must be >= 0");
+        if (KeepCheckpoints < 1) throw new ArgumentException($"job.keep_checkpoints = {KeepCheckpoints}: must be >= 1");
+    }
+}

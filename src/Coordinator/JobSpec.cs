@@ -1,0 +1,26 @@
+// What the coordinator runs: the job's identity and options, the configuration it hands out, and its data order.
+using Data;
+
+namespace Coordinator;
+
+/// <param name="ConfigJson">The resolved run configuration, handed to every rank as it is.</param>
+/// <param name="Train">The global batch order: Train.BatchSize = micro-batch size x micro-batches sequences per step.</param>
+/// <param name="MicroBatches">Gradient-accumulation steps per optimizer step (train.grad_accum).</param>
+/// <param name="Steps">Optimizer steps of the whole job (train.steps).</param>
+/// <param name="OutDir">run.out_dir: checkpoints go to OutDir/checkpoints, the log to OutDir/coordinator.log.</param>
+public sealed record JobSpec(string JobId, string Token, JobOptions Options, string ConfigJson, BatchPlan Train,
+    int MicroBatches, long Steps, string OutDir)
+{
+    public void Validate()
+    {
+        Options.Validate();
+        if (string.IsNullOrEmpty(JobId)) throw new ArgumentException("job id is empty");
+        if (Token.Length < 16) throw new ArgumentException($"job token has {Token.Length} characters: at least 16 are needed");
+        if (MicroBatches < 1 || Train.BatchSize % MicroBatches != 0)
+            throw new ArgumentException($"train.grad_accum = {MicroBatches}: must divide the global batch of {Train.BatchSize} sequences");
+        int micro = Train.BatchSize / MicroBatches;
+        if (micro % Options.WorldSize != 0)
+            throw new ArgumentException($"train.batch_size = {micro}: must be divisible by job.world_size = {Options.WorldSize}, so that every rank takes an equal share of each micro-batch");
+        if (Steps < 1) throw new ArgumentException($"train.steps = {Steps}: must be >= 1");
+    }
+}

@@ -1,0 +1,77 @@
+// The coordinator as a command: a whole job on this machine (train), or the coordinator alone for a cluster.
+using System.Net;
+using System.Security.Cryptography;
+using Coordinator;
+using Data;
+using Rank.Configuration;
+using Rank.Training;
+
+namespace Rank.Distributed;
+
+public static class Launch
+{
+    /// <summary>This program's own `rank` command, whether it runs as an app host or under `dotnet`.</summary>
+    public static RankCommand SelfRankCommand()
+    {
+        string program = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell this program's path");
+        return Path.GetFileNameWithoutExtension(program) == "dotnet"
+            ? new RankCommand(program, [typeof(Launch).Assembly.Location, "rank"])
+            : new RankCommand(program, ["rank"]);
+    }
+
+    /// <summary>Coordinator plus job.world_size rank processes of <paramref name="rankCommand"/>; the job's exit code.
+    /// The first interrupt stops the job at a checkpoint.</summary>
+    public static async Task<int> Local(RunConfig config, RankCommand rankCommand, TextWriter console, CancellationToken interrupt,
+        Action<JobState>? created = null, Action<int, int, System.Diagnostics.Process>? started = null)
+    {
+        if (config.Train.Threads == 0) // ranks that share a machine share its cores
+            config = config with { Train = config.Train with { Threads = Math.Max(1, Environment.ProcessorCount / config.Job.WorldSize) } };
+        using var job = Create(config, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)), console, out var log, out var data);
+        using var _ = log;
+        using var __ = data;
+        created?.Invoke(job);
+        await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Loopback, 0);
+        var launcher = new LocalLauncher(job, log, rankCommand, host.Address) { Started = started };
+        var outcome = await launcher.RunAsync(interrupt);
+        console.WriteLine($"job {job.Spec.JobId}: {outcome.Phase.ToString().ToLowerInvariant()}: {outcome.Reason} (restarts: {job.Restarts}; log: {Path.Combine(job.Spec.OutDir, "coordinator.log")})");
+        return outcome.ExitCode;
+    }
+
+    /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens on every interface.</summary>
+    public static async Task<int> Cluster(RunConfig config, int port, TextWriter console)
+    {
+        string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
+            : throw new ArgumentException("OEC_JOB_TOKEN must be set to the job token (at least 16 characters) that ranks will present");
+        using var job = Create(config, token, console, out var log, out var data);
+        using var _ = log;
+        using var __ = data;
+        await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port);
+        var outcome = await job.Outcome;
+        await Task.Delay(TimeSpan.FromSeconds(config.Job.HeartbeatIntervalS * 2)); // lets the ranks hear the end
+        return outcome.ExitCode;
+    }
+
+    static JobState Create(RunConfig config, string token, TextWriter console, out JobLog log, out TrainingData data)
+    {
+        string outDir = config.Run.OutDir!;
+        string id = config.Job.Id.Length > 0 ? config.Job.Id
+            : Environment.GetEnvironmentVariable("OEC_JOB_ID") is { Length: > 0 } e ? e
+            : $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDir)))}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3))}";
+        config = config with { Job = config.Job with { Id = id } };
+        config.Job.Validate();
+        var train = config.Train;
+        data = new TrainingData(config.Data, train.SequenceLength);
+        var plan = new BatchPlan(data.Train, train.BatchSize * train.GradAccum, train.Seed);
+        log = new JobLog(console, Path.Combine(outDir, "coordinator.log"));
+        try
+        {
+            return new JobState(new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir), log);
+        }
+        catch
+        {
+            log.Dispose();
+            data.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,83 @@
+// One rank process under a coordinator: register, connect the collectives, train, report.
+using System.Net;
+using System.Net.Sockets;
+using Collectives;
+using Grpc.Core;
+using Rank.Configuration;
+using Rank.Training;
+
+namespace Rank.Distributed;
+
+public static class RankProcess
+{
+    /// <summary>
+    /// Environment: OEC_COORDINATOR (unless given), OEC_JOB_ID, OEC_JOB_TOKEN; torchrun's RANK (ask for this rank),
+    /// WORLD_SIZE (checked against the job's), LOCAL_RANK (the GPU for NCCL), LOCAL_WORLD_SIZE (ranks sharing this
+    /// machine's cores); OEC_RANK_HOST, the address peers reach this rank at (default: loopback when the coordinator is
+    /// on loopback, else this host's first IPv4 address). Exit codes: 0 done or stopped, 1 failed, 2 refused or bad
+    /// configuration, 4 told to restart or abort, 5 lost the coordinator.
+    /// </summary>
+    public static int Run(string? coordinator, TextWriter console)
+    {
+        string address = coordinator ?? Env("OEC_COORDINATOR") ?? throw new ArgumentException("no coordinator address: pass --coordinator or set OEC_COORDINATOR");
+        if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+            throw new ArgumentException($"coordinator address '{address}': expected http://host:port");
+        string jobId = Env("OEC_JOB_ID") ?? throw new ArgumentException("OEC_JOB_ID is not set: the rank must name its job");
+        string token = Env("OEC_JOB_TOKEN") ?? throw new ArgumentException("OEC_JOB_TOKEN is not set: the rank needs the job token");
+        int requested = Int("RANK") ?? -1, worldSize = Int("WORLD_SIZE") ?? 0, localRank = Int("LOCAL_RANK") ?? 0, localWorld = Int("LOCAL_WORLD_SIZE") ?? 1;
+        string host = Env("OEC_RANK_HOST") ?? DefaultHost(uri);
+
+        using var client = new CoordinatorClient(uri, jobId, token);
+        Coordinator.Protocol.RegisterReply registration;
+        try
+        {
+            registration = client.Register(requested, worldSize, host, TimeSpan.FromMinutes(30));
+        }
+        catch (RpcException e)
+        {
+            console.WriteLine($"rank: registration with {uri} refused: {e.Status.StatusCode}: {e.Status.Detail}");
+            return 2;
+        }
+        int rank = registration.Rank;
+        var config = RunConfig.FromJson(registration.ConfigJson);
+        if (config.Train.Threads == 0) // ranks that share a machine share its cores
+            config = config with { Train = config.Train with { Threads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, localWorld)) } };
+
+        using var session = new RemoteSession(client, registration, config.Run.OutDir!, console);
+        try
+        {
+            TorchRuntime.EnsureLoaded();
+            var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
+            using ICommunicator comm = registration.Bootstrap.Backend == "nccl"
+                ? NcclCommunicator.Create(client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, localRank, timeout)
+                : TcpRingCommunicator.Create(client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, new TcpOptions(Host: host));
+            using var trainer = new Trainer(config, comm, client.Rows);
+            string fingerprint = trainer.Data.Train.Fingerprint();
+            if (fingerprint != registration.PlanFingerprint || trainer.Data.Train.Count != registration.PlanSequences)
+                throw new InvalidOperationException($"rank {rank} cut its data into {trainer.Data.Train.Count} sequences ({fingerprint}), the coordinator into " +
+                                                    $"{registration.PlanSequences} ({registration.PlanFingerprint}): they do not see the same data files");
+            var result = trainer.Run(console, session);
+            client.Finish(result.Steps, result.FinalTrainLoss, result.FinalValLoss, result.Stopped);
+            return 0;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            console.WriteLine($"rank {rank}: failed: {(Env("OEC_TRACE") == "1" ? e.ToString() : e.Message)}");
+            client.TryReportFailure(e.Message);
+            return 1;
+        }
+    }
+
+    static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
+
+    static int? Int(string name) => Env(name) is { } v
+        ? int.TryParse(v, out int n) ? n : throw new ArgumentException($"{name} = '{v}': not an integer")
+        : null;
+
+    static string DefaultHost(Uri coordinator)
+    {
+        if (coordinator.IsLoopback) return "127.0.0.1";
+        return Dns.GetHostAddresses(Dns.GetHostName()).FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))?.ToString()
+               ?? Dns.GetHostName();
+    }
+}

@@ -1,0 +1,112 @@
+// The training session of a rank run by a coordinator: heartbeats, commands, checkpoint commits.
+using Coordinator;
+using Grpc.Core;
+using Rank.Training;
+using Proto = Coordinator.Protocol;
+
+namespace Rank.Distributed;
+
+/// <summary>
+/// A background thread heartbeats every job.heartbeat_interval_s with the steps done and the last logged metrics.
+/// STOP sets StopRequested; RESTART and ABORT end the process at once (exit code 4): the rank may be blocked in a
+/// collective whose peer is gone, and its state is worthless to the next generation, which starts from the checkpoint.
+/// When no heartbeat gets through for job.heartbeat_timeout_s the coordinator is lost and the process ends (exit code 5).
+/// </summary>
+public sealed class RemoteSession : ITrainingSession, IDisposable
+{
+    public const int ExitToldToStop = 4, ExitLostCoordinator = 5;
+
+    readonly CoordinatorClient client;
+    readonly CheckpointCatalog catalog;
+    readonly TextWriter console;
+    readonly Thread thread;
+    readonly CancellationTokenSource done = new();
+    readonly Lock gate = new();
+    long stepsDone;
+    Proto.StepMetrics? metrics;
+    volatile bool stop;
+
+    public RemoteSession(CoordinatorClient client, Proto.RegisterReply registration, string outDir, TextWriter console)
+    {
+        (this.client, this.console) = (client, console);
+        StartStep = stepsDone = registration.StartStep;
+        ResumeFrom = registration.ResumeFrom.Length > 0 ? registration.ResumeFrom : null;
+        catalog = new CheckpointCatalog(Path.Combine(outDir, "checkpoints"), _ => { });
+        var interval = TimeSpan.FromSeconds(registration.HeartbeatIntervalS);
+        var timeout = TimeSpan.FromSeconds(registration.HeartbeatTimeoutS);
+        thread = new Thread(() => Beat(interval, timeout)) { IsBackground = true, Name = "heartbeat" };
+        thread.Start();
+    }
+
+    public long StartStep { get; }
+    public string? ResumeFrom { get; }
+    public bool StopRequested => stop;
+    public string CheckpointDirectory(long step) => catalog.DirectoryFor(step);
+
+    public void Progress(long steps, StepMetrics? m)
+    {
+        lock (gate)
+        {
+            stepsDone = steps;
+            if (m is not null) metrics = ToProto(m);
+        }
+    }
+
+    public void CheckpointWritten(long step, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files) => client.Commit(step, files);
+
+    void Beat(TimeSpan interval, TimeSpan timeout)
+    {
+        var lastContact = DateTime.UtcNow;
+        while (!done.Token.WaitHandle.WaitOne(interval))
+        {
+            long steps;
+            Proto.StepMetrics? m;
+            lock (gate) (steps, m) = (stepsDone, metrics);
+            try
+            {
+                var reply = client.Heartbeat(steps, m);
+                lastContact = DateTime.UtcNow;
+                switch (reply.Command)
+                {
+                    case Proto.Command.Stop:
+                        stop = true;
+                        break;
+                    case Proto.Command.Restart or Proto.Command.Abort:
+                        console.WriteLine($"rank {client.Rank}: the coordinator says {reply.Command.ToString().ToLowerInvariant()}: {reply.Reason}; exiting");
+                        console.Flush();
+                        Environment.Exit(ExitToldToStop);
+                        break;
+                }
+            }
+            catch (RpcException e) when (!done.IsCancellationRequested)
+            {
+                double silent = (DateTime.UtcNow - lastContact).TotalSeconds;
+                if (silent > timeout.TotalSeconds)
+                {
+                    console.WriteLine($"rank {client.Rank}: lost the coordinator at {client.Address}: no heartbeat got through for {silent:0} s " +
+                                      $"(last error: {e.Status.StatusCode}: {e.Status.Detail}); exiting");
+                    console.Flush();
+                    Environment.Exit(ExitLostCoordinator);
+                }
+            }
+        }
+    }
+
+    static Proto.StepMetrics ToProto(StepMetrics m)
+    {
+        var p = new Proto.StepMetrics
+        {
+            Step = m.Step, TrainLoss = m.TrainLoss, LearningRate = m.LearningRate, GradNorm = m.GradNorm, TokensPerSecond = m.TokensPerSecond,
+            StepSeconds = m.StepSeconds, MuNorm = m.MuNorm, MeanLogit = m.MeanLogit, LogitStd = m.LogitStd, MaxAbsLogit = m.MaxAbsLogit,
+            MeanLogZ = m.MeanLogZ, RLog = m.RLog,
+        };
+        if (m.ValLoss is double v) p.ValLoss = v;
+        return p;
+    }
+
+    public void Dispose()
+    {
+        done.Cancel();
+        thread.Join(TimeSpan.FromSeconds(15));
+    }
+}
