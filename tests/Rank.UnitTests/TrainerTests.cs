@@ -39,8 +39,8 @@ public class TrainerTests(ITestOutputHelper log)
 
         for (int step = 0; step < 4; step++)
         {
-            var (lossA, gradA, statsA) = a.Step(step);
-            var (lossB, gradB, statsB) = b.Step(step);
+            var (lossA, gradA, statsA, _) = a.Step(step);
+            var (lossB, gradB, statsB, _) = b.Step(step);
             log.WriteLine($"step {step}: {lossA:R} {lossB:R}");
             Assert.Equal(lossA, lossB);
             Assert.Equal(gradA, gradB);
@@ -61,8 +61,8 @@ public class TrainerTests(ITestOutputHelper log)
 
         for (int step = 0; step < 3; step++)
         {
-            var (lossA, gradA, _) = a.Step(step);
-            var (lossB, gradB, _) = b.Step(step);
+            var (lossA, gradA, _, _) = a.Step(step);
+            var (lossB, gradB, _, _) = b.Step(step);
             log.WriteLine($"step {step}: loss {lossA:R} vs {lossB:R}, grad {gradA:R} vs {gradB:R}");
             Assert.True(Math.Abs(lossA - lossB) < 1e-5, $"step {step}: loss {lossA} vs {lossB}");
             // AdamW hardly sees a gradient's scale, so the norm is what shows that each half counts half.
@@ -84,7 +84,7 @@ public class TrainerTests(ITestOutputHelper log)
 
         for (int step = 0; step < 10; step++)
         {
-            var (_, _, stats) = a.Step(step);
+            var (_, _, stats, _) = a.Step(step);
             b.Step(step);
             double muCentered = Tensors.MuNorm(a.Model.OutputEmbedding);
             double muNone = Tensors.MuNorm(b.Model.OutputEmbedding);

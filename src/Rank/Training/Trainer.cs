@@ -28,6 +28,7 @@ public sealed class Trainer : IDisposable
     public int Rank { get; }
     public int WorldSize { get; }
     public TrainingData Data { get; }
+    static readonly Lock InitGate = new();
     readonly ICommunicator? comm;
     readonly GradientBucketer? bucketer;
     readonly OptimizerHelper optimizer;
@@ -46,8 +47,11 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"train.batch_size = {train.BatchSize}: must be divisible by the world size {WorldSize}, so that every rank takes an equal share of each micro-batch");
         if (train.Threads > 0) set_num_threads(train.Threads);
 
-        manual_seed((long)(train.Seed % long.MaxValue));
-        Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength);
+        lock (InitGate) // trainers sharing a process (tests) must not interleave draws from the global generator
+        {
+            manual_seed((long)(train.Seed % long.MaxValue));
+            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength);
+        }
         Vocab = new LocalVocabulary(Model.VocabSize);
         parameters = Model.parameters().ToList();
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).

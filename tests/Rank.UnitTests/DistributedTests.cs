@@ -1,0 +1,170 @@
+// Data-parallel training against its references: one rank, an uninterrupted run, a run without a fault.
+using System.Diagnostics;
+using Collectives;
+using Coordinator;
+using Rank.Configuration;
+using Rank.Distributed;
+using Rank.Model;
+using Rank.Training;
+using Xunit.Abstractions;
+
+namespace Rank.UnitTests;
+
+public class DistributedTests(ITestOutputHelper log)
+{
+    [Fact]
+    public void Two_ranks_and_one_rank_take_the_same_loss_at_every_step_with_mu_centering()
+    {
+        using var temp = new TempDirectory();
+        const int steps = 24;
+        var config = TestConfigs.Tiny(temp.Path, steps: steps, method: Oec.OecMethod.MuCentering).WithTrain(t => t with { GradAccum = 2 });
+
+        using var single = new Trainer(config);
+        var reference = Enumerable.Range(0, steps).Select(s => single.Step(s).CrossEntropy).ToArray();
+
+        var rendezvous = new InProcessRendezvous();
+        var losses = new double[2][];
+        var models = new Gpt[2];
+        var trainers = new Trainer[2];
+        var threads = Enumerable.Range(0, 2).Select(rank => new Thread(() =>
+        {
+            var comm = TcpRingCommunicator.Create(rendezvous, "equivalence", rank, 2, new TcpOptions(Timeout: TimeSpan.FromSeconds(30)));
+            trainers[rank] = new Trainer(config, comm);
+            losses[rank] = Enumerable.Range(0, steps).Select(s => trainers[rank].Step(s).CrossEntropy).ToArray();
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        Assert.All(threads, t => Assert.True(t.Join(TimeSpan.FromMinutes(2)), "a rank did not finish within 2 minutes"));
+        try
+        {
+            double worst = 0;
+            for (int s = 0; s < steps; s++)
+            {
+                log.WriteLine($"step {s + 1}: one rank {reference[s]:R}, two ranks {losses[0][s]:R} / {losses[1][s]:R}");
+                Assert.Equal(losses[0][s], losses[1][s]); // both ranks report the all-reduced loss
+                worst = Math.Max(worst, Math.Abs(reference[s] - losses[0][s]));
+            }
+            double parameters = Tensors.MaxParameterDifference(single.Model, trainers[0].Model);
+            log.WriteLine($"largest loss difference {worst:G3}; largest parameter difference {parameters:G3}");
+            Assert.True(worst < 1e-4, $"the losses of one and two ranks differ by up to {worst}");
+            Assert.True(parameters < 1e-4, $"the parameters of one and two ranks differ by up to {parameters}");
+            Assert.Equal(0, Tensors.MaxParameterDifference(trainers[0].Model, trainers[1].Model)); // replicas stay identical
+            Assert.True(Tensors.MuNorm(trainers[0].Model.OutputEmbedding) < 1e-6);
+        }
+        finally
+        {
+            foreach (var t in trainers) t?.Dispose();
+        }
+    }
+
+    [Fact]
+    public void A_run_stopped_after_step_7_and_resumed_ends_with_the_same_parameters_as_an_uninterrupted_run()
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.File("whole"), steps: 16).WithTrain(t => t with { LogEvery = 1 }) with { Job = new JobOptions { CheckpointEvery = 5 } };
+        using var whole = new Trainer(config);
+        whole.Run(TextWriter.Null);
+
+        var halves = config with { Run = new RunOptions { OutDir = temp.File("halves") } };
+        var first = new StopAfter(7, new LocalSession(halves.Run.OutDir!, 3, halves.ToJson()));
+        using (var trainer = new Trainer(halves))
+        {
+            var stopped = trainer.Run(TextWriter.Null, first);
+            Assert.True(stopped.Stopped);
+            Assert.Equal(7, stopped.Steps);
+        }
+        var checkpoint = first.CheckpointDirectory(7);
+        Assert.Equal(["manifest.json", "model.safetensors", "optimizer.bin", "rng.rank0.bin"], Directory.GetFiles(checkpoint).Select(Path.GetFileName).Order());
+        using var resumed = new Trainer(halves);
+        var result = resumed.Run(TextWriter.Null, new LocalSession(halves.Run.OutDir!, 3, halves.ToJson(), startStep: 7, resumeFrom: checkpoint));
+
+        Assert.Equal(16, result.Steps);
+        Assert.Equal(0, Tensors.MaxParameterDifference(whole.Model, resumed.Model)); // bitwise on the CPU
+        var expected = MetricsLog.Read(Path.Combine(config.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.GradNorm));
+        var actual = MetricsLog.Read(Path.Combine(halves.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.GradNorm));
+        Assert.Equal(expected, actual); // one line per step, none lost or repeated across the stop
+    }
+
+    [Fact]
+    public void A_corrupt_checkpoint_is_refused_naming_the_file()
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: 4) with { Job = new JobOptions { CheckpointEvery = 2 } };
+        using (var trainer = new Trainer(config)) trainer.Run(TextWriter.Null);
+        string dir = Path.Combine(temp.Path, "checkpoints", "step_00000002");
+        string optimizerFile = Path.Combine(dir, "optimizer.bin");
+        var bytes = File.ReadAllBytes(optimizerFile);
+        bytes[^1] ^= 1;
+        File.WriteAllBytes(optimizerFile, bytes);
+
+        using var fresh = new Trainer(config);
+        var e = Assert.Throws<InvalidDataException>(() => fresh.LoadCheckpoint(dir));
+
+        Assert.Contains("optimizer.bin", e.Message);
+        Assert.Contains("corrupt", e.Message);
+    }
+
+    [Fact]
+    public async Task A_rank_killed_with_signal_9_mid_run_is_replaced_and_the_job_ends_as_if_nothing_happened()
+    {
+        using var temp = new TempDirectory();
+        string[] settings =
+        [
+            "train.steps=160", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=80",
+            "train.eval_batches=2", "train.log_every=10", "train.threads=1", "data.synthetic_tokens=30000",
+            "job.world_size=2", "job.checkpoint_every=40", "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=10",
+        ];
+        var clean = RunConfig.Load(null, [.. settings, "run.out_dir=" + temp.File("clean")]);
+        var faulty = RunConfig.Load(null, [.. settings, "run.out_dir=" + temp.File("faulty")]);
+        var console = new StringWriter();
+
+        Assert.Equal(0, await Launch.Local(clean, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
+
+        JobState? job = null;
+        Task? killer = null;
+        int exit = await Launch.Local(faulty, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
+            created: j => job = j,
+            started: (generation, rank, process) =>
+            {
+                if (generation != 1 || rank != 1) return;
+                killer = Task.Run(async () =>
+                {
+                    var deadline = Stopwatch.StartNew();
+                    while (job!.Ranks().FirstOrDefault(r => r.Rank == 1)?.Step is not >= 50 && deadline.Elapsed < TimeSpan.FromMinutes(2))
+                        await Task.Delay(20);
+                    process.Kill(); // SIGKILL
+                });
+            }).WaitAsync(TimeSpan.FromMinutes(5));
+        if (killer is not null) await killer.WaitAsync(TimeSpan.FromMinutes(1));
+        log.WriteLine(console.ToString());
+
+        Assert.Equal(0, exit);
+        Assert.Equal(1, job!.Restarts);
+        string coordinatorLog = File.ReadAllText(Path.Combine(faulty.Run.OutDir!, "coordinator.log"));
+        Assert.Contains("generation 1 failed", coordinatorLog);
+        Assert.Contains("killed by signal 9", coordinatorLog);
+        Assert.Matches(@"generation 2 resumes from checkpoint step (40|80|120)", coordinatorLog);
+        Assert.Contains("succeeded: finished 160 steps", coordinatorLog);
+
+        // The replacement generation's result is the uninterrupted job's, to the bit.
+        using var a = new Gpt(clean.Model, clean.Data.ResolvedVocabSize, clean.Train.SequenceLength);
+        using var b = new Gpt(faulty.Model, faulty.Data.ResolvedVocabSize, faulty.Train.SequenceLength);
+        Checkpoint.Load(a, Path.Combine(clean.Run.OutDir!, "model.safetensors"));
+        Checkpoint.Load(b, Path.Combine(faulty.Run.OutDir!, "model.safetensors"));
+        Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
+        var expected = MetricsLog.Read(Path.Combine(clean.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss));
+        var actual = MetricsLog.Read(Path.Combine(faulty.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss));
+        Assert.Equal(expected, actual);
+    }
+
+    /// <summary>A session that asks to stop once `step` steps are done.</summary>
+    sealed class StopAfter(long step, LocalSession inner) : ITrainingSession
+    {
+        long done;
+        public long StartStep => inner.StartStep;
+        public string? ResumeFrom => inner.ResumeFrom;
+        public bool StopRequested => done + 1 >= step;
+        public string CheckpointDirectory(long s) => inner.CheckpointDirectory(s);
+        public void Progress(long stepsDone, StepMetrics? metrics) => done = stepsDone;
+        public void CheckpointWritten(long s, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files) => inner.CheckpointWritten(s, cursor, files);
+    }
+}
