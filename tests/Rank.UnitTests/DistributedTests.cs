@@ -156,6 +156,57 @@ public class DistributedTests(ITestOutputHelper log)
         Assert.Equal(expected, actual);
     }
 
+    [Fact]
+    public async Task A_rank_that_loses_its_coordinator_mid_run_exits_instead_of_hanging()
+    {
+        using var temp = new TempDirectory();
+        var config = RunConfig.Load(null, ["train.steps=100000", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32",
+            "train.eval_every=0", "train.threads=1", "data.synthetic_tokens=30000", "job.world_size=1", "job.checkpoint_every=0",
+            "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=2", "run.out_dir=" + temp.Path]);
+        using var data = new TrainingData(config.Data, config.Train.SequenceLength);
+        using var coordinatorLog = new JobLog(null, null);
+        string token = new string('t', 32);
+        using var job = new JobState(new JobSpec("lost", token, config.Job with { Id = "lost" }, config.ToJson(),
+            new Data.BatchPlan(data.Train, config.Train.BatchSize, config.Train.Seed), 1, config.Train.Steps, temp.Path), coordinatorLog);
+        var host = await CoordinatorHost.StartAsync(job, coordinatorLog, System.Net.IPAddress.Loopback, 0);
+        var self = Launch.SelfRankCommand();
+        var info = new ProcessStartInfo(self.FileName) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in self.Arguments) info.ArgumentList.Add(a);
+        info.Environment["OEC_COORDINATOR"] = host.Address.ToString();
+        info.Environment["OEC_JOB_ID"] = "lost";
+        info.Environment["OEC_JOB_TOKEN"] = token;
+        using var rank = Process.Start(info)!;
+        var output = rank.StandardOutput.ReadToEndAsync();
+        var clock = Stopwatch.StartNew();
+        while (job.Ranks().FirstOrDefault()?.Step is not > 20 && clock.Elapsed < TimeSpan.FromMinutes(1)) await Task.Delay(50);
+        Assert.True(job.Ranks().Single().Step > 20, "the rank did not get going");
+
+        await host.DisposeAsync(); // the coordinator is gone
+        clock.Restart();
+        await rank.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        log.WriteLine($"exited {clock.Elapsed.TotalSeconds:F1} s after the coordinator, code {rank.ExitCode}:\n{await output}");
+
+        Assert.Equal(RemoteSession.ExitLostCoordinator, rank.ExitCode);
+        Assert.Contains("lost the coordinator", await output);
+    }
+
+    [Fact]
+    public void A_rank_without_the_job_token_exits_with_2_naming_OEC_JOB_TOKEN()
+    {
+        var self = Launch.SelfRankCommand();
+        var info = new ProcessStartInfo(self.FileName) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in self.Arguments) info.ArgumentList.Add(a);
+        info.Environment["OEC_COORDINATOR"] = "http://127.0.0.1:9";
+        info.Environment["OEC_JOB_ID"] = "x";
+        info.Environment.Remove("OEC_JOB_TOKEN");
+        using var rank = Process.Start(info)!;
+        string error = rank.StandardError.ReadToEnd();
+        Assert.True(rank.WaitForExit(TimeSpan.FromSeconds(30)));
+
+        Assert.Equal(2, rank.ExitCode);
+        Assert.Contains("OEC_JOB_TOKEN", error);
+    }
+
     /// <summary>A session that asks to stop once `step` steps are done.</summary>
     sealed class StopAfter(long step, LocalSession inner) : ITrainingSession
     {

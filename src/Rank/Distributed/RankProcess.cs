@@ -60,6 +60,11 @@ public static class RankProcess
             client.Finish(result.Steps, result.FinalTrainLoss, result.FinalValLoss, result.Stopped);
             return 0;
         }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+        {
+            console.WriteLine($"rank {rank}: lost the coordinator at {uri}: {e.Status.StatusCode}: {e.Status.Detail}; exiting");
+            return RemoteSession.ExitLostCoordinator;
+        }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             console.WriteLine($"rank {rank}: failed: {(Env("OEC_TRACE") == "1" ? e.ToString() : e.Message)}");
