@@ -269,6 +269,12 @@ public sealed partial class JobState : IDisposable
         lock (gate)
         {
             var g = Member(r.JobId, r.Generation, r.Rank, peer);
+            if (IsOver)
+            {
+                // The job has already ended (e.g. failed while this rank ran its last step): that outcome stands.
+                log.Info($"(after the job ended {phase.ToString().ToLowerInvariant()}) rank {r.Rank} finished at step {r.Step}");
+                return;
+            }
             var slot = g.Slots[r.Rank]!;
             slot.Finish = r;
             slot.Step = r.Step;

@@ -1,0 +1,156 @@
+// Checkpoints through JobState and CheckpointCatalog: committed once every rank's part is on disk, pruned to the newest
+// job.keep_checkpoints, corrupt ones skipped on resume, bad file entries refused, an existing run never overwritten.
+using Grpc.Core;
+using ProtoFile = Coordinator.Protocol.CheckpointFile;
+
+namespace Coordinator.UnitTests;
+
+public sealed class CheckpointTests
+{
+    static string Manifest(TestJob job, long step) => Path.Combine(job.State.Catalog.DirectoryFor(step), CheckpointCatalog.ManifestName);
+
+    [Fact]
+    public async Task OnlyTheLastRanksCommitCompletesTheCheckpoint()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+
+        var first = job.Commit(1, 0, 4, job.WriteCheckpointFile(4, "rank0.bin", 100));
+        Assert.False(first.Committed);
+        Assert.False(File.Exists(Manifest(job, 4)));
+        Assert.Null(job.State.Catalog.LatestValid());
+
+        var second = job.Commit(1, 1, 4, job.WriteCheckpointFile(4, "rank1.bin", 120));
+        Assert.True(second.Committed);
+        Assert.True(File.Exists(Manifest(job, 4)));
+
+        var latest = job.State.Catalog.LatestValid();
+        Assert.NotNull(latest);
+        var (manifest, dir) = latest.Value;
+        Assert.Equal(job.State.Catalog.DirectoryFor(4), dir);
+        Assert.Equal(4, manifest.Step);
+        Assert.Equal(TestJob.JobId, manifest.JobId);
+        Assert.Equal(1, manifest.Generation);
+        Assert.Equal(TestJob.World, manifest.WorldSize);
+        Assert.Equal(TestJob.NewBatchPlan().CursorAt(4), (manifest.Epoch, manifest.Position));
+        Assert.Equal(["rank0.bin", "rank1.bin"], manifest.Files.Select(f => f.Name).Order());
+        Assert.Equal(TestJob.ConfigJson, manifest.Config);
+    }
+
+    [Fact]
+    public async Task OnlyTheNewestKeepCheckpointsRemainAndOlderUncommittedDirectoriesGo()
+    {
+        using var job = new TestJob(new JobOptions { KeepCheckpoints = 2 });
+        await job.RegisterAll();
+        var catalog = job.State.Catalog;
+
+        Assert.True(job.CommitBoth(1, 2).Rank1.Committed);
+        Assert.True(job.CommitBoth(1, 4).Rank1.Committed);
+        Assert.True(Directory.Exists(catalog.DirectoryFor(2)));
+
+        job.WriteCheckpointFile(5, "rank0.bin", 10); // a checkpoint some rank began but that was never committed
+        job.WriteCheckpointFile(8, "rank0.bin", 10); // one being written right now, newer than the commit below
+        Assert.True(job.CommitBoth(1, 6).Rank1.Committed);
+
+        Assert.False(Directory.Exists(catalog.DirectoryFor(2)));
+        Assert.True(File.Exists(Manifest(job, 4)));
+        Assert.True(File.Exists(Manifest(job, 6)));
+        Assert.False(Directory.Exists(catalog.DirectoryFor(5)));
+        Assert.True(Directory.Exists(catalog.DirectoryFor(8)));
+        Assert.Equal(["step_00000004", "step_00000006", "step_00000008"],
+            Directory.GetDirectories(catalog.Root).Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public async Task ACorruptNewestCheckpointIsSkippedAndTheNextGenerationResumesFromThePreviousOne()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+        job.CommitBoth(1, 2);
+        job.CommitBoth(1, 4);
+        var catalog = job.State.Catalog;
+        Assert.Equal(4, catalog.LatestValid()?.Manifest.Step);
+
+        string victim = Path.Combine(catalog.DirectoryFor(4), "rank1.bin");
+        byte[] bytes = File.ReadAllBytes(victim);
+        bytes[bytes.Length / 2] ^= 0x01;
+        File.WriteAllBytes(victim, bytes);
+
+        var latest = catalog.LatestValid();
+        Assert.NotNull(latest);
+        Assert.Equal(2, latest.Value.Manifest.Step);
+        Assert.Equal(catalog.DirectoryFor(2), latest.Value.Directory);
+        string log = job.LogText();
+        Assert.Contains($"skipping checkpoint {catalog.DirectoryFor(4)}: rank1.bin", log);
+        Assert.Contains("corrupt", log);
+
+        job.ReportFailure(1, 0, "NCCL error");
+        var replies = await job.RegisterAll();
+
+        Assert.All(replies, r =>
+        {
+            Assert.Equal(2, r.Generation);
+            Assert.Equal(2, r.StartStep);
+            Assert.Equal(catalog.DirectoryFor(2), r.ResumeFrom);
+        });
+    }
+
+    [Theory]
+    [InlineData("../x", null)]
+    [InlineData("sub/x", null)]
+    [InlineData(".hidden", null)]
+    [InlineData("x.bin", "abc123")]
+    [InlineData("x.bin", "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855")]
+    public async Task ABadFileNameOrChecksumIsInvalidArgument(string name, string? sha256)
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+        var file = new ProtoFile { Name = name, Bytes = 0, Sha256 = sha256 ?? new string('0', 64) };
+
+        var e = Assert.Throws<RpcException>(() => job.Commit(1, 0, 2, file));
+
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains(sha256 ?? name, e.Status.Detail);
+        Assert.Contains("refused (InvalidArgument): commit", job.LogText());
+    }
+
+    [Fact]
+    public async Task AFileMissingOnDiskIsNotCommitted()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+        job.Commit(1, 0, 2, job.WriteCheckpointFile(2, "rank0.bin", 100));
+        var phantom = new ProtoFile { Name = "rank1.bin", Bytes = 5, Sha256 = new string('0', 64) };
+
+        var e = Assert.Throws<RpcException>(() => job.Commit(1, 1, 2, phantom));
+
+        Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
+        Assert.Contains("rank1.bin", e.Status.Detail);
+        Assert.False(File.Exists(Manifest(job, 2)));
+    }
+
+    [Fact]
+    public async Task AnOutDirWithACommittedCheckpointNeedsResume()
+    {
+        using var dir = new TempDir();
+        using (var first = new TestJob(outDir: dir.Path))
+        {
+            await first.RegisterAll();
+            Assert.True(first.CommitBoth(1, 6).Rank1.Committed);
+        }
+
+        using (var log = new JobLog(null, null))
+        {
+            var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions()), log));
+            Assert.Contains("job.resume", e.Message);
+        }
+
+        using var resumed = new TestJob(new JobOptions { Resume = true }, outDir: dir.Path);
+        var replies = await resumed.RegisterAll();
+        Assert.All(replies, r =>
+        {
+            Assert.Equal(6, r.StartStep);
+            Assert.Equal(resumed.State.Catalog.DirectoryFor(6), r.ResumeFrom);
+        });
+    }
+}

@@ -1,0 +1,104 @@
+// JobState directly: a reported failure opens the next generation until job.max_restarts are used up, stragglers of
+// an old generation are told to restart, and a silent rank fails its generation by heartbeat timeout.
+using Coordinator.Protocol;
+
+namespace Coordinator.UnitTests;
+
+public sealed class FailureTests
+{
+    [Fact]
+    public async Task AFailureOpensTheNextGenerationAndOldHeartbeatsGetRestart()
+    {
+        using var job = new TestJob();
+        var opened = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        job.State.GenerationOpened += g => opened.TrySetResult(g);
+        await job.RegisterAll();
+        Assert.Equal(Command.Continue, job.Heartbeat(1, 0).Command);
+
+        job.ReportFailure(1, 1, "CUDA error: out of memory");
+
+        Assert.Equal(2, await opened.Task.Within());
+        Assert.Equal(2, job.State.Generation);
+        Assert.Equal(1, job.State.Restarts);
+        Assert.Equal(JobPhase.Registering, job.State.Phase);
+        Assert.False(job.State.Outcome.IsCompleted);
+        var straggler = job.Heartbeat(1, 0);
+        Assert.Equal(Command.Restart, straggler.Command);
+        Assert.Contains("generation 2", straggler.Reason);
+        Assert.Contains("generation 1 failed: rank 1 failed: CUDA error: out of memory", job.LogText());
+
+        var replies = await job.RegisterAll();
+        Assert.All(replies, r => Assert.Equal(2, r.Generation));
+        Assert.NotEqual($"{TestJob.JobId}/g1", replies[0].Bootstrap.GroupKey);
+        Assert.Equal(JobPhase.Running, job.State.Phase);
+    }
+
+    [Fact]
+    public async Task AFailureBeyondMaxRestartsFailsTheJob()
+    {
+        using var job = new TestJob(new JobOptions { MaxRestarts = 1 });
+        await job.RegisterAll();
+        job.ReportFailure(1, 1, "first failure");
+        Assert.Equal(2, job.State.Generation);
+        await job.RegisterAll();
+
+        job.ReportFailure(2, 0, "second failure");
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal(JobPhase.Failed, outcome.Phase);
+        Assert.Equal(1, outcome.ExitCode);
+        Assert.Contains("after 1 restarts", outcome.Reason);
+        Assert.Contains("second failure", outcome.Reason);
+        Assert.Equal(2, job.State.Generation);
+        Assert.Equal(JobPhase.Failed, job.State.Phase);
+        Assert.Equal(Command.Abort, job.Heartbeat(2, 1).Command);
+    }
+
+    [Fact]
+    public async Task AStalledNoteIsNotAFailure()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+
+        job.ReportFailure(1, 0, "rank 1 is slow", key: "test-job/g1/stalled/0");
+
+        Assert.Equal(1, job.State.Generation);
+        Assert.Equal(JobPhase.Running, job.State.Phase);
+        var read = job.State.ReadFailure(new ReadFailureRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Key = "test-job/g1/stalled/0" }, TestJob.Peer);
+        Assert.True(read.Found);
+        Assert.Equal("rank 1 is slow", read.Message);
+    }
+
+    [Fact]
+    public async Task ARankThatStopsHeartbeatingFailsTheGeneration()
+    {
+        using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 0.5, MaxRestarts = 0 });
+        await job.RegisterAll();
+        bool rank1Beats = true;
+        using var stop = new CancellationTokenSource();
+        var beating = Task.Factory.StartNew(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                job.Heartbeat(1, 0, step: 1);
+                if (Volatile.Read(ref rank1Beats)) job.Heartbeat(1, 1, step: 1);
+                Thread.Sleep(50);
+            }
+        }, TaskCreationOptions.LongRunning);
+
+        // While both ranks beat, twice the timeout passes without a failure.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.Equal(JobPhase.Running, job.State.Phase);
+        Assert.False(job.State.Outcome.IsCompleted);
+
+        Volatile.Write(ref rank1Beats, false);
+        var outcome = await job.State.Outcome.Within();
+        await stop.CancelAsync();
+        await beating.Within();
+
+        Assert.Equal(JobPhase.Failed, outcome.Phase);
+        Assert.Contains("rank 1 (", outcome.Reason);
+        Assert.Contains("heartbeat", outcome.Reason);
+        Assert.DoesNotContain("rank 0", outcome.Reason);
+    }
+}

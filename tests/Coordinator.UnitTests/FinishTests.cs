@@ -1,0 +1,77 @@
+// JobState directly: how the job ends once every rank finished, and that nothing changes it afterwards.
+using Coordinator.Protocol;
+
+namespace Coordinator.UnitTests;
+
+public sealed class FinishTests
+{
+    [Fact]
+    public async Task BothRanksFinishingIsSuccess()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+
+        job.Finish(1, 0, TestJob.Steps, 2.5);
+        Assert.False(job.State.Outcome.IsCompleted);
+        job.Finish(1, 1, TestJob.Steps, 2.5);
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal(JobPhase.Succeeded, outcome.Phase);
+        Assert.Equal(0, outcome.ExitCode);
+        Assert.Equal(TestJob.Steps, outcome.Step);
+        Assert.Equal(2.5, outcome.TrainLoss);
+        Assert.Null(outcome.ValLoss);
+        Assert.Equal(JobPhase.Succeeded, job.State.Phase);
+    }
+
+    [Fact]
+    public async Task ANaNTrainingLossIsDivergence()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+
+        job.Finish(1, 0, 7, double.NaN);
+        job.Finish(1, 1, 7, double.NaN);
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal(JobPhase.Diverged, outcome.Phase);
+        Assert.Equal(3, outcome.ExitCode);
+        Assert.Equal(7, outcome.Step);
+    }
+
+    [Fact]
+    public async Task AStoppedFinishIsStopped()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+        job.State.RequestStop("operator request");
+        Assert.Equal(Command.Stop, job.Heartbeat(1, 0, 3).Command);
+
+        job.Finish(1, 0, 4, 3.0, stopped: true);
+        job.Finish(1, 1, 4, 3.0, stopped: true);
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal(JobPhase.Stopped, outcome.Phase);
+        Assert.Equal(0, outcome.ExitCode);
+        Assert.Equal(4, outcome.Step);
+        Assert.Contains("operator request", outcome.Reason);
+        Assert.Contains("job.resume=true", outcome.Reason);
+    }
+
+    [Fact]
+    public async Task FinishingAfterTheJobFailedLeavesItFailed()
+    {
+        using var job = new TestJob(new JobOptions { MaxRestarts = 0 });
+        await job.RegisterAll();
+        job.ReportFailure(1, 1, "lost the GPU");
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal(JobPhase.Failed, outcome.Phase);
+
+        job.Finish(1, 0, TestJob.Steps, 2.5);
+        job.Finish(1, 1, TestJob.Steps, 2.5);
+
+        Assert.Equal(JobPhase.Failed, job.State.Phase);
+        Assert.Equal(Command.Abort, job.Heartbeat(1, 0).Command);
+        Assert.DoesNotContain("succeeded", job.LogText());
+    }
+}
