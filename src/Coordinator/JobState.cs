@@ -238,7 +238,8 @@ public sealed partial class JobState : IDisposable
             if (r.Files.Count > MaxFiles) throw Refuse(StatusCode.InvalidArgument, $"commit: {r.Files.Count} files (at most {MaxFiles})");
             foreach (var f in r.Files)
             {
-                if (!FileName().IsMatch(f.Name)) throw Refuse(StatusCode.InvalidArgument, $"commit: file name '{f.Name}' is not a plain file name");
+                if (!FileName().IsMatch(f.Name) || f.Name == CheckpointCatalog.ManifestName)
+                    throw Refuse(StatusCode.InvalidArgument, $"commit: file name '{f.Name}' is not a plain file name other than {CheckpointCatalog.ManifestName}");
                 if (!Sha256Hex().IsMatch(f.Sha256)) throw Refuse(StatusCode.InvalidArgument, $"commit: sha256 '{f.Sha256}' of {f.Name} is not 64 lowercase hex digits");
                 if (f.Bytes < 0) throw Refuse(StatusCode.InvalidArgument, $"commit: {f.Name} has {f.Bytes} bytes");
             }

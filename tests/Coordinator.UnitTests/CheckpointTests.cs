@@ -99,6 +99,7 @@ public sealed class CheckpointTests
     [InlineData("../x", null)]
     [InlineData("sub/x", null)]
     [InlineData(".hidden", null)]
+    [InlineData("manifest.json", null)]
     [InlineData("x.bin", "abc123")]
     [InlineData("x.bin", "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855")]
     public async Task ABadFileNameOrChecksumIsInvalidArgument(string name, string? sha256)
