@@ -10,7 +10,24 @@ using Xunit.Abstractions;
 
 namespace Rank.UnitTests;
 
-public class DistributedTests(ITestOutputHelper log)
+public sealed class CleanJobFixture : IDisposable
+{
+    readonly TempDirectory temp = new();
+    public Lazy<Task<RunConfig>> Job { get; }
+
+    /// <summary>The uninterrupted 2-rank job of DistributedTests.JobSettings, run once for the tests that compare with it.</summary>
+    public CleanJobFixture() => Job = new(async () =>
+    {
+        var clean = RunConfig.Load(null, [.. DistributedTests.JobSettings, "run.out_dir=" + temp.File("clean")]);
+        int exit = await Launch.Local(clean, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5));
+        Assert.Equal(0, exit);
+        return clean;
+    });
+
+    public void Dispose() => temp.Dispose();
+}
+
+public class DistributedTests(ITestOutputHelper log, CleanJobFixture fixture) : IClassFixture<CleanJobFixture>
 {
     [Fact]
     public void Two_ranks_and_one_rank_take_the_same_loss_at_every_step_with_mu_centering()
@@ -103,21 +120,32 @@ public class DistributedTests(ITestOutputHelper log)
         Assert.Contains("corrupt", e.Message);
     }
 
+    internal static readonly string[] JobSettings =
+    [
+        "train.steps=160", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=80",
+        "train.eval_batches=2", "train.log_every=10", "train.threads=1", "data.synthetic_tokens=30000",
+        "job.world_size=2", "job.checkpoint_every=40", "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=10",
+    ];
+
+    /// <summary>Asserts that two finished jobs have bitwise equal final models and the same metrics at every logged step.</summary>
+    static void AssertSameResult(RunConfig expected, RunConfig actual)
+    {
+        using var a = new Gpt(expected.Model, expected.Data.ResolvedVocabSize, expected.Train.SequenceLength);
+        using var b = new Gpt(actual.Model, actual.Data.ResolvedVocabSize, actual.Train.SequenceLength);
+        Checkpoint.Load(a, Path.Combine(expected.Run.OutDir!, "model.safetensors"));
+        Checkpoint.Load(b, Path.Combine(actual.Run.OutDir!, "model.safetensors"));
+        Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
+        Assert.Equal(MetricsLog.Read(Path.Combine(expected.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss)),
+                     MetricsLog.Read(Path.Combine(actual.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss)));
+    }
+
     [Fact]
     public async Task A_rank_killed_with_signal_9_mid_run_is_replaced_and_the_job_ends_as_if_nothing_happened()
     {
         using var temp = new TempDirectory();
-        string[] settings =
-        [
-            "train.steps=160", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=80",
-            "train.eval_batches=2", "train.log_every=10", "train.threads=1", "data.synthetic_tokens=30000",
-            "job.world_size=2", "job.checkpoint_every=40", "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=10",
-        ];
-        var clean = RunConfig.Load(null, [.. settings, "run.out_dir=" + temp.File("clean")]);
-        var faulty = RunConfig.Load(null, [.. settings, "run.out_dir=" + temp.File("faulty")]);
+        var clean = await fixture.Job.Value;
+        var faulty = RunConfig.Load(null, [.. JobSettings, "run.out_dir=" + temp.File("faulty")]);
         var console = new StringWriter();
-
-        Assert.Equal(0, await Launch.Local(clean, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
 
         JobState? job = null;
         Task? killer = null;
@@ -145,15 +173,42 @@ public class DistributedTests(ITestOutputHelper log)
         Assert.Matches(@"generation 2 resumes from checkpoint step (40|80|120)", coordinatorLog);
         Assert.Contains("succeeded: finished 160 steps", coordinatorLog);
 
-        // The replacement generation's result is the uninterrupted job's, to the bit.
-        using var a = new Gpt(clean.Model, clean.Data.ResolvedVocabSize, clean.Train.SequenceLength);
-        using var b = new Gpt(faulty.Model, faulty.Data.ResolvedVocabSize, faulty.Train.SequenceLength);
-        Checkpoint.Load(a, Path.Combine(clean.Run.OutDir!, "model.safetensors"));
-        Checkpoint.Load(b, Path.Combine(faulty.Run.OutDir!, "model.safetensors"));
-        Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
-        var expected = MetricsLog.Read(Path.Combine(clean.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss));
-        var actual = MetricsLog.Read(Path.Combine(faulty.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss));
-        Assert.Equal(expected, actual);
+        AssertSameResult(clean, faulty); // the replacement generation's result is the uninterrupted job's, to the bit
+    }
+
+    [Fact]
+    public async Task A_job_stopped_by_an_interrupt_and_resumed_ends_as_the_uninterrupted_job()
+    {
+        using var temp = new TempDirectory();
+        var clean = await fixture.Job.Value;
+        var halves = RunConfig.Load(null, [.. JobSettings, "run.out_dir=" + temp.File("halves")]);
+        using var interrupt = new CancellationTokenSource();
+        JobState? job = null;
+        var watcher = Task.CompletedTask;
+
+        int first = await Launch.Local(halves, Launch.SelfRankCommand(), TextWriter.Null, interrupt.Token, created: j =>
+        {
+            job = j;
+            watcher = Task.Run(async () =>
+            {
+                while (j.Ranks().FirstOrDefault()?.Step is not >= 60 && !j.Outcome.IsCompleted) await Task.Delay(20);
+                interrupt.Cancel(); // as Ctrl+C does
+            });
+        }).WaitAsync(TimeSpan.FromMinutes(5));
+        await watcher.WaitAsync(TimeSpan.FromMinutes(1));
+        var stopped = await job!.Outcome;
+        Assert.Equal(0, first);
+        Assert.Equal(JobPhase.Stopped, stopped.Phase);
+        Assert.InRange(stopped.Step, 60, 159);
+        Assert.False(File.Exists(Path.Combine(halves.Run.OutDir!, "model.safetensors")));
+
+        var resumed = halves with { Job = halves.Job with { Resume = true } };
+        int second = await Launch.Local(resumed, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5));
+
+        Assert.Equal(0, second);
+        Assert.Contains($"resuming from {Path.Combine(halves.Run.OutDir!, "checkpoints", $"step_{stopped.Step:D8}")}",
+            File.ReadAllText(Path.Combine(halves.Run.OutDir!, "coordinator.log")));
+        AssertSameResult(clean, halves);
     }
 
     [Fact]

@@ -194,7 +194,7 @@ public sealed class Trainer : IDisposable
             double? val = validate || !double.IsFinite(loss) ? Evaluate() : null;
             if (val is not null) valLoss = val;
             StepMetrics? metrics = null;
-            if (logged || !double.IsFinite(loss) || stop)
+            if (logged || !double.IsFinite(loss))
             {
                 var stats = measured ?? new LogitStatistics(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
                 double tokensPerSecond = (double)train.BatchSize * train.GradAccum * train.SequenceLength / seconds;
