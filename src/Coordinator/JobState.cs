@@ -305,6 +305,12 @@ public sealed partial class JobState : IDisposable
             var aborted = new RpcException(new Status(StatusCode.Aborted, $"generation {g.Number} was aborted: {reason}"));
             g.Complete.TrySetException(aborted);
             foreach (var x in g.Exchanges.Values) x.Done.TrySetException(aborted);
+            if (stopReason is not null)
+            {
+                End(new JobOutcome(JobPhase.Failed, $"generation {g.Number} failed while stopping ({stopReason}), so it is not restarted: {reason}; " +
+                    "continue from the newest checkpoint with job.resume=true", g.Slots.Max(s => s?.Step ?? 0), double.NaN, null));
+                return;
+            }
             if (restarts >= spec.Options.MaxRestarts)
             {
                 End(new JobOutcome(JobPhase.Failed, $"gave up after {restarts} restarts (job.max_restarts = {spec.Options.MaxRestarts}); last failure: {reason}",

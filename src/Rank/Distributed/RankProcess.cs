@@ -1,6 +1,7 @@
 // One rank process under a coordinator: register, connect the collectives, train, report.
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Collectives;
 using Grpc.Core;
 using Rank.Configuration;
@@ -44,6 +45,14 @@ public static class RankProcess
             config = config with { Train = config.Train with { Threads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, localWorld)) } };
 
         using var session = new RemoteSession(client, registration, config.Run.OutDir!, console);
+        // Ctrl+C in a terminal reaches the launcher and its ranks alike: the rank votes to stop at a checkpoint
+        // (the coordinator would ask the same); a second Ctrl+C ends it at once.
+        int interrupts = 0;
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, signal =>
+        {
+            signal.Cancel = Interlocked.Increment(ref interrupts) == 1;
+            session.RequestStop();
+        });
         try
         {
             TorchRuntime.EnsureLoaded();

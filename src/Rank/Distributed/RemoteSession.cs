@@ -41,6 +41,9 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
     public long StartStep { get; }
     public string? ResumeFrom { get; }
     public bool StopRequested => stop;
+
+    /// <summary>Stops this rank at a step all ranks agree on (its vote travels in the step's reduction).</summary>
+    public void RequestStop() => stop = true;
     public string CheckpointDirectory(long step) => catalog.DirectoryFor(step);
 
     public void Progress(long steps, StepMetrics? m)

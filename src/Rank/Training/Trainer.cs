@@ -213,7 +213,7 @@ public sealed class Trainer : IDisposable
                 return new TrainResult((int)step + 1, loss, valLoss, Diverged: true, outDir);
             }
             int every = Config.Job.CheckpointEvery;
-            if (stop || (every > 0 && (step + 1) % every == 0 && step + 1 < train.Steps))
+            if (stop || (every > 0 && ((step + 1) % every == 0 || step + 1 == train.Steps)))
             {
                 string dir = session.CheckpointDirectory(step + 1);
                 session.CheckpointWritten(step + 1, trainBatches.CursorAt(step + 1), SaveCheckpoint(dir));
