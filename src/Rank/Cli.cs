@@ -1,4 +1,4 @@
-// The command line: train, coordinator, rank, prepare, bench. Each command only parses, composes and reports.
+// The command line: train, coordinator, rank, prepare, bench, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
 using Rank.Distributed;
@@ -16,6 +16,7 @@ public static class Cli
         root.Subcommands.Add(PrepareCommand());
         root.Subcommands.Add(BenchCommand());
         root.Subcommands.Add(BenchCollectivesCommand());
+        root.Subcommands.Add(BenchCoordinatorCommand());
         return root;
     }
 
@@ -137,6 +138,19 @@ public static class Cli
             Collectives.CollectiveBench.Run(parse.GetValue(worldSizes)!.Split(',').Select(int.Parse).ToArray(), sizes, Console.Out);
             return 0;
         }));
+        return command;
+    }
+
+    static Command BenchCoordinatorCommand()
+    {
+        var ranks = new Option<int>("--ranks") { Description = "Simulated ranks that register and heartbeat once a second.", DefaultValueFactory = _ => 1024 };
+        var seconds = new Option<double>("--seconds") { Description = "Steady heartbeat window in seconds (after 5 s of warm-up).", DefaultValueFactory = _ => 30 };
+        var port = new Option<int>("--port") { Description = "The coordinator's port; 0 picks a free one.", DefaultValueFactory = _ => 0 };
+        var command = new Command("bench-coordinator", "Measure a coordinator process under simulated ranks: registration time, heartbeat latency, its CPU and memory.")
+        {
+            ranks, seconds, port,
+        };
+        command.SetAction(parse => Guard(() => CoordinatorBench.Run(parse.GetValue(ranks), parse.GetValue(seconds), Console.Out, parse.GetValue(port))));
         return command;
     }
 
