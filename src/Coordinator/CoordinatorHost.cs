@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace Coordinator;
@@ -29,6 +30,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
         builder.Logging.ClearProviders().AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
         builder.WebHost.ConfigureKestrel(k => k.Listen(listen, port, o => o.Protocols = HttpProtocols.Http2));
         builder.Services.AddSingleton(job).AddSingleton(log);
+        builder.Services.AddSingleton<IHostLifetime, HostedBySomeoneElse>(); // signals belong to the program hosting the coordinator
         builder.Services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = 1 << 20;
@@ -48,6 +50,14 @@ public sealed class CoordinatorHost : IAsyncDisposable
         var address = new UriBuilder(uri) { Host = host }.Uri;
         log.Info($"listening on {bound} (gRPC, HTTP/2 without TLS); ranks reach it at {address}");
         return new CoordinatorHost(app, address);
+    }
+
+    /// <summary>Neither waits for nor reacts to Ctrl+C or SIGTERM: the launcher or `oecrun coordinator` turns them
+    /// into a stop of the job, which needs the service to keep answering until the ranks have checkpointed.</summary>
+    sealed class HostedBySomeoneElse : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     public async ValueTask DisposeAsync()

@@ -336,6 +336,12 @@ public sealed partial class JobState : IDisposable
         {
             if (IsOver || stopReason is not null) return;
             stopReason = reason;
+            if (phase == JobPhase.Registering)
+            {
+                End(new JobOutcome(JobPhase.Stopped, $"stopped ({reason}) before generation {current.Number} began, at step {current.StartStep}",
+                    current.StartStep, double.NaN, null));
+                return;
+            }
             log.Info($"stop requested ({reason}): the ranks checkpoint at the next step and exit");
         }
     }

@@ -274,3 +274,31 @@ public class DistributedTests(ITestOutputHelper log, CleanJobFixture fixture) : 
         public void CheckpointWritten(long s, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files) => inner.CheckpointWritten(s, cursor, files);
     }
 }
+
+public partial class CoordinatorCommandTests
+{
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill")]
+    private static partial int Kill(int pid, int signal);
+
+    [Fact]
+    public void The_coordinator_command_stops_on_SIGTERM_and_exits_with_0()
+    {
+        using var temp = new TempDirectory();
+        var self = Launch.SelfRankCommand();
+        var info = new ProcessStartInfo(self.FileName) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in self.Arguments.Take(self.Arguments.Count - 1)) info.ArgumentList.Add(a); // without "rank"
+        foreach (var a in new[] { "coordinator", "--port", "0", "job.id=sigterm", "data.synthetic_tokens=20000", "run.out_dir=" + temp.Path }) info.ArgumentList.Add(a);
+        info.Environment["OEC_JOB_TOKEN"] = new string('k', 32);
+        using var coordinator = Process.Start(info)!;
+        var clock = Stopwatch.StartNew();
+        string? line;
+        while ((line = coordinator.StandardOutput.ReadLine()) is not null && !line.Contains("listening on") && clock.Elapsed < TimeSpan.FromSeconds(60)) { }
+        Assert.Contains("listening on", line);
+
+        Assert.Equal(0, Kill(coordinator.Id, 15)); // SIGTERM
+        Assert.True(coordinator.WaitForExit(TimeSpan.FromSeconds(30)), "the coordinator still runs 30 s after SIGTERM");
+
+        Assert.Equal(0, coordinator.ExitCode);
+        Assert.Contains("stopped (SIGTERM)", File.ReadAllText(Path.Combine(temp.Path, "coordinator.log")));
+    }
+}

@@ -1,5 +1,6 @@
 // The coordinator as a command: a whole job on this machine (train), or the coordinator alone for a cluster.
 using System.Net;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Coordinator;
 using Data;
@@ -45,6 +46,15 @@ public static class Launch
         using var job = Create(config, token, console, out var log, out var data);
         using var _ = log;
         using var __ = data;
+        // SIGTERM (Kubernetes deleting the pod) or Ctrl+C: stop the job at a checkpoint; a second signal ends at once.
+        int signals = 0;
+        void Stop(PosixSignalContext signal)
+        {
+            signal.Cancel = Interlocked.Increment(ref signals) == 1;
+            job.RequestStop(signal.Signal.ToString());
+        }
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port);
         var outcome = await job.Outcome;
         await Task.Delay(TimeSpan.FromSeconds(config.Job.HeartbeatIntervalS * 2)); // lets the ranks hear the end
