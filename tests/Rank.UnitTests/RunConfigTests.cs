@@ -145,11 +145,37 @@ public class RunConfigTests
     [InlineData(new[] { "train.batch_size=0" }, "train.batch_size", "0")]
     [InlineData(new[] { "oec.mu_loss_lambda=-0.5" }, "oec.mu_loss_lambda", "-0.5")]
     [InlineData(new[] { "data.vocab_size=70000" }, "data.vocab_size", "70000")]
+    [InlineData(new[] { "job.world_size=0" }, "job.world_size", "0")]
+    [InlineData(new[] { "job.backend=gloo" }, "job.backend", "gloo")]
+    [InlineData(new[] { "job.backend=nccl" }, "job.backend", "nccl")]
+    [InlineData(new[] { "job.keep_checkpoints=0" }, "job.keep_checkpoints", "0")]
+    [InlineData(new[] { "job.heartbeat_timeout_s=1" }, "job.heartbeat_timeout_s", "1")]
+    [InlineData(new[] { "job.id=a/b" }, "job.id", "a/b")]
     public void An_impossible_value_fails_naming_the_key_and_the_value(string[] overrides, string key, string value)
     {
         var e = LoadFails(overrides);
 
         NamesKeyAndValue(e, key, value);
+    }
+
+    [Fact]
+    public void An_unset_out_dir_becomes_a_directory_of_its_own_under_runs_and_the_JSON_keeps_it()
+    {
+        var config = RunConfig.Load(null, []);
+
+        Assert.Matches(@"^runs/\d{8}-\d{6}$", config.Run.OutDir);
+        Assert.Equal(config, RunConfig.FromJson(config.ToJson()));
+    }
+
+    [Fact]
+    public void The_job_section_takes_overrides()
+    {
+        var config = RunConfig.Load(null, ["job.world_size=4", "job.checkpoint_every=7", "job.resume=true", "job.id=exp-1"]);
+
+        Assert.Equal(4, config.Job.WorldSize);
+        Assert.Equal(7, config.Job.CheckpointEvery);
+        Assert.True(config.Job.Resume);
+        Assert.Equal("exp-1", config.Job.Id);
     }
 
     [Fact]

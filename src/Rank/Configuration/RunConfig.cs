@@ -69,6 +69,8 @@ public sealed record RunConfig
         Data.Validate();
         Train.Validate();
         Job.Validate();
+        if (Job.Backend == "nccl") // NcclCommunicator needs CUDA tensors; the trainer still holds its model on the CPU
+            throw new ArgumentException("job.backend = nccl: the trainer runs on the CPU until GPU training lands (issue 8); use tcp");
         if (Run.OutDir is not null && string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");
         return this with { Model = Model.Resolve(), Run = Run with { OutDir = Run.OutDir ?? $"runs/{DateTime.UtcNow:yyyyMMdd-HHmmss}" } };
     }
