@@ -7,6 +7,9 @@ public sealed record JobOptions
     public string Id { get; init; } = "";
     /// <summary>Ranks, each a process training on its share of every global batch.</summary>
     public int WorldSize { get; init; } = 2;
+    /// <summary>Vocabulary-parallel size tp: world_size = data-parallel size x tp. Each group of tp consecutive ranks
+    /// sees the same batch and holds the embeddings split by rows; 1 = unsharded.</summary>
+    public int VocabParallel { get; init; } = 1;
     /// <summary>Collectives backend: tcp (ring over TCP, CPU tensors) or nccl (GPUs).</summary>
     public string Backend { get; init; } = "tcp";
     /// <summary>Generations started after a failure before the job is given up.</summary>
@@ -28,6 +31,8 @@ public sealed record JobOptions
         if (Id.Length > 128 || Id.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
             throw new ArgumentException($"job.id = '{Id}': at most 128 of the characters A-Z a-z 0-9 - _ .");
         if (WorldSize < 1 || WorldSize > 4096) throw new ArgumentException($"job.world_size = {WorldSize}: must be in [1, 4096]");
+        if (VocabParallel < 1 || WorldSize % VocabParallel != 0)
+            throw new ArgumentException($"job.vocab_parallel = {VocabParallel}: must be at least 1 and divide job.world_size = {WorldSize}");
         if (Backend is not ("tcp" or "nccl")) throw new ArgumentException($"job.backend = '{Backend}': expected tcp or nccl");
         if (MaxRestarts < 0) throw new ArgumentException($"job.max_restarts = {MaxRestarts}: must be >= 0");
         if (!(HeartbeatIntervalS > 0)) throw new ArgumentException($"job.heartbeat_interval_s = {HeartbeatIntervalS}: must be > 0");

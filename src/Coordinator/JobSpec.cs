@@ -11,6 +11,9 @@ namespace Coordinator;
 public sealed record JobSpec(string JobId, string Token, JobOptions Options, string ConfigJson, BatchPlan Train,
     int MicroBatches, long Steps, string OutDir)
 {
+    /// <summary>Model replicas, each a group of job.vocab_parallel ranks that see the same rows.</summary>
+    public int DataParallel => Options.WorldSize / Options.VocabParallel;
+
     public void Validate()
     {
         Options.Validate();
@@ -19,8 +22,8 @@ public sealed record JobSpec(string JobId, string Token, JobOptions Options, str
         if (MicroBatches < 1 || Train.BatchSize % MicroBatches != 0)
             throw new ArgumentException($"train.grad_accum = {MicroBatches}: must divide the global batch of {Train.BatchSize} sequences");
         int micro = Train.BatchSize / MicroBatches;
-        if (micro % Options.WorldSize != 0)
-            throw new ArgumentException($"train.batch_size = {micro}: must be divisible by job.world_size = {Options.WorldSize}, so that every rank takes an equal share of each micro-batch");
+        if (micro % DataParallel != 0)
+            throw new ArgumentException($"train.batch_size = {micro}: must be divisible by the data-parallel size {DataParallel} (job.world_size / job.vocab_parallel), so that every replica takes an equal share of each micro-batch");
         if (Steps < 1) throw new ArgumentException($"train.steps = {Steps}: must be >= 1");
     }
 }

@@ -173,7 +173,7 @@ public sealed partial class JobState : IDisposable
         if (r.FirstStep < 0 || r.FirstStep >= spec.Steps) throw Refuse(StatusCode.InvalidArgument, $"batches: first_step {r.FirstStep} outside [0, {spec.Steps})");
         var reply = new BatchesReply();
         for (long step = r.FirstStep; step < Math.Min(spec.Steps, r.FirstStep + r.Count); step++)
-            reply.Steps.Add(new StepBatch { Step = step, Sequences = { spec.Train.RankRows(step, r.Rank, World, spec.MicroBatches) } });
+            reply.Steps.Add(new StepBatch { Step = step, Sequences = { spec.Train.RankRows(step, r.Rank / spec.Options.VocabParallel, spec.DataParallel, spec.MicroBatches) } });
         return reply;
     }
 

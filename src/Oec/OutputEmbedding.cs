@@ -37,11 +37,11 @@ public static class OutputEmbedding
 
     /// <summary>
     /// Logits of the head: hidden [N, H] times E^T [H, V_local] -> [N, V_local] in fp32, soft-capped when that is
-    /// the method. Soft-capping changes the model's logits, so the logged cross-entropy is taken on capped logits.
+    /// the method (locally: capping is element-wise). A sharded head's vocab routes the hidden states' gradient. Soft-capping changes the model's logits, so the logged cross-entropy is taken on capped logits.
     /// </summary>
-    public static Tensor Logits(Tensor hidden, Tensor weight, OecOptions options)
+    public static Tensor Logits(Tensor hidden, Tensor weight, OecOptions options, IVocabularyReduction? vocab = null)
     {
-        var logits = nn.functional.linear(hidden, weight).to_type(ScalarType.Float32);
+        var logits = nn.functional.linear(vocab?.Share(hidden) ?? hidden, weight).to_type(ScalarType.Float32);
         return options.Method == OecMethod.SoftCap ? SoftCap(logits, options.SoftCap) : logits;
     }
 

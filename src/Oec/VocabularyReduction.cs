@@ -27,6 +27,10 @@ public interface IVocabularyReduction
 
     /// <summary>The logit of each target token: logits [N, V_local], targets [N] (global ids) -> [N]. Differentiable.</summary>
     Tensor TargetLogit(Tensor logits, Tensor targets);
+
+    /// <summary>The hidden states [N, H] entering the head, the same on every rank of the group. Identity forward;
+    /// sharded, the backward sums their gradient over the group, since each shard's logits give only its part.</summary>
+    Tensor Share(Tensor hidden);
 }
 
 /// <summary>The unsharded head: every reduction is local, with no communication and no extra cost.</summary>
@@ -42,4 +46,6 @@ public sealed class LocalVocabulary(long vocabSize) : IVocabularyReduction
     public Tensor LogSumExp(Tensor logits) => logits.logsumexp(-1);
 
     public Tensor TargetLogit(Tensor logits, Tensor targets) => logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
+
+    public Tensor Share(Tensor hidden) => hidden;
 }

@@ -1,5 +1,6 @@
 // The paper's decoder: rotary positions, SwiGLU MLP, pre-LN LayerNorm, qk-layernorm per head, no biases, no dropout.
 using TorchSharp;
+using Oec;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -16,32 +17,52 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     readonly ModuleList<Block> h;
     readonly LayerNorm ln_f;
     readonly Parameter? lm_head; // [V, d]; null with weight tying, where E is wte.weight
+    readonly ShardedVocabulary? shard;
 
     public int VocabSize { get; }
     public int Dim { get; }
 
-    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength) : base("gpt")
+    /// <param name="shard">Null: the whole vocabulary. Else this rank's rows of both embeddings, [V/tp, d] each: token
+    /// lookups outside them give zeros and the group sums the lookups; initialised as the same rows of the whole model.</param>
+    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength, ShardedVocabulary? shard = null) : base("gpt")
     {
         var o = options.Resolve();
         int layers = o.NLayer!.Value, d = o.DModel!.Value, heads = o.NHead!.Value;
         VocabSize = o.PaddedVocab(vocabSize);
+        if (shard is not null && shard.VocabSize != VocabSize)
+            throw new ArgumentException($"the vocabulary shard is of a {shard.VocabSize}-row vocabulary, the model's has {VocabSize} rows");
+        this.shard = shard;
         Dim = d;
-        wte = nn.Embedding(VocabSize, d);
+        long rows = shard?.Rows ?? VocabSize;
+        wte = nn.Embedding(rows, d);
         h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
-        if (!o.WeightTying) lm_head = nn.Parameter(empty(VocabSize, d));
+        if (!o.WeightTying) lm_head = nn.Parameter(empty(rows, d));
         RegisterComponents();
         Initialise(layers);
     }
 
-    /// <summary>E [V, d]: the output embedding, rows e_i. The input embedding's matrix when weights are tied.</summary>
+    /// <summary>E [V, d] (this shard's [V/tp, d]): the output embedding, rows e_i. The input embedding's matrix when weights are tied.</summary>
     public Parameter OutputEmbedding => lm_head ?? wte.weight!;
+
+    /// <summary>The parameters of which each rank of a vocabulary-parallel group holds other rows (the embeddings).</summary>
+    public IEnumerable<Parameter> ShardedParameters => shard is null ? [] : lm_head is null ? [wte.weight!] : [wte.weight!, lm_head];
 
     public override Tensor forward(Tensor idx)
     {
-        var x = wte.forward(idx);              // [B, T, d]
+        var x = shard is null ? wte.forward(idx) : ShardedLookup(idx); // [B, T, d]
         foreach (var block in h) x = block.forward(x);
-        return ln_f.forward(x);                // [B, T, d]
+        return ln_f.forward(x);                                        // [B, T, d]
+    }
+
+    // Megatron's vocab-parallel embedding: ids outside this shard look up row 0 and are zeroed; the sum over the group
+    // gives every rank the full lookup, and its backward leaves each shard the gradient of its own rows.
+    Tensor ShardedLookup(Tensor idx)
+    {
+        var local = idx - shard!.Offset;                                // [B, T]
+        var outside = local.lt(0).logical_or(local.ge(shard.Rows));
+        var x = wte.forward(local.masked_fill(outside, 0)) * outside.logical_not().unsqueeze(-1).to_type(ScalarType.Float32);
+        return shard.SumAcross(x);
     }
 
     void Initialise(int layers)
@@ -54,11 +75,27 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
             else if (name.EndsWith("attn.c_proj.weight"))
                 nn.init.normal_(p, 0, 0.02 / Math.Sqrt(2 * layers)); // residual projection of attention, per GPT-2
             else if (name == "wte.weight" && lm_head is not null)
-                nn.init.normal_(p, 0, 1 / Math.Sqrt(Dim));           // embeddings: std 1/sqrt(d)
+                InitRows(p, t => nn.init.normal_(t, 0, 1 / Math.Sqrt(Dim))); // embeddings: std 1/sqrt(d)
+            else if (name is "wte.weight" or "lm_head")
+                InitRows(p, t => nn.init.xavier_normal_(t));          // the head; a tied matrix too, since the paper's
+                                                                      // code initialises the head last
             else
-                nn.init.xavier_normal_(p);                           // linear layers and the head; a tied matrix too,
-                                                                      // since the paper's code initialises the head last
+                nn.init.xavier_normal_(p);                            // linear layers
         }
+    }
+
+    // A vocabulary matrix is initialised whole, [V, d] (the same draws, the same fan-in and fan-out as unsharded),
+    // and a shard keeps its rows.
+    void InitRows(Tensor p, Action<Tensor> init)
+    {
+        if (shard is null)
+        {
+            init(p);
+            return;
+        }
+        using var whole = empty(VocabSize, Dim);
+        init(whole);
+        p.copy_(whole.narrow(0, shard.Offset, shard.Rows));
     }
 }
 

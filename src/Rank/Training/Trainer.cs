@@ -15,10 +15,12 @@ namespace Rank.Training;
 public sealed record TrainResult(int Steps, double FinalTrainLoss, double? FinalValLoss, bool Diverged, string OutDir, bool Stopped = false);
 
 /// <summary>
-/// Data-parallel: every rank holds the whole model; each step, rank r of W trains on its W-th of every micro-batch
-/// (rows from <c>rows(step)</c>, by default the local BatchPlan), and the gradients are averaged over the ranks before
-/// clipping, so that the update equals the one-process update on the whole global batch. Without a communicator the
-/// trainer is one process on the whole batch.
+/// A 2-D layout of W = dp x tp ranks: rank r is vocabulary shard r % tp of replica r / tp. The tp ranks of a replica
+/// (its vocabulary group) see the same rows and hold the embeddings split by rows (<see cref="ShardedVocabulary"/>);
+/// the dp replicas each train on their dp-th of every micro-batch (rows from <c>rows(step)</c>, by default the local
+/// BatchPlan), and every gradient is averaged over the ranks that hold the same parameter (the data group: same shard,
+/// other replica) before clipping, so that the update equals the one-process update on the whole global batch.
+/// Without a communicator the trainer is one process on the whole batch.
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -27,9 +29,14 @@ public sealed class Trainer : IDisposable
     public IVocabularyReduction Vocab { get; }
     public int Rank { get; }
     public int WorldSize { get; }
+    /// <summary>dp: model replicas; tp: vocabulary shards per replica; this rank's replica and shard.</summary>
+    public int DataParallel { get; }
+    public int VocabParallel { get; }
+    public int DataRank { get; }
+    public int VocabRank { get; }
     public TrainingData Data { get; }
     static readonly Lock InitGate = new();
-    readonly ICommunicator? comm;
+    readonly ICommunicator? comm, dataGroup, vocabGroup;
     readonly GradientBucketer? bucketer;
     readonly OptimizerHelper optimizer;
     readonly List<Parameter> parameters;
@@ -43,16 +50,30 @@ public sealed class Trainer : IDisposable
         Config = config.Validated();
         var (model, data, train) = (Config.Model, Config.Data, Config.Train);
         (this.comm, Rank, WorldSize) = (comm, comm?.Rank ?? 0, comm?.WorldSize ?? 1);
-        if (train.BatchSize % WorldSize != 0)
-            throw new ArgumentException($"train.batch_size = {train.BatchSize}: must be divisible by the world size {WorldSize}, so that every rank takes an equal share of each micro-batch");
+        VocabParallel = Config.Job.VocabParallel;
+        if (WorldSize % VocabParallel != 0)
+            throw new ArgumentException($"job.vocab_parallel = {VocabParallel}: must divide the world size {WorldSize}");
+        (DataParallel, DataRank, VocabRank) = (WorldSize / VocabParallel, Rank / VocabParallel, Rank % VocabParallel);
+        if (train.BatchSize % DataParallel != 0)
+            throw new ArgumentException($"train.batch_size = {train.BatchSize}: must be divisible by the data-parallel size {DataParallel}, so that every replica takes an equal share of each micro-batch");
         if (train.Threads > 0) set_num_threads(train.Threads);
+        if (comm is not null && VocabParallel > 1)
+        {
+            // Both splits are collective over all ranks: the vocabulary group (one replica's shards), the data group (one shard's replicas).
+            vocabGroup = comm.Split(color: DataRank, key: VocabRank);
+            var sameShard = comm.Split(color: VocabRank, key: DataRank);
+            if (DataParallel > 1) dataGroup = sameShard;
+            else sameShard.Dispose();
+        }
+        else if (comm is not null && WorldSize > 1) dataGroup = comm;
 
+        int paddedVocab = model.Resolve().PaddedVocab(data.ResolvedVocabSize);
+        Vocab = vocabGroup is null ? new LocalVocabulary(paddedVocab) : new ShardedVocabulary(vocabGroup, paddedVocab);
         lock (InitGate) // trainers sharing a process (tests) must not interleave draws from the global generator
         {
             manual_seed((long)(train.Seed % long.MaxValue));
-            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength);
+            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, Vocab as ShardedVocabulary);
         }
-        Vocab = new LocalVocabulary(Model.VocabSize);
         parameters = Model.parameters().ToList();
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
         optimizer = optim.AdamW(new[]
@@ -60,30 +81,31 @@ public sealed class Trainer : IDisposable
             new AdamW.ParamGroup(parameters.Where(p => p.dim() >= 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay, false, false),
             new AdamW.ParamGroup(parameters.Where(p => p.dim() < 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, 0, false, false),
         }, train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay);
-        if (comm is not null && WorldSize > 1)
+        if (dataGroup is not null)
         {
-            bucketer = new GradientBucketer(comm, parameters.Cast<Tensor>().ToList());
-            bucketer.BroadcastParameters(root: 0); // every replica starts from rank 0's initialisation
+            bucketer = new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
+            bucketer.BroadcastParameters(root: 0); // every replica starts from replica 0's initialisation
         }
 
         Data = new TrainingData(data, train.SequenceLength);
         trainBatches = new BatchPlan(Data.Train, train.BatchSize * train.GradAccum, train.Seed);
         valBatches = new BatchPlan(Data.Validation, train.BatchSize, seed: 0);
-        this.rows = rows ?? (step => trainBatches.RankRows(step, Rank, WorldSize, train.GradAccum));
-        inputs = new int[train.BatchSize / WorldSize * train.GradAccum * train.SequenceLength];
+        this.rows = rows ?? (step => trainBatches.RankRows(step, DataRank, DataParallel, train.GradAccum));
+        inputs = new int[train.BatchSize / DataParallel * train.GradAccum * train.SequenceLength];
         targets = new int[inputs.Length];
     }
 
     /// <summary>
     /// One optimizer step, top to bottom: learning rate, then per micro-batch forward, loss with the regulariser,
-    /// backward; gradients averaged over the ranks; clip, optimizer step, zero grad, mu-centering. The cross-entropy is
-    /// the global batch's. Statistics, when asked for (they cost a few passes over the logits), describe this rank's
-    /// share of the last micro-batch; otherwise null. Stop is true on every rank when any rank asked to stop.
+    /// backward; gradients averaged over the replicas; clip, optimizer step, zero grad, mu-centering. The cross-entropy
+    /// is the global batch's. Statistics, when asked for (they cost a few passes over the logits), describe this
+    /// replica's share of the last micro-batch, over the whole vocabulary; otherwise null. Stop is true on every rank
+    /// when any rank asked to stop.
     /// </summary>
     public (double CrossEntropy, double GradNorm, LogitStatistics? Stats, bool Stop) Step(long step, bool statistics = true, bool stopRequested = false)
     {
         var train = Config.Train;
-        int B = train.BatchSize / WorldSize, T = train.SequenceLength, accum = train.GradAccum;
+        int B = train.BatchSize / DataParallel, T = train.SequenceLength, accum = train.GradAccum;
         foreach (var group in optimizer.ParamGroups) group.LearningRate = train.LearningRateAt((int)step);
 
         long[] mine = rows(step);
@@ -98,24 +120,24 @@ public sealed class Trainer : IDisposable
         {
             using var scope = NewDisposeScope();
             var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d]
-            var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec);  // [B*T, V] fp32
+            var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab);  // [B*T, V] fp32
             var loss = OutputEmbedding.Loss(logits, y[micro], Model.OutputEmbedding, Config.Oec, Vocab);
             (loss.Loss / accum).backward();                                                  // mean over this rank's share
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
             if (statistics && micro == accum - 1) stats = LogitStatistics.Compute(logits, Model.OutputEmbedding, Vocab);
         }
 
-        bucketer?.AverageGradients();                                                        // mean over the global batch
+        bucketer?.AverageGradients();                                                        // mean over the global batch (data group)
         bool stop = stopRequested;
         if (comm is not null && WorldSize > 1)
         {
             using var shared = tensor(new[] { crossEntropy, stopRequested ? 1.0 : 0.0 });     // [cross-entropy, stop votes]
-            comm.AllReduce(shared, ReduceOp.Sum);
+            comm.AllReduce(shared, ReduceOp.Sum);                                            // a replica's tp ranks hold the same CE
             crossEntropy = shared[0].item<double>() / WorldSize;
             stop = shared[1].item<double>() > 0;
         }
-        double gradNorm = train.GradClip > 0
-            ? nn.utils.clip_grad_norm_(parameters, train.GradClip)
+        double gradNorm = vocabGroup is not null ? ClipShardedGradients(train.GradClip)
+            : train.GradClip > 0 ? nn.utils.clip_grad_norm_(parameters, train.GradClip)
             : nn.utils.clip_grad_norm_(parameters, double.PositiveInfinity);
         optimizer.step();
         optimizer.zero_grad();
@@ -123,11 +145,31 @@ public sealed class Trainer : IDisposable
         return (crossEntropy, gradNorm, stats, stop);
     }
 
-    /// <summary>Mean cross-entropy over the validation batches (the same batches at every evaluation); each rank
-    /// evaluates its share of every batch and the means are averaged over the ranks.</summary>
+    /// <summary>
+    /// torch's clip_grad_norm_ over a model whose embeddings are split over the vocabulary group: the norm of the whole
+    /// gradient is sqrt(body^2 + sum over shards of shard^2) (the body's gradient is the same on every shard), then
+    /// every gradient is scaled by min(1, maxNorm / (norm + 1e-6)). maxNorm 0: measured, not clipped.
+    /// </summary>
+    double ClipShardedGradients(double maxNorm)
+    {
+        using var noGrad = no_grad();
+        var sharded = Model.ShardedParameters.Select(p => p.Handle).ToHashSet();
+        double SquaredNorm(IEnumerable<Parameter> ps) => ps.Where(p => p.grad is not null)
+            .Sum(p => { using var g = p.grad!.to_type(ScalarType.Float64); return g.square().sum().item<double>(); });
+        using var shards = tensor(new[] { SquaredNorm(parameters.Where(p => sharded.Contains(p.Handle))) });
+        vocabGroup!.AllReduce(shards, ReduceOp.Sum);
+        double norm = Math.Sqrt(SquaredNorm(parameters.Where(p => !sharded.Contains(p.Handle))) + shards.item<double>());
+        double coefficient = maxNorm > 0 ? Math.Min(1, maxNorm / (norm + 1e-6)) : 1;
+        if (coefficient < 1)
+            foreach (var p in parameters.Where(p => p.grad is not null)) p.grad!.mul_(coefficient);
+        return norm;
+    }
+
+    /// <summary>Mean cross-entropy over the validation batches (the same batches at every evaluation); each replica
+    /// evaluates its share of every batch and the means are averaged over the replicas.</summary>
     public double Evaluate()
     {
-        int B = Config.Train.BatchSize / WorldSize, T = Config.Train.SequenceLength;
+        int B = Config.Train.BatchSize / DataParallel, T = Config.Train.SequenceLength;
         var valInputs = new int[B * T];
         var valTargets = new int[B * T];
         double sum = 0;
@@ -137,11 +179,11 @@ public sealed class Trainer : IDisposable
             for (int k = 0; k < Config.Train.EvalBatches; k++)
             {
                 using var scope = NewDisposeScope();
-                long[] mine = valBatches.RankRows(k, Rank, WorldSize, 1);
+                long[] mine = valBatches.RankRows(k, DataRank, DataParallel, 1);
                 for (int row = 0; row < mine.Length; row++)
                     valBatches.Plan.Fill(mine[row], valInputs.AsSpan(row * T, T), valTargets.AsSpan(row * T, T));
                 var hidden = Model.forward(tensor(valInputs, dtype: ScalarType.Int64).view(B, T)).view(B * T, Model.Dim);
-                var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec);
+                var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab);
                 var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64), Model.OutputEmbedding, Config.Oec, Vocab);
                 sum += loss.CrossEntropy.item<float>();
             }
@@ -225,28 +267,66 @@ public sealed class Trainer : IDisposable
                 return new TrainResult((int)step + 1, loss, valLoss, Diverged: false, outDir, Stopped: true);
             }
         }
+        SaveModel(Path.Combine(outDir, "model.safetensors"));
         if (lead)
         {
-            Checkpoint.Save(Model, Config.ToJson(), Path.Combine(outDir, "model.safetensors"));
             console.WriteLine($"done: {train.Steps} steps in {clock.Elapsed:m\\:ss}, train loss {loss:F4}, val loss {valLoss:F4}; saved {outDir}/model.safetensors");
         }
         return new TrainResult(train.Steps, loss, valLoss, Diverged: false, outDir);
     }
 
     /// <summary>
-    /// Writes this rank's part of a checkpoint into <paramref name="dir"/>, each file whole or not at all: rank 0 the
-    /// model (safetensors, loadable from Python) and the optimizer state (TorchSharp's format); every rank its random
-    /// generator state. Replicas are identical, so rank 0's model and optimizer stand for all. Returns the files for the manifest.
+    /// The whole model in one safetensors file, whatever the layout: with a sharded vocabulary, replica 0's shards are
+    /// gathered (collective over its vocabulary group) into an unsharded model, which rank 0 writes.
+    /// </summary>
+    public void SaveModel(string path)
+    {
+        if (vocabGroup is null)
+        {
+            if (Rank == 0) Checkpoint.Save(Model, Config.ToJson(), path);
+            return;
+        }
+        if (DataRank != 0) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var whole = Rank == 0 ? new Gpt(Config.Model, Config.Data.ResolvedVocabSize, Config.Train.SequenceLength) : null;
+        var targets = whole?.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in Model.named_parameters())
+        {
+            var value = p.detach();
+            if (Model.ShardedParameters.Any(s => s.Handle == p.Handle))
+            {
+                value = empty(Model.VocabSize, Model.Dim);            // [V, d] from tp shards of [V/tp, d], in shard order
+                vocabGroup.AllGather(p.detach().contiguous(), value);
+            }
+            targets?[name].copy_(value);
+        }
+        if (whole is not null)
+        {
+            Checkpoint.Save(whole, Config.ToJson(), path);
+            whole.Dispose();
+        }
+    }
+
+    /// <summary>The model and optimizer files of a checkpoint: one pair per vocabulary shard.</summary>
+    string ModelFile => VocabParallel == 1 ? "model.safetensors" : $"model.shard{VocabRank}of{VocabParallel}.safetensors";
+    string OptimizerFile => VocabParallel == 1 ? "optimizer.bin" : $"optimizer.shard{VocabRank}of{VocabParallel}.bin";
+
+    /// <summary>
+    /// Writes this rank's part of a checkpoint into <paramref name="dir"/>, each file whole or not at all: the ranks of
+    /// replica 0 their shard of the model (safetensors, loadable from Python; the whole model when unsharded) and of the
+    /// optimizer state (TorchSharp's format); every rank its random generator state. Replicas are identical, so replica
+    /// 0 stands for all. Returns the files for the manifest.
     /// </summary>
     public IReadOnlyList<CheckpointFile> SaveCheckpoint(string dir)
     {
         Directory.CreateDirectory(dir);
         var written = new List<string>();
-        if (Rank == 0)
+        if (DataRank == 0)
         {
-            written.Add(Path.Combine(dir, "model.safetensors"));
+            written.Add(Path.Combine(dir, ModelFile));
             Checkpoint.Save(Model, Config.ToJson(), written[^1]);
-            written.Add(Path.Combine(dir, "optimizer.bin"));
+            written.Add(Path.Combine(dir, OptimizerFile));
             AtomicFile.Write(written[^1], s =>
             {
                 using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
@@ -264,9 +344,11 @@ public sealed class Trainer : IDisposable
     public void LoadCheckpoint(string dir)
     {
         string rng = $"rng.rank{Rank}.bin";
-        var manifest = CheckpointCatalog.ReadVerified(dir, f => f.Name is "model.safetensors" or "optimizer.bin" || f.Name == rng);
-        Checkpoint.Load(Model, Path.Combine(dir, "model.safetensors"));
-        using (var reader = new BinaryReader(File.OpenRead(Path.Combine(dir, "optimizer.bin"))))
+        var manifest = CheckpointCatalog.ReadVerified(dir, f => f.Name == ModelFile || f.Name == OptimizerFile || f.Name == rng);
+        if (!manifest.Files.Any(f => f.Name == ModelFile))
+            throw new InvalidDataException($"{dir} has no {ModelFile}: it was written with another job.vocab_parallel");
+        Checkpoint.Load(Model, Path.Combine(dir, ModelFile));
+        using (var reader = new BinaryReader(File.OpenRead(Path.Combine(dir, OptimizerFile))))
             optimizer.load_state_dict(reader);
         if (manifest.Files.Any(f => f.Name == rng))
         {
@@ -278,6 +360,8 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         bucketer?.Dispose();
+        if (dataGroup is not null && dataGroup != comm) dataGroup.Dispose();
+        vocabGroup?.Dispose();
         optimizer.Dispose();
         Model.Dispose();
         Data.Dispose();

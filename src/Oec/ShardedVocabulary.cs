@@ -1,0 +1,104 @@
+// The vocabulary-sharded head's reductions: local reduce, then all-reduce across the vocabulary-parallel group.
+using Collectives;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Oec;
+
+/// <summary>
+/// This rank holds rows [Offset, Offset + Rows) of E [V, H] and the same columns of the logits; the other shards are on
+/// the other ranks of <paramref name="group"/>, which all see the same tokens. Sums become a local sum plus an
+/// all-reduce whose backward is the identity (Megatron's reduce-from-region): every rank computes the same loss from
+/// the global sums, so each shard's gradient is already whole. Maxima are all-reduced without gradient. log Z is
+/// Megatron's vocab-parallel log-sum-exp: global max, local sum of exponentials, one all-reduce; its backward, the
+/// local softmax, needs no communication. Only the hidden states entering the head need one all-reduce in backward
+/// (<see cref="Share"/>). Every value this library derives from these (mu, mu-loss, log Z, z-loss, the statistics) is
+/// therefore global and identical on every rank of the group.
+/// </summary>
+public sealed class ShardedVocabulary : IVocabularyReduction
+{
+    readonly ICommunicator group;
+
+    /// <param name="vocabSize">V, padded: divisible by the group size; rank r of the group holds rows [r V/tp, (r + 1) V/tp).</param>
+    public ShardedVocabulary(ICommunicator group, long vocabSize)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        if (vocabSize < 1 || vocabSize % group.WorldSize != 0)
+            throw new ArgumentException($"vocabulary of {vocabSize} rows cannot be split evenly over {group.WorldSize} vocabulary-parallel ranks");
+        this.group = group;
+        VocabSize = vocabSize;
+        Rows = vocabSize / group.WorldSize;
+        Offset = group.Rank * Rows;
+    }
+
+    public long VocabSize { get; }
+    /// <summary>First global row (token id) of this shard.</summary>
+    public long Offset { get; }
+    /// <summary>Rows of this shard: V / tp.</summary>
+    public long Rows { get; }
+    public int Parts => group.WorldSize;
+
+    public Tensor Sum(Tensor x, long dim) => SumAcross(x.sum(dim));
+
+    public Tensor Max(Tensor x)
+    {
+        using var noGrad = no_grad();
+        var max = x.amax(-1).contiguous();
+        group.AllReduce(max, ReduceOp.Max);
+        return max;
+    }
+
+    public Tensor LogSumExp(Tensor logits)
+    {
+        var max = Max(logits);                                             // [N], global, constant for autograd
+        var sum = SumAcross((logits - max.unsqueeze(-1)).exp().sum(-1));   // [N], global sum of exp(l - max)
+        return max + sum.log();
+    }
+
+    public Tensor TargetLogit(Tensor logits, Tensor targets)
+    {
+        var local = targets - Offset;                                      // [N]: this shard's column, where it has one
+        var mine = local.ge(0).logical_and(local.lt(Rows));
+        var picked = logits.gather(-1, local.clamp(0, Rows - 1).unsqueeze(-1)).squeeze(-1) * mine.to_type(logits.dtype);
+        return SumAcross(picked);                                          // exactly one shard contributes per token
+    }
+
+    public Tensor Share(Tensor hidden) => ShareAcrossGroup.apply(hidden, group);
+
+    /// <summary>Element-wise sum over the group of a tensor each rank holds a part of; backward: identity.</summary>
+    public Tensor SumAcross(Tensor partial) => SumAcrossGroup.apply(partial, group);
+
+    /// <summary>Forward: all-reduce SUM. Backward: the gradient as it is (every rank holds the same downstream loss).</summary>
+    sealed class SumAcrossGroup : torch.autograd.SingleTensorFunction<SumAcrossGroup>
+    {
+        public override string Name => "SumAcrossVocabularyShards";
+
+        public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+        {
+            var sum = ((Tensor)vars[0]).contiguous().clone();
+            ((ICommunicator)vars[1]).AllReduce(sum, ReduceOp.Sum);
+            return sum;
+        }
+
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => [gradOutput];
+    }
+
+    /// <summary>Forward: identity. Backward: all-reduce SUM of the gradient (each shard contributes its part).</summary>
+    sealed class ShareAcrossGroup : torch.autograd.SingleTensorFunction<ShareAcrossGroup>
+    {
+        public override string Name => "ShareAcrossVocabularyShards";
+
+        public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+        {
+            ctx.save_data("group", vars[1]);
+            return ((Tensor)vars[0]).alias();
+        }
+
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+        {
+            var sum = gradOutput.contiguous().clone();
+            ((ICommunicator)ctx.get_data("group")).AllReduce(sum, ReduceOp.Sum);
+            return [sum];
+        }
+    }
+}
