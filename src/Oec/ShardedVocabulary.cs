@@ -80,7 +80,8 @@ public sealed class ShardedVocabulary : IVocabularyReduction
             return sum;
         }
 
-        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => [gradOutput];
+        // One gradient per argument: the tensor's, and none for the communicator.
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => [gradOutput, null!];
     }
 
     /// <summary>Forward: identity. Backward: all-reduce SUM of the gradient (each shard contributes its part).</summary>
@@ -98,7 +99,7 @@ public sealed class ShardedVocabulary : IVocabularyReduction
         {
             var sum = gradOutput.contiguous().clone();
             ((ICommunicator)ctx.get_data("group")).AllReduce(sum, ReduceOp.Sum);
-            return [sum];
+            return [sum, null!];
         }
     }
 }

@@ -24,7 +24,9 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
 
     /// <param name="shard">Null: the whole vocabulary. Else this rank's rows of both embeddings, [V/tp, d] each: token
     /// lookups outside them give zeros and the group sums the lookups; initialised as the same rows of the whole model.</param>
-    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength, ShardedVocabulary? shard = null) : base("gpt")
+    /// <param name="seed">Seeds the initialisation (after the modules are built, whose own draws depend on the shard's
+    /// size), so that every shard gets its rows of the whole model's initialisation. Null: the generator as it is.</param>
+    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength, ShardedVocabulary? shard = null, long? seed = null) : base("gpt")
     {
         var o = options.Resolve();
         int layers = o.NLayer!.Value, d = o.DModel!.Value, heads = o.NHead!.Value;
@@ -39,14 +41,15 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         ln_f = nn.LayerNorm([d], bias: false);
         if (!o.WeightTying) lm_head = nn.Parameter(empty(rows, d));
         RegisterComponents();
+        if (seed is long s) manual_seed(s);
         Initialise(layers);
     }
 
     /// <summary>E [V, d] (this shard's [V/tp, d]): the output embedding, rows e_i. The input embedding's matrix when weights are tied.</summary>
     public Parameter OutputEmbedding => lm_head ?? wte.weight!;
 
-    /// <summary>The parameters of which each rank of a vocabulary-parallel group holds other rows (the embeddings).</summary>
-    public IEnumerable<Parameter> ShardedParameters => shard is null ? [] : lm_head is null ? [wte.weight!] : [wte.weight!, lm_head];
+    /// <summary>Names of the parameters of which each rank of a vocabulary-parallel group holds other rows (the embeddings).</summary>
+    public IReadOnlySet<string> ShardedNames => shard is null ? new HashSet<string>() : lm_head is null ? new HashSet<string> { "wte.weight" } : new HashSet<string> { "wte.weight", "lm_head" };
 
     public override Tensor forward(Tensor idx)
     {

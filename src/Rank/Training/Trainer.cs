@@ -71,8 +71,7 @@ public sealed class Trainer : IDisposable
         Vocab = vocabGroup is null ? new LocalVocabulary(paddedVocab) : new ShardedVocabulary(vocabGroup, paddedVocab);
         lock (InitGate) // trainers sharing a process (tests) must not interleave draws from the global generator
         {
-            manual_seed((long)(train.Seed % long.MaxValue));
-            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, Vocab as ShardedVocabulary);
+            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, Vocab as ShardedVocabulary, seed: (long)(train.Seed % long.MaxValue));
         }
         parameters = Model.parameters().ToList();
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
@@ -153,12 +152,12 @@ public sealed class Trainer : IDisposable
     double ClipShardedGradients(double maxNorm)
     {
         using var noGrad = no_grad();
-        var sharded = Model.ShardedParameters.Select(p => p.Handle).ToHashSet();
-        double SquaredNorm(IEnumerable<Parameter> ps) => ps.Where(p => p.grad is not null)
-            .Sum(p => { using var g = p.grad!.to_type(ScalarType.Float64); return g.square().sum().item<double>(); });
-        using var shards = tensor(new[] { SquaredNorm(parameters.Where(p => sharded.Contains(p.Handle))) });
+        var sharded = Model.ShardedNames;
+        double SquaredNorm(bool ofShards) => Model.named_parameters().Where(n => sharded.Contains(n.name) == ofShards && n.parameter.grad is not null)
+            .Sum(n => { using var g = n.parameter.grad!.to_type(ScalarType.Float64); return g.square().sum().item<double>(); });
+        using var shards = tensor(new[] { SquaredNorm(ofShards: true) });
         vocabGroup!.AllReduce(shards, ReduceOp.Sum);
-        double norm = Math.Sqrt(SquaredNorm(parameters.Where(p => !sharded.Contains(p.Handle))) + shards.item<double>());
+        double norm = Math.Sqrt(SquaredNorm(ofShards: false) + shards.item<double>());
         double coefficient = maxNorm > 0 ? Math.Min(1, maxNorm / (norm + 1e-6)) : 1;
         if (coefficient < 1)
             foreach (var p in parameters.Where(p => p.grad is not null)) p.grad!.mul_(coefficient);
@@ -294,7 +293,7 @@ public sealed class Trainer : IDisposable
         foreach (var (name, p) in Model.named_parameters())
         {
             var value = p.detach();
-            if (Model.ShardedParameters.Any(s => s.Handle == p.Handle))
+            if (Model.ShardedNames.Contains(name))
             {
                 value = empty(Model.VocabSize, Model.Dim);            // [V, d] from tp shards of [V/tp, d], in shard order
                 vocabGroup.AllGather(p.detach().contiguous(), value);
