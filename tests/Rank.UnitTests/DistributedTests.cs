@@ -212,6 +212,51 @@ public class DistributedTests(ITestOutputHelper log, CleanJobFixture fixture) : 
     }
 
     [Fact]
+    public async Task A_vocabulary_sharded_job_checkpoints_per_shard_resumes_exactly_and_writes_the_whole_model_of_one_process()
+    {
+        using var temp = new TempDirectory();
+        string[] settings = ["train.steps=60", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=0",
+            "train.log_every=5", "train.threads=1", "data.synthetic_tokens=30000", "job.world_size=2", "job.vocab_parallel=2",
+            "job.checkpoint_every=20", "job.heartbeat_interval_s=0.2"];
+        var whole = RunConfig.Load(null, [.. settings, "run.out_dir=" + temp.File("whole")]);
+        var halves = RunConfig.Load(null, [.. settings, "run.out_dir=" + temp.File("halves")]);
+
+        Assert.Equal(0, await Launch.Local(whole, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
+        Assert.Equal(["manifest.json", "model.shard0of2.safetensors", "model.shard1of2.safetensors", "optimizer.shard0of2.bin",
+                      "optimizer.shard1of2.bin", "rng.rank0.bin", "rng.rank1.bin"],
+            Directory.GetFiles(Path.Combine(whole.Run.OutDir!, "checkpoints", "step_00000020")).Select(Path.GetFileName).Order());
+
+        using var interrupt = new CancellationTokenSource();
+        JobState? job = null;
+        var watcher = Task.CompletedTask;
+        Assert.Equal(0, await Launch.Local(halves, Launch.SelfRankCommand(), TextWriter.Null, interrupt.Token, created: j =>
+        {
+            job = j;
+            watcher = Task.Run(async () =>
+            {
+                while (j.Ranks().FirstOrDefault()?.Step is not >= 15 && !j.Outcome.IsCompleted) await Task.Delay(10);
+                interrupt.Cancel();
+            });
+        }).WaitAsync(TimeSpan.FromMinutes(5)));
+        await watcher.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(JobPhase.Stopped, (await job!.Outcome).Phase);
+        Assert.Equal(0, await Launch.Local(halves with { Job = halves.Job with { Resume = true } }, Launch.SelfRankCommand(), TextWriter.Null,
+            CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
+        AssertSameResult(whole, halves); // resumed from per-shard checkpoints, to the bit
+
+        using var reference = new Trainer(whole with { Job = new JobOptions(), Run = new RunOptions { OutDir = temp.File("one") } });
+        for (int step = 0; step < 60; step++) reference.Step(step);
+        using var model = new Gpt(whole.Model, whole.Data.ResolvedVocabSize, whole.Train.SequenceLength);
+        Checkpoint.Load(model, Path.Combine(whole.Run.OutDir!, "model.safetensors"));
+        var differences = Tensors.Parameters(reference.Model)
+            .SelectMany(kv => kv.Value.Zip(Tensors.Parameters(model)[kv.Key], (a, b) => Math.Abs(a - b))).Order().ToArray();
+        double p999 = differences[(int)(0.999 * (differences.Length - 1))];
+        log.WriteLine($"stopped at step {(await job.Outcome).Step}; against one process: largest parameter difference {differences[^1]:G3}, 99.9th percentile {p999:G3}");
+        Assert.True(differences[^1] < 1e-3, $"largest parameter difference {differences[^1]}");
+        Assert.True(p999 < 1e-5, $"99.9th percentile of parameter differences {p999}");
+    }
+
+    [Fact]
     public async Task A_rank_that_loses_its_coordinator_mid_run_exits_instead_of_hanging()
     {
         using var temp = new TempDirectory();
