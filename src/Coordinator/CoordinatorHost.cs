@@ -10,6 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
 
 namespace Coordinator;
 
@@ -17,18 +18,30 @@ public sealed class CoordinatorHost : IAsyncDisposable
 {
     readonly WebApplication app;
 
-    CoordinatorHost(WebApplication app, Uri address) => (this.app, Address) = (app, address);
+    readonly JobMetrics metrics;
+
+    CoordinatorHost(WebApplication app, Uri address, JobMetrics metrics) => (this.app, Address, this.metrics) = (app, address, metrics);
 
     /// <summary>Where ranks reach the coordinator, e.g. http://127.0.0.1:29400.</summary>
     public Uri Address { get; }
 
+    /// <summary>Where Prometheus scrapes the job's metrics (HTTP/1.1), e.g. http://127.0.0.1:9400/metrics.</summary>
+    public Uri MetricsAddress { get; private init; } = null!;
+
     /// <param name="listen">The address to bind: loopback for a local launch, Any in a cluster.</param>
-    /// <param name="port">0 takes a free port.</param>
-    public static async Task<CoordinatorHost> StartAsync(JobState job, JobLog log, IPAddress listen, int port)
+    /// <param name="port">gRPC (HTTP/2) port; 0 takes a free port.</param>
+    /// <param name="metricsPort">Prometheus (HTTP/1.1) port for /metrics; 0 takes a free port.</param>
+    public static async Task<CoordinatorHost> StartAsync(JobState job, JobLog log, IPAddress listen, int port, int metricsPort = 0)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders().AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
-        builder.WebHost.ConfigureKestrel(k => k.Listen(listen, port, o => o.Protocols = HttpProtocols.Http2));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(listen, port, o => o.Protocols = HttpProtocols.Http2);
+            k.Listen(listen, metricsPort, o => o.Protocols = HttpProtocols.Http1);
+        });
+        var metrics = new JobMetrics(job);
+        builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(metrics.MeterName).AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
         builder.Services.AddSingleton(job).AddSingleton(log);
         builder.Services.AddSingleton<IHostLifetime, HostedBySomeoneElse>(); // signals belong to the program hosting the coordinator
         builder.Services.AddGrpc(o =>
@@ -42,14 +55,15 @@ public sealed class CoordinatorHost : IAsyncDisposable
         var app = builder.Build();
         app.MapGrpcService<CoordinatorService>();
         app.MapGrpcHealthChecksService();
+        app.MapPrometheusScrapingEndpoint();
         await app.StartAsync();
 
-        var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        var uri = new Uri(bound);
-        string host = IPAddress.Any.Equals(listen) || IPAddress.IPv6Any.Equals(listen) ? Dns.GetHostName() : uri.Host;
-        var address = new UriBuilder(uri) { Host = host }.Uri;
-        log.Info($"listening on {bound} (gRPC, HTTP/2 without TLS); ranks reach it at {address}");
-        return new CoordinatorHost(app, address);
+        var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Select(a => new Uri(a)).ToList();
+        string host = IPAddress.Any.Equals(listen) || IPAddress.IPv6Any.Equals(listen) ? Dns.GetHostName() : bound[0].Host;
+        var address = new UriBuilder(bound[0]) { Host = host }.Uri;
+        var scrape = new UriBuilder(bound[1]) { Host = host, Path = "/metrics" }.Uri;
+        log.Info($"listening on {bound[0]} (gRPC, HTTP/2 without TLS); ranks reach it at {address}; Prometheus metrics at {scrape}");
+        return new CoordinatorHost(app, address, metrics) { MetricsAddress = scrape };
     }
 
     /// <summary>Neither waits for nor reacts to Ctrl+C or SIGTERM: the launcher or `oecrun coordinator` turns them
@@ -64,5 +78,6 @@ public sealed class CoordinatorHost : IAsyncDisposable
     {
         await app.StopAsync();
         await app.DisposeAsync();
+        metrics.Dispose();
     }
 }

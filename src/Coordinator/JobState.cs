@@ -64,6 +64,9 @@ public sealed partial class JobState : IDisposable
     /// <summary>Raised (outside the lock) with the number of a generation opened after a failure.</summary>
     public event Action<int>? GenerationOpened;
 
+    /// <summary>Raised (outside the lock) when a heartbeat brings the metrics of a step not reported before by that rank.</summary>
+    public event Action<int, StepMetrics>? StepReported;
+
     public int Generation { get { lock (gate) return current.Number; } }
     public JobPhase Phase { get { lock (gate) return phase; } }
     public int Restarts { get { lock (gate) return restarts; } }
@@ -179,6 +182,14 @@ public sealed partial class JobState : IDisposable
 
     public HeartbeatReply Heartbeat(HeartbeatRequest r, string peer)
     {
+        StepMetrics? reported = null;
+        var reply = Beat(r, peer, ref reported);
+        if (reported is not null) StepReported?.Invoke(r.Rank, reported);
+        return reply;
+    }
+
+    HeartbeatReply Beat(HeartbeatRequest r, string peer, ref StepMetrics? reported)
+    {
         lock (gate)
         {
             CheckJob(r.JobId, peer);
@@ -189,6 +200,7 @@ public sealed partial class JobState : IDisposable
             slot.LastBeat = clock.Elapsed;
             if (r.Step < 0 || r.Step > spec.Steps) throw Refuse(StatusCode.InvalidArgument, $"heartbeat: step {r.Step} outside [0, {spec.Steps}]");
             slot.Step = r.Step;
+            if (r.Metrics is not null && r.Metrics.Step != slot.Metrics?.Step) reported = r.Metrics;
             if (r.Metrics is not null) slot.Metrics = r.Metrics;
             return stopReason is null || IsOver
                 ? new HeartbeatReply { Command = Command.Continue }

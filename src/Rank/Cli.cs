@@ -58,16 +58,17 @@ public static class Cli
     {
         var config = ConfigOption();
         var overrides = OverridesArgument();
-        var port = new Option<int>("--port") { Description = "Port to listen on (all interfaces).", DefaultValueFactory = _ => 29400 };
+        var port = new Option<int>("--port") { Description = "Port to listen on for the ranks (gRPC, all interfaces).", DefaultValueFactory = _ => 29400 };
+        var metricsPort = new Option<int>("--metrics-port") { Description = "Port of the Prometheus endpoint /metrics (HTTP/1.1, all interfaces).", DefaultValueFactory = _ => 9400 };
         var command = new Command("coordinator", "Run the coordinator alone, for ranks started elsewhere (`oec rank`), e.g. on Kubernetes. " +
                                                  "Needs OEC_JOB_TOKEN; the job id is job.id, else OEC_JOB_ID.")
         {
-            config, overrides, port,
+            config, overrides, port, metricsPort,
         };
         command.SetAction(parse => Guard(() =>
         {
             var run = RunConfig.Load(parse.GetValue(config), parse.GetValue(overrides) ?? []);
-            return Launch.Cluster(run, parse.GetValue(port), Console.Out).GetAwaiter().GetResult();
+            return Launch.Cluster(run, parse.GetValue(port), parse.GetValue(metricsPort), Console.Out).GetAwaiter().GetResult();
         }));
         return command;
     }

@@ -332,7 +332,7 @@ public partial class CoordinatorCommandTests
         var self = Launch.SelfRankCommand();
         var info = new ProcessStartInfo(self.FileName) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in self.Arguments.Take(self.Arguments.Count - 1)) info.ArgumentList.Add(a); // without "rank"
-        foreach (var a in new[] { "coordinator", "--port", "0", "job.id=sigterm", "data.synthetic_tokens=20000", "run.out_dir=" + temp.Path }) info.ArgumentList.Add(a);
+        foreach (var a in new[] { "coordinator", "--port", "0", "--metrics-port", "0", "job.id=sigterm", "data.synthetic_tokens=20000", "run.out_dir=" + temp.Path }) info.ArgumentList.Add(a);
         info.Environment["OEC_JOB_TOKEN"] = new string('k', 32);
         using var coordinator = Process.Start(info)!;
         var clock = Stopwatch.StartNew();

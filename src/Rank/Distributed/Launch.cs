@@ -39,7 +39,7 @@ public static class Launch
     }
 
     /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens on every interface.</summary>
-    public static async Task<int> Cluster(RunConfig config, int port, TextWriter console)
+    public static async Task<int> Cluster(RunConfig config, int port, int metricsPort, TextWriter console)
     {
         string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
             : throw new ArgumentException("OEC_JOB_TOKEN must be set to the job token (at least 16 characters) that ranks will present");
@@ -55,7 +55,7 @@ public static class Launch
         }
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-        await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port);
+        await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port, metricsPort);
         var outcome = await job.Outcome;
         await Task.Delay(TimeSpan.FromSeconds(config.Job.HeartbeatIntervalS * 2)); // lets the ranks hear the end
         return outcome.ExitCode;

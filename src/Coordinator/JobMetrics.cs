@@ -1,0 +1,60 @@
+// The job's metrics for Prometheus: the ranks' step metrics (the names of metrics.jsonl), step time, ranks, restarts.
+using System.Diagnostics.Metrics;
+using Coordinator.Protocol;
+
+namespace Coordinator;
+
+/// <summary>
+/// Instruments named as Prometheus shows them: prefix oec_, the words of metrics.jsonl and the proto, labels job and
+/// rank only. Gauges read the newest step metrics each rank sent with its heartbeat; oec_step_duration_seconds is a
+/// histogram of the reported steps' durations; oec_restarts_total counts generations started after failures.
+/// Coordinators sharing a process (tests) export each other's series too, told apart by the job label.
+/// </summary>
+public sealed class JobMetrics : IDisposable
+{
+    // Step durations from milliseconds (tiny CPU models) to a minute (large models on few GPUs).
+    static readonly double[] StepBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+    readonly JobState job;
+    readonly Histogram<double> stepDuration;
+
+    public JobMetrics(JobState job)
+    {
+        this.job = job;
+        MeterName = "Oec.Coordinator";
+        Meter = new Meter(MeterName);
+        Gauge("oec_train_loss", "Cross-entropy of the training batch, nats per token", m => m.TrainLoss);
+        Gauge("oec_val_loss", "Cross-entropy on the validation batches, nats per token", m => m.HasValLoss ? m.ValLoss : null);
+        Gauge("oec_learning_rate", "Learning rate of the step", m => m.LearningRate);
+        Gauge("oec_grad_norm", "Global L2 norm of the gradient before clipping", m => m.GradNorm);
+        Gauge("oec_tokens_per_second", "Training throughput of the step", m => m.TokensPerSecond);
+        Gauge("oec_mu_norm", "Norm of the mean output embedding", m => m.MuNorm);
+        Gauge("oec_mean_logit", "Mean logit over the vocabulary, averaged over tokens", m => m.MeanLogit);
+        Gauge("oec_logit_std", "Standard deviation of the logits over the vocabulary, averaged over tokens", m => m.LogitStd);
+        Gauge("oec_max_abs_logit", "Largest absolute logit of the step", m => m.MaxAbsLogit);
+        Gauge("oec_mean_log_z", "Mean over tokens of log sum exp of the logits", m => m.MeanLogZ);
+        Gauge("oec_r_log", "Mean over tokens of max deviation from the mean logit over max absolute logit", m => m.RLog);
+        Meter.CreateObservableGauge("oec_step", () => job.Ranks().Select(r => new Measurement<long>(r.Step, Labels(r.Rank))),
+            description: "Optimizer steps done");
+        Meter.CreateObservableGauge("oec_ranks_alive", () => new Measurement<int>(
+                job.Ranks().Count(r => !r.Finished && r.SecondsSinceHeartbeat < job.Spec.Options.HeartbeatTimeoutS), new KeyValuePair<string, object?>("job", job.Spec.JobId)),
+            description: "Ranks of the current generation that heartbeat in time");
+        Meter.CreateObservableCounter("oec_restarts", () => new Measurement<int>(job.Restarts, new KeyValuePair<string, object?>("job", job.Spec.JobId)),
+            description: "Generations started after a failure");
+        stepDuration = Meter.CreateHistogram("oec_step_duration", unit: "s", description: "Duration of the reported training steps",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
+        job.StepReported += (rank, m) => stepDuration.Record(m.StepSeconds, Labels(rank));
+    }
+
+    public string MeterName { get; }
+    public Meter Meter { get; }
+
+    void Gauge(string name, string description, Func<StepMetrics, double?> read) =>
+        Meter.CreateObservableGauge(name, () => job.Ranks()
+            .Where(r => r.Metrics is not null && read(r.Metrics) is not null)
+            .Select(r => new Measurement<double>(read(r.Metrics!)!.Value, Labels(r.Rank))), description: description);
+
+    KeyValuePair<string, object?>[] Labels(int rank) => [new("job", job.Spec.JobId), new("rank", rank)];
+
+    public void Dispose() => Meter.Dispose();
+}
