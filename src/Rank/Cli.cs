@@ -1,4 +1,4 @@
-// The command line: train, coordinator, rank, prepare, bench, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
+// The command line: train, coordinator, rank, prepare, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
 using Rank.Distributed;
@@ -15,6 +15,7 @@ public static class Cli
         root.Subcommands.Add(RankCommand());
         root.Subcommands.Add(PrepareCommand());
         root.Subcommands.Add(BenchCommand());
+        root.Subcommands.Add(BenchVocabCommand());
         root.Subcommands.Add(BenchCollectivesCommand());
         root.Subcommands.Add(BenchCoordinatorCommand());
         return root;
@@ -119,6 +120,26 @@ public static class Cli
             Bench.Run(parse.GetValue(presets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 parse.GetValue(steps), Console.Out);
             return 0;
+        }));
+        return command;
+    }
+
+    static Command BenchVocabCommand()
+    {
+        var steps = new Option<int>("--steps") { Description = "Timed steps per method and tp (after 2 warmup steps).", DefaultValueFactory = _ => 10 };
+        var vocab = new Option<int>("--vocab") { Description = "Vocabulary size of the synthetic corpus (padded to a multiple of 64 x every tp).", DefaultValueFactory = _ => 32768 };
+        var parts = new Option<string>("--parts") { Description = "Comma-separated vocabulary-parallel sizes tp (ranks are threads of this process).", DefaultValueFactory = _ => "1,2,4" };
+        var command = new Command("bench-vocab", "Measure the vocabulary-sharded head per tp: head parameter and optimizer-state memory per rank, " +
+                                                 "step time, and the overhead of mu-loss and mu-centering against none.")
+        {
+            steps, vocab, parts,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            TorchRuntime.EnsureLoaded();
+            var tps = parse.GetValue(parts)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(p => int.TryParse(p, out int tp) ? tp : throw new ArgumentException($"--parts: '{p}' is not a number")).ToArray();
+            return VocabBench.Run(tps, parse.GetValue(steps), parse.GetValue(vocab), Console.Out);
         }));
         return command;
     }

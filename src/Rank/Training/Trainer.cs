@@ -35,6 +35,8 @@ public sealed class Trainer : IDisposable
     public int DataRank { get; }
     public int VocabRank { get; }
     public TrainingData Data { get; }
+    /// <summary>The AdamW optimizer, read-only use: the vocabulary benchmark measures its per-parameter state.</summary>
+    internal OptimizerHelper Optimizer => optimizer;
     static readonly Lock InitGate = new();
     readonly ICommunicator? comm, dataGroup, vocabGroup;
     readonly GradientBucketer? bucketer;
