@@ -23,8 +23,11 @@ public static class OutputEmbedding
     /// </summary>
     public static double Center(Tensor weight, IVocabularyReduction vocab)
     {
+        // The scope roots every temporary until the end: TorchSharp may otherwise finalize a temporary (or an
+        // implicit Scalar) on another thread's garbage collection while libtorch still reads it.
+        using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        using var mu = Mu(weight, vocab);
+        var mu = Mu(weight, vocab);
         weight.sub_(mu.to_type(weight.dtype));
         return mu.norm().item<float>();
     }

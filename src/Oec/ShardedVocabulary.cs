@@ -43,7 +43,8 @@ public sealed class ShardedVocabulary : IVocabularyReduction
     public Tensor Max(Tensor x)
     {
         using var noGrad = no_grad();
-        var max = x.amax(-1).contiguous();
+        using var local = x.amax(-1);
+        var max = local.contiguous().clone();
         group.AllReduce(max, ReduceOp.Max);
         return max;
     }
@@ -75,7 +76,8 @@ public sealed class ShardedVocabulary : IVocabularyReduction
 
         public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
         {
-            var sum = ((Tensor)vars[0]).contiguous().clone();
+            using var contiguous = ((Tensor)vars[0]).contiguous(); // named and disposed: alive until clone has read it
+            var sum = contiguous.clone();
             ((ICommunicator)vars[1]).AllReduce(sum, ReduceOp.Sum);
             return sum;
         }
@@ -97,7 +99,8 @@ public sealed class ShardedVocabulary : IVocabularyReduction
 
         public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
         {
-            var sum = gradOutput.contiguous().clone();
+            using var contiguous = gradOutput.contiguous();
+            var sum = contiguous.clone();
             ((ICommunicator)ctx.get_data("group")).AllReduce(sum, ReduceOp.Sum);
             return [sum, null!];
         }

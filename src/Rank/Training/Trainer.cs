@@ -130,16 +130,20 @@ public sealed class Trainer : IDisposable
 
         bucketer?.AverageGradients();                                                        // mean over the global batch (data group)
         bool stop = stopRequested;
-        if (comm is not null && WorldSize > 1)
+        double gradNorm;
+        using (NewDisposeScope()) // roots the temporaries (see OutputEmbedding.Center on TorchSharp's finalizers)
         {
-            using var shared = tensor(new[] { crossEntropy, stopRequested ? 1.0 : 0.0 });     // [cross-entropy, stop votes]
-            comm.AllReduce(shared, ReduceOp.Sum);                                            // a replica's tp ranks hold the same CE
-            crossEntropy = shared[0].item<double>() / WorldSize;
-            stop = shared[1].item<double>() > 0;
+            if (comm is not null && WorldSize > 1)
+            {
+                using var shared = tensor(new[] { crossEntropy, stopRequested ? 1.0 : 0.0 }); // [cross-entropy, stop votes]
+                comm.AllReduce(shared, ReduceOp.Sum);                                        // a replica's tp ranks hold the same CE
+                crossEntropy = shared[0].item<double>() / WorldSize;
+                stop = shared[1].item<double>() > 0;
+            }
+            gradNorm = vocabGroup is not null ? ClipShardedGradients(train.GradClip)
+                : train.GradClip > 0 ? nn.utils.clip_grad_norm_(parameters, train.GradClip)
+                : nn.utils.clip_grad_norm_(parameters, double.PositiveInfinity);
         }
-        double gradNorm = vocabGroup is not null ? ClipShardedGradients(train.GradClip)
-            : train.GradClip > 0 ? nn.utils.clip_grad_norm_(parameters, train.GradClip)
-            : nn.utils.clip_grad_norm_(parameters, double.PositiveInfinity);
         optimizer.step();
         optimizer.zero_grad();
         if (Config.Oec.Method == OecMethod.MuCentering) OutputEmbedding.Center(Model.OutputEmbedding, Vocab);
