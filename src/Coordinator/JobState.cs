@@ -314,19 +314,17 @@ public sealed partial class JobState : IDisposable
             }
             var g = current;
             log.Info($"generation {g.Number} failed: {reason}");
-            var aborted = new RpcException(new Status(StatusCode.Aborted, $"generation {g.Number} was aborted: {reason}"));
-            g.Complete.TrySetException(aborted);
-            foreach (var x in g.Exchanges.Values) x.Done.TrySetException(aborted);
+            g.Abort($"generation {g.Number} was aborted: {reason}");
             if (stopReason is not null)
             {
                 End(new JobOutcome(JobPhase.Failed, $"generation {g.Number} failed while stopping ({stopReason}), so it is not restarted: {reason}; " +
-                    "continue from the newest checkpoint with job.resume=true", g.Slots.Max(s => s?.Step ?? 0), double.NaN, null));
+                    "continue from the newest checkpoint with job.resume=true", g.StepsDone, double.NaN, null));
                 return;
             }
             if (restarts >= spec.Options.MaxRestarts)
             {
                 End(new JobOutcome(JobPhase.Failed, $"gave up after {restarts} restarts (job.max_restarts = {spec.Options.MaxRestarts}); last failure: {reason}",
-                    g.Slots.Max(s => s?.Step ?? 0), double.NaN, null));
+                    g.StepsDone, double.NaN, null));
                 return;
             }
             restarts++;
@@ -364,7 +362,7 @@ public sealed partial class JobState : IDisposable
         lock (gate)
         {
             if (IsOver) return;
-            End(new JobOutcome(JobPhase.Failed, reason, current.Slots.Max(s => s?.Step ?? 0), double.NaN, null));
+            End(new JobOutcome(JobPhase.Failed, reason, current.StepsDone, double.NaN, null));
         }
     }
 
@@ -376,9 +374,7 @@ public sealed partial class JobState : IDisposable
     void End(JobOutcome o)
     {
         phase = o.Phase;
-        var aborted = new RpcException(new Status(StatusCode.Aborted, $"job {spec.JobId} ended: {o.Reason}"));
-        current.Complete.TrySetException(aborted);
-        foreach (var x in current.Exchanges.Values) x.Done.TrySetException(aborted);
+        current.Abort($"job {spec.JobId} ended: {o.Reason}");
         log.Info($"job {spec.JobId} {o.Phase.ToString().ToLowerInvariant()}: {o.Reason}");
         outcome.TrySetResult(o);
     }
@@ -492,6 +488,17 @@ public sealed partial class JobState : IDisposable
         public Dictionary<string, Gather> Exchanges { get; } = new();
         public Dictionary<string, string> Failures { get; } = new();
         public Dictionary<long, CheckpointFile[]?[]> Commits { get; } = new();
+
+        /// <summary>The most steps any of its ranks reported.</summary>
+        public long StepsDone => Slots.Max(s => s?.Step ?? 0);
+
+        /// <summary>Fails every wait of this generation (registration, exchanges) with Aborted and the message.</summary>
+        public void Abort(string message)
+        {
+            var aborted = new RpcException(new Status(StatusCode.Aborted, message));
+            Complete.TrySetException(aborted);
+            foreach (var x in Exchanges.Values) x.Done.TrySetException(aborted);
+        }
     }
 
     sealed class RankSlot(string host, int pid, TimeSpan lastBeat)

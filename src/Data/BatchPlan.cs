@@ -109,11 +109,7 @@ public sealed class BatchPlan
                 $"BatchPlan.Fill: inputs length {inputs.Length} and targets length {targets.Length} must both equal batchSize {BatchSize} x sequenceLength {t} = {expected}");
         }
 
-        long[] batch = GlobalBatch(step);
-        for (int row = 0; row < batch.Length; row++)
-        {
-            Plan.Fill(batch[row], inputs.AsSpan(row * t, t), targets.AsSpan(row * t, t));
-        }
+        Plan.FillRows(GlobalBatch(step), inputs, targets);
     }
 
     private long FirstPosition(long step)

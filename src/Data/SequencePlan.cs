@@ -73,6 +73,22 @@ public sealed class SequencePlan
         return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)))[..16];
     }
 
+    /// <summary>Writes the sequences `rows` one after another, row-major: inputs and targets are [rows, T].</summary>
+    public void FillRows(IReadOnlyList<long> rows, Span<int> inputs, Span<int> targets)
+    {
+        long expected = (long)rows.Count * SequenceLength;
+        if (inputs.Length != expected || targets.Length != expected)
+        {
+            throw new ArgumentException(
+                $"SequencePlan.FillRows: inputs length {inputs.Length} and targets length {targets.Length} must both equal {rows.Count} rows x sequenceLength {SequenceLength} = {expected}");
+        }
+
+        for (int row = 0; row < rows.Count; row++)
+        {
+            Fill(rows[row], inputs.Slice(row * SequenceLength, SequenceLength), targets.Slice(row * SequenceLength, SequenceLength));
+        }
+    }
+
     /// <summary>Writes sequence `index`: inputs = tokens [start, start + T), targets = tokens [start + 1, start + T + 1).</summary>
     public void Fill(long index, Span<int> inputs, Span<int> targets)
     {

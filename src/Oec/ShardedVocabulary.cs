@@ -44,9 +44,7 @@ public sealed class ShardedVocabulary : IVocabularyReduction
     {
         using var noGrad = no_grad();
         using var local = x.amax(-1);
-        var max = local.contiguous().clone();
-        group.AllReduce(max, ReduceOp.Max);
-        return max;
+        return AllReducedCopy(local, group, ReduceOp.Max);
     }
 
     public Tensor LogSumExp(Tensor logits)
@@ -69,6 +67,16 @@ public sealed class ShardedVocabulary : IVocabularyReduction
     /// <summary>Element-wise sum over the group of a tensor each rank holds a part of; backward: identity.</summary>
     public Tensor SumAcross(Tensor partial) => SumAcrossGroup.apply(partial, group);
 
+    /// <summary>A contiguous copy of x, reduced over the group. The temporary is named and disposed, so it stays alive
+    /// until clone has read it (TorchSharp may otherwise finalize it on another thread's garbage collection).</summary>
+    static Tensor AllReducedCopy(Tensor x, ICommunicator group, ReduceOp op)
+    {
+        using var contiguous = x.contiguous();
+        var copy = contiguous.clone();
+        group.AllReduce(copy, op);
+        return copy;
+    }
+
     /// <summary>Forward: all-reduce SUM. Backward: the gradient as it is (every rank holds the same downstream loss).</summary>
     sealed class SumAcrossGroup : torch.autograd.SingleTensorFunction<SumAcrossGroup>
     {
@@ -76,10 +84,7 @@ public sealed class ShardedVocabulary : IVocabularyReduction
 
         public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
         {
-            using var contiguous = ((Tensor)vars[0]).contiguous(); // named and disposed: alive until clone has read it
-            var sum = contiguous.clone();
-            ((ICommunicator)vars[1]).AllReduce(sum, ReduceOp.Sum);
-            return sum;
+            return AllReducedCopy((Tensor)vars[0], (ICommunicator)vars[1], ReduceOp.Sum);
         }
 
         // One gradient per argument: the tensor's, and none for the communicator.
@@ -99,10 +104,7 @@ public sealed class ShardedVocabulary : IVocabularyReduction
 
         public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
         {
-            using var contiguous = gradOutput.contiguous();
-            var sum = contiguous.clone();
-            ((ICommunicator)ctx.get_data("group")).AllReduce(sum, ReduceOp.Sum);
-            return [sum, null!];
+            return [AllReducedCopy(gradOutput, (ICommunicator)ctx.get_data("group"), ReduceOp.Sum), null!];
         }
     }
 }

@@ -163,14 +163,12 @@ public static class CoordinatorBench
 
     static Process StartCoordinator(int ranks, int port, string token, string dir, ConcurrentQueue<string> tail, TaskCompletionSource said)
     {
-        var self = Launch.SelfRankCommand(); // this program; under `dotnet` the assembly comes first
-        var info = new ProcessStartInfo(self.FileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in self.Arguments.SkipLast(1)) info.ArgumentList.Add(a); // everything but "rank"
         // Enough synthetic tokens for 20 batches of N sequences of 16 (+1) tokens: the coordinator cuts N sequences a step.
-        foreach (var a in new[] { "coordinator", "--port", $"{port}", $"job.world_size={ranks}", "job.id=bench", "job.heartbeat_interval_s=1",
-                     "job.heartbeat_timeout_s=60", "job.rendezvous_timeout_s=300", $"train.batch_size={ranks}", "train.sequence_length=16",
-                     "train.steps=1000000", "train.warmup_steps=0", $"data.synthetic_tokens={20L * ranks * 17 + 1000}", $"run.out_dir={dir}" })
-            info.ArgumentList.Add(a);
+        var self = Launch.SelfCommand("coordinator", "--port", $"{port}", $"job.world_size={ranks}", "job.id=bench", "job.heartbeat_interval_s=1",
+            "job.heartbeat_timeout_s=60", "job.rendezvous_timeout_s=300", $"train.batch_size={ranks}", "train.sequence_length=16",
+            "train.steps=1000000", "train.warmup_steps=0", $"data.synthetic_tokens={20L * ranks * 17 + 1000}", $"run.out_dir={dir}");
+        var info = new ProcessStartInfo(self.FileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in self.Arguments) info.ArgumentList.Add(a);
         info.Environment["OEC_JOB_TOKEN"] = token;
         var child = Process.Start(info) ?? throw new InvalidOperationException($"could not start {self.FileName}");
         DataReceivedEventHandler keep = (_, e) =>

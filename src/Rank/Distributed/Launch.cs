@@ -12,12 +12,15 @@ namespace Rank.Distributed;
 public static class Launch
 {
     /// <summary>This program's own `rank` command, whether it runs as an app host or under `dotnet`.</summary>
-    public static RankCommand SelfRankCommand()
+    public static RankCommand SelfRankCommand() => SelfCommand("rank");
+
+    /// <summary>This program with the given arguments, whether it runs as an app host or under `dotnet`.</summary>
+    public static RankCommand SelfCommand(params string[] arguments)
     {
         string program = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell this program's path");
         return Path.GetFileNameWithoutExtension(program) == "dotnet"
-            ? new RankCommand(program, [typeof(Launch).Assembly.Location, "rank"])
-            : new RankCommand(program, ["rank"]);
+            ? new RankCommand(program, [typeof(Launch).Assembly.Location, .. arguments])
+            : new RankCommand(program, arguments);
     }
 
     /// <summary>Coordinator plus job.world_size rank processes of <paramref name="rankCommand"/>; the job's exit code.
@@ -25,8 +28,6 @@ public static class Launch
     public static async Task<int> Local(RunConfig config, RankCommand rankCommand, TextWriter console, CancellationToken interrupt,
         Action<JobState>? created = null, Action<int, int, System.Diagnostics.Process>? started = null)
     {
-        if (config.Train.Threads == 0) // ranks that share a machine share its cores
-            config = config with { Train = config.Train with { Threads = Math.Max(1, Environment.ProcessorCount / config.Job.WorldSize) } };
         using var job = Create(config, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)), console, out var log, out var data);
         using var _ = log;
         using var __ = data;

@@ -82,11 +82,10 @@ public static class VocabBench
     /// <summary>This command again, as a child with MALLOC_ARENA_MAX=1 and this console; its exit code.</summary>
     static int RerunInOneArena()
     {
-        string program = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell this program's path");
-        var info = new ProcessStartInfo(program) { UseShellExecute = false, Environment = { ["MALLOC_ARENA_MAX"] = "1" } };
-        if (Path.GetFileNameWithoutExtension(program) == "dotnet") info.ArgumentList.Add(typeof(VocabBench).Assembly.Location);
-        foreach (var arg in Environment.GetCommandLineArgs().Skip(1)) info.ArgumentList.Add(arg);
-        using var child = Process.Start(info) ?? throw new InvalidOperationException($"cannot start {program}");
+        var self = Launch.SelfCommand([.. Environment.GetCommandLineArgs().Skip(1)]);
+        var info = new ProcessStartInfo(self.FileName) { UseShellExecute = false, Environment = { ["MALLOC_ARENA_MAX"] = "1" } };
+        foreach (var arg in self.Arguments) info.ArgumentList.Add(arg);
+        using var child = Process.Start(info) ?? throw new InvalidOperationException($"cannot start {self.FileName}");
         child.WaitForExit();
         return child.ExitCode;
     }

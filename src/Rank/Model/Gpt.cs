@@ -40,6 +40,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
         if (!o.WeightTying) lm_head = nn.Parameter(empty(rows, d));
+        ShardedNames = shard is null ? new HashSet<string>() : lm_head is null ? ["wte.weight"] : ["wte.weight", "lm_head"];
         RegisterComponents();
         if (seed is long s) manual_seed(s);
         Initialise(layers);
@@ -49,7 +50,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     public Parameter OutputEmbedding => lm_head ?? wte.weight!;
 
     /// <summary>Names of the parameters of which each rank of a vocabulary-parallel group holds other rows (the embeddings).</summary>
-    public IReadOnlySet<string> ShardedNames => shard is null ? new HashSet<string>() : lm_head is null ? new HashSet<string> { "wte.weight" } : new HashSet<string> { "wte.weight", "lm_head" };
+    public IReadOnlySet<string> ShardedNames { get; }
 
     public override Tensor forward(Tensor idx)
     {

@@ -111,8 +111,7 @@ public sealed class Trainer : IDisposable
 
         long[] mine = rows(step);
         if (mine.Length != B * accum) throw new InvalidOperationException($"step {step}: rank {Rank} was given {mine.Length} sequences, expected {B * accum}");
-        for (int row = 0; row < mine.Length; row++)
-            trainBatches.Plan.Fill(mine[row], inputs.AsSpan(row * T, T), targets.AsSpan(row * T, T));
+        trainBatches.Plan.FillRows(mine, inputs, targets);
         using var x = tensor(inputs, dtype: ScalarType.Int64).view(accum, B, T);
         using var y = tensor(targets, dtype: ScalarType.Int64).view(accum, B * T);
         double crossEntropy = 0;
@@ -184,9 +183,7 @@ public sealed class Trainer : IDisposable
             for (int k = 0; k < Config.Train.EvalBatches; k++)
             {
                 using var scope = NewDisposeScope();
-                long[] mine = valBatches.RankRows(k, DataRank, DataParallel, 1);
-                for (int row = 0; row < mine.Length; row++)
-                    valBatches.Plan.Fill(mine[row], valInputs.AsSpan(row * T, T), valTargets.AsSpan(row * T, T));
+                valBatches.Plan.FillRows(valBatches.RankRows(k, DataRank, DataParallel, 1), valInputs, valTargets);
                 var hidden = Model.forward(tensor(valInputs, dtype: ScalarType.Int64).view(B, T)).view(B * T, Model.Dim);
                 var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab);
                 var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64), Model.OutputEmbedding, Config.Oec, Vocab);
