@@ -1,4 +1,5 @@
-// The job's metrics for Prometheus: the ranks' step metrics (the names of metrics.jsonl), step time, ranks, restarts.
+// The job's metrics for Prometheus: the ranks' step metrics (the names of metrics.jsonl), step time, ranks, restarts,
+// divergence events, rollbacks and skipped data.
 using System.Diagnostics.Metrics;
 using Coordinator.Protocol;
 
@@ -39,8 +40,10 @@ public sealed class JobMetrics : IDisposable
         Meter.CreateObservableGauge("oec_ranks_alive", () => new Measurement<int>(
                 job.Ranks().Count(r => !r.Finished && r.SecondsSinceHeartbeat < job.Spec.Options.HeartbeatTimeoutS), new KeyValuePair<string, object?>("job", job.Spec.JobId)),
             description: "Ranks of the current generation that heartbeat in time");
-        Meter.CreateObservableCounter("oec_restarts", () => new Measurement<int>(job.Restarts, new KeyValuePair<string, object?>("job", job.Spec.JobId)),
-            description: "Generations started after a failure");
+        Counter("oec_restarts", "Generations started after a failure", () => job.Restarts);
+        Counter("oec_divergence_events", "Times a divergence rule fired", () => job.DivergenceEvents);
+        Counter("oec_rollbacks", "Rollbacks to a checkpoint after a divergence", () => job.Rollbacks);
+        Counter("oec_skipped_sequences", "Training sequences skipped by rollbacks", () => job.SkippedSequences);
         stepDuration = Meter.CreateHistogram("oec_step_duration", unit: "s", description: "Duration of the reported training steps",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
         job.StepReported += (rank, m) => stepDuration.Record(m.StepSeconds, Labels(rank));
@@ -53,6 +56,9 @@ public sealed class JobMetrics : IDisposable
         Meter.CreateObservableGauge(name, () => job.Ranks()
             .Where(r => r.Metrics is not null && read(r.Metrics) is not null)
             .Select(r => new Measurement<double>(read(r.Metrics!)!.Value, Labels(r.Rank))), description: description);
+
+    void Counter(string name, string description, Func<long> read) =>
+        Meter.CreateObservableCounter(name, () => new Measurement<long>(read(), new KeyValuePair<string, object?>("job", job.Spec.JobId)), description: description);
 
     KeyValuePair<string, object?>[] Labels(int rank) => [new("job", job.Spec.JobId), new("rank", rank)];
 

@@ -41,6 +41,8 @@ public sealed partial class JobState : IDisposable
     JobPhase phase = JobPhase.Registering;
     int restarts;
     string? stopReason;
+    int divergenceEvents = 0, rollbacks = 0;
+    long skippedSequences = 0;
 
     public JobState(JobSpec spec, JobLog log)
     {
@@ -64,12 +66,18 @@ public sealed partial class JobState : IDisposable
     /// <summary>Raised (outside the lock) with the number of a generation opened after a failure.</summary>
     public event Action<int>? GenerationOpened;
 
-    /// <summary>Raised (outside the lock) when a heartbeat brings the metrics of a step not reported before by that rank.</summary>
+    /// <summary>Raised (outside the lock), oldest first, for each logged step a heartbeat brings that its rank had not reported before.</summary>
     public event Action<int, StepMetrics>? StepReported;
 
     public int Generation { get { lock (gate) return current.Number; } }
     public JobPhase Phase { get { lock (gate) return phase; } }
     public int Restarts { get { lock (gate) return restarts; } }
+    /// <summary>Times a divergence rule fired (whatever the action).</summary>
+    public int DivergenceEvents { get { lock (gate) return divergenceEvents; } }
+    /// <summary>Rollbacks done after divergence (not counted in Restarts).</summary>
+    public int Rollbacks { get { lock (gate) return rollbacks; } }
+    /// <summary>Training sequences skipped by rollbacks: the data of the steps rolled back.</summary>
+    public long SkippedSequences { get { lock (gate) return skippedSequences; } }
 
     public IReadOnlyList<RankStatus> Ranks()
     {
@@ -182,13 +190,13 @@ public sealed partial class JobState : IDisposable
 
     public HeartbeatReply Heartbeat(HeartbeatRequest r, string peer)
     {
-        StepMetrics? reported = null;
-        var reply = Beat(r, peer, ref reported);
-        if (reported is not null) StepReported?.Invoke(r.Rank, reported);
+        var reported = new List<StepMetrics>();
+        var reply = Beat(r, peer, reported);
+        foreach (var m in reported) StepReported?.Invoke(r.Rank, m);
         return reply;
     }
 
-    HeartbeatReply Beat(HeartbeatRequest r, string peer, ref StepMetrics? reported)
+    HeartbeatReply Beat(HeartbeatRequest r, string peer, List<StepMetrics> reported)
     {
         lock (gate)
         {
@@ -200,8 +208,12 @@ public sealed partial class JobState : IDisposable
             slot.LastBeat = clock.Elapsed;
             if (r.Step < 0 || r.Step > spec.Steps) throw Refuse(StatusCode.InvalidArgument, $"heartbeat: step {r.Step} outside [0, {spec.Steps}]");
             slot.Step = r.Step;
-            if (r.Metrics is not null && r.Metrics.Step != slot.Metrics?.Step) reported = r.Metrics;
-            if (r.Metrics is not null) slot.Metrics = r.Metrics;
+            if (r.Metrics.Count > MaxBatchSteps) throw Refuse(StatusCode.InvalidArgument, $"heartbeat: {r.Metrics.Count} logged steps (at most {MaxBatchSteps})");
+            foreach (var m in r.Metrics.Where(m => m.Step > (slot.Metrics?.Step ?? 0)))
+            {
+                reported.Add(m); // a step not reported before: a heartbeat that timed out on the way back may be resent
+                slot.Metrics = m;
+            }
             return stopReason is null || IsOver
                 ? new HeartbeatReply { Command = Command.Continue }
                 : new HeartbeatReply { Command = Command.Stop, Reason = stopReason };

@@ -30,10 +30,10 @@ public class MetricsTests
         await using var grpc = await GrpcJob.StartAsync();
         var job = grpc.Job;
         await job.RegisterAll();
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 5, Metrics = Metrics(5, 3.5, 0.2) }, TestJob.Peer);
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Step = 5, Metrics = Metrics(5, 3.5, 0.3) }, TestJob.Peer);
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = Metrics(6, 3.25, 0.02) }, TestJob.Peer);
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = Metrics(6, 3.25, 0.02) }, TestJob.Peer); // same step again
+        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 5, Metrics = { Metrics(5, 3.5, 0.2) } }, TestJob.Peer);
+        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Step = 5, Metrics = { Metrics(5, 3.5, 0.3) } }, TestJob.Peer);
+        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(6, 3.25, 0.02) } }, TestJob.Peer);
+        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(6, 3.25, 0.02) } }, TestJob.Peer); // same step again
 
         string text = await Scrape(grpc);
 

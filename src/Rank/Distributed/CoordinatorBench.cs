@@ -128,7 +128,7 @@ public static class CoordinatorBench
                     {
                         var answer = await clients[rank / RanksPerChannel].HeartbeatAsync(new HeartbeatRequest
                         {
-                            JobId = "bench", Generation = reply.Generation, Rank = reply.Rank, Step = k, Metrics = Metrics(k),
+                            JobId = "bench", Generation = reply.Generation, Rank = reply.Rank, Step = k, Metrics = { Metrics(k) },
                         }, deadline: DateTime.UtcNow + CallTimeout);
                         if (answer.Command != Command.Continue) { Error($"Heartbeat answered {answer.Command}: {answer.Reason}"); Interlocked.Increment(ref errors); }
                     }

@@ -65,8 +65,8 @@ public sealed class CoordinatorClient : IRendezvous, IDisposable
         return mine;
     }
 
-    public HeartbeatReply Heartbeat(long step, StepMetrics? metrics) =>
-        client.Heartbeat(new HeartbeatRequest { JobId = JobId, Generation = Generation, Rank = Rank, Step = step, Metrics = metrics },
+    public HeartbeatReply Heartbeat(long step, IEnumerable<StepMetrics> metrics) =>
+        client.Heartbeat(new HeartbeatRequest { JobId = JobId, Generation = Generation, Rank = Rank, Step = step, Metrics = { metrics } },
             deadline: Deadline(CallTimeout));
 
     public bool Commit(long step, IEnumerable<Coordinator.CheckpointFile> files) =>

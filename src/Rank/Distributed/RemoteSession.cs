@@ -7,7 +7,8 @@ using Proto = Coordinator.Protocol;
 namespace Rank.Distributed;
 
 /// <summary>
-/// A background thread heartbeats every job.heartbeat_interval_s with the steps done and the last logged metrics.
+/// A background thread heartbeats every job.heartbeat_interval_s with the steps done and the steps logged since the
+/// last heartbeat that got through (at most the newest 1024), so the coordinator's divergence rules see every one.
 /// STOP sets StopRequested; RESTART and ABORT end the process at once (exit code 4): the rank may be blocked in a
 /// collective whose peer is gone, and its state is worthless to the next generation, which starts from the checkpoint.
 /// When no heartbeat gets through for job.heartbeat_timeout_s the coordinator is lost and the process ends (exit code 5).
@@ -23,7 +24,8 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
     readonly CancellationTokenSource done = new();
     readonly Lock gate = new();
     long stepsDone;
-    Proto.StepMetrics? metrics;
+    const int MaxQueued = 1024;
+    readonly Queue<Proto.StepMetrics> logged = new();
     volatile bool stop;
 
     public RemoteSession(CoordinatorClient client, Proto.RegisterReply registration, string outDir, TextWriter console)
@@ -51,7 +53,9 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
         lock (gate)
         {
             stepsDone = steps;
-            if (m is not null) metrics = ToProto(m);
+            if (m is null) return;
+            logged.Enqueue(ToProto(m));
+            if (logged.Count > MaxQueued) logged.Dequeue();
         }
     }
 
@@ -63,12 +67,14 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
         while (!done.Token.WaitHandle.WaitOne(interval))
         {
             long steps;
-            Proto.StepMetrics? m;
-            lock (gate) (steps, m) = (stepsDone, metrics);
+            Proto.StepMetrics[] m;
+            lock (gate) (steps, m) = (stepsDone, logged.ToArray());
             try
             {
                 var reply = client.Heartbeat(steps, m);
                 lastContact = DateTime.UtcNow;
+                lock (gate)
+                    while (logged.TryPeek(out var sent) && sent.Step <= (m.Length > 0 ? m[^1].Step : -1)) logged.Dequeue();
                 switch (reply.Command)
                 {
                     case Proto.Command.Stop:

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the programs the tests drive for real: a Prometheus server (scrapes a job's coordinator; promtool checks
+# the alert rules) and headless Chromium (loads the coordinator's live page). Debian 12 / Ubuntu 22.04 packages.
+# Idempotent: does nothing when both are installed. Needs root or sudo. .ci/run calls it; the tests call it themselves
+# when a program is missing and they run as root.
+set -euo pipefail
+need=()
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# Prometheus' package would start a system service; tests start their own server on loopback instead.
+$sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+command -v prometheus >/dev/null && command -v chromium >/dev/null
