@@ -10,10 +10,11 @@ public sealed record CheckpointFile(string Name, long Bytes, string Sha256);
 /// <summary>
 /// What manifest.json says: the step the checkpoint was taken after (= steps done), the data cursor at that step
 /// (epoch and position in it), every file with its size and checksum, and the resolved configuration.
-/// A checkpoint directory without a manifest was never committed.
+/// A checkpoint directory without a manifest was never committed. DataSkips and LearningRateScale are the job's
+/// divergence rollbacks so far (absent: none), so that a resumed job reads the same data and keeps the lowered rate.
 /// </summary>
 public sealed record CheckpointManifest(long Step, string JobId, int Generation, int WorldSize, long Epoch, long Position,
-    IReadOnlyList<CheckpointFile> Files, string Config);
+    IReadOnlyList<CheckpointFile> Files, string Config, IReadOnlyList<DataSkip>? DataSkips = null, double? LearningRateScale = null);
 
 /// <summary>The checkpoints of one run, under `{run.out_dir}/checkpoints/step_{step:D8}/`.</summary>
 public sealed class CheckpointCatalog(string root, Action<string> log)
@@ -41,11 +42,11 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
         Prune(manifest.Step, keep);
     }
 
-    /// <summary>The newest committed checkpoint whose files all match their checksums; each one skipped is logged with
-    /// the reason. Null when there is none.</summary>
-    public (CheckpointManifest Manifest, string Directory)? LatestValid()
+    /// <summary>The newest committed checkpoint at or before step <paramref name="atMost"/> whose files all match their
+    /// checksums; each one skipped is logged with the reason. Null when there is none.</summary>
+    public (CheckpointManifest Manifest, string Directory)? LatestValid(long atMost = long.MaxValue)
     {
-        foreach (var (step, dir) in Directories().OrderByDescending(d => d.Step))
+        foreach (var (step, dir) in Directories().Where(d => d.Step <= atMost).OrderByDescending(d => d.Step))
         {
             if (!File.Exists(Path.Combine(dir, ManifestName))) continue; // never committed
             try
@@ -96,6 +97,22 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
 
     /// <summary>A written file's entry for the manifest.</summary>
     public static CheckpointFile Describe(string path) => new(Path.GetFileName(path), new FileInfo(path).Length, Sha256(path));
+
+    /// <summary>Moves every checkpoint directory after step <paramref name="step"/> (committed or not) into
+    /// rolled-back/ beside them, out of reach of LatestValid and Prune but kept for inspection; returns how many.</summary>
+    public int SetAside(long step, int generation)
+    {
+        var later = Directories().Where(d => d.Step > step).ToList();
+        foreach (var (s, dir) in later)
+        {
+            string target = Path.Combine(Root, "rolled-back", $"{Path.GetFileName(dir)}.g{generation}");
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+            Directory.Move(dir, target);
+            log($"checkpoint directory {dir} set aside as {target}: it is after step {step}, where the job rolls back to");
+        }
+        return later.Count;
+    }
 
     IEnumerable<(long Step, string Dir)> Directories()
     {

@@ -30,9 +30,6 @@ sealed class CoordinatorService(JobState job) : Protocol.Coordinator.Coordinator
     public override Task<CommitReply> CommitCheckpoint(CommitRequest request, ServerCallContext context) =>
         Task.FromResult(job.Commit(request, context.Peer));
 
-    public override Task<Ack> Finish(FinishRequest request, ServerCallContext context)
-    {
-        job.Finish(request, context.Peer);
-        return Task.FromResult(new Ack());
-    }
+    public override Task<FinishReply> Finish(FinishRequest request, ServerCallContext context) =>
+        Task.FromResult(job.Finish(request, context.Peer));
 }

@@ -11,12 +11,16 @@ namespace Coordinator;
 public sealed record JobSpec(string JobId, string Token, JobOptions Options, string ConfigJson, BatchPlan Train,
     int MicroBatches, long Steps, string OutDir)
 {
+    /// <summary>The divergence rules and what happens when one fires (the run's `divergence` section).</summary>
+    public DivergenceOptions Divergence { get; init; } = new();
+
     /// <summary>Model replicas, each a group of job.vocab_parallel ranks that see the same rows.</summary>
     public int DataParallel => Options.WorldSize / Options.VocabParallel;
 
     public void Validate()
     {
         Options.Validate();
+        Divergence.Validate();
         if (string.IsNullOrEmpty(JobId)) throw new ArgumentException("job id is empty");
         if (Token.Length < 16) throw new ArgumentException($"job token has {Token.Length} characters: at least 16 are needed");
         if (MicroBatches < 1 || Train.BatchSize % MicroBatches != 0)

@@ -41,15 +41,21 @@ public sealed partial class JobState : IDisposable
     JobPhase phase = JobPhase.Registering;
     int restarts;
     string? stopReason;
-    int divergenceEvents = 0, rollbacks = 0;
-    long skippedSequences = 0;
+    int divergenceEvents, rollbacks;
+    long skippedSequences;
+    readonly DivergenceMonitor monitor;
+    readonly DataSchedule schedule;
+    double learningRateScale = 1;
 
     public JobState(JobSpec spec, JobLog log)
     {
         spec.Validate();
         (this.spec, this.log) = (spec, log);
         catalog = new CheckpointCatalog(Path.Combine(spec.OutDir, "checkpoints"), log.Info);
-        var (step, from) = InitialCheckpoint();
+        monitor = new DivergenceMonitor(spec.Divergence);
+        var (step, from, manifest) = InitialCheckpoint();
+        schedule = new DataSchedule(manifest?.DataSkips);
+        learningRateScale = manifest?.LearningRateScale ?? 1;
         current = new Attempt(1, spec.Options.WorldSize, step, from, clock.Elapsed);
         log.Info($"job {spec.JobId}: world size {World}, {spec.Steps} steps, {spec.Train.Plan.Count:N0} training sequences " +
                  $"(data {spec.Train.Plan.Fingerprint()}); generation 1 waits for its ranks" + (from is null ? "" : $"; resuming from {from} (step {step})"));
@@ -66,12 +72,18 @@ public sealed partial class JobState : IDisposable
     /// <summary>Raised (outside the lock) with the number of a generation opened after a failure.</summary>
     public event Action<int>? GenerationOpened;
 
+    /// <summary>Raised (outside the lock) with the step the job goes back to when a generation opens after a failure or
+    /// a divergence rollback, before GenerationOpened: what was reported after that step is void.</summary>
+    public event Action<long>? Rewound;
+
     /// <summary>Raised (outside the lock), oldest first, for each logged step a heartbeat brings that its rank had not reported before.</summary>
     public event Action<int, StepMetrics>? StepReported;
 
     public int Generation { get { lock (gate) return current.Number; } }
     public JobPhase Phase { get { lock (gate) return phase; } }
     public int Restarts { get { lock (gate) return restarts; } }
+    /// <summary>Multiplies the learning-rate schedule: 1, times divergence.learning_rate_factor per rollback.</summary>
+    public double LearningRateScale { get { lock (gate) return learningRateScale; } }
     /// <summary>Times a divergence rule fired (whatever the action).</summary>
     public int DivergenceEvents { get { lock (gate) return divergenceEvents; } }
     /// <summary>Rollbacks done after divergence (not counted in Restarts).</summary>
@@ -145,6 +157,7 @@ public sealed partial class JobState : IDisposable
             ResumeFrom = g.ResumeFrom ?? "", Bootstrap = new Bootstrap { Backend = spec.Options.Backend, GroupKey = $"{spec.JobId}/g{g.Number}" },
             PlanSequences = spec.Train.Plan.Count, PlanFingerprint = spec.Train.Plan.Fingerprint(),
             HeartbeatIntervalS = spec.Options.HeartbeatIntervalS, HeartbeatTimeoutS = spec.Options.HeartbeatTimeoutS,
+            LearningRateScale = LearningRateScale,
         };
     }
 
@@ -179,29 +192,36 @@ public sealed partial class JobState : IDisposable
 
     public BatchesReply Batches(BatchesRequest r, string peer)
     {
-        lock (gate) Member(r.JobId, r.Generation, r.Rank, peer);
         if (r.Count < 1 || r.Count > MaxBatchSteps) throw Refuse(StatusCode.InvalidArgument, $"batches: count {r.Count} outside [1, {MaxBatchSteps}]");
         if (r.FirstStep < 0 || r.FirstStep >= spec.Steps) throw Refuse(StatusCode.InvalidArgument, $"batches: first_step {r.FirstStep} outside [0, {spec.Steps})");
+        long[] dataSteps;
+        lock (gate)
+        {
+            Member(r.JobId, r.Generation, r.Rank, peer);
+            dataSteps = [.. Enumerable.Range(0, (int)(Math.Min(spec.Steps, r.FirstStep + r.Count) - r.FirstStep)).Select(i => schedule.DataStep(r.FirstStep + i))];
+        }
         var reply = new BatchesReply();
-        for (long step = r.FirstStep; step < Math.Min(spec.Steps, r.FirstStep + r.Count); step++)
-            reply.Steps.Add(new StepBatch { Step = step, Sequences = { spec.Train.RankRows(step, r.Rank / spec.Options.VocabParallel, spec.DataParallel, spec.MicroBatches) } });
+        for (int i = 0; i < dataSteps.Length; i++)
+            reply.Steps.Add(new StepBatch { Step = r.FirstStep + i, Sequences = { spec.Train.RankRows(dataSteps[i], r.Rank / spec.Options.VocabParallel, spec.DataParallel, spec.MicroBatches) } });
         return reply;
     }
 
     public HeartbeatReply Heartbeat(HeartbeatRequest r, string peer)
     {
         var reported = new List<StepMetrics>();
-        var reply = Beat(r, peer, reported);
+        var reply = Beat(r, peer, reported, out var rolledBack);
         foreach (var m in reported) StepReported?.Invoke(r.Rank, m);
+        Announce(rolledBack);
         return reply;
     }
 
-    HeartbeatReply Beat(HeartbeatRequest r, string peer, List<StepMetrics> reported)
+    HeartbeatReply Beat(HeartbeatRequest r, string peer, List<StepMetrics> reported, out Reopened? rolledBack)
     {
+        rolledBack = null;
         lock (gate)
         {
             CheckJob(r.JobId, peer);
-            if (phase == JobPhase.Failed) return new HeartbeatReply { Command = Command.Abort, Reason = outcome.Task.Result.Reason };
+            if (phase is JobPhase.Failed or JobPhase.Diverged) return new HeartbeatReply { Command = Command.Abort, Reason = outcome.Task.Result.Reason };
             if (r.Generation != current.Number)
                 return new HeartbeatReply { Command = Command.Restart, Reason = $"generation {r.Generation} is over; generation {current.Number} replaces it" };
             var slot = Slot(r.Rank, peer);
@@ -213,7 +233,16 @@ public sealed partial class JobState : IDisposable
             {
                 reported.Add(m); // a step not reported before: a heartbeat that timed out on the way back may be resent
                 slot.Metrics = m;
+                // Rank 0's loss is the global batch's, its statistics replica 0's: the rules read rank 0 alone.
+                if (r.Rank == 0 && !IsOver && Judge(m.Step, m.TrainLoss, m.MaxAbsLogit, m.MuNorm) is { } back)
+                {
+                    rolledBack = back;
+                    break;
+                }
             }
+            if (phase is JobPhase.Diverged) return new HeartbeatReply { Command = Command.Abort, Reason = outcome.Task.Result.Reason };
+            if (r.Generation != current.Number)
+                return new HeartbeatReply { Command = Command.Restart, Reason = $"generation {r.Generation} is over; generation {current.Number} replaces it" };
             return stopReason is null || IsOver
                 ? new HeartbeatReply { Command = Command.Continue }
                 : new HeartbeatReply { Command = Command.Stop, Reason = stopReason };
@@ -274,10 +303,11 @@ public sealed partial class JobState : IDisposable
             var files = parts.SelectMany(p => p!).ToList();
             var duplicate = files.GroupBy(f => f.Name).FirstOrDefault(n => n.Count() > 1);
             if (duplicate is not null) throw Refuse(StatusCode.InvalidArgument, $"commit: step {r.Step}: two ranks wrote {duplicate.Key}");
-            var (epoch, position) = spec.Train.CursorAt(r.Step);
+            var (epoch, position) = spec.Train.CursorAt(schedule.DataStep(r.Step));
             try
             {
-                catalog.Commit(new CheckpointManifest(r.Step, spec.JobId, g.Number, World, epoch, position, files, spec.ConfigJson), spec.Options.KeepCheckpoints);
+                catalog.Commit(new CheckpointManifest(r.Step, spec.JobId, g.Number, World, epoch, position, files, spec.ConfigJson,
+                    schedule.Skips.Count > 0 ? [.. schedule.Skips] : null, learningRateScale != 1 ? learningRateScale : null), spec.Options.KeepCheckpoints);
             }
             catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
             {
@@ -289,34 +319,121 @@ public sealed partial class JobState : IDisposable
         }
     }
 
-    public void Finish(FinishRequest r, string peer)
+    public FinishReply Finish(FinishRequest r, string peer)
     {
-        lock (gate)
+        FinishReply reply;
+        Reopened? rolledBack;
+        lock (gate) reply = Finished(r, peer, out rolledBack);
+        Announce(rolledBack);
+        return reply;
+    }
+
+    // Caller holds the lock.
+    FinishReply Finished(FinishRequest r, string peer, out Reopened? rolledBack)
+    {
+        rolledBack = null;
+        var done = new FinishReply { Command = Command.Continue };
+        CheckJob(r.JobId, peer);
+        if (r.Generation < current.Number && !IsOver)
         {
-            var g = Member(r.JobId, r.Generation, r.Rank, peer);
-            if (IsOver)
-            {
-                // The job has already ended (e.g. failed while this rank ran its last step): that outcome stands.
-                log.Info($"(after the job ended {phase.ToString().ToLowerInvariant()}) rank {r.Rank} finished at step {r.Step}");
-                return;
-            }
-            var slot = g.Slots[r.Rank]!;
-            slot.Finish = r;
-            slot.Step = r.Step;
-            if (!g.Slots.All(s => s!.Finish is not null)) return;
-            var last = g.Slots[0]!.Finish!;
-            var (end, reason) = g.Slots.Any(s => s!.Finish!.Stopped) ? (JobPhase.Stopped, $"stopped at step {last.Step} ({stopReason}); continue it with job.resume=true")
-                : !double.IsFinite(last.TrainLoss) ? (JobPhase.Diverged, $"diverged: training loss {last.TrainLoss} at step {last.Step}")
-                : (JobPhase.Succeeded, $"finished {last.Step} steps");
-            End(new JobOutcome(end, reason, last.Step, last.TrainLoss, last.HasValLoss ? last.ValLoss : null));
+            // A rollback (or a failure) ended this rank's generation while it ran its last step: the next one needs it.
+            log.Info($"(after generation {r.Generation}) rank {r.Rank} finished at step {r.Step}; told to restart");
+            return new FinishReply { Command = Command.Restart, Reason = $"generation {r.Generation} is over; generation {current.Number} replaces it" };
         }
+        var g = Member(r.JobId, r.Generation, r.Rank, peer);
+        if (IsOver)
+        {
+            // The job has already ended (e.g. failed while this rank ran its last step): that outcome stands.
+            log.Info($"(after the job ended {phase.ToString().ToLowerInvariant()}) rank {r.Rank} finished at step {r.Step}");
+            return done;
+        }
+        // Every rank reports the global loss; the first non-finite one is judged (its heartbeat may not have got through).
+        if (!r.Stopped && !double.IsFinite(r.TrainLoss) && Judge(r.Step, r.TrainLoss, double.NaN, double.NaN) is { } back)
+        {
+            rolledBack = back;
+            return new FinishReply { Command = Command.Restart, Reason = $"rolled back to step {back.Step}: generation {back.Generation} replaces generation {r.Generation}" };
+        }
+        if (IsOver) return done; // divergence.action = stop ended the job
+        var slot = g.Slots[r.Rank]!;
+        slot.Finish = r;
+        slot.Step = r.Step;
+        if (!g.Slots.All(s => s!.Finish is not null)) return done;
+        var last = g.Slots[0]!.Finish!;
+        var (end, reason) = g.Slots.Any(s => s!.Finish!.Stopped) ? (JobPhase.Stopped, $"stopped at step {last.Step} ({stopReason}); continue it with job.resume=true")
+            : !double.IsFinite(last.TrainLoss) ? (JobPhase.Diverged, $"diverged: training loss {last.TrainLoss} at step {last.Step}")
+            : (JobPhase.Succeeded, $"finished {last.Step} steps");
+        End(new JobOutcome(end, reason, last.Step, last.TrainLoss, last.HasValLoss ? last.ValLoss : null));
+        return done;
+    }
+
+    /// <summary>A generation opened under the lock (after a failure or a rollback), announced outside it: the step it
+    /// starts from, its number.</summary>
+    sealed record Reopened(long Step, int Generation);
+
+    void Announce(Reopened? reopened)
+    {
+        if (reopened is null) return;
+        Rewound?.Invoke(reopened.Step);
+        GenerationOpened?.Invoke(reopened.Generation);
+    }
+
+    // Caller holds the lock. Runs the rules over one of rank 0's logged steps and, when one fires, the configured action.
+    Reopened? Judge(long step, double loss, double maxAbsLogit, double muNorm)
+    {
+        if (monitor.Check(step, loss, maxAbsLogit, muNorm) is not { } fired) return null;
+        divergenceEvents++;
+        var o = spec.Divergence;
+        log.Info($"generation {current.Number}: {fired}");
+        if (o.Action == DivergenceAction.Warn)
+        {
+            monitor.Record(step, loss, maxAbsLogit, muNorm);
+            log.Info("divergence.action = warn: training goes on");
+            return null;
+        }
+        // Back to the newest checkpoint at or before the last step that passed every rule; later ones saw the trouble.
+        long healthy = monitor.LastHealthyStep;
+        var back = catalog.LatestValid(atMost: healthy);
+        long to = back?.Manifest.Step ?? 0;
+        catalog.SetAside(to, current.Number);
+        string where = back is null ? "the start (no checkpoint before the trouble)" : $"checkpoint step {to} ({back.Value.Directory})";
+        if (o.Action == DivergenceAction.Stop)
+        {
+            End(new JobOutcome(JobPhase.Diverged, $"{fired}; divergence.action = stop, so the job stops. The last healthy step was {healthy}; " +
+                $"job.resume=true continues from {where}", step, loss, null));
+            return null;
+        }
+        if (rollbacks >= o.MaxRollbacks)
+        {
+            End(new JobOutcome(JobPhase.Diverged, $"{fired}; gave up after {rollbacks} rollbacks (divergence.max_rollbacks = {o.MaxRollbacks}). " +
+                $"job.resume=true continues from {where}", step, loss, null));
+            return null;
+        }
+        rollbacks++;
+        var (first, next) = schedule.Skip(to, step);
+        long skipped = (step - to) * spec.Train.BatchSize; // the batches the rolled-back steps read; earlier skips were counted then
+        skippedSequences += skipped;
+        learningRateScale *= o.LearningRateFactor;
+        monitor.Truncate(to);
+        current.Abort($"generation {current.Number} was rolled back: {fired}");
+        Open(to, back?.Directory);
+        log.Info($"rollback {rollbacks} of {o.MaxRollbacks}: generation {current.Number} resumes from {where}; the data of steps {to + 1}..{step} " +
+                 $"is skipped ({skipped:N0} sequences: from step {to + 1} on the job reads global batch {next} onwards instead of {first}); " +
+                 $"learning rate x {o.LearningRateFactor} (now {learningRateScale:G4} x the schedule of train.learning_rate)");
+        return new Reopened(to, current.Number);
+    }
+
+    // Caller holds the lock. The next generation, registering, to start from `step` (checkpoint `from`, or none).
+    void Open(long step, string? from)
+    {
+        current = new Attempt(current.Number + 1, World, step, from, clock.Elapsed);
+        phase = JobPhase.Registering;
     }
 
     /// <summary>Ends generation <paramref name="generation"/> (if it is still the current one and the job still runs)
     /// and opens the next, resumed from the newest valid checkpoint, or fails the job when no restart is left.</summary>
     public void FailGeneration(int generation, string reason)
     {
-        int opened;
+        Reopened opened;
         lock (gate)
         {
             if (generation != current.Number || IsOver)
@@ -341,14 +458,13 @@ public sealed partial class JobState : IDisposable
             }
             restarts++;
             var latest = catalog.LatestValid();
-            long step = latest?.Manifest.Step ?? 0;
-            current = new Attempt(g.Number + 1, World, step, latest?.Directory, clock.Elapsed);
-            phase = JobPhase.Registering;
+            Open(latest?.Manifest.Step ?? 0, latest?.Directory);
             log.Info($"restart {restarts} of {spec.Options.MaxRestarts}: generation {current.Number} resumes from " +
-                     (latest is null ? "the start (no checkpoint committed yet)" : $"checkpoint step {step} ({latest.Value.Directory})"));
-            opened = current.Number;
+                     (latest is null ? "the start (no checkpoint committed yet)" : $"checkpoint step {current.StartStep} ({latest.Value.Directory})"));
+            monitor.Truncate(current.StartStep);
+            opened = new Reopened(current.StartStep, current.Number);
         }
-        GenerationOpened?.Invoke(opened);
+        Announce(opened);
     }
 
     /// <summary>Asks the ranks to stop at a step they agree on, checkpoint there, and exit; the job ends Stopped.</summary>
@@ -420,7 +536,7 @@ public sealed partial class JobState : IDisposable
         if (failing is int n) FailGeneration(n, reason);
     }
 
-    (long Step, string? From) InitialCheckpoint()
+    (long Step, string? From, CheckpointManifest? Manifest) InitialCheckpoint()
     {
         var latest = catalog.LatestValid();
         if (!spec.Options.Resume)
@@ -428,12 +544,12 @@ public sealed partial class JobState : IDisposable
             if (latest is not null)
                 throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a checkpoint at step {latest.Value.Manifest.Step}: " +
                                             "set job.resume=true to continue that run, or choose another run.out_dir");
-            return (0, null);
+            return (0, null, null);
         }
         if (latest is null)
         {
             log.Info($"job.resume = true, but {catalog.Root} holds no valid checkpoint: starting at step 0");
-            return (0, null);
+            return (0, null, null);
         }
         var (manifest, dir) = latest.Value;
         string? Section(string json, string name) => JsonNode.Parse(json)?[name]?.ToJsonString();
@@ -442,7 +558,7 @@ public sealed partial class JobState : IDisposable
                 throw new ArgumentException($"cannot resume from {dir}: its {section} section {Section(manifest.Config, section)} differs from this run's {Section(spec.ConfigJson, section)}");
         if (manifest.Step >= spec.Steps)
             throw new ArgumentException($"cannot resume from {dir}: it is at step {manifest.Step}, and train.steps = {spec.Steps} leaves nothing to do");
-        return (manifest.Step, dir);
+        return (manifest.Step, dir, manifest);
     }
 
     // Caller holds the lock.
@@ -457,7 +573,7 @@ public sealed partial class JobState : IDisposable
     {
         CheckJob(jobId, peer);
         if (generation != current.Number)
-            throw Refuse(StatusCode.FailedPrecondition, $"rank {rank} at {peer} speaks for generation {generation}; the current one is {current.Number}");
+            throw Refuse(StatusCode.Aborted, $"rank {rank} at {peer} speaks for generation {generation}; the current one is {current.Number}");
         if (phase != JobPhase.Running && !IsOver)
             throw Refuse(StatusCode.FailedPrecondition, $"generation {generation} is not running yet ({phase})");
         Slot(rank, peer);

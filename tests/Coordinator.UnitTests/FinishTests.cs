@@ -25,9 +25,9 @@ public sealed class FinishTests
     }
 
     [Fact]
-    public async Task ANaNTrainingLossIsDivergence()
+    public async Task ANaNTrainingLossIsDivergenceWhenTheRulesOnlyWarn()
     {
-        using var job = new TestJob();
+        using var job = new TestJob(divergence: new DivergenceOptions { Action = DivergenceAction.Warn });
         await job.RegisterAll();
 
         job.Finish(1, 0, 7, double.NaN);

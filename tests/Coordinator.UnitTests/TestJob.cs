@@ -44,7 +44,8 @@ internal sealed class TestJob : IDisposable
 
     /// <param name="options">The job section (its Id is set to JobId); null: the defaults.</param>
     /// <param name="outDir">The run's out dir, owned by the caller; null: a fresh one owned by this job.</param>
-    public TestJob(JobOptions? options = null, string? outDir = null)
+    /// <param name="divergence">The divergence rules; null: the defaults.</param>
+    public TestJob(JobOptions? options = null, string? outDir = null, DivergenceOptions? divergence = null)
     {
         if (outDir is null)
         {
@@ -56,7 +57,7 @@ internal sealed class TestJob : IDisposable
         Log = new JobLog(null, LogPath);
         try
         {
-            State = new JobState(SpecFor(outDir, options ?? new JobOptions()), Log);
+            State = new JobState(SpecFor(outDir, options ?? new JobOptions()) with { Divergence = divergence ?? new DivergenceOptions() }, Log);
         }
         catch
         {
@@ -104,7 +105,15 @@ internal sealed class TestJob : IDisposable
     public CommitReply Commit(int generation, int rank, long step, params ProtoFile[] files) =>
         State.Commit(new CommitRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step, Files = { files } }, Peer);
 
-    public void Finish(int generation, int rank, long step, double trainLoss, bool stopped = false) =>
+    /// <summary>A heartbeat that reports logged steps: (step, train loss, max |logit|) each, the other metrics fixed.</summary>
+    public HeartbeatReply Report(int generation, int rank, params (long Step, double Loss, double MaxAbsLogit)[] steps) =>
+        State.Heartbeat(new HeartbeatRequest
+        {
+            JobId = JobId, Generation = generation, Rank = rank, Step = steps.Length > 0 ? steps[^1].Step : 0,
+            Metrics = { steps.Select(s => new StepMetrics { Step = s.Step, TrainLoss = s.Loss, MaxAbsLogit = s.MaxAbsLogit, MuNorm = 1, LearningRate = 1e-3, StepSeconds = 0.01 }) },
+        }, Peer);
+
+    public FinishReply Finish(int generation, int rank, long step, double trainLoss, bool stopped = false) =>
         State.Finish(new FinishRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step, TrainLoss = trainLoss, Stopped = stopped }, Peer);
 
     /// <summary>Writes a rank's file into the checkpoint directory of `step` and returns its manifest entry.</summary>

@@ -25,6 +25,7 @@ public sealed record RunConfig
     public TrainOptions Train { get; init; } = new();
     public RunOptions Run { get; init; } = new();
     public JobOptions Job { get; init; } = new();
+    public DivergenceOptions Divergence { get; init; } = new();
 
     public static readonly JsonSerializerOptions Json = new()
     {
@@ -69,6 +70,7 @@ public sealed record RunConfig
         Data.Validate();
         Train.Validate();
         Job.Validate();
+        Divergence.Validate();
         if (Job.Backend == "nccl") // NcclCommunicator needs CUDA tensors; the trainer still holds its model on the CPU
             throw new ArgumentException("job.backend = nccl: the trainer runs on the CPU until GPU training lands (issue 8); use tcp");
         if (Run.OutDir is not null && string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");

@@ -76,11 +76,12 @@ public sealed class CoordinatorClient : IRendezvous, IDisposable
             Files = { files.Select(f => new CheckpointFile { Name = f.Name, Bytes = f.Bytes, Sha256 = f.Sha256 }) },
         }, deadline: Deadline(CallTimeout)).Committed;
 
-    public void Finish(long step, double trainLoss, double? valLoss, bool stopped)
+    /// <summary>RESTART in the reply: a new generation (a divergence rollback) replaces this one.</summary>
+    public FinishReply Finish(long step, double trainLoss, double? valLoss, bool stopped)
     {
         var request = new FinishRequest { JobId = JobId, Generation = Generation, Rank = Rank, Step = step, TrainLoss = trainLoss, Stopped = stopped };
         if (valLoss is double v) request.ValLoss = v;
-        client.Finish(request, deadline: Deadline(CallTimeout));
+        return client.Finish(request, deadline: Deadline(CallTimeout));
     }
 
     /// <summary>Reports this rank's fatal error; never throws (the coordinator may be what failed).</summary>

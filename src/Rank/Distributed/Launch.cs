@@ -35,7 +35,7 @@ public static class Launch
         await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Loopback, 0);
         var launcher = new LocalLauncher(job, log, rankCommand, host.Address) { Started = started };
         var outcome = await launcher.RunAsync(interrupt);
-        console.WriteLine($"job {job.Spec.JobId}: {outcome.Phase.ToString().ToLowerInvariant()}: {outcome.Reason} (restarts: {job.Restarts}; log: {Path.Combine(job.Spec.OutDir, "coordinator.log")})");
+        console.WriteLine($"job {job.Spec.JobId}: {outcome.Phase.ToString().ToLowerInvariant()}: {outcome.Reason} (restarts: {job.Restarts}; divergence rollbacks: {job.Rollbacks}; log: {Path.Combine(job.Spec.OutDir, "coordinator.log")})");
         return outcome.ExitCode;
     }
 
@@ -76,7 +76,7 @@ public static class Launch
         log = new JobLog(console, Path.Combine(outDir, "coordinator.log"));
         try
         {
-            return new JobState(new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir), log);
+            return new JobState(new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir) { Divergence = config.Divergence }, log);
         }
         catch
         {

@@ -60,14 +60,27 @@ public static class RankProcess
             using ICommunicator comm = registration.Bootstrap.Backend == "nccl"
                 ? NcclCommunicator.Create(client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, localRank, timeout)
                 : TcpRingCommunicator.Create(client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, new TcpOptions(Host: host));
-            using var trainer = new Trainer(config, comm, client.Rows);
+            if (!(registration.LearningRateScale > 0 && registration.LearningRateScale <= 1))
+                throw new InvalidOperationException($"the coordinator sent learning_rate_scale = {registration.LearningRateScale}: expected (0, 1]");
+            using var trainer = new Trainer(config, comm, client.Rows) { LearningRateScale = registration.LearningRateScale };
             string fingerprint = trainer.Data.Train.Fingerprint();
             if (fingerprint != registration.PlanFingerprint || trainer.Data.Train.Count != registration.PlanSequences)
                 throw new InvalidOperationException($"rank {rank} cut its data into {trainer.Data.Train.Count} sequences ({fingerprint}), the coordinator into " +
                                                     $"{registration.PlanSequences} ({registration.PlanFingerprint}): they do not see the same data files");
             var result = trainer.Run(console, session);
-            client.Finish(result.Steps, result.FinalTrainLoss, result.FinalValLoss, result.Stopped);
+            session.Flush();
+            var finish = client.Finish(result.Steps, result.FinalTrainLoss, result.FinalValLoss, result.Stopped);
+            if (finish.Command == Coordinator.Protocol.Command.Restart)
+            {
+                console.WriteLine($"rank {rank}: the coordinator says restart: {finish.Reason}; exiting");
+                return RemoteSession.ExitToldToStop;
+            }
             return 0;
+        }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Aborted)
+        {
+            console.WriteLine($"rank {rank}: the coordinator ended this generation: {e.Status.Detail}; exiting");
+            return RemoteSession.ExitToldToStop;
         }
         catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
         {

@@ -22,7 +22,7 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
     readonly TextWriter console;
     readonly Thread thread;
     readonly CancellationTokenSource done = new();
-    readonly Lock gate = new();
+    readonly Lock gate = new(), sending = new();
     long stepsDone;
     const int MaxQueued = 1024;
     readonly Queue<Proto.StepMetrics> logged = new();
@@ -61,31 +61,43 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
 
     public void CheckpointWritten(long step, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files) => client.Commit(step, files);
 
+    /// <summary>One heartbeat now with every step logged so far, before Finish: the coordinator judges the last steps
+    /// by its divergence rules before it hears that the run ended. Throws RpcException when it does not get through.</summary>
+    public void Flush() => BeatOnce();
+
+    void BeatOnce()
+    {
+        lock (sending)
+        {
+            long steps;
+            Proto.StepMetrics[] m;
+            lock (gate) (steps, m) = (stepsDone, logged.ToArray());
+            var reply = client.Heartbeat(steps, m);
+            lock (gate)
+                while (logged.TryPeek(out var sent) && sent.Step <= (m.Length > 0 ? m[^1].Step : -1)) logged.Dequeue();
+            switch (reply.Command)
+            {
+                case Proto.Command.Stop:
+                    stop = true;
+                    break;
+                case Proto.Command.Restart or Proto.Command.Abort:
+                    console.WriteLine($"rank {client.Rank}: the coordinator says {reply.Command.ToString().ToLowerInvariant()}: {reply.Reason}; exiting");
+                    console.Flush();
+                    Environment.Exit(ExitToldToStop);
+                    break;
+            }
+        }
+    }
+
     void Beat(TimeSpan interval, TimeSpan timeout)
     {
         var lastContact = DateTime.UtcNow;
         while (!done.Token.WaitHandle.WaitOne(interval))
         {
-            long steps;
-            Proto.StepMetrics[] m;
-            lock (gate) (steps, m) = (stepsDone, logged.ToArray());
             try
             {
-                var reply = client.Heartbeat(steps, m);
+                BeatOnce();
                 lastContact = DateTime.UtcNow;
-                lock (gate)
-                    while (logged.TryPeek(out var sent) && sent.Step <= (m.Length > 0 ? m[^1].Step : -1)) logged.Dequeue();
-                switch (reply.Command)
-                {
-                    case Proto.Command.Stop:
-                        stop = true;
-                        break;
-                    case Proto.Command.Restart or Proto.Command.Abort:
-                        console.WriteLine($"rank {client.Rank}: the coordinator says {reply.Command.ToString().ToLowerInvariant()}: {reply.Reason}; exiting");
-                        console.Flush();
-                        Environment.Exit(ExitToldToStop);
-                        break;
-                }
             }
             catch (RpcException e) when (!done.IsCancellationRequested)
             {

@@ -35,6 +35,9 @@ public sealed class Trainer : IDisposable
     public int DataRank { get; }
     public int VocabRank { get; }
     public TrainingData Data { get; }
+    /// <summary>Multiplies the whole learning-rate schedule of train.learning_rate: 1, or what the coordinator's
+    /// divergence rollbacks left (divergence.learning_rate_factor per rollback).</summary>
+    public double LearningRateScale { get; init; } = 1;
     /// <summary>The AdamW optimizer, read-only use: the vocabulary benchmark measures its per-parameter state.</summary>
     internal OptimizerHelper Optimizer => optimizer;
     static readonly Lock InitGate = new();
@@ -107,7 +110,7 @@ public sealed class Trainer : IDisposable
     {
         var train = Config.Train;
         int B = train.BatchSize / DataParallel, T = train.SequenceLength, accum = train.GradAccum;
-        foreach (var group in optimizer.ParamGroups) group.LearningRate = train.LearningRateAt((int)step);
+        foreach (var group in optimizer.ParamGroups) group.LearningRate = LearningRateAt(step);
 
         long[] mine = rows(step);
         if (mine.Length != B * accum) throw new InvalidOperationException($"step {step}: rank {Rank} was given {mine.Length} sequences, expected {B * accum}");
@@ -242,12 +245,12 @@ public sealed class Trainer : IDisposable
             {
                 var stats = measured ?? new LogitStatistics(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
                 double tokensPerSecond = (double)train.BatchSize * train.GradAccum * train.SequenceLength / seconds;
-                metrics = new StepMetrics((int)step + 1, loss, val, train.LearningRateAt((int)step), gradNorm, tokensPerSecond, seconds,
+                metrics = new StepMetrics((int)step + 1, loss, val, LearningRateAt(step), gradNorm, tokensPerSecond, seconds,
                     stats.MuNorm, stats.MeanLogit, stats.LogitStd, stats.MaxAbsLogit, stats.MeanLogZ, stats.RLog);
                 log?.Write(metrics);
                 var eta = TimeSpan.FromSeconds(clock.Elapsed.TotalSeconds / (step + 1 - start) * (train.Steps - step - 1));
                 if (lead)
-                    console.WriteLine($"step {step + 1,5}/{train.Steps} | loss {loss:F4}{(val is null ? "" : $" | val {val:F4}")} | lr {train.LearningRateAt((int)step):0.0e+00} " +
+                    console.WriteLine($"step {step + 1,5}/{train.Steps} | loss {loss:F4}{(val is null ? "" : $" | val {val:F4}")} | lr {LearningRateAt(step):0.0e+00} " +
                                       $"| grad {gradNorm:F2} | |mu| {stats.MuNorm:F4} | max|logit| {stats.MaxAbsLogit:F2} | {tokensPerSecond / 1000:F1}k tok/s | eta {eta:m\\:ss}");
             }
             session.Progress(step + 1, metrics);
@@ -276,6 +279,8 @@ public sealed class Trainer : IDisposable
         }
         return new TrainResult(train.Steps, loss, valLoss, Diverged: false, outDir);
     }
+
+    double LearningRateAt(long step) => Config.Train.LearningRateAt((int)step) * LearningRateScale;
 
     /// <summary>
     /// The whole model in one safetensors file, whatever the layout: with a sharded vocabulary, replica 0's shards are
