@@ -1,4 +1,5 @@
-// Hosts the coordinator's gRPC service (and gRPC health) in Kestrel over HTTP/2 without TLS.
+// Hosts the coordinator's gRPC service (and gRPC health) in Kestrel over HTTP/2 without TLS, and on a second port
+// (HTTP/1.1) Prometheus' /metrics and the live page.
 using System.Net;
 using Grpc.HealthCheck;
 using Microsoft.AspNetCore.Builder;
@@ -20,7 +21,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
     readonly JobMetrics metrics;
 
-    CoordinatorHost(WebApplication app, Uri address, JobMetrics metrics) => (this.app, Address, this.metrics) = (app, address, metrics);
+    CoordinatorHost(WebApplication app, Uri address, JobMetrics metrics, MetricsHistory history) =>
+        (this.app, Address, this.metrics, History) = (app, address, metrics, history);
 
     /// <summary>Where ranks reach the coordinator, e.g. http://127.0.0.1:29400.</summary>
     public Uri Address { get; }
@@ -28,17 +30,24 @@ public sealed class CoordinatorHost : IAsyncDisposable
     /// <summary>Where Prometheus scrapes the job's metrics (HTTP/1.1), e.g. http://127.0.0.1:9400/metrics.</summary>
     public Uri MetricsAddress { get; private init; } = null!;
 
+    /// <summary>The live page (HTTP/1.1, the metrics port), e.g. http://127.0.0.1:9400/live.</summary>
+    public Uri LivePageAddress { get; private init; } = null!;
+
+    /// <summary>The step metrics the live page draws; Truncate it after a rollback.</summary>
+    public MetricsHistory History { get; }
+
     /// <param name="listen">The address to bind: loopback for a local launch, Any in a cluster.</param>
     /// <param name="port">gRPC (HTTP/2) port; 0 takes a free port.</param>
-    /// <param name="metricsPort">Prometheus (HTTP/1.1) port for /metrics; 0 takes a free port.</param>
+    /// <param name="metricsPort">HTTP/1.1 port for Prometheus' /metrics and the live page; 0 takes a free port.</param>
     public static async Task<CoordinatorHost> StartAsync(JobState job, JobLog log, IPAddress listen, int port, int metricsPort = 0)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders().AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
+        ListenOptions? http1 = null; // its endpoint holds the bound port once Kestrel has started
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Listen(listen, port, o => o.Protocols = HttpProtocols.Http2);
-            k.Listen(listen, metricsPort, o => o.Protocols = HttpProtocols.Http1);
+            k.Listen(listen, metricsPort, o => (o.Protocols, http1) = (HttpProtocols.Http1, o));
         });
         var metrics = new JobMetrics(job);
         builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(metrics.MeterName).AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
@@ -56,14 +65,17 @@ public sealed class CoordinatorHost : IAsyncDisposable
         app.MapGrpcService<CoordinatorService>();
         app.MapGrpcHealthChecksService();
         app.MapPrometheusScrapingEndpoint();
+        var history = new MetricsHistory(job);
+        app.MapLivePage(history, c => c.Connection.LocalPort == http1?.IPEndPoint?.Port);
         await app.StartAsync();
 
         var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Select(a => new Uri(a)).ToList();
         string host = IPAddress.Any.Equals(listen) || IPAddress.IPv6Any.Equals(listen) ? Dns.GetHostName() : bound[0].Host;
         var address = new UriBuilder(bound[0]) { Host = host }.Uri;
         var scrape = new UriBuilder(bound[1]) { Host = host, Path = "/metrics" }.Uri;
-        log.Info($"listening on {bound[0]} (gRPC, HTTP/2 without TLS); ranks reach it at {address}; Prometheus metrics at {scrape}");
-        return new CoordinatorHost(app, address, metrics) { MetricsAddress = scrape };
+        var page = new UriBuilder(bound[1]) { Host = host, Path = LivePage.Path }.Uri;
+        log.Info($"listening on {bound[0]} (gRPC, HTTP/2 without TLS); ranks reach it at {address}; Prometheus metrics at {scrape}; live page at {page}");
+        return new CoordinatorHost(app, address, metrics, history) { MetricsAddress = scrape, LivePageAddress = page };
     }
 
     /// <summary>Neither waits for nor reacts to Ctrl+C or SIGTERM: the launcher or `oecrun coordinator` turns them
@@ -78,6 +90,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
     {
         await app.StopAsync();
         await app.DisposeAsync();
+        History.Dispose();
         metrics.Dispose();
     }
 }

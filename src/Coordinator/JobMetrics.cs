@@ -37,8 +37,7 @@ public sealed class JobMetrics : IDisposable
         Gauge("oec_r_log", "Mean over tokens of max deviation from the mean logit over max absolute logit", m => m.RLog);
         Meter.CreateObservableGauge("oec_step", () => job.Ranks().Select(r => new Measurement<long>(r.Step, Labels(r.Rank))),
             description: "Optimizer steps done");
-        Meter.CreateObservableGauge("oec_ranks_alive", () => new Measurement<int>(
-                job.Ranks().Count(r => !r.Finished && r.SecondsSinceHeartbeat < job.Spec.Options.HeartbeatTimeoutS), new KeyValuePair<string, object?>("job", job.Spec.JobId)),
+        Meter.CreateObservableGauge("oec_ranks_alive", () => new Measurement<int>(RanksAlive(job, job.Ranks()), new KeyValuePair<string, object?>("job", job.Spec.JobId)),
             description: "Ranks of the current generation that heartbeat in time");
         Counter("oec_restarts", "Generations started after a failure", () => job.Restarts);
         Counter("oec_divergence_events", "Times a divergence rule fired", () => job.DivergenceEvents);
@@ -48,6 +47,10 @@ public sealed class JobMetrics : IDisposable
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
         job.StepReported += (rank, m) => stepDuration.Record(m.StepSeconds, Labels(rank));
     }
+
+    /// <summary>Ranks of the current generation (<paramref name="ranks"/> = job.Ranks()) that heartbeat in time.</summary>
+    public static int RanksAlive(JobState job, IReadOnlyList<RankStatus> ranks) =>
+        ranks.Count(r => !r.Finished && r.SecondsSinceHeartbeat < job.Spec.Options.HeartbeatTimeoutS);
 
     public string MeterName { get; }
     public Meter Meter { get; }

@@ -20,9 +20,9 @@ internal sealed class GrpcJob : IAsyncDisposable
     public GrpcChannel Channel { get; }
     public CoordinatorClient Client { get; }
 
-    public static async Task<GrpcJob> StartAsync(JobOptions? options = null)
+    public static async Task<GrpcJob> StartAsync(JobOptions? options = null, long steps = TestJob.Steps, DivergenceOptions? divergence = null)
     {
-        var job = new TestJob(options);
+        var job = new TestJob(options, steps: steps, divergence: divergence);
         try
         {
             var host = await CoordinatorHost.StartAsync(job.State, job.Log, IPAddress.Loopback, 0).Within();

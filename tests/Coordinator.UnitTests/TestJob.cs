@@ -45,7 +45,8 @@ internal sealed class TestJob : IDisposable
     /// <param name="options">The job section (its Id is set to JobId); null: the defaults.</param>
     /// <param name="outDir">The run's out dir, owned by the caller; null: a fresh one owned by this job.</param>
     /// <param name="divergence">The divergence rules; null: the defaults.</param>
-    public TestJob(JobOptions? options = null, string? outDir = null, DivergenceOptions? divergence = null)
+    /// <param name="steps">train.steps of the job.</param>
+    public TestJob(JobOptions? options = null, string? outDir = null, DivergenceOptions? divergence = null, long steps = Steps)
     {
         if (outDir is null)
         {
@@ -57,7 +58,7 @@ internal sealed class TestJob : IDisposable
         Log = new JobLog(null, LogPath);
         try
         {
-            State = new JobState(SpecFor(outDir, options ?? new JobOptions()) with { Divergence = divergence ?? new DivergenceOptions() }, Log);
+            State = new JobState(SpecFor(outDir, options ?? new JobOptions(), steps) with { Divergence = divergence ?? new DivergenceOptions() }, Log);
         }
         catch
         {
@@ -74,8 +75,8 @@ internal sealed class TestJob : IDisposable
 
     public static BatchPlan NewBatchPlan() => new(Plan, MicroBatch * MicroBatches, seed: 7);
 
-    public static JobSpec SpecFor(string outDir, JobOptions options) =>
-        new(JobId, Token, options with { Id = JobId, WorldSize = World }, ConfigJson, NewBatchPlan(), MicroBatches, Steps, outDir);
+    public static JobSpec SpecFor(string outDir, JobOptions options, long steps = Steps) =>
+        new(JobId, Token, options with { Id = JobId, WorldSize = World }, ConfigJson, NewBatchPlan(), MicroBatches, steps, outDir);
 
     /// <summary>The log file as written so far.</summary>
     public string LogText()
