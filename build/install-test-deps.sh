@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the programs the tests drive for real: a Prometheus server (scrapes a job's coordinator; promtool checks
-# the alert rules) and headless Chromium (loads the coordinator's live page). Debian 12 / Ubuntu 22.04 packages.
-# Idempotent: does nothing when both are installed. Needs root or sudo. .ci/run calls it; the tests call it themselves
-# when a program is missing and they run as root.
+# the alert rules), headless Chromium (loads the coordinator's live page) and a font (the text of `report`'s charts).
+# Debian 12 / Ubuntu 22.04 packages. Idempotent: does nothing when all are installed. Needs root or sudo. .ci/run calls
+# it; the tests call it themselves when a program is missing and they run as root.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

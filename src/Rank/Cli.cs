@@ -1,7 +1,8 @@
-// The command line: train, coordinator, rank, prepare, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
+// The command line: train, coordinator, rank, prepare, report, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
 using Rank.Distributed;
+using Rank.Reporting;
 
 namespace Rank;
 
@@ -14,6 +15,7 @@ public static class Cli
         root.Subcommands.Add(CoordinatorCommand());
         root.Subcommands.Add(RankCommand());
         root.Subcommands.Add(PrepareCommand());
+        root.Subcommands.Add(ReportCommand());
         root.Subcommands.Add(BenchCommand());
         root.Subcommands.Add(BenchVocabCommand());
         root.Subcommands.Add(BenchCollectivesCommand());
@@ -101,6 +103,26 @@ public static class Cli
         {
             Data.Prepare.Run(new Data.PrepareOptions(parse.GetValue(inputs)!, parse.GetValue(output)!, parse.GetValue(name)!,
                 parse.GetValue(valFraction), parse.GetValue(shardTokens)), Console.Out);
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command ReportCommand()
+    {
+        var runs = new Argument<string[]>("runs") { Description = "Run directories holding metrics.jsonl, or metrics.jsonl files; each run is named after its directory.", Arity = ArgumentArity.OneOrMore };
+        var output = new Option<string?>("--out") { Description = "Folder for the PNGs (default: the first run's directory)." };
+        var width = new Option<int>("--width") { Description = "Width of each PNG in pixels.", DefaultValueFactory = _ => 1200 };
+        var height = new Option<int>("--height") { Description = "Height of each PNG in pixels.", DefaultValueFactory = _ => 800 };
+        var command = new Command("report", "Plot runs' metrics logs, every run on each chart: loss.png (train and val loss), mu_norm.png (||mu||), " +
+                                            "logits.png (mean logit, max |logit|). Non-finite values are left out and counted.")
+        {
+            runs, output, width, height,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            foreach (string path in MetricsReport.Write(parse.GetValue(runs)!, parse.GetValue(output), parse.GetValue(width), parse.GetValue(height), Console.Out))
+                Console.WriteLine($"wrote {path}");
             return 0;
         }));
         return command;

@@ -72,4 +72,37 @@ public class CliTests
         Assert.Equal(3, code);
         Assert.Contains("diverged", output);
     }
+
+    [Fact]
+    public void Report_of_two_runs_exits_with_0_and_writes_the_charts_into_out()
+    {
+        using var temp = new TempDirectory();
+        string a = ReportTests.WriteRun(Directory.CreateDirectory(temp.File("a")).FullName, diverging: false);
+        string b = ReportTests.WriteRun(Directory.CreateDirectory(temp.File("b")).FullName, diverging: true);
+        string outDir = temp.File("charts");
+
+        var (code, output, error) = Invoke("report", a, b, "--out", outDir, "--width", "400", "--height", "300");
+
+        Assert.True(code == 0, $"exit code {code}: {error}");
+        foreach (string png in new[] { "loss.png", "mu_norm.png", "logits.png" })
+        {
+            Assert.True(File.Exists(Path.Combine(outDir, png)), png);
+            Assert.Contains($"wrote {Path.Combine(outDir, png)}", output);
+        }
+        Assert.Contains("b: 50 logged steps", output);
+    }
+
+    [Fact]
+    public void Report_of_a_malformed_log_exits_with_2_and_names_the_file_and_line()
+    {
+        using var temp = new TempDirectory();
+        string log = temp.File("metrics.jsonl");
+        File.WriteAllText(log, "{\"step\": 1,\n");
+
+        var (code, _, error) = Invoke("report", log);
+
+        Assert.Equal(2, code);
+        Assert.StartsWith($"error: {log} line 1: not a metrics record", error);
+        Assert.Single(error.Trim().Split('\n'));
+    }
 }

@@ -25,7 +25,8 @@ public sealed class MetricsLog : IDisposable
     static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, // a diverged loss is logged as "NaN"
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, // a diverged loss is logged as "NaN" ("Infinity", "-Infinity")
+        RespectRequiredConstructorParameters = true, // a line missing a field is malformed, not a step of zeros
     };
 
     readonly StreamWriter writer;
@@ -43,7 +44,8 @@ public sealed class MetricsLog : IDisposable
         writer = new StreamWriter(path, append: keepThrough > 0);
     }
 
-    static StepMetrics Parse(string line) => JsonSerializer.Deserialize<StepMetrics>(line, Json)!;
+    static StepMetrics Parse(string line) =>
+        JsonSerializer.Deserialize<StepMetrics>(line, Json) ?? throw new JsonException("the line is null, not a record");
 
     /// <summary>Appends one line and flushes, so a crashed run keeps every step logged before it.</summary>
     public void Write(StepMetrics metrics)
@@ -52,8 +54,29 @@ public sealed class MetricsLog : IDisposable
         writer.Flush();
     }
 
-    public static IReadOnlyList<StepMetrics> Read(string path) =>
-        File.ReadLines(path).Select(Parse).ToList();
+    /// <summary>Every logged step, in file order. A line that is not one whole record is a DataFormatException naming the
+    /// file and the line (counted from 1).</summary>
+    public static IReadOnlyList<StepMetrics> Read(string path)
+    {
+        var steps = new List<StepMetrics>();
+        int number = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            number++;
+            try
+            {
+                steps.Add(Parse(line));
+            }
+            catch (JsonException e)
+            {
+                // The serializer's own position ("LineNumber: 0 | BytePositionInLine: 7") counts within the line.
+                string reason = e.Message.Split(" Path: ")[0];
+                string at = e.BytePositionInLine is long b ? $" at byte {b}" : "";
+                throw new Data.DataFormatException($"{path} line {number}: not a metrics record{at}: {reason}");
+            }
+        }
+        return steps;
+    }
 
     public void Dispose() => writer.Dispose();
 }
