@@ -1,5 +1,6 @@
 // The job's metrics for Prometheus: the ranks' step metrics (the names of metrics.jsonl), step time, ranks, restarts,
 // divergence events, rollbacks and skipped data.
+using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Coordinator.Protocol;
 
@@ -7,7 +8,9 @@ namespace Coordinator;
 
 /// <summary>
 /// Instruments named as Prometheus shows them: prefix oec_, the words of metrics.jsonl and the proto, labels job and
-/// rank only. Gauges read the newest step metrics each rank sent with its heartbeat; oec_step_duration_seconds is a
+/// rank only. Gauges read the newest step metrics each rank sent with its heartbeat, except oec_val_loss, which holds
+/// the newest validation loss (validation steps are rare: a gauge of the newest step would vanish between them and
+/// rarely be scraped at all); oec_step_duration_seconds is a
 /// histogram of the reported steps' durations; oec_restarts_total counts generations started after failures.
 /// Coordinators sharing a process (tests) export each other's series too, told apart by the job label.
 /// </summary>
@@ -18,6 +21,7 @@ public sealed class JobMetrics : IDisposable
 
     readonly JobState job;
     readonly Histogram<double> stepDuration;
+    readonly ConcurrentDictionary<int, double> valLoss = new(); // rank -> newest validation loss reported
 
     public JobMetrics(JobState job)
     {
@@ -25,7 +29,8 @@ public sealed class JobMetrics : IDisposable
         MeterName = "Oec.Coordinator";
         Meter = new Meter(MeterName);
         Gauge("oec_train_loss", "Cross-entropy of the training batch, nats per token", m => m.TrainLoss);
-        Gauge("oec_val_loss", "Cross-entropy on the validation batches, nats per token", m => m.HasValLoss ? m.ValLoss : null);
+        Meter.CreateObservableGauge("oec_val_loss", () => valLoss.Select(kv => new Measurement<double>(kv.Value, Labels(kv.Key))),
+            description: "Cross-entropy on the validation batches at the newest validation, nats per token");
         Gauge("oec_learning_rate", "Learning rate of the step", m => m.LearningRate);
         Gauge("oec_grad_norm", "Global L2 norm of the gradient before clipping", m => m.GradNorm);
         Gauge("oec_tokens_per_second", "Training throughput of the step", m => m.TokensPerSecond);
@@ -45,7 +50,11 @@ public sealed class JobMetrics : IDisposable
         Counter("oec_skipped_sequences", "Training sequences skipped by rollbacks", () => job.SkippedSequences);
         stepDuration = Meter.CreateHistogram("oec_step_duration", unit: "s", description: "Duration of the reported training steps",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
-        job.StepReported += (rank, m) => stepDuration.Record(m.StepSeconds, Labels(rank));
+        job.StepReported += (rank, m) =>
+        {
+            stepDuration.Record(m.StepSeconds, Labels(rank));
+            if (m.HasValLoss) valLoss[rank] = m.ValLoss;
+        };
     }
 
     /// <summary>Ranks of the current generation (<paramref name="ranks"/> = job.Ranks()) that heartbeat in time.</summary>
@@ -55,10 +64,10 @@ public sealed class JobMetrics : IDisposable
     public string MeterName { get; }
     public Meter Meter { get; }
 
-    void Gauge(string name, string description, Func<StepMetrics, double?> read) =>
+    void Gauge(string name, string description, Func<StepMetrics, double> read) =>
         Meter.CreateObservableGauge(name, () => job.Ranks()
-            .Where(r => r.Metrics is not null && read(r.Metrics) is not null)
-            .Select(r => new Measurement<double>(read(r.Metrics!)!.Value, Labels(r.Rank))), description: description);
+            .Where(r => r.Metrics is not null)
+            .Select(r => new Measurement<double>(read(r.Metrics!), Labels(r.Rank))), description: description);
 
     void Counter(string name, string description, Func<long> read) =>
         Meter.CreateObservableCounter(name, () => new Measurement<long>(read(), new KeyValuePair<string, object?>("job", job.Spec.JobId)), description: description);

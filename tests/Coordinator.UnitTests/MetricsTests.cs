@@ -24,6 +24,16 @@ public class MetricsTests
         return await http.GetStringAsync(grpc.Host.MetricsAddress).Within();
     }
 
+    static string Series(string name, int? rank) => $"{name}{{otel_scope_name=\"Oec.Coordinator\",job=\"{TestJob.JobId}\"{(rank is null ? "" : $",rank=\"{rank}\"")}}}";
+
+    /// <summary>The value of the series `name` (of `rank`, or of the job when null) in a scrape.</summary>
+    static double ValueIn(string text, string name, int? rank)
+    {
+        var line = text.Split('\n').FirstOrDefault(l => l.StartsWith(Series(name, rank) + " ", StringComparison.Ordinal))
+            ?? throw new Xunit.Sdk.XunitException($"no series {Series(name, rank)} in:\n{text}");
+        return double.Parse(line.Split(' ')[1], CultureInfo.InvariantCulture);
+    }
+
     [Fact]
     public async Task The_metrics_endpoint_serves_each_ranks_newest_step_metrics_step_durations_ranks_alive_and_restarts()
     {
@@ -37,13 +47,7 @@ public class MetricsTests
 
         string text = await Scrape(grpc);
 
-        string Series(string name, int? rank) => $"{name}{{otel_scope_name=\"Oec.Coordinator\",job=\"{TestJob.JobId}\"{(rank is null ? "" : $",rank=\"{rank}\"")}}}";
-        double Value(string name, int? rank = null)
-        {
-            var line = text.Split('\n').FirstOrDefault(l => l.StartsWith(Series(name, rank) + " ", StringComparison.Ordinal))
-                ?? throw new Xunit.Sdk.XunitException($"no series {Series(name, rank)} in:\n{text}");
-            return double.Parse(line.Split(' ')[1], CultureInfo.InvariantCulture);
-        }
+        double Value(string name, int? rank = null) => ValueIn(text, name, rank);
         Assert.Equal(3.25, Value("oec_train_loss", 0));
         Assert.Equal(3.5, Value("oec_train_loss", 1));
         Assert.Equal(2.25, Value("oec_val_loss", 0));
@@ -71,5 +75,21 @@ public class MetricsTests
             text = await Scrape(grpc);
             return Value("oec_restarts_total");
         }));
+    }
+
+    [Fact]
+    public async Task The_validation_loss_stays_at_the_newest_validation_while_later_steps_have_none()
+    {
+        await using var grpc = await GrpcJob.StartAsync();
+        await grpc.Job.RegisterAll();
+        var later = Metrics(6, 3.25, 0.02);
+        later.ClearValLoss(); // step 5 validated, step 6 did not
+        grpc.Job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(5, 3.5, 0.2), later } }, TestJob.Peer);
+
+        string text = await Scrape(grpc);
+
+        Assert.Equal(3.25, ValueIn(text, "oec_train_loss", 0));
+        Assert.Equal(2.25, ValueIn(text, "oec_val_loss", 0));
+        Assert.DoesNotContain(Series("oec_val_loss", 1), text); // rank 1 never validated
     }
 }

@@ -24,15 +24,17 @@ public static class Launch
     }
 
     /// <summary>Coordinator plus job.world_size rank processes of <paramref name="rankCommand"/>; the job's exit code.
-    /// The first interrupt stops the job at a checkpoint.</summary>
+    /// The first interrupt stops the job at a checkpoint. <paramref name="hosted"/> sees the coordinator's addresses before
+    /// any rank starts.</summary>
     public static async Task<int> Local(RunConfig config, RankCommand rankCommand, TextWriter console, CancellationToken interrupt,
-        Action<JobState>? created = null, Action<int, int, System.Diagnostics.Process>? started = null)
+        Action<JobState>? created = null, Action<int, int, System.Diagnostics.Process>? started = null, Action<CoordinatorHost>? hosted = null)
     {
         using var job = Create(config, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)), console, out var log, out var data);
         using var _ = log;
         using var __ = data;
         created?.Invoke(job);
         await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Loopback, 0);
+        hosted?.Invoke(host);
         var launcher = new LocalLauncher(job, log, rankCommand, host.Address) { Started = started };
         var outcome = await launcher.RunAsync(interrupt);
         console.WriteLine($"job {job.Spec.JobId}: {outcome.Phase.ToString().ToLowerInvariant()}: {outcome.Reason} (restarts: {job.Restarts}; divergence rollbacks: {job.Rollbacks}; log: {Path.Combine(job.Spec.OutDir, "coordinator.log")})");

@@ -1,0 +1,111 @@
+// The Grafana dashboard and the example alert rules against what a real coordinator exports: every query names
+// only metrics /metrics serves, and the dashboard shows every one of them.
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Coordinator.Protocol;
+
+namespace Coordinator.UnitTests;
+
+[Collection("metrics")]
+public partial class DashboardTests
+{
+    static readonly string Root = FindRoot();
+
+    [Fact]
+    public async Task Every_dashboard_panel_queries_only_exported_metrics_and_every_exported_metric_has_a_panel()
+    {
+        var exported = await ExportedSeries();
+        using var dashboard = JsonDocument.Parse(File.ReadAllText(Path.Combine(Root, "deploy", "grafana", "oec-dashboard.json")));
+        var panels = dashboard.RootElement.GetProperty("panels").EnumerateArray().Where(p => p.GetProperty("type").GetString() != "row").ToList();
+        Assert.NotEmpty(panels);
+
+        var used = new HashSet<string>();
+        foreach (var panel in panels)
+        {
+            string title = panel.GetProperty("title").GetString()!;
+            Assert.True(panel.TryGetProperty("targets", out var targets) && targets.GetArrayLength() > 0, $"panel '{title}' has no targets");
+            Assert.Equal("${datasource}", panel.GetProperty("datasource").GetProperty("uid").GetString());
+            Assert.True(panel.GetProperty("fieldConfig").GetProperty("defaults").TryGetProperty("unit", out _), $"panel '{title}' sets no unit");
+            foreach (var target in targets.EnumerateArray())
+            {
+                string expr = target.GetProperty("expr").GetString()!;
+                Assert.Contains("job=~\"$job\"", expr); // one job at a time: coordinators of several jobs may share a Prometheus
+                AssertExported(exported, $"panel '{title}'", expr, used);
+            }
+        }
+        foreach (var variable in dashboard.RootElement.GetProperty("templating").GetProperty("list").EnumerateArray().Where(v => v.GetProperty("type").GetString() == "query"))
+            AssertExported(exported, $"variable '{variable.GetProperty("name").GetString()}'", variable.GetProperty("query").GetString()!, used);
+        Assert.Equal("datasource job rank", string.Join(' ', dashboard.RootElement.GetProperty("templating").GetProperty("list").EnumerateArray().Select(v => v.GetProperty("name").GetString())));
+
+        var missing = exported.Values.Distinct().Where(family => !used.Any(series => exported[series] == family)).ToList();
+        Assert.True(missing.Count == 0, $"exported but on no panel: {string.Join(", ", missing)}");
+    }
+
+    [Fact]
+    public async Task The_example_alert_rules_query_only_exported_metrics()
+    {
+        var exported = await ExportedSeries();
+        string rules = File.ReadAllText(Path.Combine(Root, "deploy", "prometheus", "oec-alerts.yml"));
+        var exprs = ExprLine().Matches(rules).Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(2, exprs.Count); // OecLogitGrowth and OecDivergenceEvents, each expr on one line
+        foreach (string expr in exprs) AssertExported(exported, "alert rule", expr, []);
+    }
+
+    /// <summary>Asserts that `expr` names at least one oec_ series and only exported ones; adds them to `used`.</summary>
+    static void AssertExported(Dictionary<string, string> exported, string where, string expr, HashSet<string> used)
+    {
+        var names = MetricName().Matches(StringLiteral().Replace(expr, "\"\"")).Select(m => m.Value).ToList();
+        Assert.True(names.Count > 0, $"{where}: no oec_ metric in {expr}");
+        foreach (string name in names)
+        {
+            Assert.True(exported.ContainsKey(name), $"{where}: {name} is not exported by the coordinator (in {expr}); exported: {string.Join(", ", exported.Keys.Order())}");
+            used.Add(name);
+        }
+    }
+
+    /// <summary>Series name -> metric family, from the # TYPE lines of a real coordinator's /metrics after both ranks
+    /// reported a validated step; a histogram's family gives the series name_bucket, name_sum and name_count.</summary>
+    static async Task<Dictionary<string, string>> ExportedSeries()
+    {
+        await using var grpc = await GrpcJob.StartAsync();
+        await grpc.Job.RegisterAll();
+        for (int rank = 0; rank < TestJob.World; rank++)
+            grpc.Job.State.Heartbeat(new HeartbeatRequest
+            {
+                JobId = TestJob.JobId, Generation = 1, Rank = rank, Step = 1,
+                Metrics = { new StepMetrics { Step = 1, TrainLoss = 3, ValLoss = 3, LearningRate = 1e-3, StepSeconds = 0.1, MaxAbsLogit = 5 } },
+            }, TestJob.Peer);
+        using var http = new HttpClient { Timeout = Waits.Timeout };
+        string text = await http.GetStringAsync(grpc.Host.MetricsAddress).Within();
+
+        var series = new Dictionary<string, string>();
+        foreach (Match type in TypeLine().Matches(text))
+        {
+            string family = type.Groups[1].Value;
+            if (!family.StartsWith("oec_", StringComparison.Ordinal)) continue;
+            string[] names = type.Groups[2].Value == "histogram" ? [family + "_bucket", family + "_sum", family + "_count"] : [family];
+            foreach (string name in names) series[name] = family;
+        }
+        Assert.True(series.Count >= 18, $"too few oec_ metrics in:\n{text}");
+        return series;
+    }
+
+    static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Distributed.sln"))) return dir.FullName;
+        throw new DirectoryNotFoundException($"no Distributed.sln in any directory above {AppContext.BaseDirectory}");
+    }
+
+    [GeneratedRegex(@"^# TYPE (\S+) (\S+)$", RegexOptions.Multiline)]
+    private static partial Regex TypeLine();
+
+    [GeneratedRegex(@"\boec_[a-z0-9_]+")]
+    private static partial Regex MetricName();
+
+    [GeneratedRegex("\"(?:[^\"\\\\]|\\\\.)*\"")]
+    private static partial Regex StringLiteral();
+
+    [GeneratedRegex(@"^\s*expr:\s*(.+?)\s*$", RegexOptions.Multiline)]
+    private static partial Regex ExprLine();
+}
