@@ -1,3 +1,4 @@
+using Coordinator;
 using System.Text.Json;
 using Oec;
 using Rank.Configuration;
@@ -114,6 +115,27 @@ public class RunConfigTests
 
         NamesKeyAndValue(e, "oec.method", "mu_centring");
         Assert.Contains("mu_centering", e.Message);
+    }
+
+    [Fact]
+    public void An_invalid_divergence_action_fails_naming_the_key_the_value_and_the_choices()
+    {
+        var e = LoadFails("divergence.action=explode");
+
+        NamesKeyAndValue(e, "divergence.action", "explode");
+        Assert.Contains("expected one of rollback, stop, warn", e.Message);
+    }
+
+    [Fact]
+    public void The_divergence_section_is_read_validated_and_handed_to_the_coordinator_in_the_configuration()
+    {
+        var config = RunConfig.Load(null, ["divergence.action=stop", "divergence.max_abs_logit_limit=80", "divergence.loss_window=7"]);
+        Assert.Equal(new DivergenceOptions { Action = DivergenceAction.Stop, MaxAbsLogitLimit = 80, LossWindow = 7 }, config.Divergence);
+        Assert.Equal(config.Divergence, RunConfig.FromJson(config.ToJson()).Divergence);
+        Assert.Contains("\"action\": \"stop\"", config.ToJson());
+
+        var e = LoadFails("divergence.learning_rate_factor=2");
+        Assert.Contains("divergence.learning_rate_factor = 2: must be in (0, 1]", e.Message);
     }
 
     [Fact]

@@ -141,8 +141,9 @@ public sealed record RunConfig
     {
         int cut = message.IndexOf(". Path:", StringComparison.Ordinal);
         message = cut > 0 ? message[..cut] : message;
-        return message.EndsWith("Oec.OecMethod", StringComparison.Ordinal)
-            ? "expected one of " + string.Join(", ", Enum.GetValues<OecMethod>().Select(m => JsonNamingPolicy.SnakeCaseLower.ConvertName(m.ToString())))
-            : message;
+        foreach (var choices in new[] { typeof(OecMethod), typeof(DivergenceAction) })
+            if (message.EndsWith(choices.FullName!, StringComparison.Ordinal))
+                return "expected one of " + string.Join(", ", Enum.GetNames(choices).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));
+        return message;
     }
 }
