@@ -61,16 +61,16 @@ public class CliTests
     }
 
     [Fact]
-    public void Train_that_diverges_exits_with_3()
+    public void Train_that_diverges_with_divergence_action_stop_exits_with_3()
     {
         using var temp = new TempDirectory();
 
         var (code, output, _) = Invoke("train", "oec.method=none", "train.learning_rate=1000", "train.min_learning_rate=1000",
             "train.warmup_steps=0", "train.grad_clip=0", "train.steps=50", "train.batch_size=8", "train.sequence_length=32",
-            "train.eval_every=0", "data.synthetic_tokens=20000", "run.out_dir=" + temp.File("run"));
+            "train.eval_every=0", "data.synthetic_tokens=20000", "divergence.action=stop", "run.out_dir=" + temp.File("run"));
 
         Assert.Equal(3, code);
-        Assert.Contains("diverged", output);
+        Assert.Matches(@"diverged: divergence rule non_finite fired at step \d+: train_loss NaN; divergence.action = stop", output);
     }
 
     [Fact]
