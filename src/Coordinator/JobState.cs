@@ -60,6 +60,9 @@ public sealed partial class JobState : IDisposable
         log.Info($"job {spec.JobId}: world size {World}, {spec.Steps} steps, {spec.Train.Plan.Count:N0} training sequences " +
                  $"(data {spec.Train.Plan.Fingerprint()}); generation 1 waits for its ranks" + (from is null ? "" : $"; resuming from {from} (step {step})"));
         watchdog = new Timer(_ => Watch(), null, TimeSpan.FromMilliseconds(250), TimeSpan.FromMilliseconds(250));
+        // A coordinator restarted after its job finished (a Deployment's pod moved) has nothing left to run.
+        if (step >= spec.Steps)
+            lock (gate) End(new JobOutcome(JobPhase.Succeeded, $"already finished: the checkpoint {from} is at step {step}, train.steps = {spec.Steps}", step, double.NaN, null));
     }
 
     public JobSpec Spec => spec;
@@ -556,8 +559,6 @@ public sealed partial class JobState : IDisposable
         foreach (var section in new[] { "model", "data" })
             if (Section(manifest.Config, section) != Section(spec.ConfigJson, section))
                 throw new ArgumentException($"cannot resume from {dir}: its {section} section {Section(manifest.Config, section)} differs from this run's {Section(spec.ConfigJson, section)}");
-        if (manifest.Step >= spec.Steps)
-            throw new ArgumentException($"cannot resume from {dir}: it is at step {manifest.Step}, and train.steps = {spec.Steps} leaves nothing to do");
         return (manifest.Step, dir, manifest);
     }
 

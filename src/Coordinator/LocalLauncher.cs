@@ -31,6 +31,7 @@ public sealed class LocalLauncher(JobState job, JobLog log, RankCommand command,
             if (Interlocked.Increment(ref stops) == 1) job.RequestStop("interrupted");
         });
 
+        if (job.Outcome.IsCompleted) return await job.Outcome; // e.g. resumed from the last step's checkpoint: nothing to run
         var running = Spawn(job.Generation);
         while (true)
         {

@@ -62,16 +62,17 @@ public static class Cli
         var config = ConfigOption();
         var overrides = OverridesArgument();
         var port = new Option<int>("--port") { Description = "Port to listen on for the ranks (gRPC, all interfaces).", DefaultValueFactory = _ => 29400 };
-        var metricsPort = new Option<int>("--metrics-port") { Description = "Port of the Prometheus endpoint /metrics (HTTP/1.1, all interfaces).", DefaultValueFactory = _ => 9400 };
-        var command = new Command("coordinator", "Run the coordinator alone, for ranks started elsewhere (`oec rank`), e.g. on Kubernetes. " +
+        var metricsPort = new Option<int>("--metrics-port") { Description = "Port of the Prometheus endpoint /metrics and the live page /live (HTTP/1.1, all interfaces).", DefaultValueFactory = _ => 9400 };
+        var linger = new Option<bool>("--linger") { Description = "Keep serving health, /metrics and the live page after the job ended, until SIGTERM (for a Kubernetes Deployment)." };
+        var command = new Command("coordinator", "Run the coordinator alone, for ranks started elsewhere (`oecrun rank`), e.g. on Kubernetes. " +
                                                  "Needs OEC_JOB_TOKEN; the job id is job.id, else OEC_JOB_ID.")
         {
-            config, overrides, port, metricsPort,
+            config, overrides, port, metricsPort, linger,
         };
         command.SetAction(parse => Guard(() =>
         {
             var run = RunConfig.Load(parse.GetValue(config), parse.GetValue(overrides) ?? []);
-            return Launch.Cluster(run, parse.GetValue(port), parse.GetValue(metricsPort), Console.Out).GetAwaiter().GetResult();
+            return Launch.Cluster(run, parse.GetValue(port), parse.GetValue(metricsPort), Console.Out, parse.GetValue(linger)).GetAwaiter().GetResult();
         }));
         return command;
     }
@@ -79,12 +80,18 @@ public static class Cli
     static Command RankCommand()
     {
         var coordinator = new Option<string?>("--coordinator") { Description = "The coordinator's address, http://host:port (default: OEC_COORDINATOR)." };
+        var localRanks = new Option<int?>("--local-ranks")
+        {
+            Description = "Run this many ranks side by side (one pod's or machine's), rank i on GPU i, RANK = JOB_COMPLETION_INDEX (or OEC_POD_INDEX) x N + i.",
+        };
         var command = new Command("rank", "Run one rank: register with the coordinator, train its share, report. " +
                                           "Reads OEC_JOB_ID, OEC_JOB_TOKEN and torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE.")
         {
-            coordinator,
+            coordinator, localRanks,
         };
-        command.SetAction(parse => Guard(() => RankProcess.Run(parse.GetValue(coordinator), Console.Out)));
+        command.SetAction(parse => Guard(() => parse.GetValue(localRanks) is int n
+            ? PodRanks.Run(n, parse.GetValue(coordinator), Console.Out)
+            : RankProcess.Run(parse.GetValue(coordinator), Console.Out)));
         return command;
     }
 

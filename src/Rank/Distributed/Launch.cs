@@ -41,8 +41,10 @@ public static class Launch
         return outcome.ExitCode;
     }
 
-    /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens on every interface.</summary>
-    public static async Task<int> Cluster(RunConfig config, int port, int metricsPort, TextWriter console)
+    /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens on every interface. With
+    /// <paramref name="linger"/> it keeps serving health, /metrics and the live page after the job ended, until SIGTERM
+    /// or Ctrl+C, so that it can run as a Deployment (whose pods are restarted whenever they exit).</summary>
+    public static async Task<int> Cluster(RunConfig config, int port, int metricsPort, TextWriter console, bool linger = false)
     {
         string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
             : throw new ArgumentException("OEC_JOB_TOKEN must be set to the job token (at least 16 characters) that ranks will present");
@@ -51,16 +53,24 @@ public static class Launch
         using var __ = data;
         // SIGTERM (Kubernetes deleting the pod) or Ctrl+C: stop the job at a checkpoint; a second signal ends at once.
         int signals = 0;
+        var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         void Stop(PosixSignalContext signal)
         {
-            signal.Cancel = Interlocked.Increment(ref signals) == 1;
-            job.RequestStop(signal.Signal.ToString());
+            bool over = job.Outcome.IsCompleted;
+            signal.Cancel = over || Interlocked.Increment(ref signals) == 1;
+            if (over) released.TrySetResult(); // lingering: the signal ends the program
+            else job.RequestStop(signal.Signal.ToString());
         }
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port, metricsPort);
         var outcome = await job.Outcome;
         await Task.Delay(TimeSpan.FromSeconds(config.Job.HeartbeatIntervalS * 2)); // lets the ranks hear the end
+        if (linger)
+        {
+            log.Info($"job {job.Spec.JobId} {outcome.Phase.ToString().ToLowerInvariant()}; --linger: still serving health, /metrics and the live page until SIGTERM");
+            await released.Task;
+        }
         return outcome.ExitCode;
     }
 
