@@ -106,10 +106,17 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
         foreach (var (s, dir) in later)
         {
             string target = Path.Combine(Root, "rolled-back", $"{Path.GetFileName(dir)}.g{generation}");
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
-            Directory.Move(dir, target);
-            log($"checkpoint directory {dir} set aside as {target}: it is after step {step}, where the job rolls back to");
+            try
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+                Directory.Move(dir, target);
+                log($"checkpoint directory {dir} set aside as {target}: it is after step {step}, where the job rolls back to");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                log($"could not set aside checkpoint directory {dir} (after step {step}, where the job rolls back to): {e.Message}; a later restart may resume from it");
+            }
         }
         return later.Count;
     }

@@ -399,9 +399,10 @@ public sealed partial class JobState : IDisposable
         long to = back?.Manifest.Step ?? 0;
         catalog.SetAside(to, current.Number);
         string where = back is null ? "the start (no checkpoint before the trouble)" : $"checkpoint step {to} ({back.Value.Directory})";
-        if (o.Action == DivergenceAction.Stop)
+        if (o.Action == DivergenceAction.Stop || stopReason is not null)
         {
-            End(new JobOutcome(JobPhase.Diverged, $"{fired}; divergence.action = stop, so the job stops. The last healthy step was {healthy}; " +
+            string why = o.Action == DivergenceAction.Stop ? "divergence.action = stop" : $"the job was stopping ({stopReason})";
+            End(new JobOutcome(JobPhase.Diverged, $"{fired}; {why}, so the job stops. The last healthy step was {healthy}; " +
                 $"job.resume=true continues from {where}", step, loss, null));
             return null;
         }

@@ -235,6 +235,21 @@ public class DivergenceActionTests
     }
 
     [Fact]
+    public async Task A_rule_that_fires_while_the_job_is_stopping_ends_it_instead_of_rolling_back()
+    {
+        using var job = new TestJob(divergence: Spike);
+        await job.RegisterAll();
+        Diverge(job);
+        job.State.RequestStop("interrupted");
+
+        job.Report(1, 0, (7, 3.7, 500));
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal((JobPhase.Diverged, 0, 1), (outcome.Phase, job.State.Rollbacks, job.State.Generation));
+        Assert.Contains("the job was stopping (interrupted), so the job stops", outcome.Reason);
+    }
+
+    [Fact]
     public async Task With_no_rollback_left_the_job_ends_diverged()
     {
         using var job = new TestJob(divergence: Spike with { MaxRollbacks = 0 });
