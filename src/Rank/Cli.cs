@@ -1,4 +1,4 @@
-// The command line: train, coordinator, rank, prepare, report, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
+// The command line: train, coordinator, rank, prepare, report, torch-info, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
 using Rank.Distributed;
@@ -16,6 +16,7 @@ public static class Cli
         root.Subcommands.Add(RankCommand());
         root.Subcommands.Add(PrepareCommand());
         root.Subcommands.Add(ReportCommand());
+        root.Subcommands.Add(TorchInfoCommand());
         root.Subcommands.Add(BenchCommand());
         root.Subcommands.Add(BenchVocabCommand());
         root.Subcommands.Add(BenchCollectivesCommand());
@@ -130,6 +131,28 @@ public static class Cli
         {
             foreach (string path in MetricsReport.Write(parse.GetValue(runs)!, parse.GetValue(output), parse.GetValue(width), parse.GetValue(height), Console.Out))
                 Console.WriteLine($"wrote {path}");
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command TorchInfoCommand()
+    {
+        var command = new Command("torch-info", $"Load libtorch as training would (the bundled copy, or {ExternalLibTorch.Variable}) and print where it came from, " +
+                                                "its version, the native libraries mapped into this process, a CPU matmul and whether CUDA is available.");
+        command.SetAction(parse => Guard(() =>
+        {
+            TorchRuntime.EnsureLoaded();
+            var source = TorchRuntime.Source!;
+            Console.WriteLine($"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}");
+            Console.WriteLine(source.Directory is null ? $"libtorch: bundled with oecrun ({ExternalLibTorch.BundledLibTorch()})"
+                : $"libtorch: {source.Directory} ({ExternalLibTorch.Variable}={source.Setting})");
+            Console.WriteLine($"libtorch version: {(source.Version is null ? "unknown" : $"{source.Version} ({source.VersionFile})")}");
+            foreach (string library in ExternalLibTorch.MappedLibraries()) Console.WriteLine($"mapped: {library}");
+            using var a = TorchSharp.torch.tensor(new float[] { 1, 2, 3, 4 }).view(2, 2);
+            using var product = a.matmul(a);
+            Console.WriteLine($"cpu matmul: [[1,2],[3,4]]^2 = [{string.Join(",", product.data<float>().ToArray())}]");
+            Console.WriteLine($"cuda: {(TorchSharp.torch.cuda.is_available() ? $"available, {TorchSharp.torch.cuda.device_count()} device(s)" : "not available")}");
             return 0;
         }));
         return command;

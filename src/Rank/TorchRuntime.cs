@@ -1,4 +1,4 @@
-// Loads libtorch through TorchSharp, and when that fails says why in one line.
+// Loads libtorch through TorchSharp (the bundled copy, or the one OEC_LIBTORCH names), and when that fails says why in one line.
 using System.Runtime.InteropServices;
 using TorchSharp;
 
@@ -6,14 +6,30 @@ namespace Rank;
 
 public static class TorchRuntime
 {
+    static readonly Lock Gate = new();
+    static LibTorchSource? source;
+
+    /// <summary>Where the loaded libtorch came from; null before <see cref="EnsureLoaded"/>.</summary>
+    public static LibTorchSource? Source => source;
+
     /// <summary>
-    /// Initialises TorchSharp's CPU backend. TorchSharp swallows the dynamic loader's error and reports a missing
+    /// Initialises TorchSharp's CPU backend, first loading libtorch from OEC_LIBTORCH when it is set
+    /// (<see cref="ExternalLibTorch"/>). TorchSharp swallows the dynamic loader's error and reports a missing
     /// libtorch package instead; on failure this loads libLibTorchSharp.so directly to obtain the loader's own
     /// message (e.g. "version `GLIBCXX_3.4.32' not found") and throws it as one line.
     /// </summary>
     public static void EnsureLoaded()
     {
         KeepFreedMemory();
+        lock (Gate)
+        {
+            if (source is null)
+            {
+                var resolved = ExternalLibTorch.Resolve(Environment.GetEnvironmentVariable(ExternalLibTorch.Variable), Console.Error);
+                ExternalLibTorch.Load(resolved);
+                source = resolved;
+            }
+        }
         try
         {
             torch.InitializeDeviceType(DeviceType.CPU);

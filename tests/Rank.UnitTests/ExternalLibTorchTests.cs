@@ -1,0 +1,284 @@
+// OEC_LIBTORCH: libtorch loaded from a directory (a PyTorch install's torch/lib) instead of the bundled package, for real
+// in a child oecrun without a bundled libtorch; the errors for a missing directory, file, python or a wrong version.
+using System.Diagnostics;
+using System.Runtime.Versioning;
+using System.Text.Json;
+
+namespace Rank.UnitTests;
+
+/// <summary>This test build's oecrun without the libtorch-cpu package's files, as a -p:LibTorch=none build has it:
+/// every other file of the output, hard-linked into a temporary directory once for the test class.</summary>
+public sealed class NoLibTorchApp : IDisposable
+{
+    readonly TempDirectory temp = new();
+
+    public NoLibTorchApp()
+    {
+        var libtorchFiles = Directory.GetFiles(NativeFiles.NuGetLibTorch).Select(Path.GetFileName).ToHashSet();
+        string output = AppContext.BaseDirectory;
+        foreach (string file in Directory.GetFiles(output, "*", SearchOption.AllDirectories))
+        {
+            if (libtorchFiles.Contains(Path.GetFileName(file))) continue;
+            string target = Path.Combine(temp.Path, Path.GetRelativePath(output, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            NativeFiles.LinkOrCopy(file, target);
+        }
+    }
+
+    public string Dll => Path.Combine(temp.Path, "oecrun.dll");
+
+    public void Dispose() => temp.Dispose();
+}
+
+[SupportedOSPlatform("linux")] // ELF libraries, /proc/self/maps, Unix file modes
+public class ExternalLibTorchTests(NoLibTorchApp app) : IClassFixture<NoLibTorchApp>
+{
+    static readonly string[] NeededFiles = ["libc10.so", "libtorch_cpu.so", "libtorch.so", "libgomp-98b21ff3.so.1"]; // libgomp: libtorch_cpu's RUNPATH $ORIGIN
+
+    /// <summary>temp/torch/lib holding the NuGet package's libtorch (linked), and temp/torch/version.py when a version is given:
+    /// the layout of a PyTorch install.</summary>
+    static string PyTorchLayout(TempDirectory temp, string? version)
+    {
+        string lib = Path.Combine(temp.Path, "torch", "lib");
+        Directory.CreateDirectory(lib);
+        foreach (string file in NeededFiles) NativeFiles.LinkOrCopy(Path.Combine(NativeFiles.NuGetLibTorch, file), Path.Combine(lib, file));
+        if (version is not null) File.WriteAllText(Path.Combine(temp.Path, "torch", "version.py"), $"__version__ = '{version}'\ndebug = False\n");
+        return lib;
+    }
+
+    /// <summary>Empty files under the names Resolve checks: enough for every check before anything is loaded.</summary>
+    static string FakeLayout(TempDirectory temp, string version, params string[] files)
+    {
+        string lib = Path.Combine(temp.Path, "torch", "lib");
+        Directory.CreateDirectory(lib);
+        foreach (string file in files) File.WriteAllText(Path.Combine(lib, file), "");
+        File.WriteAllText(Path.Combine(temp.Path, "torch", "version.py"), $"__version__ = '{version}'\n");
+        return lib;
+    }
+
+    (int Code, string Output, string Errors) TorchInfo(string? libtorch, string? anyVersion = null)
+    {
+        string dotnet = Environment.ProcessPath is string p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
+        var info = new ProcessStartInfo(dotnet, [app.Dll, "torch-info"]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        info.Environment.Remove(ExternalLibTorch.Variable);
+        info.Environment.Remove(ExternalLibTorch.AnyVersionVariable);
+        if (libtorch is not null) info.Environment[ExternalLibTorch.Variable] = libtorch;
+        if (anyVersion is not null) info.Environment[ExternalLibTorch.AnyVersionVariable] = anyVersion;
+        using var process = Process.Start(info)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(120)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail("oecrun torch-info did not finish within 120 s");
+        }
+        return (process.ExitCode, output.Result, errors.Result);
+    }
+
+    static string[] Mapped(string output, string file) =>
+        output.Split('\n').Where(l => l.StartsWith("mapped: ", StringComparison.Ordinal)).Select(l => l["mapped: ".Length..].Trim())
+            .Where(path => Path.GetFileName(path) == file).ToArray();
+
+    [Fact]
+    public void Torch_info_maps_the_libtorch_that_OEC_LIBTORCH_names_and_no_other_copy()
+    {
+        using var temp = new TempDirectory();
+        string lib = PyTorchLayout(temp, "2.10.0+cpu");
+
+        var (code, output, errors) = TorchInfo(lib);
+
+        Assert.True(code == 0, $"exit code {code}\n{output}\n{errors}");
+        Assert.Equal([Path.Combine(lib, "libtorch_cpu.so")], Mapped(output, "libtorch_cpu.so"));
+        Assert.Equal([Path.Combine(lib, "libc10.so")], Mapped(output, "libc10.so"));
+        Assert.Equal([Path.Combine(lib, "libtorch.so")], Mapped(output, "libtorch.so"));
+        Assert.Single(Mapped(output, "libLibTorchSharp.so"));
+        Assert.Contains($"libtorch version: 2.10.0+cpu ({Path.Combine(temp.Path, "torch", "version.py")})", output);
+        Assert.Contains("cpu matmul: [[1,2],[3,4]]^2 = [7,10,15,22]", output);
+        Assert.DoesNotContain("warning", errors);
+    }
+
+    [Fact]
+    public void Without_a_version_file_torch_info_warns_and_loads_anyway()
+    {
+        using var temp = new TempDirectory();
+        string lib = PyTorchLayout(temp, version: null);
+
+        var (code, output, errors) = TorchInfo(lib);
+
+        Assert.True(code == 0, $"exit code {code}\n{output}\n{errors}");
+        Assert.Contains($"warning: OEC_LIBTORCH={lib}: no libtorch version found", errors);
+        Assert.Contains("libtorch version: unknown", output);
+        Assert.Equal([Path.Combine(lib, "libtorch_cpu.so")], Mapped(output, "libtorch_cpu.so"));
+    }
+
+    [Fact]
+    public void Another_minor_version_exits_2_naming_found_and_expected_unless_OEC_LIBTORCH_ANY_VERSION_is_1()
+    {
+        using var temp = new TempDirectory();
+        string lib = PyTorchLayout(temp, "2.11.0+cu130");
+
+        var refused = TorchInfo(lib);
+        var accepted = TorchInfo(lib, anyVersion: "1");
+
+        Assert.Equal(2, refused.Code);
+        Assert.Contains($"error: OEC_LIBTORCH={lib}: libtorch 2.11.0+cu130 (from {Path.Combine(temp.Path, "torch", "version.py")})", refused.Errors);
+        Assert.Contains("found 2.11, expected 2.10", refused.Errors);
+        Assert.Empty(Mapped(refused.Output, "libtorch_cpu.so"));
+        Assert.True(accepted.Code == 0, $"exit code {accepted.Code}\n{accepted.Output}\n{accepted.Errors}");
+        Assert.Contains("warning:", accepted.Errors);
+        Assert.Contains("found 2.11, expected 2.10", accepted.Errors);
+    }
+
+    [Fact]
+    public void Without_a_bundled_libtorch_and_without_OEC_LIBTORCH_torch_info_exits_2_asking_for_it()
+    {
+        var (code, _, errors) = TorchInfo(libtorch: null);
+
+        Assert.Equal(2, code);
+        Assert.Contains("error: OEC_LIBTORCH is not set, and this oecrun has no libtorch of its own (built with -p:LibTorch=none)", errors);
+    }
+
+    [Fact]
+    public void Resolve_of_a_missing_directory_names_the_variable_the_path_and_what_was_expected()
+    {
+        using var temp = new TempDirectory();
+        string missing = temp.File("no-such-lib");
+
+        var error = Assert.Throws<InvalidOperationException>(() => ExternalLibTorch.Resolve(missing, TextWriter.Null));
+
+        Assert.Equal($"OEC_LIBTORCH={missing}: directory {missing} does not exist; expected a directory holding libtorch's shared libraries " +
+                     "(libc10.so, libtorch_cpu.so, libtorch.so), e.g. a PyTorch install's torch/lib", error.Message);
+    }
+
+    [Fact]
+    public void Resolve_of_a_directory_without_libtorch_cpu_names_that_file()
+    {
+        using var temp = new TempDirectory();
+        string lib = FakeLayout(temp, "2.10.0", "libc10.so", "libtorch.so");
+
+        var error = Assert.Throws<InvalidOperationException>(() => ExternalLibTorch.Resolve(lib, TextWriter.Null));
+
+        Assert.StartsWith($"OEC_LIBTORCH={lib}: {Path.Combine(lib, "libtorch_cpu.so")} not found; expected libtorch's shared libraries", error.Message);
+    }
+
+    [Fact]
+    public void Resolve_of_an_older_version_py_says_found_and_expected()
+    {
+        using var temp = new TempDirectory();
+        string lib = FakeLayout(temp, "2.9.1+cu126", "libc10.so", "libtorch_cpu.so", "libtorch.so");
+
+        var error = Assert.Throws<InvalidOperationException>(() => ExternalLibTorch.Resolve(lib, TextWriter.Null));
+
+        Assert.Contains("libtorch 2.9.1+cu126", error.Message);
+        Assert.Contains("found 2.9, expected 2.10", error.Message);
+    }
+
+    [Fact]
+    public void Resolve_in_a_build_that_bundles_libtorch_refuses_OEC_LIBTORCH_naming_the_bundled_copy()
+    {
+        using var temp = new TempDirectory();
+        string lib = FakeLayout(temp, "2.10.0+cu128", "libc10.so", "libtorch_cpu.so", "libc10_cuda.so", "libtorch_cuda.so", "libtorch.so");
+        string bundled = ExternalLibTorch.BundledLibTorch()!;
+
+        var error = Assert.Throws<InvalidOperationException>(() => ExternalLibTorch.Resolve(lib, TextWriter.Null));
+
+        Assert.StartsWith(AppContext.BaseDirectory, bundled); // the test build bundles the libtorch-cpu package
+        Assert.Contains($"but this oecrun bundles libtorch ({bundled})", error.Message);
+        Assert.Contains("-p:LibTorch=none", error.Message);
+    }
+
+    [Fact]
+    public void ReadVersion_reads_a_PyTorch_version_py_and_a_libtorch_archives_build_version()
+    {
+        using var pytorch = new TempDirectory();
+        using var archive = new TempDirectory();
+        string pytorchLib = FakeLayout(pytorch, "2.10.0+cu128");
+        string archiveLib = Path.Combine(archive.Path, "libtorch", "lib");
+        Directory.CreateDirectory(archiveLib);
+        File.WriteAllText(Path.Combine(archive.Path, "libtorch", "build-version"), "2.10.0+cpu\n");
+
+        Assert.Equal(("2.10.0+cu128", Path.Combine(pytorch.Path, "torch", "version.py")), ExternalLibTorch.ReadVersion(pytorchLib + "/"));
+        Assert.Equal(("2.10.0+cpu", Path.Combine(archive.Path, "libtorch", "build-version")), ExternalLibTorch.ReadVersion(archiveLib));
+        Assert.Equal((null, null), ExternalLibTorch.ReadVersion(pytorch.Path));
+    }
+
+    static string Script(TempDirectory temp, string body)
+    {
+        string path = temp.File("python3");
+        File.WriteAllText(path, "#!/bin/sh\n" + body + "\n");
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return path;
+    }
+
+    [Fact]
+    public void PythonTorchLib_runs_the_torch_import_and_returns_what_python_prints()
+    {
+        using var temp = new TempDirectory();
+        // the fake python checks it was asked the real question before answering
+        string python = Script(temp, $"[ \"$1\" = -c ] && [ \"$2\" = \"{ExternalLibTorch.PythonScript}\" ] && echo /opt/site-packages/torch/lib");
+
+        Assert.Equal("/opt/site-packages/torch/lib", ExternalLibTorch.PythonTorchLib(python));
+    }
+
+    [Fact]
+    public void PythonTorchLib_without_torch_names_the_variable_the_command_and_pythons_last_error_line()
+    {
+        using var temp = new TempDirectory();
+        string python = Script(temp, "echo 'Traceback (most recent call last):' >&2; echo \"ModuleNotFoundError: No module named 'torch'\" >&2; exit 1");
+
+        var error = Assert.Throws<InvalidOperationException>(() => ExternalLibTorch.PythonTorchLib(python));
+
+        Assert.StartsWith($"OEC_LIBTORCH=python: `{python} -c", error.Message);
+        Assert.Contains("exited with code 1: ModuleNotFoundError: No module named 'torch'", error.Message);
+    }
+
+    [Fact]
+    public void PythonTorchLib_with_no_such_python_says_it_could_not_start()
+    {
+        using var temp = new TempDirectory();
+        string missing = temp.File("python3");
+
+        var error = Assert.Throws<InvalidOperationException>(() => ExternalLibTorch.PythonTorchLib(missing));
+
+        Assert.Contains("could not start", error.Message);
+        Assert.Contains($"expected {missing} on PATH with torch installed", error.Message);
+    }
+
+    static (int Code, string Output) MsBuild(params string[] arguments)
+    {
+        string dotnet = Environment.ProcessPath is string p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
+        var info = new ProcessStartInfo(dotnet, ["msbuild", Path.Combine(TestPrograms.RepositoryRoot, "src", "Rank", "Rank.csproj"), "-nologo", "-nodeReuse:false", .. arguments])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true,
+        };
+        using var process = Process.Start(info)!;
+        var errors = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        return (process.ExitCode, output + errors.Result);
+    }
+
+    static string[] PackageReferences(string libTorch)
+    {
+        var (code, output) = MsBuild("-getItem:PackageReference", $"-p:LibTorch={libTorch}");
+        Assert.True(code == 0, output);
+        using var json = JsonDocument.Parse(output);
+        return json.RootElement.GetProperty("Items").GetProperty("PackageReference").EnumerateArray()
+            .Select(item => item.GetProperty("Identity").GetString()!).ToArray();
+    }
+
+    [Fact]
+    public void The_LibTorch_switch_bundles_libtorch_cpu_by_default_and_only_TorchSharp_with_none()
+    {
+        string[] byDefault = PackageReferences("cpu");
+        string[] none = PackageReferences("none");
+        var (code, output) = MsBuild("-t:CollectPackageReferences", "-p:LibTorch=cuda");
+
+        Assert.Contains("TorchSharp-cpu", byDefault);
+        Assert.DoesNotContain("TorchSharp", byDefault);
+        Assert.Contains("TorchSharp", none);
+        Assert.DoesNotContain("TorchSharp-cpu", none);
+        Assert.NotEqual(0, code);
+        Assert.Contains("-p:LibTorch=cuda: expected cpu (bundle the libtorch-cpu NuGet package) or none", output);
+    }
+}
