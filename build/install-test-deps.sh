@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the programs the tests drive for real: a Prometheus server (scrapes a job's coordinator; promtool checks
-# the alert rules), headless Chromium (loads the coordinator's live page) and a font (the text of `report`'s charts).
+# the alert rules), headless Chromium (loads the coordinator's live page), a font (the text of `report`'s charts) and
+# kubectl (renders the Kubernetes overlays offline with its built-in kustomize).
 # Debian 12 / Ubuntu 22.04 packages. Idempotent: does nothing when all are installed. Needs root or sudo. .ci/run calls
 # it; the tests call it themselves when a program is missing and they run as root.
 set -euo pipefail
@@ -8,6 +9,8 @@ need=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# Debian's package of kubectl is kubernetes-client (1.20, whose kustomize the overlays are kept compatible with).
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -17,4 +20,4 @@ $sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x 
 trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-command -v prometheus >/dev/null && command -v chromium >/dev/null
+command -v prometheus >/dev/null && command -v chromium >/dev/null && command -v kubectl >/dev/null

@@ -1,7 +1,8 @@
-// The command line: train, coordinator, rank, prepare, report, torch-info, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
+// The command line: train, coordinator, rank, k8s, prepare, report, torch-info, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
 using Rank.Distributed;
+using Rank.Kubernetes;
 using Rank.Reporting;
 
 namespace Rank;
@@ -14,6 +15,7 @@ public static class Cli
         root.Subcommands.Add(TrainCommand());
         root.Subcommands.Add(CoordinatorCommand());
         root.Subcommands.Add(RankCommand());
+        root.Subcommands.Add(KubernetesCommand());
         root.Subcommands.Add(PrepareCommand());
         root.Subcommands.Add(ReportCommand());
         root.Subcommands.Add(TorchInfoCommand());
@@ -93,6 +95,64 @@ public static class Cli
         command.SetAction(parse => Guard(() => parse.GetValue(localRanks) is int n
             ? PodRanks.Run(n, parse.GetValue(coordinator), Console.Out)
             : RankProcess.Run(parse.GetValue(coordinator), Console.Out)));
+        return command;
+    }
+
+    static Command KubernetesCommand()
+    {
+        var d = new ManifestOptions();
+        var name = new Option<string>("--name") { Description = $"The job's name: prefix of every object, job.id, run.out_dir = /shared/runs/NAME (a DNS-1035 label, at most {ManifestOptions.MaxNameLength} characters).", Required = true };
+        var image = new Option<string>("--image") { Description = "The oecrun image of the coordinator and the ranks (deploy/docker).", Required = true };
+        var ranks = new Option<int>("--ranks") { Description = "World size: ranks in the job (sets job.world_size).", Required = true };
+        var ranksPerPod = new Option<int>("--ranks-per-pod") { Description = "Rank processes per pod; must divide --ranks.", DefaultValueFactory = _ => d.RanksPerPod };
+        var gpusPerRank = new Option<int>("--gpus-per-rank") { Description = "GPUs per rank: 0 = a CPU job (job.backend = tcp); more = a GPU job (job.backend = nccl, nvidia.com/gpu = this x ranks per pod).", DefaultValueFactory = _ => d.GpusPerRank };
+        var config = new Option<string?>("--config") { Description = "The run configuration (JSON); validated now. job.world_size, job.id, job.backend, job.resume = true and run.out_dir are set by this command." };
+        var overrides = OverridesArgument();
+        var ns = new Option<string?>("--namespace") { Description = "Namespace of every object (default: the one kubectl applies to)." };
+        var pvc = new Option<string?>("--pvc") { Description = "An existing ReadWriteMany claim to mount at /shared (default: render a claim NAME-shared)." };
+        var storageClass = new Option<string?>("--storage-class") { Description = "Storage class of the rendered claim; it must offer ReadWriteMany (default: the cluster's default class)." };
+        var storage = new Option<string>("--storage") { Description = "Size of the rendered claim.", DefaultValueFactory = _ => d.Storage };
+        var cpu = new Option<string>("--cpu") { Description = "CPU of each rank pod (request = limit).", DefaultValueFactory = _ => d.Cpu };
+        var memory = new Option<string>("--memory") { Description = "Memory of each rank pod (request = limit; /dev/shm counts against it).", DefaultValueFactory = _ => d.Memory };
+        var ncclIfname = new Option<string>("--nccl-socket-ifname") { Description = "NCCL_SOCKET_IFNAME of GPU jobs: the interface NCCL's bootstrap and socket transport use.", DefaultValueFactory = _ => d.NcclSocketIfname };
+        var ncclIb = new Option<bool>("--nccl-ib-disable") { Description = "NCCL_IB_DISABLE=1 in GPU jobs: never use InfiniBand/RoCE (default 0: NCCL uses it where the pod has it)." };
+        var ncclDebug = new Option<string>("--nccl-debug") { Description = "NCCL_DEBUG of GPU jobs: VERSION, WARN, INFO or TRACE.", DefaultValueFactory = _ => d.NcclDebug };
+        var port = new Option<int>("--port") { Description = "The coordinator's gRPC port.", DefaultValueFactory = _ => d.Port };
+        var metricsPort = new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort };
+        var tokenSecret = new Option<string?>("--token-secret") { Description = "An existing Secret with the job token under the key 'token' (default: render a Secret NAME-token with a fresh random token)." };
+        var output = new Option<string?>("--out") { Description = "Directory for one YAML file per object and a kustomization.yaml (default: one stream to stdout)." };
+        var command = new Command("k8s", "Render the Kubernetes manifests of a job: the token Secret, the configuration, the coordinator (Deployment, Service), " +
+                                         "the ranks (Indexed Job, headless Service), the shared claim, a PodMonitor and the Grafana dashboard.")
+        {
+            name, image, ranks, ranksPerPod, gpusPerRank, config, overrides, ns, pvc, storageClass, storage, cpu, memory,
+            ncclIfname, ncclIb, ncclDebug, port, metricsPort, tokenSecret, output,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            var options = new ManifestOptions
+            {
+                Name = parse.GetValue(name)!, Image = parse.GetValue(image)!, Ranks = parse.GetValue(ranks), RanksPerPod = parse.GetValue(ranksPerPod),
+                GpusPerRank = parse.GetValue(gpusPerRank), ConfigFile = parse.GetValue(config), Overrides = parse.GetValue(overrides) ?? [],
+                Namespace = parse.GetValue(ns), Pvc = parse.GetValue(pvc), StorageClass = parse.GetValue(storageClass), Storage = parse.GetValue(storage)!,
+                Cpu = parse.GetValue(cpu)!, Memory = parse.GetValue(memory)!, NcclSocketIfname = parse.GetValue(ncclIfname)!,
+                NcclIbDisable = parse.GetValue(ncclIb), NcclDebug = parse.GetValue(ncclDebug)!, Port = parse.GetValue(port),
+                MetricsPort = parse.GetValue(metricsPort), TokenSecret = parse.GetValue(tokenSecret),
+            };
+            var manifests = JobManifests.Build(options);
+            if (parse.GetValue(output) is not string dir)
+            {
+                Console.Write(ManifestFiles.ToYaml(manifests));
+                return 0;
+            }
+            // The command line without the command and --out, so that the directory records how to render it again.
+            var tokens = parse.Tokens.Select(t => t.Value).ToList();
+            if (tokens.FirstOrDefault() == command.Name) tokens.RemoveAt(0);
+            int at = tokens.IndexOf("--out");
+            if (at >= 0) tokens.RemoveRange(at, Math.Min(2, tokens.Count - at));
+            ManifestFiles.Write(manifests, dir, ManifestFiles.Quote(tokens));
+            Console.WriteLine($"wrote {manifests.Count} objects and kustomization.yaml to {dir}");
+            return 0;
+        }));
         return command;
     }
 

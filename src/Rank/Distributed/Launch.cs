@@ -42,8 +42,9 @@ public static class Launch
     }
 
     /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens on every interface. With
-    /// <paramref name="linger"/> it keeps serving health, /metrics and the live page after the job ended, until SIGTERM
-    /// or Ctrl+C, so that it can run as a Deployment (whose pods are restarted whenever they exit).</summary>
+    /// <paramref name="linger"/> it keeps serving health, /metrics and the live page after the job ended by itself,
+    /// until SIGTERM or Ctrl+C, so that it can run as a Deployment (whose pods are restarted whenever they exit); a job
+    /// stopped by such a signal ends the program once stopped.</summary>
     public static async Task<int> Cluster(RunConfig config, int port, int metricsPort, TextWriter console, bool linger = false)
     {
         string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
@@ -66,7 +67,7 @@ public static class Launch
         await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port, metricsPort);
         var outcome = await job.Outcome;
         await Task.Delay(TimeSpan.FromSeconds(config.Job.HeartbeatIntervalS * 2)); // lets the ranks hear the end
-        if (linger)
+        if (linger && Volatile.Read(ref signals) == 0) // a signal that stopped the job (a pod being deleted) also ends the program
         {
             log.Info($"job {job.Spec.JobId} {outcome.Phase.ToString().ToLowerInvariant()}; --linger: still serving health, /metrics and the live page until SIGTERM");
             await released.Task;
