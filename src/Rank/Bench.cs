@@ -1,4 +1,4 @@
-// The CPU benchmark: tokens/s of the training step per preset, and each OEC method's step time against none.
+// The CPU benchmark: tokens/s of the training step per preset and precision, each OEC method's step time against none.
 using System.Diagnostics;
 using Oec;
 using Rank.Configuration;
@@ -10,17 +10,19 @@ namespace Rank;
 public static class Bench
 {
     /// <summary>
-    /// For each preset, one trainer per method on the same data and seed; the methods take their steps in turn
-    /// (round-robin), so that a noisy machine slows all of them alike, and the median step times are compared.
+    /// For each preset, one trainer per precision and method on the same data and seed; they take their steps in turn
+    /// (round-robin), so that a noisy machine slows all of them alike, and the median step times are compared: each
+    /// method against none in the same precision, and bf16 against fp32 for the same method.
     /// </summary>
     public static void Run(IReadOnlyList<string> presets, int steps, TextWriter console)
     {
-        console.WriteLine($"| preset | parameters | tokens/step | method | median ms/step | tokens/s | vs none |");
-        console.WriteLine($"|---|---|---|---|---|---|---|");
+        console.WriteLine($"| preset | parameters | tokens/step | precision | method | median ms/step | tokens/s | vs none | vs fp32 |");
+        console.WriteLine($"|---|---|---|---|---|---|---|---|---|");
         foreach (var preset in presets)
         {
             var config = ConfigFor(preset);
-            var trainers = Enum.GetValues<OecMethod>().Select(m => new Trainer(config with { Oec = config.Oec with { Method = m } })).ToList();
+            var runs = (from precision in Enum.GetValues<Precision>() from method in Enum.GetValues<OecMethod>() select (precision, method)).ToList();
+            var trainers = runs.Select(r => new Trainer(config with { Oec = config.Oec with { Method = r.method }, Train = config.Train with { Precision = r.precision } })).ToList();
             var times = trainers.Select(_ => new List<double>()).ToList();
             for (int round = 0; round < steps + 3; round++)
                 for (int i = 0; i < trainers.Count; i++)
@@ -31,15 +33,20 @@ public static class Bench
                 }
             long parameters = trainers[0].Model.parameters().Sum(p => p.numel());
             int tokens = config.Train.BatchSize * config.Train.SequenceLength;
-            double baseline = Median(times[0]);
+            double MedianOf(Precision precision, OecMethod method) => Median(times[runs.IndexOf((precision, method))]);
             for (int i = 0; i < trainers.Count; i++)
             {
+                var (precision, method) = runs[i];
                 double ms = Median(times[i]);
-                console.WriteLine($"| {preset} | {parameters / 1e6:F2}M | {tokens} | {trainers[i].Config.Oec.Method} | {ms:F1} | {tokens / ms * 1000:F0} | {(ms / baseline - 1) * 100:+0.0;-0.0}% |");
+                console.WriteLine($"| {preset} | {parameters / 1e6:F2}M | {tokens} | {precision.ToString().ToLowerInvariant()} | {method} | {ms:F1} | {tokens / ms * 1000:F0} " +
+                                  $"| {Percent(ms, MedianOf(precision, OecMethod.None))} | {Percent(ms, MedianOf(Precision.Fp32, method))} |");
             }
             trainers.ForEach(t => t.Dispose());
         }
     }
+
+    /// <summary>Step time relative to a reference: +10.0% is 10% slower.</summary>
+    static string Percent(double ms, double reference) => $"{(ms / reference - 1) * 100:+0.0;-0.0}%";
 
     /// <summary>tiny: the default run's shapes. Larger presets: GPT-2's vocabulary (50257, padded 50304), T = 256, B = 4.</summary>
     static RunConfig ConfigFor(string preset)

@@ -289,6 +289,40 @@ public class OutputEmbeddingTests
     }
 
     [Fact]
+    public void Logits_in_bf16_are_the_fp32_product_of_the_bf16_rounded_operands_and_their_gradients_arrive_in_fp32()
+    {
+        manual_seed(8);
+        var hidden = randn(5, 16).requires_grad_();
+        var weight = randn(7, 16).requires_grad_();
+
+        var logits = OutputEmbedding.Logits(hidden, weight, new OecOptions { Method = OecMethod.None }, compute: ScalarType.BFloat16);
+        logits.sum().backward();
+
+        Assert.Equal(ScalarType.Float32, logits.dtype);
+        using var h = hidden.detach().to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
+        using var e = weight.detach().to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
+        using var exact = hidden.detach().matmul(weight.detach().t());
+        // A bf16 matmul accumulates in fp32 and rounds its result to bf16: within 2^-8 relative of the rounded operands' product.
+        TensorAssert.AllClose(h.matmul(e.t()), logits, rtol: 1.0 / 256, atol: 1e-3);
+        Assert.True((logits.detach() - exact).abs().max().item<float>() > 1e-3, "the logits are the fp32 product: no bf16 rounding happened");
+        Assert.Equal(ScalarType.Float32, hidden.grad!.dtype);
+        Assert.Equal(ScalarType.Float32, weight.grad!.dtype);
+        // d sum(logits) / d hidden = column sums of E: the bf16-rounded E's, up to the bf16 rounding of the backward matmul.
+        TensorAssert.AllClose(e.sum(0L).expand(5, 16), hidden.grad!, rtol: 1.0 / 128, atol: 1e-2);
+    }
+
+    [Fact]
+    public void The_loss_refuses_bf16_logits_naming_their_dtype()
+    {
+        var logits = zeros(2, 4, dtype: ScalarType.BFloat16);
+
+        var e = Assert.Throws<ArgumentException>(() => OutputEmbedding.Loss(logits, tensor(new long[] { 0, 1 }), HandWeight(), new OecOptions(), new LocalVocabulary(4)));
+
+        Assert.Contains("BFloat16", e.Message);
+        Assert.Contains("fp32", e.Message);
+    }
+
+    [Fact]
     public void Logits_are_float32_even_for_float64_inputs()
     {
         var hidden = ones(2, 2, dtype: ScalarType.Float64);

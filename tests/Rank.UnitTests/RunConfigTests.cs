@@ -139,6 +139,27 @@ public class RunConfigTests
     }
 
     [Fact]
+    public void Precision_is_fp32_by_default_and_bf16_is_read_and_handed_on_in_the_configuration()
+    {
+        Assert.Equal(Precision.Fp32, RunConfig.Load(null, []).Train.Precision);
+        var config = RunConfig.Load(null, ["train.precision=bf16"]);
+        Assert.Equal(Precision.Bf16, config.Train.Precision);
+        Assert.Contains("\"precision\": \"bf16\"", config.ToJson());
+        Assert.Equal(Precision.Bf16, RunConfig.FromJson(config.ToJson()).Train.Precision);
+    }
+
+    [Fact]
+    public void An_unknown_precision_fails_naming_the_key_the_value_and_the_choices()
+    {
+        var e = LoadFails("train.precision=fp16");
+
+        NamesKeyAndValue(e, "train.precision", "fp16");
+        Assert.Contains("expected one of fp32, bf16", e.Message);
+        var undefined = Assert.Throws<ArgumentException>(() => new TrainOptions { Precision = (Precision)7 }.Validate());
+        Assert.Contains("train.precision = 7: expected fp32 or bf16", undefined.Message);
+    }
+
+    [Fact]
     public void An_integer_method_is_refused()
     {
         var e = LoadFails("oec.method=1");

@@ -13,7 +13,7 @@ public class VocabParallelTests(ITestOutputHelper log)
     const int Steps = 10;
 
     /// <summary>Runs dp x tp ranks as threads for Steps steps; returns every rank's losses and its trainer (to dispose).</summary>
-    static (double[][] Losses, Trainer[] Trainers) RunLayout(RunConfig config, int dp, int tp)
+    internal static (double[][] Losses, Trainer[] Trainers) RunLayout(RunConfig config, int dp, int tp)
     {
         int world = dp * tp;
         var layout = config with { Job = config.Job with { WorldSize = world, VocabParallel = tp } };
@@ -41,7 +41,7 @@ public class VocabParallelTests(ITestOutputHelper log)
     }
 
     /// <summary>Each parameter of the whole model, from replica 0's shards put side by side.</summary>
-    static Dictionary<string, double[]> WholeParameters(Trainer[] trainers, int tp)
+    internal static Dictionary<string, double[]> WholeParameters(Trainer[] trainers, int tp)
     {
         var shards = trainers.Take(tp).Select(t => Tensors.Parameters(t.Model)).ToArray();
         return shards[0].Keys.ToDictionary(name => name, name =>

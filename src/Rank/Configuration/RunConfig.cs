@@ -141,7 +141,7 @@ public sealed record RunConfig
     {
         int cut = message.IndexOf(". Path:", StringComparison.Ordinal);
         message = cut > 0 ? message[..cut] : message;
-        foreach (var choices in new[] { typeof(OecMethod), typeof(DivergenceAction) })
+        foreach (var choices in new[] { typeof(OecMethod), typeof(DivergenceAction), typeof(Precision) })
             if (message.EndsWith(choices.FullName!, StringComparison.Ordinal))
                 return "expected one of " + string.Join(", ", Enum.GetNames(choices).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));
         return message;

@@ -21,12 +21,16 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
 
     public int VocabSize { get; }
     public int Dim { get; }
+    /// <summary>The dtype of the body's matmuls (Float32 or BFloat16); parameters and activations between them stay fp32.</summary>
+    public ScalarType Compute { get; }
 
     /// <param name="shard">Null: the whole vocabulary. Else this rank's rows of both embeddings, [V/tp, d] each: token
     /// lookups outside them give zeros and the group sums the lookups; initialised as the same rows of the whole model.</param>
     /// <param name="seed">Seeds the initialisation (after the modules are built, whose own draws depend on the shard's
     /// size), so that every shard gets its rows of the whole model's initialisation. Null: the generator as it is.</param>
-    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength, ShardedVocabulary? shard = null, long? seed = null) : base("gpt")
+    /// <param name="compute">The dtype of the matmuls and of attention (<see cref="Mixed"/>); the parameters are fp32 either way.</param>
+    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength, ShardedVocabulary? shard = null, long? seed = null,
+               ScalarType compute = ScalarType.Float32) : base("gpt")
     {
         var o = options.Resolve();
         int layers = o.NLayer!.Value, d = o.DModel!.Value, heads = o.NHead!.Value;
@@ -35,9 +39,10 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"the vocabulary shard is of a {shard.VocabSize}-row vocabulary, the model's has {VocabSize} rows");
         this.shard = shard;
         Dim = d;
+        Compute = compute;
         long rows = shard?.Rows ?? VocabSize;
         wte = nn.Embedding(rows, d);
-        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength)).ToArray());
+        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, compute)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
         if (!o.WeightTying) lm_head = nn.Parameter(empty(rows, d));
         ShardedNames = shard is null ? new HashSet<string>() : lm_head is null ? ["wte.weight"] : ["wte.weight", "lm_head"];
@@ -110,12 +115,12 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     readonly CausalSelfAttention attn;
     readonly SwiGlu mlp;
 
-    public Block(int d, int heads, int maxSequenceLength) : base("block")
+    public Block(int d, int heads, int maxSequenceLength, ScalarType compute = ScalarType.Float32) : base("block")
     {
         ln_1 = nn.LayerNorm([d], bias: false);
-        attn = new CausalSelfAttention(d, heads, maxSequenceLength);
+        attn = new CausalSelfAttention(d, heads, maxSequenceLength, compute);
         ln_2 = nn.LayerNorm([d], bias: false);
-        mlp = new SwiGlu(d);
+        mlp = new SwiGlu(d, compute);
         RegisterComponents();
     }
 
@@ -135,10 +140,11 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     readonly LayerNorm q_layernorm, k_layernorm;
     readonly Rotary rotary;
     readonly int heads;
+    readonly ScalarType compute;
 
-    public CausalSelfAttention(int d, int heads, int maxSequenceLength) : base("attn")
+    public CausalSelfAttention(int d, int heads, int maxSequenceLength, ScalarType compute = ScalarType.Float32) : base("attn")
     {
-        this.heads = heads;
+        (this.heads, this.compute) = (heads, compute);
         c_attn = nn.Linear(d, 3 * d, hasBias: false);
         c_proj = nn.Linear(d, d, hasBias: false);
         q_layernorm = nn.LayerNorm([d / heads], bias: false);
@@ -150,11 +156,11 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
-        var qkv = c_attn.forward(x).view(B, T, 3, heads, C / heads).permute(2, 0, 3, 1, 4); // [3, B, nh, T, hs]
-        var q = rotary.Apply(q_layernorm.forward(qkv[0]));                                     // [B, nh, T, hs]
+        var qkv = Mixed.Linear(c_attn, x, compute).view(B, T, 3, heads, C / heads).permute(2, 0, 3, 1, 4); // [3, B, nh, T, hs]
+        var q = rotary.Apply(q_layernorm.forward(qkv[0]));                                                // [B, nh, T, hs]
         var k = rotary.Apply(k_layernorm.forward(qkv[1]));
-        var y = nn.functional.scaled_dot_product_attention(q, k, qkv[2], is_casual: true);    // [B, nh, T, hs]
-        return c_proj.forward(y.transpose(1, 2).reshape(B, T, C));
+        var y = Mixed.Attention(q, k, qkv[2], compute);                                                   // [B, nh, T, hs]
+        return Mixed.Linear(c_proj, y.transpose(1, 2).reshape(B, T, C), compute);
     }
 }
 
@@ -197,10 +203,12 @@ public sealed class Rotary : nn.Module
 public sealed class SwiGlu : nn.Module<Tensor, Tensor>
 {
     readonly Linear W, V, W_2;
+    readonly ScalarType compute;
 
-    public SwiGlu(int d) : base("mlp")
+    public SwiGlu(int d, ScalarType compute = ScalarType.Float32) : base("mlp")
     {
         int hidden = HiddenSize(d);
+        this.compute = compute;
         W = nn.Linear(d, hidden, hasBias: false);
         V = nn.Linear(d, hidden, hasBias: false);
         W_2 = nn.Linear(hidden, d, hasBias: false);
@@ -209,5 +217,26 @@ public sealed class SwiGlu : nn.Module<Tensor, Tensor>
 
     public static int HiddenSize(int d) => 256 * ((8 * d / 3 + 255) / 256);
 
-    public override Tensor forward(Tensor x) => W_2.forward(nn.functional.silu(W.forward(x)) * V.forward(x));
+    public override Tensor forward(Tensor x) =>
+        Mixed.Linear(W_2, nn.functional.silu(Mixed.Linear(W, x, compute)) * Mixed.Linear(V, x, compute), compute);
+}
+
+/// <summary>
+/// Mixed precision without autocast: a matmul (or attention) takes fp32 operands, casts them to the compute dtype,
+/// and casts its result back to fp32. The casts are differentiable, so the backward runs the matmul in the compute
+/// dtype too and the gradient reaches the fp32 weights (the master weights) in fp32. With compute = Float32 every
+/// cast is a no-op that returns the tensor itself (libtorch's to() aliases when nothing changes): fp32 is bit for bit
+/// the plain computation.
+/// </summary>
+public static class Mixed
+{
+    /// <summary>x [.., in] fp32 times layer.weight^T [in, out] in <paramref name="compute"/> -> [.., out] fp32.</summary>
+    public static Tensor Linear(Linear layer, Tensor x, ScalarType compute) =>
+        nn.functional.linear(x.to_type(compute), layer.weight!.to_type(compute)).to_type(ScalarType.Float32);
+
+    /// <summary>Causal attention, q, k, v [B, nh, T, hs] fp32 -> [B, nh, T, hs] fp32. The kernel's softmax keeps its
+    /// running max and sum in fp32 whatever the input dtype (flash attention's online softmax).</summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, ScalarType compute) =>
+        nn.functional.scaled_dot_product_attention(q.to_type(compute), k.to_type(compute), v.to_type(compute), is_casual: true)
+            .to_type(ScalarType.Float32);
 }

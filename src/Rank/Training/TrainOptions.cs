@@ -1,5 +1,15 @@
-// Options of the optimizer, schedule, batch and evaluation.
+// Options of the optimizer, schedule, batch, precision and evaluation.
 namespace Rank.Training;
+
+/// <summary>The compute type of the matmuls (docs/architecture.md, "Mixed precision").</summary>
+public enum Precision
+{
+    /// <summary>Everything in fp32.</summary>
+    Fp32,
+    /// <summary>The matmuls in bf16 (differentiable casts of fp32 weights and activations); the weights, their
+    /// gradients, the optimizer state, LayerNorm, the residual stream, the loss and the statistics in fp32.</summary>
+    Bf16,
+}
 
 public sealed record TrainOptions
 {
@@ -31,6 +41,8 @@ public sealed record TrainOptions
     public int LogEvery { get; init; } = 10;
     /// <summary>CPU threads for libtorch; 0 keeps libtorch's default (all cores).</summary>
     public int Threads { get; init; }
+    /// <summary>fp32 (default) or bf16 matmuls over fp32 master weights.</summary>
+    public Precision Precision { get; init; } = Precision.Fp32;
 
     public void Validate()
     {
@@ -50,6 +62,7 @@ public sealed record TrainOptions
         if (!(GradClip >= 0)) Fail("train.grad_clip", GradClip, "must be >= 0 (0 disables clipping)");
         if (EvalEvery < 0) Fail("train.eval_every", EvalEvery, "must be >= 0 (0 disables validation)");
         if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
+        if (!Enum.IsDefined(Precision)) Fail("train.precision", Precision, "expected fp32 or bf16");
     }
 
     /// <summary>Linear warmup from 0 to the peak over warmup_steps, then cosine decay to the floor at the last step.</summary>

@@ -38,8 +38,10 @@ public sealed class Trainer : IDisposable
     /// <summary>Multiplies the whole learning-rate schedule of train.learning_rate: 1, or what the coordinator's
     /// divergence rollbacks left (divergence.learning_rate_factor per rollback).</summary>
     public double LearningRateScale { get; init; } = 1;
-    /// <summary>The AdamW optimizer, read-only use: the vocabulary benchmark measures its per-parameter state.</summary>
-    internal OptimizerHelper Optimizer => optimizer;
+    /// <summary>The AdamW optimizer, read-only use: the vocabulary benchmark measures its per-parameter state, tests its dtypes.</summary>
+    public OptimizerHelper Optimizer => optimizer;
+    /// <summary>The dtype of the matmuls (train.precision): Float32 or BFloat16. Weights, gradients, optimizer state and loss are fp32.</summary>
+    public ScalarType Compute { get; }
     static readonly Lock InitGate = new();
     readonly ICommunicator? comm, dataGroup, vocabGroup;
     readonly GradientBucketer? bucketer;
@@ -72,11 +74,12 @@ public sealed class Trainer : IDisposable
         }
         else if (comm is not null && WorldSize > 1) dataGroup = comm;
 
+        Compute = train.Precision == Precision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         int paddedVocab = model.Resolve().PaddedVocab(data.ResolvedVocabSize);
         Vocab = vocabGroup is null ? new LocalVocabulary(paddedVocab) : new ShardedVocabulary(vocabGroup, paddedVocab);
         lock (InitGate) // trainers sharing a process (tests) must not interleave draws from the global generator
         {
-            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, Vocab as ShardedVocabulary, seed: (long)(train.Seed % long.MaxValue));
+            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, Vocab as ShardedVocabulary, seed: (long)(train.Seed % long.MaxValue), compute: Compute);
         }
         parameters = Model.parameters().ToList();
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
@@ -122,8 +125,8 @@ public sealed class Trainer : IDisposable
         for (int micro = 0; micro < accum; micro++)
         {
             using var scope = NewDisposeScope();
-            var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d]
-            var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab);  // [B*T, V] fp32
+            var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d] fp32
+            var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab, Compute); // [B*T, V] fp32 (matmul in Compute)
             var loss = OutputEmbedding.Loss(logits, y[micro], Model.OutputEmbedding, Config.Oec, Vocab);
             (loss.Loss / accum).backward();                                                  // mean over this rank's share
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
@@ -188,7 +191,7 @@ public sealed class Trainer : IDisposable
                 using var scope = NewDisposeScope();
                 valBatches.Plan.FillRows(valBatches.RankRows(k, DataRank, DataParallel, 1), valInputs, valTargets);
                 var hidden = Model.forward(tensor(valInputs, dtype: ScalarType.Int64).view(B, T)).view(B * T, Model.Dim);
-                var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab);
+                var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab, Compute);
                 var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64), Model.OutputEmbedding, Config.Oec, Vocab);
                 sum += loss.CrossEntropy.item<float>();
             }
