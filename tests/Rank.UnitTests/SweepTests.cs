@@ -166,6 +166,24 @@ public class SweepTests(ITestOutputHelper output)
         Assert.Contains("train.steps = 12 there, 13 now", e.Message);
     }
 
+    [Fact]
+    public void The_base_configuration_is_the_sweeps_defaults_under_the_file_under_the_overrides()
+    {
+        using var temp = new TempDirectory();
+        string file = temp.File("base.json");
+        File.WriteAllText(file, """{ "train": { "steps": 600, "eval_every": 200 }, "data": { "synthetic_tokens": 50000 } }""");
+        var options = new SweepOptions { OutDir = temp.File("sweep"), ConfigFile = file, Overrides = ["train.eval_every=150"], Ranks = 2 };
+
+        var config = options.BaseConfig();
+
+        Assert.Equal((600, 150, 50_000L), (config.Train.Steps, config.Train.EvalEvery, config.Data.SyntheticTokens)); // file, override, file
+        Assert.Equal((60, 20, 0), (config.Train.WarmupSteps, config.Train.LogEvery, config.Job.CheckpointEvery));      // the sweep's defaults
+        Assert.Equal((2, Coordinator.DivergenceAction.Warn), (config.Job.WorldSize, config.Divergence.Action));
+        var cell = options.CellConfig(new SweepCell("small", true, OecMethod.ZLoss, 0.03), temp.File("cell"), threads: 1);
+        Assert.Equal((4, 128, true, OecMethod.ZLoss, 0.03, 600, 1), (cell.Model.NLayer, cell.Model.DModel, cell.Model.WeightTying, cell.Oec.Method,
+            cell.Train.LearningRate, cell.Train.Steps, cell.Train.Threads));
+    }
+
     /// <summary>Runs the command line with Console.Out and Console.Error captured.</summary>
     static (int ExitCode, string Error) Invoke(params string[] args)
     {
