@@ -1,9 +1,10 @@
-// The command line: train, coordinator, rank, k8s, prepare, report, torch-info, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
+// The command line: train, sweep, coordinator, rank, k8s, prepare, report, torch-info, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
 using Rank.Distributed;
 using Rank.Kubernetes;
 using Rank.Reporting;
+using Rank.Sweep;
 
 namespace Rank;
 
@@ -13,6 +14,7 @@ public static class Cli
     {
         var root = new RootCommand("Output-embedding-centering GPT training: a coordinator and data-parallel ranks.");
         root.Subcommands.Add(TrainCommand());
+        root.Subcommands.Add(SweepCommand());
         root.Subcommands.Add(CoordinatorCommand());
         root.Subcommands.Add(RankCommand());
         root.Subcommands.Add(KubernetesCommand());
@@ -56,6 +58,47 @@ public static class Cli
                 interrupt.Cancel();
             };
             return Launch.Local(run, Launch.SelfRankCommand(), Console.Out, interrupt.Token).GetAwaiter().GetResult();
+        }));
+        return command;
+    }
+
+    static Command SweepCommand()
+    {
+        var config = ConfigOption();
+        var overrides = OverridesArgument();
+        string rates = string.Join(",", SweepOptions.PaperLearningRates.Select(SweepOptions.FormatRate));
+        var methods = new Option<string>("--methods") { Description = "Comma-separated OEC methods.", DefaultValueFactory = _ => "none,z_loss,soft_cap,mu_loss,mu_centering" };
+        var tying = new Option<string>("--tying") { Description = "Comma-separated model.weight_tying settings.", DefaultValueFactory = _ => "false,true" };
+        var learningRates = new Option<string>("--learning-rates") { Description = "Comma-separated peak learning rates (default: the paper's grid).", DefaultValueFactory = _ => rates };
+        var presets = new Option<string>("--presets") { Description = "Comma-separated model presets.", DefaultValueFactory = _ => "tiny" };
+        var ranks = new Option<int>("--ranks") { Description = "job.world_size of every cell.", DefaultValueFactory = _ => 1 };
+        var parallel = new Option<int?>("--parallel") { Description = "Cells run side by side (default: cores / (ranks x train.threads), at least 1)." };
+        var output = new Option<string?>("--out") { Description = "The sweep's directory: sweep.json, cells/<cell>/, results.md, the charts. Run again with the same --out to resume (default: runs/sweep-<UTC date-time>)." };
+        var command = new Command("sweep", "Reproduce the paper's learning-rate sweep: every method x weight tying x learning rate x preset is an ordinary training job " +
+                                           "(divergence.action = warn) in <out>/cells/<cell>/, sharing the base configuration (the CPU-sized default under --config and the overrides); " +
+                                           "then results.md (final validation loss, LRS, step-time overhead) and charts against the learning rate. Ctrl+C stops; the same command resumes.")
+        {
+            config, overrides, methods, tying, learningRates, presets, ranks, parallel, output,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            var options = new SweepOptions
+            {
+                Methods = SweepOptions.ParseMethods(parse.GetValue(methods)!), Tying = SweepOptions.ParseTying(parse.GetValue(tying)!),
+                LearningRates = SweepOptions.ParseRates(parse.GetValue(learningRates)!), Presets = SweepOptions.ParsePresets(parse.GetValue(presets)!),
+                Ranks = parse.GetValue(ranks), Parallel = parse.GetValue(parallel),
+                OutDir = parse.GetValue(output) ?? $"runs/sweep-{DateTime.UtcNow:yyyyMMdd-HHmmss}",
+                ConfigFile = parse.GetValue(config), Overrides = parse.GetValue(overrides) ?? [],
+            };
+            using var interrupt = new CancellationTokenSource();
+            int interrupts = 0;
+            Console.CancelKeyPress += (_, e) =>
+            {
+                if (++interrupts > 1) return; // the second Ctrl+C ends the sweep at once; its half-done cells start afresh next time
+                e.Cancel = true;
+                interrupt.Cancel();
+            };
+            return SweepRun.Run(options, Launch.SelfRankCommand(), Console.Out, interrupt.Token).GetAwaiter().GetResult();
         }));
         return command;
     }

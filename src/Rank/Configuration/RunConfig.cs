@@ -39,17 +39,10 @@ public sealed record RunConfig
     /// Reads the optional JSON file, applies overrides of the form section.key=value (value parsed as JSON when it
     /// is a number, boolean or null, else taken as a string), validates every section and resolves the model preset.
     /// </summary>
-    public static RunConfig Load(string? file, IEnumerable<string> overrides)
+    /// <param name="defaults">Settings (section.key=value) under the file: a command's own defaults (the sweep's CPU-sized run).</param>
+    public static RunConfig Load(string? file, IEnumerable<string> overrides, IEnumerable<string>? defaults = null)
     {
-        JsonObject root;
-        if (file is null) root = new JsonObject();
-        else
-        {
-            if (!File.Exists(file)) throw new ArgumentException($"config file '{file}': not found");
-            try { root = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new ArgumentException($"config file '{file}': not a JSON object"); }
-            catch (JsonException e) { throw new ArgumentException($"config file '{file}': invalid JSON: {e.Message}"); }
-        }
-        foreach (var o in overrides) Apply(root, o);
+        var root = Settings(file, overrides, defaults ?? []);
 
         RunConfig config;
         try { config = root.Deserialize<RunConfig>(Json) ?? new RunConfig(); }
@@ -61,6 +54,47 @@ public sealed record RunConfig
             throw new ArgumentException($"setting '{key}' = {Describe(root, key)}: {FirstSentence(e.Message)}");
         }
         return config.Validated();
+    }
+
+    /// <summary>The section.key names that the file and the overrides set (not the defaults): for a command that sets
+    /// some keys itself and refuses them from the user.</summary>
+    public static IReadOnlySet<string> GivenKeys(string? file, IEnumerable<string> overrides)
+    {
+        var keys = new SortedSet<string>(StringComparer.Ordinal);
+        void Walk(JsonObject node, string prefix)
+        {
+            foreach (var (name, child) in node)
+                if (child is JsonObject o) Walk(o, prefix + name + ".");
+                else keys.Add(prefix + name);
+        }
+        Walk(Settings(file, overrides, []), "");
+        return keys;
+    }
+
+    // Defaults, then the file merged over them key by key, then the overrides.
+    static JsonObject Settings(string? file, IEnumerable<string> overrides, IEnumerable<string> defaults)
+    {
+        var root = new JsonObject();
+        foreach (var d in defaults) Apply(root, d);
+        if (file is not null)
+        {
+            if (!File.Exists(file)) throw new ArgumentException($"config file '{file}': not found");
+            JsonObject given;
+            try { given = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new ArgumentException($"config file '{file}': not a JSON object"); }
+            catch (JsonException e) { throw new ArgumentException($"config file '{file}': invalid JSON: {e.Message}"); }
+            Merge(root, given);
+        }
+        foreach (var o in overrides) Apply(root, o);
+        return root;
+    }
+
+    static void Merge(JsonObject into, JsonObject from)
+    {
+        foreach (var (name, value) in from.ToList())
+        {
+            if (value is JsonObject o && into[name] is JsonObject existing) Merge(existing, o);
+            else into[name] = value?.DeepClone();
+        }
     }
 
     /// <summary>Every section checked and the model preset filled in; throws naming the key and the value.</summary>

@@ -114,7 +114,7 @@ public static class MetricsReport
     });
 
     /// <summary>Skia's Linux build reads fonts from /usr/share/fonts; without one every label would be missing.</summary>
-    static void CheckFonts()
+    public static void CheckFonts()
     {
         if (SKFontManager.Default.FontFamilyCount == 0)
             throw new InvalidOperationException("report: no font under /usr/share/fonts, the charts would have no text; " +
