@@ -9,7 +9,7 @@ namespace Coordinator.UnitTests;
 [Collection("metrics")]
 public partial class DashboardTests
 {
-    static readonly string Root = FindRoot();
+    static readonly string Root = TestPrograms.RepositoryRoot;
 
     [Fact]
     public async Task Every_dashboard_panel_queries_only_exported_metrics_and_every_exported_metric_has_a_panel()
@@ -88,13 +88,6 @@ public partial class DashboardTests
         }
         Assert.True(series.Count >= 18, $"too few oec_ metrics in:\n{text}");
         return series;
-    }
-
-    static string FindRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Distributed.sln"))) return dir.FullName;
-        throw new DirectoryNotFoundException($"no Distributed.sln in any directory above {AppContext.BaseDirectory}");
     }
 
     [GeneratedRegex(@"^# TYPE (\S+) (\S+)$", RegexOptions.Multiline)]

@@ -1,7 +1,7 @@
-// The programs the tests drive for real (prometheus, promtool; chromium for the live page) and the repository root.
+// The programs the tests drive for real (prometheus, promtool, chromium, kubectl) and the repository root; compiled into every test project that needs them.
 using System.Diagnostics;
 
-namespace Rank.UnitTests;
+namespace Tests;
 
 internal static class TestPrograms
 {
