@@ -224,9 +224,7 @@ public sealed partial class JobState : IDisposable
         lock (gate)
         {
             CheckJob(r.JobId, peer);
-            if (phase is JobPhase.Failed or JobPhase.Diverged) return new HeartbeatReply { Command = Command.Abort, Reason = outcome.Task.Result.Reason };
-            if (r.Generation != current.Number)
-                return new HeartbeatReply { Command = Command.Restart, Reason = $"generation {r.Generation} is over; generation {current.Number} replaces it" };
+            if (Over(r.Generation) is { } over) return over;
             var slot = Slot(r.Rank, peer);
             slot.LastBeat = clock.Elapsed;
             if (r.Step < 0 || r.Step > spec.Steps) throw Refuse(StatusCode.InvalidArgument, $"heartbeat: step {r.Step} outside [0, {spec.Steps}]");
@@ -243,14 +241,18 @@ public sealed partial class JobState : IDisposable
                     break;
                 }
             }
-            if (phase is JobPhase.Diverged) return new HeartbeatReply { Command = Command.Abort, Reason = outcome.Task.Result.Reason };
-            if (r.Generation != current.Number)
-                return new HeartbeatReply { Command = Command.Restart, Reason = $"generation {r.Generation} is over; generation {current.Number} replaces it" };
+            if (Over(r.Generation) is { } ended) return ended; // the rules may have ended the job or the generation
             return stopReason is null || IsOver
                 ? new HeartbeatReply { Command = Command.Continue }
                 : new HeartbeatReply { Command = Command.Stop, Reason = stopReason };
         }
     }
+
+    // Caller holds the lock. ABORT once the job failed or diverged, RESTART once `generation` was replaced; else null.
+    HeartbeatReply? Over(int generation) =>
+        phase is JobPhase.Failed or JobPhase.Diverged ? new HeartbeatReply { Command = Command.Abort, Reason = outcome.Task.Result.Reason }
+        : generation != current.Number ? new HeartbeatReply { Command = Command.Restart, Reason = $"generation {generation} is over; generation {current.Number} replaces it" }
+        : null;
 
     public void ReportFailure(FailureRequest r, string peer)
     {
