@@ -1,4 +1,4 @@
-// The command line: train, sweep, coordinator, rank, k8s, prepare, report, torch-info, bench, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
+// The command line: train, sweep, coordinator, rank, k8s, prepare, report, torch-info, bench, bench-gpu, bench-vocab, bench-collectives, bench-coordinator. Each command only parses, composes and reports.
 using System.CommandLine;
 using Rank.Configuration;
 using Rank.Distributed;
@@ -22,6 +22,7 @@ public static class Cli
         root.Subcommands.Add(ReportCommand());
         root.Subcommands.Add(TorchInfoCommand());
         root.Subcommands.Add(BenchCommand());
+        root.Subcommands.Add(BenchGpuCommand());
         root.Subcommands.Add(BenchVocabCommand());
         root.Subcommands.Add(BenchCollectivesCommand());
         root.Subcommands.Add(BenchCoordinatorCommand());
@@ -274,6 +275,47 @@ public static class Cli
             TorchRuntime.EnsureLoaded();
             Bench.Run(parse.GetValue(presets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 parse.GetValue(steps), Console.Out);
+            return 0;
+        }));
+        return command;
+    }
+
+    static Command BenchGpuCommand()
+    {
+        var d = new GpuBenchOptions();
+        Option<int> Int(string name, string description, int value) => new(name) { Description = description, DefaultValueFactory = _ => value };
+        var steps = Int("--steps", "Timed steps per row, each synchronised.", d.Steps);
+        var warmup = Int("--warmup", "Untimed steps first (torch.compile compiles there).", d.Warmup);
+        var batch = Int("--batch", "Sequences per step.", d.Batch);
+        var sequence = Int("--seq", "Tokens per sequence.", d.Sequence);
+        var dim = Int("--d-model", "Model width.", d.Dim);
+        var layers = Int("--n-layer", "Transformer blocks.", d.Layers);
+        var heads = Int("--n-head", "Attention heads.", d.Heads);
+        var vocab = Int("--vocab", "Vocabulary (a multiple of 64, as the model pads it).", d.Vocab);
+        var precision = new Option<string>("--precision") { Description = "bf16 (oecrun: train.precision=bf16; PyTorch: autocast) or fp32 (TF32 matmuls).", DefaultValueFactory = _ => d.Precision };
+        var device = new Option<string>("--device") { Description = "cuda (GPU 0), or cpu for a small smoke run.", DefaultValueFactory = _ => d.Device };
+        var modes = new Option<string>("--modes") { Description = "Comma-separated PyTorch modes: eager, compile.", DefaultValueFactory = _ => string.Join(',', d.Modes) };
+        var python = new Option<string>("--python") { Description = "The python with torch.", DefaultValueFactory = _ => d.Python };
+        var peak = new Option<double>("--peak-tflops") { Description = "The GPU's dense bf16 peak in TFLOP/s, for MFU.", DefaultValueFactory = _ => d.PeakTflops };
+        var command = new Command("bench-gpu", "Train the same GPT for the same steps in PyTorch (each mode in its own process) and in oecrun on one GPU, " +
+                                               "and print tokens/s, MFU, device memory and the ratio to PyTorch eager. Needs OEC_LIBTORCH with CUDA and a python with torch.")
+        {
+            steps, warmup, batch, sequence, dim, layers, heads, vocab, precision, device, modes, python, peak,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            var o = new GpuBenchOptions
+            {
+                Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), Batch = parse.GetValue(batch), Sequence = parse.GetValue(sequence),
+                Dim = parse.GetValue(dim), Layers = parse.GetValue(layers), Heads = parse.GetValue(heads), Vocab = parse.GetValue(vocab),
+                Precision = parse.GetValue(precision)!, Device = parse.GetValue(device)!, Python = parse.GetValue(python)!, PeakTflops = parse.GetValue(peak),
+                Modes = parse.GetValue(modes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+            };
+            if (o.Precision is not ("bf16" or "fp32")) throw new ArgumentException($"--precision {o.Precision}: expected bf16 or fp32");
+            if (o.Modes.FirstOrDefault(m => m is not ("eager" or "compile")) is string bad) throw new ArgumentException($"--modes: '{bad}': expected eager or compile");
+            if (o.Steps < 1 || o.Warmup < 0) throw new ArgumentException($"--steps {o.Steps} --warmup {o.Warmup}: expected at least 1 timed step and no negative warmup");
+            TorchRuntime.EnsureLoaded();
+            GpuBench.Run(o, Console.Out, _ => null);
             return 0;
         }));
         return command;

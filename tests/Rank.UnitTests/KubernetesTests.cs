@@ -207,6 +207,7 @@ public class KubernetesTests
         var rank = job.Spec.Template.Spec.Containers[0];
         Assert.Equal("registry.example.com/oec:gpu", rank.Image);
         Assert.Equal("nccl", EffectiveSetting(objects, "job", "backend"));
+        Assert.Equal("cuda", EffectiveSetting(objects, "train", "device"));
         Assert.Equal(["NCCL_DEBUG", "NCCL_IB_DISABLE", "NCCL_SOCKET_IFNAME"], rank.Env.Select(e => e.Name).Where(n => n.StartsWith("NCCL_", StringComparison.Ordinal)).Order());
         Assert.Contains(job.Spec.Template.Spec.Tolerations, t => t.Key == "nvidia.com/gpu");
         Assert.Contains("podFailurePolicy", Kustomize("overlays/gpu")); // fields newer than an old kustomize's schema survive its patches
@@ -239,6 +240,7 @@ public class KubernetesTests
         int gpus = rank.Resources.Limits.TryGetValue("nvidia.com/gpu", out var limit) ? int.Parse(limit.ToString()) : 0;
         Assert.Equal(gpusPerRank * localRanks, gpus);
         Assert.Equal(gpus > 0 ? "nccl" : "tcp", EffectiveSetting(objects, "job", "backend"));
+        Assert.Equal(gpus > 0 ? "cuda" : "cpu", EffectiveSetting(objects, "train", "device"));
 
         // The token: the same Secret key for both, from a Secret among the objects or the one named.
         foreach (var container in new[] { rank, coordinator })

@@ -190,7 +190,9 @@ public class RunConfigTests
     [InlineData(new[] { "data.vocab_size=70000" }, "data.vocab_size", "70000")]
     [InlineData(new[] { "job.world_size=0" }, "job.world_size", "0")]
     [InlineData(new[] { "job.backend=gloo" }, "job.backend", "gloo")]
-    [InlineData(new[] { "job.backend=nccl" }, "job.backend", "nccl")]
+    [InlineData(new[] { "job.backend=nccl" }, "job.backend", "nccl")]                                  // NCCL without train.device=cuda
+    [InlineData(new[] { "train.device=gpu" }, "train.device", "gpu")]
+    [InlineData(new[] { "train.device=cuda", "job.world_size=2" }, "job.backend", "tcp")]               // the TCP ring with GPU ranks
     [InlineData(new[] { "job.keep_checkpoints=0" }, "job.keep_checkpoints", "0")]
     [InlineData(new[] { "job.heartbeat_timeout_s=1" }, "job.heartbeat_timeout_s", "1")]
     [InlineData(new[] { "job.id=a/b" }, "job.id", "a/b")]
@@ -199,6 +201,16 @@ public class RunConfigTests
         var e = LoadFails(overrides);
 
         NamesKeyAndValue(e, key, value);
+    }
+
+    [Fact]
+    public void GPU_ranks_take_nccl_and_a_single_GPU_process_needs_no_backend()
+    {
+        var gpus = RunConfig.Load(null, ["train.device=cuda", "job.backend=nccl", "job.world_size=8"]);
+        var one = RunConfig.Load(null, ["train.device=cuda", "job.world_size=1"]);
+
+        Assert.Equal(("cuda", "nccl"), (gpus.Train.Device, gpus.Job.Backend));
+        Assert.Equal(("cuda", "tcp"), (one.Train.Device, one.Job.Backend));
     }
 
     [Fact]

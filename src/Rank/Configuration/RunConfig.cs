@@ -105,8 +105,10 @@ public sealed record RunConfig
         Train.Validate();
         Job.Validate();
         Divergence.Validate();
-        if (Job.Backend == "nccl") // NcclCommunicator needs CUDA tensors; the trainer still holds its model on the CPU
-            throw new ArgumentException("job.backend = nccl: the trainer runs on the CPU until GPU training lands (issue 8); use tcp");
+        if (Job.Backend == "nccl" && Train.Device != "cuda") // NCCL reduces CUDA tensors in place
+            throw new ArgumentException($"job.backend = nccl with train.device = {Train.Device}: NCCL needs the model on GPUs; set train.device=cuda, or job.backend=tcp for CPU ranks");
+        if (Job.Backend == "tcp" && Train.Device == "cuda" && Job.WorldSize > 1) // the ring reads and writes host memory
+            throw new ArgumentException($"job.backend = tcp with train.device = cuda and job.world_size = {Job.WorldSize}: the TCP ring moves CPU tensors; set job.backend=nccl for GPU ranks");
         if (Run.OutDir is not null && string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");
         return this with { Model = Model.Resolve(), Run = Run with { OutDir = Run.OutDir ?? $"runs/{DateTime.UtcNow:yyyyMMdd-HHmmss}" } };
     }

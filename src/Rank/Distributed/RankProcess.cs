@@ -62,7 +62,7 @@ public static class RankProcess
                 : TcpRingCommunicator.Create(client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, new TcpOptions(Host: host));
             if (!(registration.LearningRateScale > 0 && registration.LearningRateScale <= 1))
                 throw new InvalidOperationException($"the coordinator sent learning_rate_scale = {registration.LearningRateScale}: expected (0, 1]");
-            using var trainer = new Trainer(config, comm, client.Rows) { LearningRateScale = registration.LearningRateScale };
+            using var trainer = new Trainer(config, comm, client.Rows, localRank) { LearningRateScale = registration.LearningRateScale };
             string fingerprint = trainer.Data.Train.Fingerprint();
             if (fingerprint != registration.PlanFingerprint || trainer.Data.Train.Count != registration.PlanSequences)
                 throw new InvalidOperationException($"rank {rank} cut its data into {trainer.Data.Train.Count} sequences ({fingerprint}), the coordinator into " +

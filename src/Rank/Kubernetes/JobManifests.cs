@@ -68,7 +68,8 @@ public static class JobManifests
     /// </summary>
     public static RunConfig Resolve(ManifestOptions o)
     {
-        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=true", "job.backend=tcp"];
+        string[] device = o.GpusPerRank > 0 ? ["train.device=cuda", "job.backend=nccl"] : ["train.device=cpu", "job.backend=tcp"];
+        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=true", .. device];
         var run = RunConfig.Load(o.ConfigFile, [.. o.Overrides, .. rendered]);
         int replicas = run.Job.WorldSize / run.Job.VocabParallel;
         if (run.Train.BatchSize % replicas != 0) // JobSpec's rule, checked here so that it fails at render time, not in the pod
@@ -77,9 +78,7 @@ public static class JobManifests
         foreach (var (key, pattern) in new[] { ("data.train_shards", run.Data.TrainShards), ("data.val_shards", run.Data.ValShards) })
             if (run.Data.Source == "shards" && !pattern!.StartsWith(SharedMount + "/", StringComparison.Ordinal))
                 throw new ArgumentException($"{key} = '{pattern}': must be under {SharedMount}/, the shared volume, where the coordinator and every rank read the same files");
-        // RunConfig refuses nccl until the trainer runs on GPUs (issue 8): every other rule is checked above with tcp,
-        // and the coordinator checks the backend again when it starts.
-        return o.GpusPerRank > 0 ? run with { Job = run.Job with { Backend = "nccl" } } : run;
+        return run;
     }
 
     static Dictionary<string, string> Labels(ManifestOptions o, string component) => new()

@@ -13,7 +13,7 @@ public sealed partial record ManifestOptions
     public int Ranks { get; init; }
     /// <summary>Rank processes per pod (`oecrun rank --local-ranks`), each on its own GPU in a GPU job.</summary>
     public int RanksPerPod { get; init; } = 1;
-    /// <summary>GPUs per rank; 0 = a CPU job (job.backend = tcp), more = a GPU job (job.backend = nccl).</summary>
+    /// <summary>GPUs per rank; 0 = a CPU job (train.device = cpu, job.backend = tcp), more = a GPU job (train.device = cuda, job.backend = nccl).</summary>
     public int GpusPerRank { get; init; }
     /// <summary>The run configuration file (JSON); null = the defaults.</summary>
     public string? ConfigFile { get; init; }

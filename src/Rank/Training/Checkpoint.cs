@@ -8,29 +8,56 @@ using static TorchSharp.torch;
 namespace Rank.Training;
 
 /// <summary>
-/// safetensors through TorchSharp.PyBridge: Python users open it with `safetensors.safe_open(path, "pt")`, and
-/// `.metadata()["config"]` holds the resolved configuration as JSON. PyBridge writes no metadata, so the header's
-/// `__metadata__` entry is added here: tensor offsets are relative to the end of the header, so they stay valid.
+/// safetensors: Python users open it with `safetensors.safe_open(path, "pt")`, and `.metadata()["config"]` holds
+/// the resolved configuration as JSON. Written here (header, then each tensor's bytes from a CPU copy) because
+/// TorchSharp.PyBridge's writer reads tensor bytes through a CPU pointer, which a GPU model does not have and
+/// which has no place for metadata; read back with PyBridge, which copies into the model's tensors wherever they are.
 /// </summary>
 public static class Checkpoint
 {
     public static void Save(nn.Module model, string configJson, string path)
     {
-        using var buffer = new MemoryStream();
-        model.save_safetensors(buffer, leaveOpen: true);
-        byte[] file = buffer.ToArray();
-        long headerLength = BitConverter.ToInt64(file, 0);
-        var header = JsonNode.Parse(Encoding.UTF8.GetString(file, 8, (int)headerLength))!.AsObject();
-        header["__metadata__"] = new JsonObject { ["format"] = "pt", ["config"] = configJson };
-        byte[] newHeader = Encoding.UTF8.GetBytes(header.ToJsonString());
+        var tensors = model.state_dict().ToList(); // name -> tensor, in the module's order
+        var header = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt", ["config"] = configJson } };
+        long offset = 0;
+        foreach (var (name, t) in tensors)
+        {
+            long bytes = t.numel() * t.ElementSize;
+            header[name] = new JsonObject
+            {
+                ["dtype"] = SafetensorsType(t.dtype),
+                ["shape"] = new JsonArray(t.shape.Select(d => (JsonNode)d).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + bytes),
+            };
+            offset += bytes;
+        }
+        byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        byte[] padded = new byte[(json.Length + 7) / 8 * 8]; // the format allows trailing spaces; 8-byte aligned data
+        Array.Fill(padded, (byte)' ');
+        json.CopyTo(padded, 0);
 
         AtomicFile.Write(path, output => // never a half-written checkpoint under the final name
         {
-            output.Write(BitConverter.GetBytes((long)newHeader.Length));
-            output.Write(newHeader);
-            output.Write(file, 8 + (int)headerLength, file.Length - 8 - (int)headerLength);
+            output.Write(BitConverter.GetBytes((long)padded.Length));
+            output.Write(padded);
+            foreach (var (_, t) in tensors)
+            {
+                using var host = t.detach().cpu().contiguous();
+                output.Write(host.bytes);
+            }
         });
     }
+
+    static string SafetensorsType(ScalarType type) => type switch
+    {
+        ScalarType.Float32 => "F32",
+        ScalarType.BFloat16 => "BF16",
+        ScalarType.Float16 => "F16",
+        ScalarType.Float64 => "F64",
+        ScalarType.Int64 => "I64",
+        ScalarType.Int32 => "I32",
+        _ => throw new ArgumentException($"safetensors: no type for a {type} tensor"),
+    };
 
     /// <summary>The configuration JSON stored in a checkpoint's metadata.</summary>
     public static string ReadConfig(string path)

@@ -43,6 +43,8 @@ public sealed record TrainOptions
     public int Threads { get; init; }
     /// <summary>fp32 (default) or bf16 matmuls over fp32 master weights.</summary>
     public Precision Precision { get; init; } = Precision.Fp32;
+    /// <summary>Where a rank computes: cpu, or cuda (the GPU numbered by the rank's LOCAL_RANK; cuda:0 for `oecrun train`).</summary>
+    public string Device { get; init; } = "cpu";
 
     public void Validate()
     {
@@ -63,6 +65,7 @@ public sealed record TrainOptions
         if (EvalEvery < 0) Fail("train.eval_every", EvalEvery, "must be >= 0 (0 disables validation)");
         if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
         if (!Enum.IsDefined(Precision)) Fail("train.precision", Precision, "expected fp32 or bf16");
+        if (Device is not ("cpu" or "cuda")) Fail("train.device", $"'{Device}'", "expected cpu or cuda (each rank takes the GPU of its LOCAL_RANK)");
     }
 
     /// <summary>Linear warmup from 0 to the peak over warmup_steps, then cosine decay to the floor at the last step.</summary>

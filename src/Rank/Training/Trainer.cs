@@ -42,6 +42,9 @@ public sealed class Trainer : IDisposable
     public OptimizerHelper Optimizer => optimizer;
     /// <summary>The dtype of the matmuls (train.precision): Float32 or BFloat16. Weights, gradients, optimizer state and loss are fp32.</summary>
     public ScalarType Compute { get; }
+    /// <summary>Where this rank computes (train.device): the CPU, or cuda:LOCAL_RANK. The model, its gradients, the
+    /// optimizer state and every tensor a step makes live there; the token ids are copied there each step.</summary>
+    public Device Device { get; }
     static readonly Lock InitGate = new();
     readonly ICommunicator? comm, dataGroup, vocabGroup;
     readonly GradientBucketer? bucketer;
@@ -51,10 +54,12 @@ public sealed class Trainer : IDisposable
     readonly Func<long, long[]> rows;  // this rank's sequences of a step, micro-batch after micro-batch
     readonly int[] inputs, targets;    // this rank's share of one step [accum * B/W, T], row-major
 
-    public Trainer(RunConfig config, ICommunicator? comm = null, Func<long, long[]>? rows = null)
+    /// <param name="localRank">This rank's index on its machine (LOCAL_RANK): its GPU with train.device = cuda.</param>
+    public Trainer(RunConfig config, ICommunicator? comm = null, Func<long, long[]>? rows = null, int localRank = 0)
     {
         TorchRuntime.EnsureLoaded();
         Config = config.Validated();
+        Device = ComputeDevice.Select(Config.Train.Device, localRank);
         var (model, data, train) = (Config.Model, Config.Data, Config.Train);
         (this.comm, Rank, WorldSize) = (comm, comm?.Rank ?? 0, comm?.WorldSize ?? 1);
         VocabParallel = Config.Job.VocabParallel;
@@ -81,13 +86,10 @@ public sealed class Trainer : IDisposable
         {
             Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, Vocab as ShardedVocabulary, seed: (long)(train.Seed % long.MaxValue), compute: Compute);
         }
+        // Initialised on the CPU, so that a GPU run starts from the CPU run's weights; moved before the optimizer takes them.
+        if (Device.type != DeviceType.CPU) Model.to(Device);
         parameters = Model.parameters().ToList();
-        // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
-        optimizer = optim.AdamW(new[]
-        {
-            new AdamW.ParamGroup(parameters.Where(p => p.dim() >= 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay, false, false),
-            new AdamW.ParamGroup(parameters.Where(p => p.dim() < 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, 0, false, false),
-        }, train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay);
+        optimizer = NewOptimizer(parameters);
         if (dataGroup is not null)
         {
             bucketer = new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
@@ -100,6 +102,18 @@ public sealed class Trainer : IDisposable
         this.rows = rows ?? (step => trainBatches.RankRows(step, DataRank, DataParallel, train.GradAccum));
         inputs = new int[train.BatchSize / DataParallel * train.GradAccum * train.SequenceLength];
         targets = new int[inputs.Length];
+    }
+
+    /// <summary>AdamW over <paramref name="ps"/> (the model's parameters, in order). Weight decay on matrices and
+    /// embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).</summary>
+    AdamW NewOptimizer(IReadOnlyList<Parameter> ps)
+    {
+        var train = Config.Train;
+        return optim.AdamW(new[]
+        {
+            new AdamW.ParamGroup(ps.Where(p => p.dim() >= 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay, false, false),
+            new AdamW.ParamGroup(ps.Where(p => p.dim() < 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, 0, false, false),
+        }, train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay);
     }
 
     /// <summary>
@@ -118,8 +132,8 @@ public sealed class Trainer : IDisposable
         long[] mine = rows(step);
         if (mine.Length != B * accum) throw new InvalidOperationException($"step {step}: rank {Rank} was given {mine.Length} sequences, expected {B * accum}");
         trainBatches.Plan.FillRows(mine, inputs, targets);
-        using var x = tensor(inputs, dtype: ScalarType.Int64).view(accum, B, T);
-        using var y = tensor(targets, dtype: ScalarType.Int64).view(accum, B * T);
+        using var x = tensor(inputs, dtype: ScalarType.Int64, device: Device).view(accum, B, T);
+        using var y = tensor(targets, dtype: ScalarType.Int64, device: Device).view(accum, B * T);
         double crossEntropy = 0;
         LogitStatistics? stats = null;
         for (int micro = 0; micro < accum; micro++)
@@ -140,7 +154,7 @@ public sealed class Trainer : IDisposable
         {
             if (comm is not null && WorldSize > 1)
             {
-                using var shared = tensor(new[] { crossEntropy, stopRequested ? 1.0 : 0.0 }); // [cross-entropy, stop votes]
+                using var shared = tensor(new[] { crossEntropy, stopRequested ? 1.0 : 0.0 }, device: Device); // [cross-entropy, stop votes]
                 comm.AllReduce(shared, ReduceOp.Sum);                                        // a replica's tp ranks hold the same CE
                 crossEntropy = shared[0].item<double>() / WorldSize;
                 stop = shared[1].item<double>() > 0;
@@ -166,7 +180,7 @@ public sealed class Trainer : IDisposable
         var sharded = Model.ShardedNames;
         double SquaredNorm(bool ofShards) => Model.named_parameters().Where(n => sharded.Contains(n.name) == ofShards && n.parameter.grad is not null)
             .Sum(n => { using var g = n.parameter.grad!.to_type(ScalarType.Float64); return g.square().sum().item<double>(); });
-        using var shards = tensor(new[] { SquaredNorm(ofShards: true) });
+        using var shards = tensor(new[] { SquaredNorm(ofShards: true) }, device: Device);
         vocabGroup!.AllReduce(shards, ReduceOp.Sum);
         double norm = Math.Sqrt(SquaredNorm(ofShards: false) + shards.item<double>());
         double coefficient = maxNorm > 0 ? Math.Min(1, maxNorm / (norm + 1e-6)) : 1;
@@ -190,16 +204,16 @@ public sealed class Trainer : IDisposable
             {
                 using var scope = NewDisposeScope();
                 valBatches.Plan.FillRows(valBatches.RankRows(k, DataRank, DataParallel, 1), valInputs, valTargets);
-                var hidden = Model.forward(tensor(valInputs, dtype: ScalarType.Int64).view(B, T)).view(B * T, Model.Dim);
+                var hidden = Model.forward(tensor(valInputs, dtype: ScalarType.Int64, device: Device).view(B, T)).view(B * T, Model.Dim);
                 var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab, Compute);
-                var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64), Model.OutputEmbedding, Config.Oec, Vocab);
+                var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64, device: Device), Model.OutputEmbedding, Config.Oec, Vocab);
                 sum += loss.CrossEntropy.item<float>();
             }
         }
         Model.train();
         if (comm is not null && WorldSize > 1)
         {
-            using var shared = tensor(new[] { sum });
+            using var shared = tensor(new[] { sum }, device: Device);
             comm.AllReduce(shared, ReduceOp.Sum);
             sum = shared.item<double>() / WorldSize;
         }
@@ -306,7 +320,7 @@ public sealed class Trainer : IDisposable
             var value = p.detach();
             if (Model.ShardedNames.Contains(name))
             {
-                value = empty(Model.VocabSize, Model.Dim);            // [V, d] from tp shards of [V/tp, d], in shard order
+                value = empty(Model.VocabSize, Model.Dim, device: Device); // [V, d] from tp shards of [V/tp, d], in shard order
                 vocabGroup.AllGather(p.detach().contiguous(), value);
             }
             targets?[name].copy_(value);
@@ -359,12 +373,33 @@ public sealed class Trainer : IDisposable
             throw new InvalidDataException($"{dir} has no {ModelFile}: it was written with another job.vocab_parallel");
         Checkpoint.Load(Model, Path.Combine(dir, ModelFile));
         using (var reader = new BinaryReader(File.OpenRead(Path.Combine(dir, OptimizerFile))))
-            optimizer.load_state_dict(reader);
+            LoadOptimizerState(reader);
         if (manifest.Files.Any(f => f.Name == rng))
         {
             using var state = tensor(File.ReadAllBytes(Path.Combine(dir, rng)), dtype: ScalarType.Byte);
             random.set_rng_state(state);
         }
+    }
+
+    /// <summary>
+    /// TorchSharp reads optimizer state through a CPU pointer (Tensor.Load), which a GPU tensor does not have: the
+    /// state is read into a CPU twin of the optimizer (same groups, CPU copies of the parameters), its moments are
+    /// moved to <see cref="Device"/>, and the optimizer takes them over. One path for every device, so the CPU tests
+    /// cover it.
+    /// </summary>
+    void LoadOptimizerState(BinaryReader reader)
+    {
+        using var scope = NewDisposeScope();
+        var twins = parameters.Select(p => new Parameter(p.detach().cpu().clone())).ToList();
+        using var twin = NewOptimizer(twins);
+        twin.load_state_dict(reader);
+        var state = twin.state_dict();
+        foreach (var moments in state.State.Cast<AdamW.State>())
+        {
+            moments.exp_avg = moments.exp_avg.to(Device).DetachFromDisposeScope();
+            moments.exp_avg_sq = moments.exp_avg_sq.to(Device).DetachFromDisposeScope();
+        }
+        optimizer.load_state_dict(state);
     }
 
     public void Dispose()

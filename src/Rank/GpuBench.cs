@@ -1,0 +1,152 @@
+// The GPU benchmark: one GPT, the same steps, in oecrun and in PyTorch (eager bf16 autocast, torch.compile), one run.
+using System.Diagnostics;
+using System.Text.Json;
+using Oec;
+using Rank.Configuration;
+using Rank.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Rank;
+
+/// <summary>Shapes and steps of one comparison; the defaults are GPT-2 small's shapes (d 768, 12 layers, 12 heads,
+/// vocabulary 50304, T 1024) at batch 16.</summary>
+public sealed record GpuBenchOptions
+{
+    public int Steps { get; init; } = 30;
+    public int Warmup { get; init; } = 5;
+    public int Batch { get; init; } = 16;
+    public int Sequence { get; init; } = 1024;
+    public int Dim { get; init; } = 768;
+    public int Layers { get; init; } = 12;
+    public int Heads { get; init; } = 12;
+    public int Vocab { get; init; } = 50304;
+    public string Precision { get; init; } = "bf16";
+    public string Device { get; init; } = "cuda";
+    /// <summary>PyTorch modes to compare against, in order: eager, compile.</summary>
+    public IReadOnlyList<string> Modes { get; init; } = ["eager", "compile"];
+    public string Python { get; init; } = "python3";
+    /// <summary>Dense bf16 peak of the GPU for MFU, TFLOP/s (989: H100/H200 SXM).</summary>
+    public double PeakTflops { get; init; } = 989;
+    public double LearningRate { get; init; } = 6e-4;
+}
+
+/// <summary>One measured configuration: median step time over the timed steps, and memory as each framework sees it.</summary>
+public sealed record GpuBenchRow(string Framework, string Mode, long Parameters, double FlopsPerToken, double MedianMs, double TokensPerSecond,
+                                 double? Mfu, long? DeviceUsedBytes, long? PeakAllocatedBytes, IReadOnlyList<double> Losses);
+
+public static class GpuBench
+{
+    /// <summary>The Python file beside oecrun (copied by the build and the publish).</summary>
+    public static string ReferenceScript => Path.Combine(AppContext.BaseDirectory, "Bench", "gpt_reference.py");
+
+    static readonly TimeSpan PythonTimeout = TimeSpan.FromMinutes(20); // torch.compile of a 12-layer GPT takes about a minute
+
+    /// <summary>
+    /// PyTorch first, each mode in a process of its own that exits before the next starts, then oecrun in this process:
+    /// "device memory used" (total - free at the end, context included) then counts one framework at a time. Prints a
+    /// markdown table with tokens/s, MFU, memory and each row's ratio to PyTorch eager.
+    /// </summary>
+    public static IReadOnlyList<GpuBenchRow> Run(GpuBenchOptions o, TextWriter console, Func<int, long?> deviceUsedBytes)
+    {
+        var rows = new List<GpuBenchRow>();
+        foreach (string mode in o.Modes) rows.Add(PyTorch(o, mode, console));
+        rows.Add(Ours(o, OecMethod.None, deviceUsedBytes));
+        rows.Add(Ours(o, OecMethod.MuCentering, deviceUsedBytes));
+        if (rows.Select(r => r.Parameters).Distinct().Count() != 1)
+            throw new InvalidOperationException($"the frameworks built different models: parameters {string.Join(" vs ", rows.Select(r => $"{r.Framework} {r.Parameters:N0}"))}");
+
+        var eager = rows.FirstOrDefault(r => r.Framework.StartsWith("pytorch", StringComparison.Ordinal) && r.Mode.StartsWith("eager", StringComparison.Ordinal));
+        console.WriteLine($"GPT d {o.Dim}, {o.Layers} layers, {o.Heads} heads, vocabulary {o.Vocab}, T {o.Sequence}, batch {o.Batch}, {rows[0].Parameters:N0} parameters, " +
+                          $"{o.Precision}, {o.Steps} timed steps after {o.Warmup}; MFU against {o.PeakTflops} TFLOP/s");
+        console.WriteLine("| framework | mode | median ms/step | tokens/s | MFU | device memory used | peak allocated | tokens/s vs PyTorch eager |");
+        console.WriteLine("|---|---|---|---|---|---|---|---|");
+        foreach (var r in rows)
+            console.WriteLine($"| {r.Framework} | {r.Mode} | {r.MedianMs:F1} | {r.TokensPerSecond:N0} | {(r.Mfu is double m ? $"{m:P1}" : "-")} | {Gib(r.DeviceUsedBytes)} " +
+                              $"| {Gib(r.PeakAllocatedBytes)} | {(eager is null ? "-" : $"{r.TokensPerSecond / eager.TokensPerSecond:F2}x")} |");
+        return rows;
+    }
+
+    static string Gib(long? bytes) => bytes is long b ? $"{b / (double)(1L << 30):F1} GiB" : "-";
+
+    /// <summary>6N + 12 L T d per token (PaLM/nanoGPT), N counting every parameter, embeddings included: the same
+    /// formula as gpt_reference.py.</summary>
+    static double FlopsPerToken(GpuBenchOptions o, long parameters) => 6.0 * parameters + 12.0 * o.Layers * o.Sequence * o.Dim;
+
+    static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method, Func<int, long?> deviceUsedBytes)
+    {
+        var config = new RunConfig
+        {
+            Model = new() { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads },
+            Oec = new() { Method = method },
+            Data = new() { VocabSize = o.Vocab, SyntheticTokens = 4 * o.Batch * (o.Sequence + 1) }, // a few batches, repeated
+            Train = new()
+            {
+                Steps = o.Warmup + o.Steps, BatchSize = o.Batch, SequenceLength = o.Sequence, LearningRate = o.LearningRate, WarmupSteps = 0,
+                EvalEvery = 0, Device = o.Device, Precision = o.Precision == "bf16" ? Precision.Bf16 : Precision.Fp32,
+            },
+            Run = new() { OutDir = Path.Combine(Path.GetTempPath(), "oec-bench-gpu") },
+        };
+        using var trainer = new Trainer(config);
+        long parameters = trainer.Model.parameters().Sum(p => p.numel());
+        var losses = new List<double>();
+        var times = new List<double>();
+        for (int step = 0; step < o.Warmup + o.Steps; step++)
+        {
+            Synchronize(trainer.Device);
+            var clock = Stopwatch.StartNew();
+            var (loss, _, _, _) = trainer.Step(step, statistics: false); // reads the loss: the step has finished on the GPU
+            Synchronize(trainer.Device);
+            if (step >= o.Warmup) times.Add(clock.Elapsed.TotalMilliseconds);
+            losses.Add(loss);
+        }
+        double ms = Bench.Median(times), tokensPerSecond = o.Batch * o.Sequence / ms * 1000, flops = FlopsPerToken(o, parameters);
+        bool gpu = trainer.Device.type == DeviceType.CUDA;
+        return new GpuBenchRow("oecrun", $"{o.Precision}, oec.method = {JsonNamingPolicy.SnakeCaseLower.ConvertName(method.ToString())}", parameters, flops, ms, tokensPerSecond,
+            gpu ? flops * tokensPerSecond / (o.PeakTflops * 1e12) : null, gpu ? deviceUsedBytes(trainer.Device.index) : null, null, losses);
+    }
+
+    static void Synchronize(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
+    }
+
+    static GpuBenchRow PyTorch(GpuBenchOptions o, string mode, TextWriter console)
+    {
+        if (!File.Exists(ReferenceScript)) throw new FileNotFoundException($"the PyTorch reference {ReferenceScript} is missing from this oecrun");
+        string[] args =
+        [
+            ReferenceScript, "--mode", mode, "--precision", o.Precision, "--device", o.Device, "--d-model", $"{o.Dim}", "--n-layer", $"{o.Layers}",
+            "--n-head", $"{o.Heads}", "--vocab", $"{o.Vocab}", "--seq", $"{o.Sequence}", "--batch", $"{o.Batch}", "--steps", $"{o.Steps}",
+            "--warmup", $"{o.Warmup}", "--lr", $"{o.LearningRate}", "--peak-tflops", $"{o.PeakTflops}",
+        ];
+        string what = $"{o.Python} {string.Join(' ', args.Select(a => a == ReferenceScript ? "gpt_reference.py" : a))}";
+        var info = new ProcessStartInfo(o.Python, args) { RedirectStandardOutput = true, RedirectStandardError = true };
+        Process process;
+        try { process = Process.Start(info)!; }
+        catch (System.ComponentModel.Win32Exception e) { throw new InvalidOperationException($"{what}: could not start {o.Python}: {e.Message}", e); }
+        using var _ = process;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(PythonTimeout))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{what}: no result within {PythonTimeout.TotalMinutes} minutes");
+        }
+        string line = output.Result.Trim();
+        if (process.ExitCode != 0 || line.Length == 0)
+        {
+            string tail = string.Join(" | ", errors.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).TakeLast(3));
+            throw new InvalidOperationException($"{what} exited with code {process.ExitCode}: {tail}");
+        }
+        console.WriteLine($"ran: {what}");
+        using var json = JsonDocument.Parse(line);
+        var r = json.RootElement;
+        double? Number(string name) => r.GetProperty(name).ValueKind == JsonValueKind.Null ? null : r.GetProperty(name).GetDouble();
+        long? Bytes(string name) => Number(name) is double d ? (long)d : null;
+        return new GpuBenchRow($"pytorch {r.GetProperty("torch_version").GetString()}", $"{mode}, {o.Precision}{(o.Precision == "bf16" ? " autocast" : "")}",
+            r.GetProperty("parameters").GetInt64(), r.GetProperty("flops_per_token").GetDouble(), r.GetProperty("median_ms").GetDouble(),
+            r.GetProperty("tokens_per_s").GetDouble(), Number("mfu"), Bytes("device_used_bytes"), Bytes("peak_allocated_bytes"),
+            r.GetProperty("losses").EnumerateArray().Select(l => l.GetDouble()).ToList());
+    }
+}
