@@ -22,12 +22,15 @@ public class DeviceTests(ITestOutputHelper log)
         }
     }
 
+    /// <summary>One trainer without a communicator: world size 1, where GPU ranks need no backend.</summary>
+    static Configuration.RunConfig OneProcess(Configuration.RunConfig config) => config with { Job = config.Job with { WorldSize = 1 } };
+
     [SkippableFact]
     public void Without_a_GPU_train_device_cuda_fails_naming_what_was_found_and_what_was_expected()
     {
         Skip.If(HasGpu(), "this machine has a GPU");
         using var temp = new TempDirectory();
-        var config = TestConfigs.Tiny(temp.Path).WithTrain(t => t with { Device = "cuda" });
+        var config = OneProcess(TestConfigs.Tiny(temp.Path)).WithTrain(t => t with { Device = "cuda" });
 
         var e = Assert.Throws<InvalidOperationException>(() => new Trainer(config, localRank: 1));
 
@@ -43,7 +46,7 @@ public class DeviceTests(ITestOutputHelper log)
     {
         Skip.IfNot(HasGpu(), "needs a CUDA device");
         using var temp = new TempDirectory();
-        var cpuConfig = TestConfigs.Tiny(Path.Combine(temp.Path, "cpu"), steps: 20);
+        var cpuConfig = OneProcess(TestConfigs.Tiny(Path.Combine(temp.Path, "cpu"), steps: 20));
         var gpuConfig = cpuConfig.WithTrain(t => t with { Device = "cuda" }) with { Run = new() { OutDir = Path.Combine(temp.Path, "gpu") } };
         using var onCpu = new Trainer(cpuConfig);
         using var onGpu = new Trainer(gpuConfig);
@@ -57,7 +60,7 @@ public class DeviceTests(ITestOutputHelper log)
         }
 
         // A GPU run with a checkpoint at step 10, and a run resumed from it: the same losses after the resume.
-        var whole = gpuConfig with { Job = new Coordinator.JobOptions { CheckpointEvery = 10 } };
+        var whole = gpuConfig with { Job = gpuConfig.Job with { CheckpointEvery = 10 } };
         whole = whole.WithTrain(t => t with { LogEvery = 1 });
         using (var uninterrupted = new Trainer(whole)) uninterrupted.Run(TextWriter.Null);
         var again = whole with { Run = new() { OutDir = Path.Combine(temp.Path, "resumed") } };

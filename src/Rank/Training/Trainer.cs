@@ -389,17 +389,21 @@ public sealed class Trainer : IDisposable
     /// </summary>
     void LoadOptimizerState(BinaryReader reader)
     {
-        using var scope = NewDisposeScope();
-        var twins = parameters.Select(p => new Parameter(p.detach().cpu().clone())).ToList();
-        using var twin = NewOptimizer(twins);
+        // No dispose scope here: the optimizer's load may make the tensors it keeps, and a scope would dispose them.
+        var twins = parameters.Select(p => { using var host = p.detach().cpu(); return new Parameter(host.clone()); }).ToList();
+        var twin = NewOptimizer(twins); // not disposed: that would dispose the moments the optimizer takes over
         twin.load_state_dict(reader);
         var state = twin.state_dict();
-        foreach (var moments in state.State.Cast<AdamW.State>())
+        static Tensor Moved(Tensor cpu, Device device)
         {
-            moments.exp_avg = moments.exp_avg.to(Device).DetachFromDisposeScope();
-            moments.exp_avg_sq = moments.exp_avg_sq.to(Device).DetachFromDisposeScope();
+            var copy = cpu.to(device.type, device.index, copy: true);
+            cpu.Dispose();
+            return copy;
         }
+        foreach (var moments in state.State.Cast<AdamW.State>())
+            (moments.exp_avg, moments.exp_avg_sq) = (Moved(moments.exp_avg, Device), Moved(moments.exp_avg_sq, Device));
         optimizer.load_state_dict(state);
+        twins.ForEach(p => p.Dispose());
     }
 
     public void Dispose()
