@@ -59,6 +59,7 @@ public sealed class NcclCommunicator : ICommunicator
     public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         var (data, count, type) = Buffer(tensor, nameof(tensor));
+        NcclNative.EnsureCudart(); // before the first cudart call (OnDevice): the resolver hands out this handle
         using var onDevice = new NcclNative.OnDevice(device);
         CreateSideStream();
         NcclNative.Cuda(NcclNative.cudaEventRecord(inputReady, NcclNative.CurrentStream(device)), "cudaEventRecord (input ready)");
@@ -151,7 +152,6 @@ public sealed class NcclCommunicator : ICommunicator
     void CreateSideStream()
     {
         if (sideStream != IntPtr.Zero) return;
-        NcclNative.EnsureCudart();
         NcclNative.Cuda(NcclNative.cudaEventCreateWithFlags(out inputReady, NcclNative.EventDisableTiming), "cudaEventCreateWithFlags");
         NcclNative.Cuda(NcclNative.cudaEventCreateWithFlags(out sideDone, NcclNative.EventDisableTiming), "cudaEventCreateWithFlags");
         NcclNative.Cuda(NcclNative.cudaStreamCreateWithFlags(out sideStream, NcclNative.StreamNonBlocking), "cudaStreamCreateWithFlags");

@@ -88,8 +88,8 @@ static class NcclNative
             string? mapped = MappedCudart();
             if (mapped is not null && NativeLibrary.TryLoad(mapped, out cudartHandle)) return;
             if (NativeLibrary.TryLoad("libcudart.so", out cudartHandle)) return;
-            throw new CollectiveException("the CUDA runtime was not found: no file named libcudart.so* (or a bundled libcudart-*) "
-                + $"is mapped in /proc/self/maps{(mapped is null ? "" : $" that loads ({mapped})")}, and the dynamic loader found no libcudart.so "
+            throw new CollectiveException("the CUDA runtime was not found: looked for a libcudart.so* or libcudart-* mapped in /proc/self/maps ("
+                + (mapped is null ? "none" : $"{mapped}, which did not load") + ") and for libcudart.so through the dynamic loader "
                 + $"(LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"}, /etc/ld.so.cache)");
         }
     }

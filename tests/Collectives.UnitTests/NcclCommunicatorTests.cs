@@ -38,6 +38,18 @@ public class NcclCommunicatorTests
     }
 
     [SkippableFact]
+    public void Without_a_CUDA_runtime_the_side_stream_says_where_it_looked()
+    {
+        Skip.If(System.Runtime.InteropServices.NativeLibrary.TryLoad("libcudart.so", out _), "this machine has libcudart.so");
+        Skip.If(File.ReadLines("/proc/self/maps").Any(l => l.Contains("/libcudart", StringComparison.Ordinal)), "a libcudart is mapped");
+
+        var error = Assert.Throws<CollectiveException>(NcclNative.EnsureCudart);
+
+        Assert.Contains("/proc/self/maps (none)", error.Message);
+        Assert.Contains("libcudart.so through the dynamic loader (LD_LIBRARY_PATH=", error.Message);
+    }
+
+    [SkippableFact]
     public void On_a_GPU_world_size_1_all_reduce_broadcast_and_all_gather_keep_the_values()
     {
         Skip.IfNot(NcclUsable(), "needs NCCL and a CUDA device");
