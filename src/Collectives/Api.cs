@@ -16,8 +16,20 @@ public sealed class CollectiveException : Exception
     public CollectiveException(string message, Exception? inner) : base(message, inner) { }
 }
 
+/// <summary>A collective started by <see cref="ICommunicator.AllReduceAsync"/>. Until <see cref="Wait"/> returns, the
+/// caller keeps the tensor alive and neither reads nor writes it.</summary>
+public interface IPendingCollective
+{
+    /// <summary>Completes the operation: afterwards the tensor holds the result (on a GPU: for work queued after this
+    /// call on the current stream). Throws the operation's <see cref="CollectiveException"/>, also when it did not
+    /// finish within the communicator's timeout. Calling it again returns (or throws) the same way.</summary>
+    void Wait();
+}
+
 /// <summary>A group of ranks that run collectives together. Every member must call the same operations in the same
-/// order with tensors of the same dtype and size. Tensors: contiguous, on the CPU, modified in place.</summary>
+/// order with tensors of the same dtype and size; an AllReduceAsync counts in that order where it is called, not
+/// where it is waited for. Calls must not race each other (one thread at a time, e.g. the autograd thread while the
+/// owner is inside backward). Tensors: contiguous, on the CPU, modified in place.</summary>
 public interface ICommunicator : IDisposable
 {
     int Rank { get; }
@@ -25,6 +37,14 @@ public interface ICommunicator : IDisposable
 
     /// <summary>In place, any shape.</summary>
     void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary>Starts an in-place all-reduce and returns at once; later operations of this communicator run after
+    /// it. This default runs it synchronously (for wrappers and fakes); the TCP ring and NCCL overlap it.</summary>
+    IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        AllReduce(tensor, op);
+        return PendingCollective.Done;
+    }
 
     /// <summary>In place: every rank ends with root's values.</summary>
     void Broadcast(Tensor tensor, int root);
@@ -39,4 +59,10 @@ public interface ICommunicator : IDisposable
 
     /// <summary>Collective over this group: ranks with equal color form a group, ordered by (key, parent rank).</summary>
     ICommunicator Split(int color, int key);
+}
+
+internal sealed class PendingCollective : IPendingCollective
+{
+    public static readonly IPendingCollective Done = new PendingCollective();
+    public void Wait() { }
 }

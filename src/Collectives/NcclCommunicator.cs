@@ -1,4 +1,5 @@
-// The GPU backend: NCCL (libnccl.so.2 through P/Invoke) on CUDA tensors, on the current CUDA stream.
+// The GPU backend: NCCL (libnccl.so.2 through P/Invoke) on CUDA tensors, on the current CUDA stream; async
+// all-reduces on a side stream.
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -11,12 +12,18 @@ namespace Collectives;
 /// device, so they are ordered with the kernels that produced and consume the tensor; NCCL errors become
 /// <see cref="CollectiveException"/> carrying NCCL's error string. Verified facts (platform notes): the unique id is
 /// passed by value; NCCL refuses two ranks on one GPU, so a single-GPU machine runs world size 1 only.
+/// AllReduceAsync runs on a second, non-blocking stream so it overlaps the kernels queued after it on the current
+/// stream (the backward pass); events order it after the work queued before it, and Wait makes the current stream
+/// wait for it (on the GPU: the host does not block). Synchronous operations also wait for queued async ones, so all
+/// NCCL kernels of a communicator run in call order (NCCL does not promise progress for two at once).
 /// </summary>
 public sealed class NcclCommunicator : ICommunicator
 {
     IntPtr comm;
     readonly int device;
     readonly TimeSpan timeout;
+    IntPtr sideStream, inputReady, sideDone; // created by the first AllReduceAsync (CUDA runtime handles)
+    bool sidePending;                        // an async all-reduce was queued after the current stream last waited for sideDone
 
     public int Rank { get; }
     public int WorldSize { get; }
@@ -45,6 +52,22 @@ public sealed class NcclCommunicator : ICommunicator
     {
         var (data, count, type) = Buffer(tensor, nameof(tensor));
         Check(NcclNative.ncclAllReduce(data, data, count, type, NcclNative.Op(op), comm, Stream()), "all-reduce");
+    }
+
+    /// <summary>Event inputReady on the current stream, the side stream waits for it, ncclAllReduce on the side
+    /// stream, event sideDone after it. One sideDone for all: Wait waits for the latest queued (never less than its own).</summary>
+    public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        var (data, count, type) = Buffer(tensor, nameof(tensor));
+        NcclNative.EnsureCudart(); // before the first cudart call (OnDevice): the resolver hands out this handle
+        using var onDevice = new NcclNative.OnDevice(device);
+        CreateSideStream();
+        NcclNative.Cuda(NcclNative.cudaEventRecord(inputReady, NcclNative.CurrentStream(device)), "cudaEventRecord (input ready)");
+        NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(sideStream, inputReady, 0), "cudaStreamWaitEvent (side stream)");
+        Check(NcclNative.ncclAllReduce(data, data, count, type, NcclNative.Op(op), comm, sideStream), "all-reduce (async)");
+        NcclNative.Cuda(NcclNative.cudaEventRecord(sideDone, sideStream), "cudaEventRecord (all-reduce done)");
+        sidePending = true;
+        return new Pending(this);
     }
 
     public void Broadcast(Tensor tensor, int root)
@@ -83,17 +106,22 @@ public sealed class NcclCommunicator : ICommunicator
     /// <summary>ncclCommSplit (NCCL 2.18+): ranks with equal color form a communicator, ordered by key.</summary>
     public ICommunicator Split(int color, int key)
     {
+        JoinSideStream();
         Check(NcclNative.ncclCommSplit(comm, color, key, out var child, IntPtr.Zero), "split");
         Check(NcclNative.ncclCommCount(child, out int size), "split (count)");
         Check(NcclNative.ncclCommUserRank(child, out int rank), "split (rank)");
         return new NcclCommunicator(child, rank, size, device, timeout);
     }
 
+    /// <summary>Destroying a stream or event with work still queued is allowed: CUDA frees them once it is done.</summary>
     public void Dispose()
     {
-        if (comm == IntPtr.Zero) return;
-        NcclNative.ncclCommDestroy(comm);
+        if (comm != IntPtr.Zero) NcclNative.ncclCommDestroy(comm);
         comm = IntPtr.Zero;
+        if (inputReady != IntPtr.Zero) NcclNative.cudaEventDestroy(inputReady);
+        if (sideDone != IntPtr.Zero) NcclNative.cudaEventDestroy(sideDone);
+        if (sideStream != IntPtr.Zero) NcclNative.cudaStreamDestroy(sideStream);
+        (inputReady, sideDone, sideStream) = (IntPtr.Zero, IntPtr.Zero, IntPtr.Zero);
     }
 
     (IntPtr Data, ulong Count, int Type) Buffer(Tensor tensor, string name)
@@ -105,7 +133,41 @@ public sealed class NcclCommunicator : ICommunicator
         return (TensorMemory.Data(tensor), (ulong)tensor.numel(), NcclNative.DataType(tensor.dtype));
     }
 
-    IntPtr Stream() => NcclNative.CurrentStream(device);
+    // The current stream, made to wait for queued async all-reduces first (the order all ranks call operations in).
+    IntPtr Stream()
+    {
+        JoinSideStream();
+        return NcclNative.CurrentStream(device);
+    }
+
+    void JoinSideStream(bool always = false)
+    {
+        if (sideDone == IntPtr.Zero || !(sidePending || always)) return;
+        using var onDevice = new NcclNative.OnDevice(device);
+        NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(NcclNative.CurrentStream(device), sideDone, 0), "cudaStreamWaitEvent (current stream)");
+        sidePending = false;
+    }
+
+    // Non-blocking: no implicit synchronisation with the legacy default stream, which may be the current one.
+    void CreateSideStream()
+    {
+        if (sideStream != IntPtr.Zero) return;
+        NcclNative.Cuda(NcclNative.cudaEventCreateWithFlags(out inputReady, NcclNative.EventDisableTiming), "cudaEventCreateWithFlags");
+        NcclNative.Cuda(NcclNative.cudaEventCreateWithFlags(out sideDone, NcclNative.EventDisableTiming), "cudaEventCreateWithFlags");
+        NcclNative.Cuda(NcclNative.cudaStreamCreateWithFlags(out sideStream, NcclNative.StreamNonBlocking), "cudaStreamCreateWithFlags");
+    }
+
+    // Wait: the current stream waits for the side stream (the host does not block), then NCCL's asynchronous error, if any.
+    sealed class Pending(NcclCommunicator c) : IPendingCollective
+    {
+        public void Wait()
+        {
+            if (c.comm == IntPtr.Zero)
+                throw new CollectiveException($"NCCL all-reduce (async) on rank {c.Rank} of {c.WorldSize} (cuda:{c.device}): the communicator was aborted or disposed before Wait");
+            c.JoinSideStream(always: true); // also when a synchronous op joined already: the current stream may differ now
+            c.Check(0, "all-reduce (async)");
+        }
+    }
 
     /// <summary>An NCCL failure aborts the communicator (no later call can hang on it) and throws NCCL's own words.</summary>
     void Check(int result, string operation)

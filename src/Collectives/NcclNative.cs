@@ -1,4 +1,5 @@
-// libnccl.so.2 and the two libtorch entry points NCCL needs (a tensor's data pointer, the current CUDA stream).
+// libnccl.so.2, the two libtorch entry points NCCL needs (a tensor's data pointer, the current CUDA stream), and the
+// CUDA runtime calls of the side stream that overlaps async all-reduces with compute.
 using System.Reflection;
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
@@ -8,12 +9,14 @@ namespace Collectives;
 static class NcclNative
 {
     const string Nccl = "nccl";
+    const string Cudart = "cudart";
 
     // ncclDataType_t and ncclRedOp_t of nccl.h
     const int Int32 = 2, Int64 = 4, Float16 = 6, Float32 = 7, Float64 = 8, BFloat16 = 9, UInt8 = 1, Int8 = 0;
     const int Sum = 0, Max = 2, Min = 3, Avg = 4;
 
     static string? libraryPath;
+    static IntPtr cudartHandle;
     static readonly object gate = new();
 
     /// <summary>Finds libnccl.so.2 and checks that CUDA is usable; throws one message that names what is missing and
@@ -67,8 +70,72 @@ static class NcclNative
         return (null, searched);
     }
 
-    static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) =>
-        name == Nccl ? NativeLibrary.Load(libraryPath!) : IntPtr.Zero;
+    static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) => name switch
+    {
+        Nccl => NativeLibrary.Load(libraryPath!),
+        Cudart => cudartHandle, // EnsureCudart runs before the first cudart call
+        _ => IntPtr.Zero,
+    };
+
+    /// <summary>Loads the CUDA runtime that libtorch_cuda already uses (one runtime, one view of devices and
+    /// streams): the libcudart mapped into this process, else libcudart.so through the loader; else throws one
+    /// message naming both places.</summary>
+    public static void EnsureCudart()
+    {
+        lock (gate)
+        {
+            if (cudartHandle != IntPtr.Zero) return;
+            string? mapped = MappedCudart();
+            if (mapped is not null && NativeLibrary.TryLoad(mapped, out cudartHandle)) return;
+            if (NativeLibrary.TryLoad("libcudart.so", out cudartHandle)) return;
+            throw new CollectiveException("the CUDA runtime was not found: looked for a libcudart.so* or libcudart-* mapped in /proc/self/maps ("
+                + (mapped is null ? "none" : $"{mapped}, which did not load") + ") and for libcudart.so through the dynamic loader "
+                + $"(LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"}, /etc/ld.so.cache)");
+        }
+    }
+
+    // A line of /proc/self/maps: "address perms offset dev inode   /path/to/file"; the path starts at the first '/'.
+    static string? MappedCudart()
+    {
+        if (!File.Exists("/proc/self/maps")) return null;
+        foreach (var line in File.ReadLines("/proc/self/maps"))
+        {
+            int slash = line.IndexOf('/');
+            if (slash < 0) continue;
+            string path = line[slash..];
+            string name = Path.GetFileName(path);
+            if (name.StartsWith("libcudart.so", StringComparison.Ordinal) || name.StartsWith("libcudart-", StringComparison.Ordinal))
+                return path;
+        }
+        return null;
+    }
+
+    /// <summary>Throws a CollectiveException with the CUDA runtime's words for a failed call.</summary>
+    public static void Cuda(int error, string call)
+    {
+        if (error != 0)
+            throw new CollectiveException($"CUDA {call} failed: {Marshal.PtrToStringAnsi(cudaGetErrorString(error)) ?? "?"} (cudaError {error})");
+    }
+
+    /// <summary>Makes a device current on this thread until disposed: the runtime's current device is per thread,
+    /// streams and events belong to the device current at their creation, and stream 0 names that device's stream.</summary>
+    public readonly struct OnDevice : IDisposable
+    {
+        readonly int previous;
+        readonly bool switched;
+
+        public OnDevice(int device)
+        {
+            Cuda(cudaGetDevice(out previous), "cudaGetDevice");
+            switched = previous != device;
+            if (switched) Cuda(cudaSetDevice(device), $"cudaSetDevice({device})");
+        }
+
+        public void Dispose()
+        {
+            if (switched) cudaSetDevice(previous);
+        }
+    }
 
     public static int DataType(ScalarType type) => type switch
     {
@@ -160,4 +227,16 @@ static class NcclNative
     [DllImport(Nccl)] static extern IntPtr ncclGetErrorString(int result);
     [DllImport(Nccl)] static extern IntPtr ncclGetLastError(IntPtr comm);
     [DllImport("torch_cuda")] static extern int aoti_torch_get_current_cuda_stream(int device, out IntPtr stream);
+
+    // cuda_runtime_api.h: cudaError_t results (0 = cudaSuccess); flags cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2.
+    public const uint StreamNonBlocking = 1, EventDisableTiming = 2;
+    [DllImport(Cudart)] public static extern int cudaStreamCreateWithFlags(out IntPtr stream, uint flags);
+    [DllImport(Cudart)] public static extern int cudaStreamDestroy(IntPtr stream);
+    [DllImport(Cudart)] public static extern int cudaEventCreateWithFlags(out IntPtr cudaEvent, uint flags);
+    [DllImport(Cudart)] public static extern int cudaEventDestroy(IntPtr cudaEvent);
+    [DllImport(Cudart)] public static extern int cudaEventRecord(IntPtr cudaEvent, IntPtr stream);
+    [DllImport(Cudart)] public static extern int cudaStreamWaitEvent(IntPtr stream, IntPtr cudaEvent, uint flags);
+    [DllImport(Cudart)] static extern int cudaGetDevice(out int device);
+    [DllImport(Cudart)] static extern int cudaSetDevice(int device);
+    [DllImport(Cudart)] static extern IntPtr cudaGetErrorString(int error);
 }

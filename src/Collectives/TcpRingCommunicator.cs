@@ -15,8 +15,11 @@ public sealed class TcpRingCommunicator : ICommunicator
     private readonly string _groupKey;
     private readonly TcpOptions _options;
     private readonly RingLinks? _links;        // null at world size 1
-    private readonly SendWorker? _sender;
+    private readonly Worker? _sender;
     private readonly object _failGate = new();
+    private readonly object _queueGate = new();
+    private Worker? _queue;                    // runs AllReduceAsync calls in call order; started by the first
+    private Job? _lastQueued;                  // the latest of them; synchronous operations wait for it first
     private volatile bool _disposed;
     private string? _broken;                   // the failure message once an operation failed
     private Progress? _active;                 // the progress of the operation in flight, to abort it
@@ -29,7 +32,7 @@ public sealed class TcpRingCommunicator : ICommunicator
     private TcpRingCommunicator(IRendezvous rendezvous, string groupKey, int rank, int worldSize, TcpOptions options, RingLinks? links)
     {
         (_rendezvous, _groupKey, Rank, WorldSize, _options, _links) = (rendezvous, groupKey, rank, worldSize, options, links);
-        if (links is not null) _sender = new SendWorker($"ring-send {groupKey} r{rank}");
+        if (links is not null) _sender = new Worker($"ring-send {groupKey} r{rank}");
     }
 
     /// <summary>Listens, exchanges endpoints through the rendezvous under "{groupKey}/endpoints", connects the ring.
@@ -48,6 +51,26 @@ public sealed class TcpRingCommunicator : ICommunicator
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         TensorMemory.Check(tensor, nameof(tensor), Rank);
+        Drain();
+        RunAllReduce(tensor, op);
+    }
+
+    /// <summary>Queues the all-reduce on this communicator's async worker and returns. Wait fails, and breaks the
+    /// communicator, when the queue finishes no operation for <see cref="TcpOptions.EffectiveTimeout"/> plus a grace
+    /// of min(1 s, timeout/4), so that the ring's own timeout, which names the stalled peer, fires first.</summary>
+    public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        TensorMemory.Check(tensor, nameof(tensor), Rank);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lock (_queueGate)
+        {
+            _queue ??= new Worker($"ring-async {_groupKey} r{Rank}");
+            return new Pending(this, _lastQueued = _queue.Post(() => RunAllReduce(tensor, op)));
+        }
+    }
+
+    private void RunAllReduce(Tensor tensor, ReduceOp op)
+    {
         using var _ = torch.no_grad();
         using var flat = tensor.view(-1);
         if (WorldSize > 1)
@@ -60,6 +83,7 @@ public sealed class TcpRingCommunicator : ICommunicator
         TensorMemory.Check(tensor, nameof(tensor), Rank);
         if (root < 0 || root >= WorldSize)
             throw new ArgumentOutOfRangeException(nameof(root), $"rank {Rank}: broadcast root {root} outside world size {WorldSize}");
+        Drain();
         if (WorldSize == 1) return;
         using var _ = torch.no_grad();
         using var flat = tensor.view(-1);
@@ -69,6 +93,7 @@ public sealed class TcpRingCommunicator : ICommunicator
     public void AllGather(Tensor input, Tensor output)
     {
         CheckPair(input, output, output.numel(), input.numel(), "output.numel must be world * input.numel");
+        Drain();
         using var _ = torch.no_grad();
         using var flat = output.view(-1);
         var each = input.numel();
@@ -80,6 +105,7 @@ public sealed class TcpRingCommunicator : ICommunicator
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
     {
         CheckPair(output, input, input.numel(), output.numel(), "input.numel must be world * output.numel");
+        Drain();
         using var _ = torch.no_grad();
         var each = output.numel();
         using var work = input.reshape(-1).clone(); // the ring reduces in place; the caller's input stays as it was
@@ -113,9 +139,39 @@ public sealed class TcpRingCommunicator : ICommunicator
         _active?.Abort();
         _links?.Dispose();
         _sender?.Dispose();
+        _queue?.Dispose(); // queued all-reduces that did not run yet fail (disposed) and their Wait throws
     }
 
     public override string ToString() => $"TcpRingCommunicator(group '{_groupKey}', rank {Rank} of {WorldSize})";
+
+    // Synchronous operations run after every queued all-reduce, so all ranks see one order of operations.
+    private void Drain()
+    {
+        Job? last;
+        lock (_queueGate) last = _lastQueued;
+        if (last is not null) Await(last);
+    }
+
+    /// <summary>Waits for a queued job. Gives up when the queue finished no job for a whole timeout plus grace (a
+    /// queue of big all-reduces may take longer than one timeout in all): then the communicator breaks.</summary>
+    private void Await(Job job)
+    {
+        var timeout = _options.EffectiveTimeout + TimeSpan.FromMilliseconds(Math.Min(1000, _options.EffectiveTimeout.TotalMilliseconds / 4));
+        for (var seen = _queue!.Finished; !job.Wait(timeout); seen = _queue.Finished)
+            if (_queue.Finished == seen)
+                throw new CollectiveException(Fail("a queued AllReduce",
+                    new TimeoutException($"no queued all-reduce finished within {timeout.TotalSeconds:0.###} s")));
+    }
+
+    // Wait: the job's failure (already a broken communicator), as a CollectiveException of the waiting thread.
+    private sealed class Pending(TcpRingCommunicator c, Job job) : IPendingCollective
+    {
+        public void Wait()
+        {
+            c.Await(job);
+            if (job.Error is { } e) throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued all-reduce failed: {e.Message}", e);
+        }
+    }
 
     // [color0, key0, color1, key1, ...] over the parent group.
     private long[] ExchangeColorKey(int color, int key)
@@ -164,7 +220,7 @@ public sealed class TcpRingCommunicator : ICommunicator
         }
     }
 
-    private void AwaitSend(SendJob job, string name)
+    private void AwaitSend(Job job, string name)
     {
         if (!job.Wait(_options.EffectiveTimeout))
             throw new PeerIoException(_links!.Next, _links.NextEndpoint, $"sending to rank {_links.Next} did not finish within {_options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);

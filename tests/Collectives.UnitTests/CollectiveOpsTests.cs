@@ -17,7 +17,7 @@ public class CollectiveOpsTests
     private static readonly ReduceOp[] Ops = [ReduceOp.Sum, ReduceOp.Average, ReduceOp.Max, ReduceOp.Min];
 
     // Deterministic data per (rank, case): small integers and quarters, with a sign, in the tensor's dtype.
-    private static Tensor Input(int rank, int caseId, long[] shape, ScalarType dtype)
+    internal static Tensor Input(int rank, int caseId, long[] shape, ScalarType dtype)
     {
         var g = new Generator((ulong)(1000 * caseId + rank + 1));
         using var ints = torch.randint(-40, 41, shape, generator: g, dtype: ScalarType.Int64);
@@ -26,7 +26,7 @@ public class CollectiveOpsTests
         return q.to_type(dtype);
     }
 
-    private static Tensor Reference(IEnumerable<Tensor> inputs, ReduceOp op, ScalarType dtype)
+    internal static Tensor Reference(IEnumerable<Tensor> inputs, ReduceOp op, ScalarType dtype)
     {
         var xs = inputs.Select(t => t.to_type(ScalarType.Float64)).ToArray();
         using var stacked = torch.stack(xs);
@@ -40,7 +40,7 @@ public class CollectiveOpsTests
         };
     }
 
-    private static void AssertClose(Tensor expected, Tensor actual, string what)
+    internal static void AssertClose(Tensor expected, Tensor actual, string what)
     {
         Assert.Equal(expected.shape, actual.shape);
         var (rtol, atol) = actual.dtype switch

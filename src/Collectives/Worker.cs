@@ -1,9 +1,9 @@
-// One dedicated thread per communicator that runs the send half of each ring operation while the caller receives.
+// A dedicated thread that runs posted jobs in order: the send half of each ring pass, and the queued async all-reduces.
 using System.Collections.Concurrent;
 
 namespace Collectives;
 
-internal sealed class SendJob(Action body)
+internal sealed class Job(Action body)
 {
     private readonly ManualResetEventSlim _done = new();
     public Exception? Error { get; private set; }
@@ -19,20 +19,24 @@ internal sealed class SendJob(Action body)
     public bool Wait(TimeSpan timeout) => _done.Wait(timeout);
 }
 
-internal sealed class SendWorker : IDisposable
+internal sealed class Worker : IDisposable
 {
-    private readonly BlockingCollection<SendJob> _jobs = new();
+    private readonly BlockingCollection<Job> _jobs = new();
     private readonly Thread _thread;
+    private long _finished;
 
-    public SendWorker(string name)
+    /// <summary>Jobs run so far (successful or not): a waiter's sign of progress.</summary>
+    public long Finished => Interlocked.Read(ref _finished);
+
+    public Worker(string name)
     {
         _thread = new Thread(Loop) { IsBackground = true, Name = name };
         _thread.Start();
     }
 
-    public SendJob Post(Action body)
+    public Job Post(Action body)
     {
-        var job = new SendJob(body);
+        var job = new Job(body);
         _jobs.Add(job);
         return job;
     }
@@ -45,7 +49,11 @@ internal sealed class SendWorker : IDisposable
 
     private void Loop()
     {
-        foreach (var job in _jobs.GetConsumingEnumerable()) job.Run();
+        foreach (var job in _jobs.GetConsumingEnumerable())
+        {
+            job.Run();
+            Interlocked.Increment(ref _finished);
+        }
     }
 }
 

@@ -1,0 +1,126 @@
+// AllReduceAsync of the TCP ring: equals the serial reduction, keeps call order with synchronous operations, fails fast.
+using System.Diagnostics;
+using Collectives;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Collectives.UnitTests;
+
+public class AsyncAllReduceTests
+{
+    // Lengths 0 to 100k (several 4 KiB segments, so passes pipeline) and two dtypes: several all-reduces pending at once.
+    private static readonly (long Length, ScalarType DType)[] Cases =
+        [(1000, ScalarType.Float32), (0, ScalarType.Float32), (100_003, ScalarType.Float32), (7, ScalarType.Int64), (1, ScalarType.Float64)];
+
+    private static readonly TcpOptions Small = new(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 4096);
+
+    [Theory]
+    [InlineData(2, ReduceOp.Sum)]
+    [InlineData(2, ReduceOp.Average)]
+    [InlineData(3, ReduceOp.Sum)]
+    [InlineData(3, ReduceOp.Average)]
+    public void SeveralPendingAllReducesEqualTheSerialReduction(int world, ReduceOp op)
+    {
+        Ranks.Run(world, (rank, comm) =>
+        {
+            var tensors = Cases.Select((c, i) => CollectiveOpsTests.Input(rank, i, [c.Length], c.DType)).ToArray();
+            var pending = tensors.Select(t => comm.AllReduceAsync(t, op)).ToArray();
+            foreach (var p in pending.Reverse()) p.Wait(); // the wait order does not matter
+            for (var i = 0; i < Cases.Length; i++)
+            {
+                var all = Enumerable.Range(0, world).Select(r => CollectiveOpsTests.Input(r, i, [Cases[i].Length], Cases[i].DType)).ToArray();
+                using var expected = CollectiveOpsTests.Reference(all, op, Cases[i].DType);
+                CollectiveOpsTests.AssertClose(expected, tensors[i], $"rank {rank} of {world}: AllReduceAsync {op} case {i}");
+            }
+            return 0;
+        }, Small);
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void AsyncAndSyncOperationsInterleavedKeepTheirOrderAndValues(int world)
+    {
+        Ranks.Run(world, (rank, comm) =>
+        {
+            float r = rank + 1; // rank r contributes r + 1; sum over ranks = world (world + 1) / 2
+            float sum = world * (world + 1) / 2f;
+            using var a = torch.full(50_000, r);
+            using var b = torch.full(3_000, r);
+            using var c = torch.full(20_001, r);
+            using var synced = torch.full(10_000, r);
+            using var root = torch.full(5_000, r);
+            using var gathered = torch.empty(world * 2L);
+
+            var pa = comm.AllReduceAsync(a);
+            comm.AllReduce(synced, ReduceOp.Max);     // runs after a
+            IPendingCollective? pb = null;            // queued from another thread, as the autograd engine would
+            var other = new Thread(() => pb = comm.AllReduceAsync(b, ReduceOp.Average));
+            other.Start();
+            other.Join();
+            comm.Broadcast(root, root: world - 1);    // after b
+            var pc = comm.AllReduceAsync(c, ReduceOp.Min);
+            using (var mine = torch.full(2, r)) comm.AllGather(mine, gathered);
+            using var split = comm.Split(color: 0, key: -rank); // one group, ranks reversed
+            comm.Barrier();
+            pc.Wait(); pa.Wait(); pb!.Wait();
+
+            Assert.True(a.eq(sum).all().item<bool>(), $"rank {rank}: a");
+            Assert.True(b.eq(sum / world).all().item<bool>(), $"rank {rank}: b");
+            Assert.True(c.eq(1f).all().item<bool>(), $"rank {rank}: c");
+            Assert.True(synced.eq((float)world).all().item<bool>(), $"rank {rank}: synced");
+            Assert.True(root.eq((float)world).all().item<bool>(), $"rank {rank}: broadcast");
+            Assert.Equal(Enumerable.Range(1, world).SelectMany(x => new[] { (float)x, x }), gathered.data<float>().ToArray());
+            Assert.Equal(world - 1 - rank, split.Rank);
+            return 0;
+        }, Small);
+    }
+
+    [Fact]
+    public void DeadPeerMakesWaitThrowQuicklyAndBreaksTheCommunicator()
+    {
+        const int world = 3, dead = 1;
+        var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
+        var (results, errors) = Ranks.TryRun(world, (rank, comm) =>
+        {
+            comm.Barrier();
+            if (rank == dead)
+            {
+                Thread.Sleep(300); // the others are inside the queued all-reduces by now
+                comm.Dispose();
+                return TimeSpan.Zero;
+            }
+            using var x = torch.ones(1 << 20);
+            using var y = torch.ones(1 << 20);
+            var watch = Stopwatch.StartNew();
+            var px = comm.AllReduceAsync(x);
+            var py = comm.AllReduceAsync(y);
+            var e = Assert.Throws<CollectiveException>(() => px.Wait());
+            Assert.Contains($"rank {dead} (127.0.0.1:", e.Message);
+            Assert.Contains($"rank {dead} (", Assert.Throws<CollectiveException>(() => py.Wait()).Message);
+            Assert.Contains($"rank {dead} (", Assert.Throws<CollectiveException>(() => comm.Barrier()).Message);
+            return watch.Elapsed;
+        }, options);
+        Assert.All(errors, e => Assert.Null(e));
+        Assert.All(results, elapsed => Assert.True(elapsed < TimeSpan.FromSeconds(5), $"took {elapsed}"));
+    }
+
+    [Fact]
+    public void SilentPeerMakesWaitTimeOutNamingIt()
+    {
+        var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(1));
+        var (results, errors) = Ranks.TryRun(3, (rank, comm) =>
+        {
+            if (rank == 1) { Thread.Sleep(2000); return ""; } // alive but never joins
+            using var t = torch.ones(10);
+            var pending = comm.AllReduceAsync(t);
+            var watch = Stopwatch.StartNew();
+            var message = Assert.Throws<CollectiveException>(() => pending.Wait()).Message;
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(3), $"Wait took {watch.Elapsed}");
+            return message;
+        }, options);
+        Assert.All(errors, e => Assert.Null(e));
+        Assert.Contains("rank 1 (", results[0]);
+        Assert.Contains("rank 1 (", results[2]);
+    }
+}
