@@ -19,6 +19,14 @@ namespace Collectives;
 /// </summary>
 public sealed class NcclCommunicator : ICommunicator
 {
+    /// <summary>The bytes of GPU <paramref name="device"/> in use (total - free, cudaMemGetInfo): every process's
+    /// allocations, CUDA contexts and allocator caches; what the GPU benchmark reports for either framework.</summary>
+    public static long DeviceMemoryUsed(int device)
+    {
+        var (free, total) = NcclNative.MemoryInfo(device);
+        return total - free;
+    }
+
     IntPtr comm;
     readonly int device;
     readonly TimeSpan timeout;
@@ -45,6 +53,8 @@ public sealed class NcclCommunicator : ICommunicator
         string id = rank == 0 ? Convert.ToBase64String(NcclNative.NewUniqueId()) : "";
         var ids = rendezvous.AllGather(groupKey + "/nccl-unique-id", rank, worldSize, id, timeout);
         torch.cuda.synchronize(new Device(DeviceType.CUDA, device));
+        NcclNative.EnsureCudart();
+        using var onDevice = new NcclNative.OnDevice(device); // NCCL binds a communicator to the device current at init
         return new NcclCommunicator(NcclNative.InitRank(worldSize, Convert.FromBase64String(ids[0]), rank), rank, worldSize, device, timeout);
     }
 

@@ -19,6 +19,9 @@ static class NcclNative
     static IntPtr cudartHandle;
     static readonly object gate = new();
 
+    // One resolver for the assembly, whichever native library is asked for first.
+    static NcclNative() => NativeLibrary.SetDllImportResolver(typeof(NcclNative).Assembly, Resolve);
+
     /// <summary>Finds libnccl.so.2 and checks that CUDA is usable; throws one message that names what is missing and
     /// where it was looked for.</summary>
     public static void EnsureAvailable()
@@ -30,11 +33,7 @@ static class NcclNative
             {
                 var (path, searched) = FindLibrary();
                 if (path is null) missing.Add($"libnccl.so.2 was not found (looked in: {string.Join("; ", searched)}); install NCCL or set NCCL_LIBRARY=/path/to/libnccl.so.2");
-                else
-                {
-                    libraryPath = path;
-                    NativeLibrary.SetDllImportResolver(typeof(NcclNative).Assembly, Resolve);
-                }
+                else libraryPath = path;
             }
         }
         if (!cuda.is_available())
@@ -72,8 +71,10 @@ static class NcclNative
 
     static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) => name switch
     {
-        Nccl => NativeLibrary.Load(libraryPath!),
+        Nccl when libraryPath is not null => NativeLibrary.Load(libraryPath),
         Cudart => cudartHandle, // EnsureCudart runs before the first cudart call
+        // libtorch_cuda.so as libtorch loaded it (from OEC_LIBTORCH by its path, not on the loader's search path)
+        "torch_cuda" when Mapped("libtorch_cuda.so") is string torchCuda && NativeLibrary.TryLoad(torchCuda, out var handle) => handle,
         _ => IntPtr.Zero,
     };
 
@@ -85,7 +86,7 @@ static class NcclNative
         lock (gate)
         {
             if (cudartHandle != IntPtr.Zero) return;
-            string? mapped = MappedCudart();
+            string? mapped = Mapped("libcudart.so") ?? Mapped("libcudart-");
             if (mapped is not null && NativeLibrary.TryLoad(mapped, out cudartHandle)) return;
             if (NativeLibrary.TryLoad("libcudart.so", out cudartHandle)) return;
             throw new CollectiveException("the CUDA runtime was not found: looked for a libcudart.so* or libcudart-* mapped in /proc/self/maps ("
@@ -95,7 +96,7 @@ static class NcclNative
     }
 
     // A line of /proc/self/maps: "address perms offset dev inode   /path/to/file"; the path starts at the first '/'.
-    static string? MappedCudart()
+    static string? Mapped(string prefix)
     {
         if (!File.Exists("/proc/self/maps")) return null;
         foreach (var line in File.ReadLines("/proc/self/maps"))
@@ -104,8 +105,7 @@ static class NcclNative
             if (slash < 0) continue;
             string path = line[slash..];
             string name = Path.GetFileName(path);
-            if (name.StartsWith("libcudart.so", StringComparison.Ordinal) || name.StartsWith("libcudart-", StringComparison.Ordinal))
-                return path;
+            if (name.StartsWith(prefix, StringComparison.Ordinal)) return path;
         }
         return null;
     }
@@ -236,6 +236,16 @@ static class NcclNative
     [DllImport(Cudart)] public static extern int cudaEventDestroy(IntPtr cudaEvent);
     [DllImport(Cudart)] public static extern int cudaEventRecord(IntPtr cudaEvent, IntPtr stream);
     [DllImport(Cudart)] public static extern int cudaStreamWaitEvent(IntPtr stream, IntPtr cudaEvent, uint flags);
+    /// <summary>Free and total bytes of a GPU (cudaMemGetInfo): what the processes on it hold, contexts and caches included.</summary>
+    public static (long Free, long Total) MemoryInfo(int device)
+    {
+        EnsureCudart();
+        using var onDevice = new OnDevice(device);
+        Cuda(cudaMemGetInfo(out var free, out var total), "cudaMemGetInfo");
+        return ((long)free, (long)total);
+    }
+
+    [DllImport(Cudart)] static extern int cudaMemGetInfo(out nuint free, out nuint total);
     [DllImport(Cudart)] static extern int cudaGetDevice(out int device);
     [DllImport(Cudart)] static extern int cudaSetDevice(int device);
     [DllImport(Cudart)] static extern IntPtr cudaGetErrorString(int error);

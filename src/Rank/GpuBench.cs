@@ -47,12 +47,12 @@ public static class GpuBench
     /// "device memory used" (total - free at the end, context included) then counts one framework at a time. Prints a
     /// markdown table with tokens/s, MFU, memory and each row's ratio to PyTorch eager.
     /// </summary>
-    public static IReadOnlyList<GpuBenchRow> Run(GpuBenchOptions o, TextWriter console, Func<int, long?> deviceUsedBytes)
+    public static IReadOnlyList<GpuBenchRow> Run(GpuBenchOptions o, TextWriter console)
     {
         var rows = new List<GpuBenchRow>();
         foreach (string mode in o.Modes) rows.Add(PyTorch(o, mode, console));
-        rows.Add(Ours(o, OecMethod.None, deviceUsedBytes));
-        rows.Add(Ours(o, OecMethod.MuCentering, deviceUsedBytes));
+        rows.Add(Ours(o, OecMethod.None));
+        rows.Add(Ours(o, OecMethod.MuCentering));
         if (rows.Select(r => r.Parameters).Distinct().Count() != 1)
             throw new InvalidOperationException($"the frameworks built different models: parameters {string.Join(" vs ", rows.Select(r => $"{r.Framework} {r.Parameters:N0}"))}");
 
@@ -73,7 +73,7 @@ public static class GpuBench
     /// formula as gpt_reference.py.</summary>
     static double FlopsPerToken(GpuBenchOptions o, long parameters) => 6.0 * parameters + 12.0 * o.Layers * o.Sequence * o.Dim;
 
-    static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method, Func<int, long?> deviceUsedBytes)
+    static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method)
     {
         var config = new RunConfig
         {
@@ -103,7 +103,7 @@ public static class GpuBench
         double ms = Bench.Median(times), tokensPerSecond = o.Batch * o.Sequence / ms * 1000, flops = FlopsPerToken(o, parameters);
         bool gpu = trainer.Device.type == DeviceType.CUDA;
         return new GpuBenchRow("oecrun", $"{o.Precision}, oec.method = {JsonNamingPolicy.SnakeCaseLower.ConvertName(method.ToString())}", parameters, flops, ms, tokensPerSecond,
-            gpu ? flops * tokensPerSecond / (o.PeakTflops * 1e12) : null, gpu ? deviceUsedBytes(trainer.Device.index) : null, null, losses);
+            gpu ? flops * tokensPerSecond / (o.PeakTflops * 1e12) : null, gpu ? Collectives.NcclCommunicator.DeviceMemoryUsed(trainer.Device.index) : null, null, losses);
     }
 
     static void Synchronize(Device device)

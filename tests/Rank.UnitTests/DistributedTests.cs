@@ -1,3 +1,4 @@
+using Oec;
 // Data-parallel training against its references: one rank, an uninterrupted run, a run without a fault.
 using System.Diagnostics;
 using Collectives;
@@ -70,6 +71,51 @@ public class DistributedTests(ITestOutputHelper log, CleanJobFixture fixture) : 
         finally
         {
             foreach (var t in trainers) t?.Dispose();
+        }
+    }
+
+    [Theory]
+    [InlineData(OecMethod.MuLoss, false)]
+    [InlineData(OecMethod.MuLoss, true)]
+    [InlineData(OecMethod.None, false)]
+    public void Gradients_all_reduced_layer_by_layer_during_backward_give_the_parameters_of_the_all_reduce_after_it(OecMethod method, bool tying)
+    {
+        using var temp = new TempDirectory();
+        const int steps = 8;
+        var config = (TestConfigs.Tiny(temp.Path, steps: steps, method: method).WithOec(o => o with { MuLossLambda = 1e-1 })
+                      with { Model = new Model.ModelOptions { WeightTying = tying } }).Validated();
+
+        Trainer[] Run(bool overlap, int[] started)
+        {
+            var rendezvous = new InProcessRendezvous();
+            var trainers = new Trainer[2];
+            var threads = Enumerable.Range(0, 2).Select(rank => new Thread(() =>
+            {
+                var comm = TcpRingCommunicator.Create(rendezvous, "overlap", rank, 2, new TcpOptions(Timeout: TimeSpan.FromSeconds(30)));
+                trainers[rank] = new Trainer(config.WithTrain(t => t with { OverlapGradReduce = overlap }), comm);
+                for (int s = 0; s < steps; s++) trainers[rank].Step(s);
+                started[rank] = trainers[rank].GroupsStartedInBackward;
+            })).ToList();
+            threads.ForEach(t => t.Start());
+            Assert.All(threads, t => Assert.True(t.Join(TimeSpan.FromMinutes(2)), "a rank did not finish within 2 minutes"));
+            return trainers;
+        }
+        int[] overlappedGroups = new int[2], afterGroups = new int[2];
+        var overlapped = Run(overlap: true, overlappedGroups);
+        var after = Run(overlap: false, afterGroups);
+        try
+        {
+            double difference = Tensors.MaxParameterDifference(overlapped[0].Model, after[0].Model);
+            log.WriteLine($"{method}, tying {tying}: groups started in backward {overlappedGroups[0]} (overlapped), {afterGroups[0]} (after); parameters differ by up to {difference:G3}");
+            Assert.Equal([config.Model.NLayer!.Value + 1, config.Model.NLayer!.Value + 1], overlappedGroups); // ln_f (+ head), then every block
+            Assert.Equal([0, 0], afterGroups);
+            // The same sums, cut into other buckets, so the ring adds some elements in another order: rounding, no more.
+            Assert.True(difference < 1e-5, $"overlapped and after-backward all-reduce end {difference} apart");
+            Assert.Equal(0, Tensors.MaxParameterDifference(overlapped[0].Model, overlapped[1].Model));
+        }
+        finally
+        {
+            foreach (var t in overlapped.Concat(after)) t?.Dispose();
         }
     }
 

@@ -57,12 +57,19 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     /// <summary>Names of the parameters of which each rank of a vocabulary-parallel group holds other rows (the embeddings).</summary>
     public IReadOnlySet<string> ShardedNames { get; }
 
+    /// <summary>Called during backward at boundary k = 0..n_layer (the input of block k; n_layer: the input of ln_f),
+    /// once the gradients of everything after it are final (<see cref="Boundary"/>). Null: no boundaries in the graph.</summary>
+    public Action<int>? BoundaryReached { get; set; }
+
     public override Tensor forward(Tensor idx)
     {
         var x = shard is null ? wte.forward(idx) : ShardedLookup(idx); // [B, T, d]
-        foreach (var block in h) x = block.forward(x);
-        return ln_f.forward(x);                                        // [B, T, d]
+        for (int k = 0; k < h.Count; k++) x = h[k].forward(Mark(x, k));
+        return ln_f.forward(Mark(x, h.Count));                         // [B, T, d]
     }
+
+    Tensor Mark(Tensor x, int boundary) =>
+        BoundaryReached is { } reached && x.requires_grad ? Boundary.apply(x, (Action)(() => reached(boundary))) : x;
 
     // Megatron's vocab-parallel embedding: ids outside this shard look up row 0 and are zeroed; the sum over the group
     // gives every rank the full lookup, and its backward leaves each shard the gradient of its own rows.
@@ -239,4 +246,29 @@ public static class Mixed
     public static Tensor Attention(Tensor q, Tensor k, Tensor v, ScalarType compute) =>
         nn.functional.scaled_dot_product_attention(q.to_type(compute), k.to_type(compute), v.to_type(compute), is_casual: true)
             .to_type(ScalarType.Float32);
+}
+
+/// <summary>
+/// Identity in the forward pass; in the backward pass, calls its action when the gradient of its input is complete,
+/// then passes the gradient on unchanged. That gradient is complete only after the backward of every operation that
+/// read the input; libtorch runs a parameter's gradient accumulation as soon as its producer finishes (accumulation
+/// nodes have the highest priority in its ready queue), so by then the gradients of all parameters after this point
+/// are final: the layer-boundary stand-in for the per-parameter hooks TorchSharp lacks. The trainer's distributed
+/// tests check the consequence: gradients all-reduced from here equal the ones all-reduced after backward.
+/// </summary>
+public sealed class Boundary : torch.autograd.SingleTensorFunction<Boundary>
+{
+    public override string Name => nameof(Boundary);
+
+    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+    {
+        ctx.save_data("reached", vars[1]);
+        return ((Tensor)vars[0]).view_as((Tensor)vars[0]);
+    }
+
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        ((Action)ctx.get_data("reached"))();
+        return [grad_output, null!]; // one per input of apply: the action has none
+    }
 }

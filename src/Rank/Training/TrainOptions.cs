@@ -43,6 +43,9 @@ public sealed record TrainOptions
     public int Threads { get; init; }
     /// <summary>fp32 (default) or bf16 matmuls over fp32 master weights.</summary>
     public Precision Precision { get; init; } = Precision.Fp32;
+    /// <summary>Start each layer's gradient all-reduce during backward, as soon as the layer's gradients are final,
+    /// instead of all of them after it (data-parallel ranks without a sharded vocabulary).</summary>
+    public bool OverlapGradReduce { get; init; } = true;
     /// <summary>Where a rank computes: cpu, or cuda (the GPU numbered by the rank's LOCAL_RANK; cuda:0 for `oecrun train`).</summary>
     public string Device { get; init; } = "cpu";
 

@@ -48,6 +48,11 @@ public sealed class Trainer : IDisposable
     static readonly Lock InitGate = new();
     readonly ICommunicator? comm, dataGroup, vocabGroup;
     readonly GradientBucketer? bucketer;
+    /// <summary>Gradient groups whose all-reduce the last step started during backward (train.overlap_grad_reduce):
+    /// n_layer + 1 when it overlaps, 0 when every all-reduce waited for the end of backward.</summary>
+    public int GroupsStartedInBackward { get; private set; }
+    bool lastMicroBatch;   // set during the backward whose boundaries start the all-reduces (the step's last micro-batch)
+    Exception? boundaryFailure; // a collective that failed to start inside backward, thrown after it
     readonly OptimizerHelper optimizer;
     readonly List<Parameter> parameters;
     readonly BatchPlan trainBatches, valBatches;
@@ -92,7 +97,7 @@ public sealed class Trainer : IDisposable
         optimizer = NewOptimizer(parameters);
         if (dataGroup is not null)
         {
-            bucketer = new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
+            bucketer = train.OverlapGradReduce && vocabGroup is null ? OverlappedBucketer(dataGroup) : new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
             bucketer.BroadcastParameters(root: 0); // every replica starts from replica 0's initialisation
         }
 
@@ -102,6 +107,32 @@ public sealed class Trainer : IDisposable
         this.rows = rows ?? (step => trainBatches.RankRows(step, DataRank, DataParallel, train.GradAccum));
         inputs = new int[train.BatchSize / DataParallel * train.GradAccum * train.SequenceLength];
         targets = new int[inputs.Length];
+    }
+
+    /// <summary>
+    /// The all-reduce overlapped with backward (train.overlap_grad_reduce): one group per layer, in the order backward
+    /// finishes them: ln_f with the untied head (at the input of ln_f), block n-1, ..., block 0 (each at its input),
+    /// then the input embedding, reduced after backward (with tying it is also the head). Not with a sharded
+    /// vocabulary, whose backward runs collectives of its own on the vocabulary group: two communicators' kernels at
+    /// once are allowed only when every rank orders them alike, which the autograd engine does not promise.
+    /// </summary>
+    GradientBucketer OverlappedBucketer(ICommunicator group)
+    {
+        int layers = Config.Model.NLayer!.Value;
+        var named = Model.named_parameters().ToList();
+        List<Tensor> Where(Func<string, bool> belongs) => named.Where(n => belongs(n.name)).Select(n => (Tensor)n.parameter).ToList();
+        var groups = new List<IReadOnlyList<Tensor>> { Where(n => n is "ln_f.weight" or "lm_head") };
+        for (int k = layers - 1; k >= 0; k--) groups.Add(Where(n => n.StartsWith($"h.{k}.", StringComparison.Ordinal)));
+        groups.Add(Where(n => !(n is "ln_f.weight" or "lm_head" || n.StartsWith("h.", StringComparison.Ordinal))));
+        if (groups.Sum(g => g.Count) != named.Count) throw new InvalidOperationException("overlapped all-reduce: a parameter is in no group or in two");
+        var bucketer = new GradientBucketer(group, groups);
+        Model.BoundaryReached = boundary => // boundary k: the input of block k, n_layer: of ln_f, so group n_layer - k is final
+        {
+            if (!lastMicroBatch || boundaryFailure is not null) return;
+            try { bucketer.Ready(layers - boundary); GroupsStartedInBackward++; }
+            catch (Exception e) { boundaryFailure = e; } // never through libtorch's backward
+        };
+        return bucketer;
     }
 
     /// <summary>AdamW over <paramref name="ps"/> (the model's parameters, in order). Weight decay on matrices and
@@ -142,7 +173,11 @@ public sealed class Trainer : IDisposable
             var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d] fp32
             var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab, Compute); // [B*T, V] fp32 (matmul in Compute)
             var loss = OutputEmbedding.Loss(logits, y[micro], Model.OutputEmbedding, Config.Oec, Vocab);
+            lastMicroBatch = micro == accum - 1;                                             // its backward starts the all-reduces layer by layer
+            if (lastMicroBatch) GroupsStartedInBackward = 0;
             (loss.Loss / accum).backward();                                                  // mean over this rank's share
+            lastMicroBatch = false;
+            if (boundaryFailure is { } failure) throw new CollectiveException($"step {step}: the gradient all-reduce failed to start during backward: {failure.Message}", failure);
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
             if (statistics && micro == accum - 1) stats = LogitStatistics.Compute(logits, Model.OutputEmbedding, Vocab);
         }
