@@ -32,6 +32,18 @@ public class CliTests
         Assert.Single(error.Trim().Split('\n'));
     }
 
+    [Theory]
+    [InlineData("--precision", "fp16")]
+    [InlineData("--modes", "jit")]
+    public void Bench_gpu_with_an_unknown_choice_exits_with_2_and_names_it(string option, string value)
+    {
+        var (code, _, error) = Invoke("bench-gpu", option, value);
+
+        Assert.Equal(2, code);
+        Assert.Contains(value, error);
+        Assert.Contains(option, error);
+    }
+
     [Fact]
     public void Train_with_a_missing_config_file_exits_with_2_and_names_it()
     {

@@ -44,8 +44,12 @@ public sealed record TrainOptions
     /// <summary>fp32 (default) or bf16 matmuls over fp32 master weights.</summary>
     public Precision Precision { get; init; } = Precision.Fp32;
     /// <summary>Start each layer's gradient all-reduce during backward, as soon as the layer's gradients are final,
-    /// instead of all of them after it (data-parallel ranks without a sharded vocabulary).</summary>
-    public bool OverlapGradReduce { get; init; } = true;
+    /// instead of all of them after it (data-parallel ranks without a sharded vocabulary). Unset: on for GPU ranks,
+    /// off for CPU ranks, where it measured 6% slower on 2 cores (docs/benchmarks.md: no idle core to hide the ring in).</summary>
+    public bool? OverlapGradReduce { get; init; }
+
+    /// <summary>train.overlap_grad_reduce as it applies to this device.</summary>
+    public bool Overlaps => OverlapGradReduce ?? Device == "cuda";
     /// <summary>Where a rank computes: cpu, or cuda (the GPU numbered by the rank's LOCAL_RANK; cuda:0 for `oecrun train`).</summary>
     public string Device { get; init; } = "cpu";
 

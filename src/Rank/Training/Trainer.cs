@@ -97,7 +97,7 @@ public sealed class Trainer : IDisposable
         optimizer = NewOptimizer(parameters);
         if (dataGroup is not null)
         {
-            bucketer = train.OverlapGradReduce && vocabGroup is null ? OverlappedBucketer(dataGroup) : new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
+            bucketer = train.Overlaps && vocabGroup is null ? OverlappedBucketer(dataGroup) : new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
             bucketer.BroadcastParameters(root: 0); // every replica starts from replica 0's initialisation
         }
 
