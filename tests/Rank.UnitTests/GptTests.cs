@@ -41,6 +41,24 @@ public class GptTests
 
     static Tensor Tokens(int seed, int batch, int length, int vocab) => tensor(TokenIds(seed, batch * length, vocab)).view(batch, length);
 
+    /// <summary>The trainer moves the model to its GPU with Module.to, which replaces the parameter objects; the field
+    /// behind OutputEmbedding must follow, or the head would stay behind. A dtype move takes the same path on the CPU.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void After_the_model_is_moved_the_output_embedding_is_the_moved_parameter(bool tying)
+    {
+        using var model = Tiny(tying: tying);
+
+        model.to(ScalarType.Float64); // may replace (and dispose) parameter objects: the trainer moves before the optimizer exists
+
+        Assert.Equal(ScalarType.Float64, model.OutputEmbedding.dtype);
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float64, p.dtype));
+        // The head is the registered parameter (a write through it is seen by the module), not a stale copy.
+        using (no_grad()) model.OutputEmbedding.fill_(0.25);
+        Assert.All(Tensors.Values(Parameter(model, tying ? "wte.weight" : "lm_head")), v => Assert.Equal(0.25, v));
+    }
+
     [Fact]
     public void The_GPT2_vocabulary_is_padded_to_50304()
     {

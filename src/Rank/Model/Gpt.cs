@@ -200,8 +200,8 @@ public sealed class Rotary : nn.Module
         var pass = x[.., .., .., (int)rotated..];
         var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
         var turned = stack([-pairs[.., .., .., .., 1], pairs[.., .., .., .., 0]], -1).flatten(-2); // (x1, x2) -> (-x2, x1)
-        var c = cos[..(int)T].to(x.dtype);
-        var s = sin[..(int)T].to(x.dtype);
+        var c = cos[..(int)T].to(x.dtype, x.device); // no-ops once the module is where x is
+        var s = sin[..(int)T].to(x.dtype, x.device);
         return cat([rot * c + turned * s, pass], -1);
     }
 }
