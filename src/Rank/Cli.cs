@@ -256,7 +256,8 @@ public static class Cli
             using var a = TorchSharp.torch.tensor(new float[] { 1, 2, 3, 4 }).view(2, 2);
             using var product = a.matmul(a);
             Console.WriteLine($"cpu matmul: [[1,2],[3,4]]^2 = [{string.Join(",", product.data<float>().ToArray())}]");
-            Console.WriteLine($"cuda: {(TorchSharp.torch.cuda.is_available() ? $"available, {TorchSharp.torch.cuda.device_count()} device(s)" : "not available")}");
+            var (gpus, cudaError) = Training.ComputeDevice.Probe();
+            Console.WriteLine($"cuda: {(gpus > 0 ? $"available, {gpus} device(s)" : $"not available{(cudaError is null ? "" : $" ({cudaError})")}")}");
             return 0;
         }));
         return command;

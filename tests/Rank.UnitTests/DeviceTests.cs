@@ -8,19 +8,7 @@ namespace Rank.UnitTests;
 
 public class DeviceTests(ITestOutputHelper log)
 {
-    static bool HasGpu()
-    {
-        TorchRuntime.EnsureLoaded();
-        try
-        {
-            InitializeDeviceType(DeviceType.CUDA);
-            return cuda.is_available();
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            return false;
-        }
-    }
+    static bool HasGpu() => ComputeDevice.Probe().Count > 0;
 
     /// <summary>One trainer without a communicator: world size 1, where GPU ranks need no backend.</summary>
     static Configuration.RunConfig OneProcess(Configuration.RunConfig config) => config with { Job = config.Job with { WorldSize = 1 } };

@@ -16,26 +16,29 @@ public static class ComputeDevice
     {
         if (setting == "cpu") return CPU;
         if (setting != "cuda") throw new ArgumentException($"train.device = '{setting}': expected cpu or cuda");
+        var (count, initError) = Probe();
+        if (localRank >= count)
+            throw new InvalidOperationException($"train.device = cuda for local rank {localRank}: expected a libtorch with CUDA and at least {localRank + 1} GPU(s); found {Describe(count, initError)}");
+        backends.cuda.matmul.allow_tf32 = true;
+        backends.cudnn.allow_tf32 = true;
+        return new Device(DeviceType.CUDA, localRank);
+    }
+
+    /// <summary>The CUDA devices libtorch sees (0 without CUDA), and CUDA's first line of complaint where it did not start.</summary>
+    public static (int Count, string? Error) Probe()
+    {
         TorchRuntime.EnsureLoaded();
-        bool available;
-        string? initError = null;
         try
         {
             InitializeDeviceType(DeviceType.CUDA);
-            available = cuda.is_available();
+            return (cuda.is_available() ? cuda.device_count() : 0, null);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             string first = e.Message.Split('\n')[0];
             int trace = first.IndexOf(" Trace from", StringComparison.Ordinal); // TorchSharp appends where it failed
-            (available, initError) = (false, trace > 0 ? first[..trace] : first);
+            return (0, trace > 0 ? first[..trace] : first);
         }
-        int count = available ? cuda.device_count() : 0;
-        if (!available || localRank >= count)
-            throw new InvalidOperationException($"train.device = cuda for local rank {localRank}: expected a libtorch with CUDA and at least {localRank + 1} GPU(s); found {Describe(count, initError)}");
-        backends.cuda.matmul.allow_tf32 = true;
-        backends.cudnn.allow_tf32 = true;
-        return new Device(DeviceType.CUDA, localRank);
     }
 
     static string Describe(int count, string? initError)
