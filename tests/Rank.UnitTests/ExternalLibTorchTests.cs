@@ -268,17 +268,20 @@ public class ExternalLibTorchTests(NoLibTorchApp app) : IClassFixture<NoLibTorch
     }
 
     [Fact]
-    public void The_LibTorch_switch_bundles_libtorch_cpu_by_default_and_only_TorchSharp_with_none()
+    public void The_LibTorch_switch_bundles_libtorch_cpu_by_default_TorchSharps_CUDA_package_with_cuda_and_only_TorchSharp_with_none()
     {
         string[] byDefault = PackageReferences("cpu");
         string[] none = PackageReferences("none");
-        var (code, output) = MsBuild("-t:CollectPackageReferences", "-p:LibTorch=cuda");
+        string[] gpu = PackageReferences("cuda"); // the references only: TorchSharp-cuda-linux is not served here, so never restored
+        var (code, output) = MsBuild("-t:CollectPackageReferences", "-p:LibTorch=rocm");
 
         Assert.Contains("TorchSharp-cpu", byDefault);
         Assert.DoesNotContain("TorchSharp", byDefault);
         Assert.Contains("TorchSharp", none);
         Assert.DoesNotContain("TorchSharp-cpu", none);
+        Assert.Contains("TorchSharp-cuda-linux", gpu);
+        Assert.DoesNotContain("TorchSharp-cpu", gpu);
         Assert.NotEqual(0, code);
-        Assert.Contains("-p:LibTorch=cuda: expected cpu (bundle the libtorch-cpu NuGet package) or none", output);
+        Assert.Contains("-p:LibTorch=rocm: expected cpu (bundle the libtorch-cpu NuGet package), cuda (bundle TorchSharp-cuda-linux) or none", output);
     }
 }
