@@ -32,6 +32,21 @@ public class CliTests
         Assert.Single(error.Trim().Split('\n'));
     }
 
+    [SkippableFact]
+    public void Train_on_cuda_without_a_GPU_exits_with_2_before_starting_any_rank_and_says_what_it_found()
+    {
+        Skip.If(Training.ComputeDevice.Probe().Count > 0, "this machine has a GPU");
+        using var temp = new TempDirectory();
+
+        var (code, output, error) = Invoke("train", "train.device=cuda", "job.world_size=1", $"run.out_dir={temp.Path}");
+
+        Assert.Equal(2, code);
+        Assert.Contains("train.device = cuda for local rank 0: expected a libtorch with CUDA", error);
+        Assert.Contains("0 CUDA device(s) visible", error);
+        Assert.DoesNotContain("[rank 0]", output); // refused by the launcher, not by each rank and its restarts
+        Assert.False(File.Exists(Path.Combine(temp.Path, "coordinator.log")));
+    }
+
     [Theory]
     [InlineData("--precision", "fp16")]
     [InlineData("--modes", "jit")]
