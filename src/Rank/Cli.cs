@@ -316,8 +316,9 @@ public static class Cli
             if (o.Modes.FirstOrDefault(m => m is not ("eager" or "compile")) is string bad) throw new ArgumentException($"--modes: '{bad}': expected eager or compile");
             if (o.Steps < 1 || o.Warmup < 0) throw new ArgumentException($"--steps {o.Steps} --warmup {o.Warmup}: expected at least 1 timed step and no negative warmup");
             TorchRuntime.EnsureLoaded();
-            GpuBench.Run(o, Console.Out);
-            return 0;
+            var failures = new List<string>();
+            GpuBench.Run(o, Console.Out, failures);
+            return failures.Count == 0 ? 0 : 1;
         }));
         return command;
     }

@@ -45,12 +45,18 @@ public static class GpuBench
     /// <summary>
     /// PyTorch first, each mode in a process of its own that exits before the next starts, then oecrun in this process:
     /// "device memory used" (total - free at the end, context included) then counts one framework at a time. Prints a
-    /// markdown table with tokens/s, MFU, memory and each row's ratio to PyTorch eager.
+    /// markdown table with tokens/s, MFU, memory and each row's ratio to PyTorch eager. A PyTorch mode that fails
+    /// (torch.compile without a compiler, say) is reported under the table and the rest still run: <paramref name="failures"/>.
     /// </summary>
-    public static IReadOnlyList<GpuBenchRow> Run(GpuBenchOptions o, TextWriter console)
+    public static IReadOnlyList<GpuBenchRow> Run(GpuBenchOptions o, TextWriter console, List<string>? failures = null)
     {
         var rows = new List<GpuBenchRow>();
-        foreach (string mode in o.Modes) rows.Add(PyTorch(o, mode, console));
+        var failed = failures ?? [];
+        foreach (string mode in o.Modes)
+        {
+            try { rows.Add(PyTorch(o, mode, console)); }
+            catch (Exception e) when (e is InvalidOperationException or TimeoutException) { failed.Add($"pytorch {mode}: {e.Message}"); }
+        }
         rows.Add(Ours(o, OecMethod.None));
         rows.Add(Ours(o, OecMethod.MuCentering));
         if (rows.Select(r => r.Parameters).Distinct().Count() != 1)
@@ -64,6 +70,7 @@ public static class GpuBench
         foreach (var r in rows)
             console.WriteLine($"| {r.Framework} | {r.Mode} | {r.MedianMs:F1} | {r.TokensPerSecond:N0} | {(r.Mfu is double m ? $"{m:P1}" : "-")} | {Gib(r.DeviceUsedBytes)} " +
                               $"| {Gib(r.PeakAllocatedBytes)} | {(eager is null ? "-" : $"{r.TokensPerSecond / eager.TokensPerSecond:F2}x")} |");
+        foreach (string failure in failed) console.WriteLine($"failed: {failure}");
         return rows;
     }
 
