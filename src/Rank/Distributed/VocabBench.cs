@@ -144,17 +144,15 @@ public static class VocabBench
         return layout;
     }
 
-    /// <summary>
-    /// Bytes of this rank's tensors. TorchSharp's state_dict() lists the AdamW states (exp_avg, exp_avg_sq and, with
-    /// amsgrad, max_exp_avg_sq) group after group, parameter after parameter, in the order of the optimizer's groups.
-    /// </summary>
+    /// <summary>Bytes of this rank's tensors: its parameters and their AdamW moments (exp_avg, exp_avg_sq), head and body.</summary>
     static Memory Measure(Trainer trainer)
     {
         static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
-        var names = trainer.Model.named_parameters().ToDictionary(n => n.parameter.Handle, n => n.name);
-        var owned = trainer.Optimizer.ParamGroups.Cast<ParamGroup>().SelectMany(g => g.Parameters).Zip(trainer.Optimizer.state_dict().State,
-            (p, s) => (Head: HeadNames.Contains(names[p.Handle]), Bytes: s is AdamW.State a ? Bytes(a.exp_avg) + Bytes(a.exp_avg_sq) + Bytes(a.max_exp_avg_sq)
-                : throw new InvalidOperationException($"optimizer state of {names[p.Handle]} is a {s.GetType().Name}, not AdamW's"))).ToList();
+        var owned = trainer.Model.named_parameters().Select(n =>
+        {
+            var (expAvg, expAvgSq) = trainer.Optimizer.StateOf(n.parameter);
+            return (Head: HeadNames.Contains(n.name), Bytes: Bytes(expAvg) + Bytes(expAvgSq));
+        }).ToList();
         var parameters = trainer.Model.named_parameters().Select(n => (Head: HeadNames.Contains(n.name), Bytes: Bytes(n.parameter))).ToList();
         return new Memory(parameters.Where(p => p.Head).Sum(p => p.Bytes), owned.Where(s => s.Head).Sum(s => s.Bytes),
                           parameters.Where(p => !p.Head).Sum(p => p.Bytes), owned.Where(s => !s.Head).Sum(s => s.Bytes));

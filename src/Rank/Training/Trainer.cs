@@ -39,7 +39,7 @@ public sealed class Trainer : IDisposable
     /// divergence rollbacks left (divergence.learning_rate_factor per rollback).</summary>
     public double LearningRateScale { get; init; } = 1;
     /// <summary>The AdamW optimizer, read-only use: the vocabulary benchmark measures its per-parameter state, tests its dtypes.</summary>
-    public OptimizerHelper Optimizer => optimizer;
+    public FlatAdamW Optimizer => optimizer;
     /// <summary>The dtype of the matmuls (train.precision): Float32 or BFloat16. Weights, gradients, optimizer state and loss are fp32.</summary>
     public ScalarType Compute { get; }
     /// <summary>Where this rank computes (train.device): the CPU, or cuda:LOCAL_RANK. The model, its gradients, the
@@ -53,7 +53,7 @@ public sealed class Trainer : IDisposable
     public int GroupsStartedInBackward { get; private set; }
     bool lastMicroBatch;   // set during the backward whose boundaries start the all-reduces (the step's last micro-batch)
     Exception? boundaryFailure; // a collective that failed to start inside backward, thrown after it
-    readonly OptimizerHelper optimizer;
+    readonly FlatAdamW optimizer;
     readonly List<Parameter> parameters;
     readonly BatchPlan trainBatches, valBatches;
     readonly Func<long, long[]> rows;  // this rank's sequences of a step, micro-batch after micro-batch
@@ -94,7 +94,9 @@ public sealed class Trainer : IDisposable
         // Initialised on the CPU, so that a GPU run starts from the CPU run's weights; moved before the optimizer takes them.
         if (Device.type != DeviceType.CPU) Model.to(Device);
         parameters = Model.parameters().ToList();
-        optimizer = NewOptimizer(parameters);
+        // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
+        optimizer = new FlatAdamW([(parameters.Where(p => p.dim() >= 2).ToList(), train.WeightDecay), (parameters.Where(p => p.dim() < 2).ToList(), 0)],
+                                  train.Beta1, train.Beta2, train.Eps);
         if (dataGroup is not null)
         {
             bucketer = train.Overlaps && vocabGroup is null ? OverlappedBucketer(dataGroup) : new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
@@ -135,18 +137,6 @@ public sealed class Trainer : IDisposable
         return bucketer;
     }
 
-    /// <summary>AdamW over <paramref name="ps"/> (the model's parameters, in order). Weight decay on matrices and
-    /// embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).</summary>
-    AdamW NewOptimizer(IReadOnlyList<Parameter> ps)
-    {
-        var train = Config.Train;
-        return optim.AdamW(new[]
-        {
-            new AdamW.ParamGroup(ps.Where(p => p.dim() >= 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay, false, false),
-            new AdamW.ParamGroup(ps.Where(p => p.dim() < 2), train.LearningRate, train.Beta1, train.Beta2, train.Eps, 0, false, false),
-        }, train.LearningRate, train.Beta1, train.Beta2, train.Eps, train.WeightDecay);
-    }
-
     /// <summary>
     /// One optimizer step, top to bottom: learning rate, then per micro-batch forward, loss with the regulariser,
     /// backward; gradients averaged over the replicas; clip, optimizer step, zero grad, mu-centering. The cross-entropy
@@ -158,7 +148,6 @@ public sealed class Trainer : IDisposable
     {
         var train = Config.Train;
         int B = train.BatchSize / DataParallel, T = train.SequenceLength, accum = train.GradAccum;
-        foreach (var group in optimizer.ParamGroups) group.LearningRate = LearningRateAt(step);
 
         long[] mine = rows(step);
         if (mine.Length != B * accum) throw new InvalidOperationException($"step {step}: rank {Rank} was given {mine.Length} sequences, expected {B * accum}");
@@ -194,12 +183,10 @@ public sealed class Trainer : IDisposable
                 crossEntropy = shared[0].item<double>() / WorldSize;
                 stop = shared[1].item<double>() > 0;
             }
-            gradNorm = vocabGroup is not null ? ClipShardedGradients(train.GradClip)
-                : train.GradClip > 0 ? nn.utils.clip_grad_norm_(parameters, train.GradClip)
-                : nn.utils.clip_grad_norm_(parameters, double.PositiveInfinity);
+            gradNorm = vocabGroup is not null ? ClipShardedGradients(train.GradClip) : optimizer.ClipGradNorm(train.GradClip);
         }
-        optimizer.step();
-        optimizer.zero_grad();
+        optimizer.Step(LearningRateAt(step));
+        optimizer.ZeroGrad();
         if (Config.Oec.Method == OecMethod.MuCentering) OutputEmbedding.Center(Model.OutputEmbedding, Vocab);
         return (crossEntropy, gradNorm, stats, stop);
     }
@@ -374,7 +361,7 @@ public sealed class Trainer : IDisposable
     /// <summary>
     /// Writes this rank's part of a checkpoint into <paramref name="dir"/>, each file whole or not at all: the ranks of
     /// replica 0 their shard of the model (safetensors, loadable from Python; the whole model when unsharded) and of the
-    /// optimizer state (TorchSharp's format); every rank its random generator state. Replicas are identical, so replica
+    /// optimizer state (FlatAdamW.Save); every rank its random generator state. Replicas are identical, so replica
     /// 0 stands for all. Returns the files for the manifest.
     /// </summary>
     public IReadOnlyList<CheckpointFile> SaveCheckpoint(string dir)
@@ -389,7 +376,7 @@ public sealed class Trainer : IDisposable
             AtomicFile.Write(written[^1], s =>
             {
                 using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
-                optimizer.save_state_dict(writer);
+                optimizer.Save(writer);
             });
         }
         written.Add(Path.Combine(dir, $"rng.rank{Rank}.bin"));
@@ -408,37 +395,12 @@ public sealed class Trainer : IDisposable
             throw new InvalidDataException($"{dir} has no {ModelFile}: it was written with another job.vocab_parallel");
         Checkpoint.Load(Model, Path.Combine(dir, ModelFile));
         using (var reader = new BinaryReader(File.OpenRead(Path.Combine(dir, OptimizerFile))))
-            LoadOptimizerState(reader);
+            optimizer.Load(reader, Path.Combine(dir, OptimizerFile));
         if (manifest.Files.Any(f => f.Name == rng))
         {
             using var state = tensor(File.ReadAllBytes(Path.Combine(dir, rng)), dtype: ScalarType.Byte);
             random.set_rng_state(state);
         }
-    }
-
-    /// <summary>
-    /// TorchSharp reads optimizer state through a CPU pointer (Tensor.Load), which a GPU tensor does not have: the
-    /// state is read into a CPU twin of the optimizer (same groups, CPU copies of the parameters), its moments are
-    /// moved to <see cref="Device"/>, and the optimizer takes them over. One path for every device, so the CPU tests
-    /// cover it.
-    /// </summary>
-    void LoadOptimizerState(BinaryReader reader)
-    {
-        // No dispose scope here: the optimizer's load may make the tensors it keeps, and a scope would dispose them.
-        var twins = parameters.Select(p => { using var host = p.detach().cpu(); return new Parameter(host.clone()); }).ToList();
-        var twin = NewOptimizer(twins); // not disposed: that would dispose the moments the optimizer takes over
-        twin.load_state_dict(reader);
-        var state = twin.state_dict();
-        static Tensor Moved(Tensor cpu, Device device)
-        {
-            var copy = cpu.to(device.type, device.index, copy: true);
-            cpu.Dispose();
-            return copy;
-        }
-        foreach (var moments in state.State.Cast<AdamW.State>())
-            (moments.exp_avg, moments.exp_avg_sq) = (Moved(moments.exp_avg, Device), Moved(moments.exp_avg_sq, Device));
-        optimizer.load_state_dict(state);
-        twins.ForEach(p => p.Dispose());
     }
 
     public void Dispose()

@@ -1,0 +1,149 @@
+// AdamW over flat buffers: a group's parameters are views of one buffer and their gradients views of another, so a
+// step is five kernels per group where TorchSharp's AdamW launches about ten per parameter.
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Rank.Training;
+
+/// <summary>
+/// The arithmetic of TorchSharp's (and PyTorch's single-tensor) AdamW, element for element in the same order, so its
+/// results are the same bits (tested); what differs is the launches: for GPT-2 small's 111 parameters TorchSharp's
+/// loop makes about 1,000 kernel launches a step, which on a GPU costs milliseconds of host time while the kernels
+/// themselves take less (PyTorch's default on CUDA is the multi-tensor implementation for the same reason). Built
+/// after the model is on its device: <c>p.set_</c> makes each parameter a view of its group's buffer, and each
+/// gradient is preset to a view of the gradient buffer, into which libtorch's gradient accumulation adds in place.
+/// Every parameter is stepped every step (a parameter without gradient sees zeros; in this GPT every one has one).
+/// </summary>
+public sealed class FlatAdamW : IDisposable
+{
+    sealed class Group(Tensor data, Tensor grad, double weightDecay, IReadOnlyList<(Parameter P, long Offset)> members)
+    {
+        public readonly Tensor Data = data, Grad = grad;                           // [n] each: the group's parameters, gradients
+        public readonly Tensor ExpAvg = zeros_like(data), ExpAvgSq = zeros_like(data); // [n] each: AdamW's moments
+        public readonly double WeightDecay = weightDecay;
+        public readonly IReadOnlyList<(Parameter P, long Offset)> Members = members;
+        public long Step;
+    }
+
+    const string Format = "oec FlatAdamW 1";
+    readonly List<Group> groups = [];
+    readonly double beta1, beta2, eps;
+
+    public FlatAdamW(IEnumerable<(IReadOnlyList<Parameter> Parameters, double WeightDecay)> parameterGroups, double beta1, double beta2, double eps)
+    {
+        (this.beta1, this.beta2, this.eps) = (beta1, beta2, eps);
+        using var noGrad = no_grad();
+        foreach (var (ps, weightDecay) in parameterGroups)
+        {
+            if (ps.Count == 0) continue;
+            if (ps.Any(p => p.dtype != ps[0].dtype || p.device_type != ps[0].device_type || p.device_index != ps[0].device_index))
+                throw new ArgumentException($"FlatAdamW: a group's parameters must share dtype and device, got {string.Join(", ", ps.Select(p => $"{p.dtype} on {p.device}").Distinct())}");
+            long offset = 0;
+            var members = ps.Select(p => { var at = (p, offset); offset += p.numel(); return at; }).ToList();
+            var data = empty(offset, ps[0].dtype, ps[0].device);
+            var grad = zeros(offset, ps[0].dtype, ps[0].device);
+            foreach (var (p, at) in members)
+            {
+                using var slice = data.narrow(0, at, p.numel()).view(p.shape);
+                slice.copy_(p);
+                p.set_(slice);                                                 // p now lives in data (returns p: not disposed)
+                p.grad = grad.narrow(0, at, p.numel()).view(p.shape);          // accumulated into in place
+            }
+            groups.Add(new Group(data, grad, weightDecay, members));
+        }
+    }
+
+    /// <summary>Steps taken (the bias correction's t).</summary>
+    public long Steps => groups.Count == 0 ? 0 : groups[0].Step;
+
+    /// <summary>One AdamW step at learning rate <paramref name="lr"/>, decoupled weight decay per group.</summary>
+    public void Step(double lr)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        foreach (var g in groups)
+        {
+            g.Step++;
+            double bias1 = 1 - Math.Pow(beta1, g.Step), bias2 = 1 - Math.Pow(beta2, g.Step);
+            if (g.WeightDecay != 0) g.Data.mul_(1 - lr * g.WeightDecay);       // x 1 when 0: skipped, the same bits
+            g.ExpAvg.mul_(beta1).add_(g.Grad, alpha: 1 - beta1);
+            g.ExpAvgSq.mul_(beta2).addcmul_(g.Grad, g.Grad, value: 1 - beta2);
+            var denominator = (g.ExpAvgSq.sqrt() / Math.Sqrt(bias2)).add_(eps);
+            g.Data.addcdiv_(g.ExpAvg, denominator, value: -lr / bias1);
+        }
+    }
+
+    /// <summary>Every gradient to zero, in place (the views stay).</summary>
+    public void ZeroGrad()
+    {
+        foreach (var g in groups) g.Grad.zero_();
+    }
+
+    /// <summary>torch's clip_grad_norm_ over all the gradients: the L2 norm of the whole gradient, and when
+    /// <paramref name="maxNorm"/> &gt; 0 every gradient scaled by min(1, maxNorm / (norm + 1e-6)). Returns the norm.</summary>
+    public double ClipGradNorm(double maxNorm)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        double norm = stack(groups.Select(g => g.Grad.norm()).ToArray()).norm().item<float>();
+        double coefficient = maxNorm / (norm + 1e-6);
+        if (maxNorm > 0 && coefficient < 1)
+            foreach (var g in groups) g.Grad.mul_(coefficient);
+        return norm;
+    }
+
+    /// <summary>The moments of one parameter: views [p.shape] of its group's buffers.</summary>
+    public (Tensor ExpAvg, Tensor ExpAvgSq) StateOf(Parameter p)
+    {
+        foreach (var g in groups)
+            foreach (var (member, offset) in g.Members)
+                if (ReferenceEquals(member, p))
+                    return (g.ExpAvg.narrow(0, offset, p.numel()).view(p.shape), g.ExpAvgSq.narrow(0, offset, p.numel()).view(p.shape));
+        throw new ArgumentException("FlatAdamW.StateOf: not a parameter of this optimizer");
+    }
+
+    /// <summary>The state: a format line, then per group its step and element count and both moments (TorchSharp's
+    /// tensor format, which copies GPU tensors to the host itself).</summary>
+    public void Save(BinaryWriter writer)
+    {
+        writer.Write(Format);
+        writer.Write(groups.Count);
+        foreach (var g in groups)
+        {
+            writer.Write(g.Step);
+            writer.Write(g.Data.numel());
+            g.ExpAvg.Save(writer);
+            g.ExpAvgSq.Save(writer);
+        }
+    }
+
+    /// <summary>Reads what <see cref="Save"/> wrote for the same groups; throws naming what does not match. TorchSharp's
+    /// tensor reader writes through a host pointer, so the moments go through a CPU tensor to the device.</summary>
+    public void Load(BinaryReader reader, string source)
+    {
+        string format = reader.ReadString();
+        if (format != Format) throw new InvalidDataException($"{source}: optimizer state in format '{format}', expected '{Format}'");
+        int count = reader.ReadInt32();
+        if (count != groups.Count) throw new InvalidDataException($"{source}: {count} parameter groups, this optimizer has {groups.Count}");
+        using var noGrad = no_grad();
+        foreach (var (g, i) in groups.Select((g, i) => (g, i)))
+        {
+            long step = reader.ReadInt64(), elements = reader.ReadInt64();
+            if (elements != g.Data.numel()) throw new InvalidDataException($"{source}: group {i} has {elements} elements, this model's has {g.Data.numel()}");
+            foreach (var moment in new[] { g.ExpAvg, g.ExpAvgSq })
+            {
+                using var host = empty(elements, moment.dtype);
+                host.Load(reader);
+                moment.copy_(host);
+            }
+            g.Step = step;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var g in groups) // the parameters keep their storage alive through their own references
+            foreach (var t in new[] { g.ExpAvg, g.ExpAvgSq, g.Grad, g.Data }) t.Dispose();
+    }
+}
