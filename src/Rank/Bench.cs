@@ -3,6 +3,8 @@ using System.Diagnostics;
 using Oec;
 using Rank.Configuration;
 using Rank.Model;
+using TorchSharp;
+using static TorchSharp.torch;
 using Rank.Training;
 
 namespace Rank;
@@ -18,6 +20,7 @@ public static class Bench
     {
         console.WriteLine($"| preset | parameters | tokens/step | precision | method | median ms/step | tokens/s | vs none | vs fp32 |");
         console.WriteLine($"|---|---|---|---|---|---|---|---|---|");
+        var optimizers = new List<string>();
         foreach (var preset in presets)
         {
             var config = ConfigFor(preset);
@@ -41,8 +44,51 @@ public static class Bench
                 console.WriteLine($"| {preset} | {parameters / 1e6:F2}M | {tokens} | {precision.ToString().ToLowerInvariant()} | {method} | {ms:F1} | {tokens / ms * 1000:F0} " +
                                   $"| {Percent(ms, MedianOf(precision, OecMethod.None))} | {Percent(ms, MedianOf(Precision.Fp32, method))} |");
             }
+            int tensors = trainers[0].Model.parameters().Count();
             trainers.ForEach(t => t.Dispose());
+            var (adamw, flat) = TimeOptimizers(() => new Gpt(config.Model, config.Data.ResolvedVocabSize, config.Train.SequenceLength), CPU, 50);
+            optimizers.Add($"| {preset} | {tensors} | {adamw:F2} | {flat:F2} | {flat / adamw:F2} |");
         }
+        console.WriteLine();
+        console.WriteLine("The optimizer step alone (same parameters and gradients, alternating steps, median of 50):");
+        console.WriteLine("| preset | parameter tensors | TorchSharp AdamW ms | FlatAdamW ms | ratio |");
+        console.WriteLine("|---|---|---|---|---|");
+        optimizers.ForEach(console.WriteLine);
+    }
+
+    /// <summary>
+    /// The optimizer step alone, TorchSharp's AdamW against <see cref="FlatAdamW"/> on two copies of one model with the
+    /// same gradients, steps alternating (so that noise hits both alike): median ms per step of each and their ratio.
+    /// On a GPU this is the host's launch cost that the flat buffers remove.
+    /// </summary>
+    public static (double TorchSharpMs, double FlatMs) TimeOptimizers(Func<Gpt> build, Device device, int steps)
+    {
+        using var a = build();
+        using var b = build();
+        a.to(device);
+        b.to(device);
+        var (pa, pb) = (a.parameters().ToList(), b.parameters().ToList());
+        using (no_grad())
+            foreach (var p in pa) p.grad = full_like(p, 1e-3);
+        using var adamw = optim.AdamW(pa, 1e-3, 0.9, 0.95, 1e-8, 0);
+        using var flat = new FlatAdamW([(pb, 0)], 0.9, 0.95, 1e-8);
+        using (no_grad())
+            foreach (var p in pb) p.grad!.fill_(1e-3);
+        var (torchSharp, ours) = (new List<double>(), new List<double>());
+        void Synchronize() { if (device.type == DeviceType.CUDA) cuda.synchronize(device); }
+        for (int i = 0; i < steps + 3; i++)
+        {
+            Synchronize();
+            var clock = Stopwatch.StartNew();
+            adamw.step();
+            Synchronize();
+            if (i >= 3) torchSharp.Add(clock.Elapsed.TotalMilliseconds);
+            clock.Restart();
+            flat.Step(1e-3);
+            Synchronize();
+            if (i >= 3) ours.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        return (Median(torchSharp), Median(ours));
     }
 
     /// <summary>Step time relative to a reference: +10.0% is 10% slower.</summary>

@@ -70,6 +70,10 @@ public static class GpuBench
         foreach (var r in rows)
             console.WriteLine($"| {r.Framework} | {r.Mode} | {r.MedianMs:F1} | {r.TokensPerSecond:N0} | {(r.Mfu is double m ? $"{m:P1}" : "-")} | {Gib(r.DeviceUsedBytes)} " +
                               $"| {Gib(r.PeakAllocatedBytes)} | {(eager is null ? "-" : $"{r.TokensPerSecond / eager.TokensPerSecond:F2}x")} |");
+        var device = o.Device == "cuda" ? new Device(DeviceType.CUDA, 0) : CPU;
+        var model = new Model.ModelOptions { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads };
+        var (adamw, flat) = Bench.TimeOptimizers(() => new Model.Gpt(model, o.Vocab, o.Sequence), device, o.Steps);
+        console.WriteLine($"the optimizer step alone on {o.Device}: TorchSharp's AdamW {adamw:F2} ms, FlatAdamW (what oecrun runs) {flat:F2} ms, ratio {flat / adamw:F2}");
         foreach (string failure in failed) console.WriteLine($"failed: {failure}");
         return rows;
     }
