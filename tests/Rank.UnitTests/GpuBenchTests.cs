@@ -39,5 +39,6 @@ public class GpuBenchTests(Xunit.Abstractions.ITestOutputHelper log)
         Assert.All(rows, r => Assert.InRange(r.Losses[0], Math.Log(512) - 0.5, Math.Log(512) + 0.5)); // an untrained model: about ln V
         Assert.All(rows, r => Assert.True(r.TokensPerSecond > 0 && r.Mfu is null && r.DeviceUsedBytes is null));
         Assert.Contains("| oecrun | bf16, oec.method = mu_centering |", console.ToString());
+        Assert.Matches(@"the optimizer step alone on cpu: TorchSharp's AdamW [0-9.]+ ms, FlatAdamW \(what oecrun runs\) [0-9.]+ ms", console.ToString());
     }
 }
