@@ -28,16 +28,37 @@ public class FlatAdamWTests
     static (List<Parameter> Decayed, List<Parameter> Plain) Groups(Gpt model) =>
         (model.parameters().Where(p => p.dim() >= 2).ToList(), model.parameters().Where(p => p.dim() < 2).ToList());
 
+    /// <summary>Two copies of one model: one under TorchSharp's AdamW, one under FlatAdamW, both with weight decay 0.1
+    /// on matrices and none on the rest, as the trainer groups them.</summary>
+    sealed class Pair : IDisposable
+    {
+        public readonly Gpt Reference = Model(), Flat = Model();
+        public readonly AdamW TorchSharp;
+        public readonly FlatAdamW Ours;
+
+        public Pair(double lr)
+        {
+            var (rd, rp) = Groups(Reference);
+            var (fd, fp) = Groups(Flat);
+            TorchSharp = optim.AdamW([new AdamW.ParamGroup(rd, lr, 0.9, 0.95, 1e-8, 0.1, false, false), new AdamW.ParamGroup(rp, lr, 0.9, 0.95, 1e-8, 0, false, false)],
+                                     lr, 0.9, 0.95, 1e-8, 0.1);
+            Ours = new FlatAdamW([(fd, 0.1), (fp, 0)], 0.9, 0.95, 1e-8);
+        }
+
+        public void Dispose()
+        {
+            TorchSharp.Dispose();
+            Ours.Dispose();
+            Reference.Dispose();
+            Flat.Dispose();
+        }
+    }
+
     [Fact]
     public void With_weight_decay_and_clipping_the_gradients_are_clipped_alike_and_the_steps_give_the_bits_of_TorchSharps_AdamW()
     {
-        using var reference = Model();
-        using var flat = Model();
-        var (rd, rp) = Groups(reference);
-        var (fd, fp) = Groups(flat);
-        using var adamw = optim.AdamW([new AdamW.ParamGroup(rd, 3e-3, 0.9, 0.95, 1e-8, 0.1, false, false), new AdamW.ParamGroup(rp, 3e-3, 0.9, 0.95, 1e-8, 0, false, false)],
-                                     3e-3, 0.9, 0.95, 1e-8, 0.1);
-        using var ours = new FlatAdamW([(fd, 0.1), (fp, 0)], 0.9, 0.95, 1e-8);
+        using var pair = new Pair(3e-3);
+        var (reference, flat, adamw, ours) = (pair.Reference, pair.Flat, pair.TorchSharp, pair.Ours);
 
         for (int step = 0; step < 5; step++)
         {
@@ -69,13 +90,8 @@ public class FlatAdamWTests
     [Fact]
     public void Without_clipping_the_steps_are_bit_for_bit_TorchSharps_and_the_parameters_live_in_the_flat_buffer()
     {
-        using var reference = Model();
-        using var flat = Model();
-        var (rd, rp) = Groups(reference);
-        var (fd, fp) = Groups(flat);
-        using var adamw = optim.AdamW([new AdamW.ParamGroup(rd, 1e-2, 0.9, 0.95, 1e-8, 0.1, false, false), new AdamW.ParamGroup(rp, 1e-2, 0.9, 0.95, 1e-8, 0, false, false)],
-                                     1e-2, 0.9, 0.95, 1e-8, 0.1);
-        using var ours = new FlatAdamW([(fd, 0.1), (fp, 0)], 0.9, 0.95, 1e-8);
+        using var pair = new Pair(1e-2);
+        var (reference, flat, adamw, ours) = (pair.Reference, pair.Flat, pair.TorchSharp, pair.Ours);
 
         for (int step = 0; step < 5; step++)
         {
