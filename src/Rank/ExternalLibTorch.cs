@@ -1,6 +1,5 @@
 // libtorch from outside this program: OEC_LIBTORCH names a directory of libtorch's shared libraries (a PyTorch install's
 // torch/lib) or `python`; they are loaded before TorchSharp so that its own lookups find them instead of a bundled copy.
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 
@@ -120,28 +119,8 @@ public static partial class ExternalLibTorch
     public static string PythonTorchLib(string python = "python3")
     {
         string what = $"{Variable}=python: `{python} -c \"{PythonScript}\"`";
-        var info = new ProcessStartInfo(python, ["-c", PythonScript]) { RedirectStandardOutput = true, RedirectStandardError = true };
-        Process process;
-        try
-        {
-            process = Process.Start(info)!;
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            throw new InvalidOperationException($"{what} could not start: {e.Message}; expected {python} on PATH with torch installed", e);
-        }
-        using var _ = process;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var errors = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(PythonTimeout))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new InvalidOperationException($"{what} did not finish within {PythonTimeout.TotalSeconds} s");
-        }
-        string[] errorLines = errors.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        string directory = output.Result.Trim();
-        if (process.ExitCode != 0 || directory.Length == 0)
-            throw new InvalidOperationException($"{what} exited with code {process.ExitCode}: {errorLines.LastOrDefault() ?? "no output"}; expected the path of torch/lib");
+        string directory = Python.Run(python, ["-c", PythonScript], PythonTimeout, what).Output.Trim();
+        if (directory.Length == 0) throw new InvalidOperationException($"{what} printed nothing; expected the path of torch/lib");
         return directory;
     }
 

@@ -132,24 +132,8 @@ public static class GpuBench
             "--warmup", $"{o.Warmup}", "--lr", $"{o.LearningRate}", "--peak-tflops", $"{o.PeakTflops}",
         ];
         string what = $"{o.Python} {string.Join(' ', args.Select(a => a == ReferenceScript ? "gpt_reference.py" : a))}";
-        var info = new ProcessStartInfo(o.Python, args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        Process process;
-        try { process = Process.Start(info)!; }
-        catch (System.ComponentModel.Win32Exception e) { throw new InvalidOperationException($"{what}: could not start {o.Python}: {e.Message}", e); }
-        using var _ = process;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var errors = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(PythonTimeout))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{what}: no result within {PythonTimeout.TotalMinutes} minutes");
-        }
-        string line = output.Result.Trim();
-        if (process.ExitCode != 0 || line.Length == 0)
-        {
-            string tail = string.Join(" | ", errors.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).TakeLast(3));
-            throw new InvalidOperationException($"{what} exited with code {process.ExitCode}: {tail}");
-        }
+        string line = Python.Run(o.Python, args, PythonTimeout, what).Output.Trim();
+        if (line.Length == 0) throw new InvalidOperationException($"{what} printed no result line");
         console.WriteLine($"ran: {what}");
         using var json = JsonDocument.Parse(line);
         var r = json.RootElement;
