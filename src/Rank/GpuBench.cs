@@ -104,10 +104,10 @@ public static class GpuBench
         var times = new List<double>();
         for (int step = 0; step < o.Warmup + o.Steps; step++)
         {
-            Synchronize(trainer.Device);
+            Bench.Synchronize(trainer.Device);
             var clock = Stopwatch.StartNew();
             var (loss, _, _, _) = trainer.Step(step, statistics: false); // reads the loss: the step has finished on the GPU
-            Synchronize(trainer.Device);
+            Bench.Synchronize(trainer.Device);
             if (step >= o.Warmup) times.Add(clock.Elapsed.TotalMilliseconds);
             losses.Add(loss);
         }
@@ -115,11 +115,6 @@ public static class GpuBench
         bool gpu = trainer.Device.type == DeviceType.CUDA;
         return new GpuBenchRow("oecrun", $"{o.Precision}, oec.method = {JsonNamingPolicy.SnakeCaseLower.ConvertName(method.ToString())}", parameters, flops, ms, tokensPerSecond,
             gpu ? flops * tokensPerSecond / (o.PeakTflops * 1e12) : null, gpu ? Collectives.NcclCommunicator.DeviceMemoryUsed(trainer.Device.index) : null, null, losses);
-    }
-
-    static void Synchronize(Device device)
-    {
-        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
     }
 
     static GpuBenchRow PyTorch(GpuBenchOptions o, string mode, TextWriter console)
