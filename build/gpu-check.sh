@@ -11,7 +11,7 @@
 #                judges them on the CPU (bf16 within a tenth of the fp32 seed-to-seed spread)
 #   resume       resume.txt: a run resumed from its step-100 checkpoint against the uninterrupted one
 #   bench-fp32   bench-gpu-fp32.md: the same benchmark in fp32 with TF32 matmuls, against PyTorch eager
-# Also nvidia-smi.txt and torch-info.txt. Exit code: 0 when every section passed, else 1 (sections.txt says which).
+# Also nvidia-smi.txt, torch-info.txt and revision.txt (the commit the bundle was built from). Exit code: 0 when every section passed, else 1 (sections.txt says which).
 #
 # A dry run of the script itself on a CPU machine, before spending GPU time:
 #   OECRUN=src/Rank/bin/Release/net10.0/oecrun DEVICE=cpu BENCH_ARGS="--device cpu --d-model 64 --n-layer 2 --n-head 4 \
@@ -31,6 +31,7 @@ else
     work=$(mktemp -d)
     tar -C "$work" -xJf "$bundle" || exit 2
     oecrun="$work/oecrun-linux-x64/oecrun"
+    echo "bundle built from $(cat "$work/oecrun-linux-x64/REVISION" 2>/dev/null || echo 'an unknown revision')" | tee "$out/revision.txt"
     torchlib=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__)+'/lib')") || { echo "gpu-check: python3 has no torch" >&2; exit 2; }
     ncclib=$(python3 -c "import nvidia.nccl,os;print(list(nvidia.nccl.__path__)[0]+'/lib')" 2>/dev/null || true)
     export OEC_LIBTORCH=python OEC_LIBTORCH_ANY_VERSION=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
@@ -62,7 +63,7 @@ curves() {
     for run in fp32:1337 fp32:1338 bf16:1337; do
         train "curves/${run/:/-}" train.steps=200 train.log_every=1 train.precision="${run%:*}" train.seed="${run#*:}" job.checkpoint_every=0 || return 1
     done
-    python3 - "$out/curves" <<'PY' | tee "$out/curves.txt"
+    python3 - "$out/curves" "$device" <<'PY' | tee "$out/curves.txt"
 import json, sys
 def losses(name): return [json.loads(l)["train_loss"] for l in open(f"{sys.argv[1]}/{name}/metrics.jsonl")]
 def smoothed(x, w=20): return [sum(x[max(0, i - w + 1):i + 1]) / len(x[max(0, i - w + 1):i + 1]) for i in range(len(x))]
@@ -71,6 +72,8 @@ def difference(a, b):  # as MixedPrecisionTests: smoothed curves over the last 5
     return sum(abs(sa[i] - sb[i]) for i in range(len(a) - 50, len(a))) / 50, abs(a[-1] - b[-1])
 ref, other, bf16 = losses("fp32-1337"), losses("fp32-1338"), losses("bf16-1337")
 noise, precision = difference(ref, other), difference(ref, bf16)
+if sys.argv[2] == "cuda":
+    print("fp32 here is fp32 weights with TF32 matmuls (train.device = cuda turns TF32 on), bf16 is bf16 matmuls on fp32 master weights")
 print(f"final loss: fp32 {ref[-1]:.4f}, fp32 other seed {other[-1]:.4f}, bf16 {bf16[-1]:.4f}")
 print(f"seed to seed (fp32): curves {noise[0]:.3g}, final {noise[1]:.3g}; bf16 to fp32: curves {precision[0]:.3g}, final {precision[1]:.3g}")
 print(f"ratios to the seed spread: curves {precision[0] / noise[0]:.3g}, final {precision[1] / noise[1]:.3g} (pass: both under 0.1)")
@@ -95,12 +98,12 @@ PY
 
 failed=0
 : > "$out/sections.txt"
-for section in bench_bf16:300 curves:120 resume:90 bench_fp32:150; do
+for section in bench_bf16:240 curves:100 resume:70 bench_fp32:80; do # 490 s: under the 540 s of the call
     name=${section%:*} limit=${section#*:}
     echo "== $name (at most $limit s)" >&2
     start=$SECONDS
     export -f train bench_bf16 bench_fp32 curves resume
-    export oecrun out gpu_flat="${gpu[*]}"
+    export oecrun out device gpu_flat="${gpu[*]}"
     if timeout "$limit" bash -c "set -o pipefail; gpu=(\$gpu_flat); $name"; then result=passed; else result="FAILED (exit $?)"; failed=1; fi
     echo "$name: $result in $((SECONDS - start)) s" | tee -a "$out/sections.txt" >&2
 done

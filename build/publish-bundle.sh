@@ -25,6 +25,8 @@ for variant in "${variants[@]}"; do
     rm -rf "$out" "$out.tar.xz"
     dotnet publish src/Rank -c Release -r linux-x64 --self-contained -p:LibTorch="$variant" -p:TorchSharpElfFix=always \
         --artifacts-path "dist/obj-$variant" -o "$out"
+    # the commit it was built from, so a run elsewhere says which code it ran ("-modified": with uncommitted changes)
+    echo "$(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo -modified)" > "$out/REVISION"
     tar -C dist -cJf "$out.tar.xz" "$name"
     echo "$name: $(du -sh "$out" | cut -f1) in $out, $(du -h "$out.tar.xz" | cut -f1) as $out.tar.xz"
 done

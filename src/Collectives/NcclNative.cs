@@ -79,7 +79,7 @@ static class NcclNative
     };
 
     /// <summary>Loads the CUDA runtime that libtorch_cuda already uses (one runtime, one view of devices and
-    /// streams): the libcudart mapped into this process, else libcudart.so through the loader; else throws one
+    /// streams): the libcudart mapped into this process, else libcudart.so(.13, .12) through the loader; else throws one
     /// message naming both places.</summary>
     public static void EnsureCudart()
     {
@@ -88,9 +88,10 @@ static class NcclNative
             if (cudartHandle != IntPtr.Zero) return;
             string? mapped = Mapped("libcudart.so") ?? Mapped("libcudart-");
             if (mapped is not null && NativeLibrary.TryLoad(mapped, out cudartHandle)) return;
-            if (NativeLibrary.TryLoad("libcudart.so", out cudartHandle)) return;
+            foreach (string name in new[] { "libcudart.so", "libcudart.so.13", "libcudart.so.12" }) // wheels ship only the versioned name
+                if (NativeLibrary.TryLoad(name, out cudartHandle)) return;
             throw new CollectiveException("the CUDA runtime was not found: looked for a libcudart.so* or libcudart-* mapped in /proc/self/maps ("
-                + (mapped is null ? "none" : $"{mapped}, which did not load") + ") and for libcudart.so through the dynamic loader "
+                + (mapped is null ? "none" : $"{mapped}, which did not load") + ") and for libcudart.so, .so.13 and .so.12 through the dynamic loader "
                 + $"(LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"}, /etc/ld.so.cache)");
         }
     }

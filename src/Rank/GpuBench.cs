@@ -70,6 +70,7 @@ public static class GpuBench
         foreach (var r in rows)
             console.WriteLine($"| {r.Framework} | {r.Mode} | {r.MedianMs:F1} | {r.TokensPerSecond:N0} | {(r.Mfu is double m ? $"{m:P1}" : "-")} | {Gib(r.DeviceUsedBytes)} " +
                               $"| {Gib(r.PeakAllocatedBytes)} | {(eager is null ? "-" : $"{r.TokensPerSecond / eager.TokensPerSecond:F2}x")} |");
+        console.WriteLine("device memory used: total - free at the end of the row; oecrun's rows share one process, so the second reads at least what the first's cached blocks hold");
         var device = o.Device == "cuda" ? new Device(DeviceType.CUDA, 0) : CPU;
         var model = new Model.ModelOptions { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads };
         var (adamw, flat) = Bench.TimeOptimizers(() => new Model.Gpt(model, o.Vocab, o.Sequence), device, o.Steps);
@@ -84,21 +85,24 @@ public static class GpuBench
     /// formula as gpt_reference.py.</summary>
     static double FlopsPerToken(GpuBenchOptions o, long parameters) => 6.0 * parameters + 12.0 * o.Layers * o.Sequence * o.Dim;
 
+    /// <summary>oecrun's side of the comparison: one rank (no job), the same model and steps, on o.Device.</summary>
+    public static RunConfig Config(GpuBenchOptions o, OecMethod method) => new()
+    {
+        Job = new() { WorldSize = 1 },
+        Model = new() { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads },
+        Oec = new() { Method = method },
+        Data = new() { VocabSize = o.Vocab, SyntheticTokens = 4 * o.Batch * (o.Sequence + 1) }, // a few batches, repeated
+        Train = new()
+        {
+            Steps = o.Warmup + o.Steps, BatchSize = o.Batch, SequenceLength = o.Sequence, LearningRate = o.LearningRate, WarmupSteps = 0,
+            EvalEvery = 0, Device = o.Device, Precision = o.Precision == "bf16" ? Precision.Bf16 : Precision.Fp32,
+        },
+        Run = new() { OutDir = Path.Combine(Path.GetTempPath(), "oec-bench-gpu") },
+    };
+
     static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method)
     {
-        var config = new RunConfig
-        {
-            Model = new() { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads },
-            Oec = new() { Method = method },
-            Data = new() { VocabSize = o.Vocab, SyntheticTokens = 4 * o.Batch * (o.Sequence + 1) }, // a few batches, repeated
-            Train = new()
-            {
-                Steps = o.Warmup + o.Steps, BatchSize = o.Batch, SequenceLength = o.Sequence, LearningRate = o.LearningRate, WarmupSteps = 0,
-                EvalEvery = 0, Device = o.Device, Precision = o.Precision == "bf16" ? Precision.Bf16 : Precision.Fp32,
-            },
-            Run = new() { OutDir = Path.Combine(Path.GetTempPath(), "oec-bench-gpu") },
-        };
-        using var trainer = new Trainer(config);
+        using var trainer = new Trainer(Config(o, method));
         long parameters = trainer.Model.parameters().Sum(p => p.numel());
         var losses = new List<double>();
         var times = new List<double>();
@@ -125,6 +129,7 @@ public static class GpuBench
             ReferenceScript, "--mode", mode, "--precision", o.Precision, "--device", o.Device, "--d-model", $"{o.Dim}", "--n-layer", $"{o.Layers}",
             "--n-head", $"{o.Heads}", "--vocab", $"{o.Vocab}", "--seq", $"{o.Sequence}", "--batch", $"{o.Batch}", "--steps", $"{o.Steps}",
             "--warmup", $"{o.Warmup}", "--lr", $"{o.LearningRate}", "--peak-tflops", $"{o.PeakTflops}",
+            .. o.Device == "cuda" ? ["--fused"] : Array.Empty<string>(), // PyTorch at its fastest eager optimizer (CUDA only in older torch)
         ];
         string what = $"{o.Python} {string.Join(' ', args.Select(a => a == ReferenceScript ? "gpt_reference.py" : a))}";
         string line = Python.Run(o.Python, args, PythonTimeout, what).Output.Trim();
@@ -134,7 +139,8 @@ public static class GpuBench
         var r = json.RootElement;
         double? Number(string name) => r.GetProperty(name).ValueKind == JsonValueKind.Null ? null : r.GetProperty(name).GetDouble();
         long? Bytes(string name) => Number(name) is double d ? (long)d : null;
-        return new GpuBenchRow($"pytorch {r.GetProperty("torch_version").GetString()}", $"{mode}, {o.Precision}{(o.Precision == "bf16" ? " autocast" : "")}",
+        string optimizer = r.GetProperty("fused").GetBoolean() ? ", fused AdamW" : "";
+        return new GpuBenchRow($"pytorch {r.GetProperty("torch_version").GetString()}", $"{mode}, {o.Precision}{(o.Precision == "bf16" ? " autocast" : "")}{optimizer}",
             r.GetProperty("parameters").GetInt64(), r.GetProperty("flops_per_token").GetDouble(), r.GetProperty("median_ms").GetDouble(),
             r.GetProperty("tokens_per_s").GetDouble(), Number("mfu"), Bytes("device_used_bytes"), Bytes("peak_allocated_bytes"),
             r.GetProperty("losses").EnumerateArray().Select(l => l.GetDouble()).ToList());

@@ -41,4 +41,16 @@ public class GpuBenchTests(Xunit.Abstractions.ITestOutputHelper log)
         Assert.Contains("| oecrun | bf16, oec.method = mu_centering |", console.ToString());
         Assert.Matches(@"the optimizer step alone on cpu: TorchSharp's AdamW [0-9.]+ ms, FlatAdamW \(what oecrun runs\) [0-9.]+ ms", console.ToString());
     }
+
+    [Theory]
+    [InlineData(Oec.OecMethod.None)]
+    [InlineData(Oec.OecMethod.MuCentering)]
+    public void Oecruns_side_on_the_GPU_is_a_valid_one_rank_run_of_the_issues_model(Oec.OecMethod method)
+    {
+        var config = GpuBench.Config(new GpuBenchOptions(), method).Validated(); // the defaults: cuda, bf16, GPT-2 small
+
+        Assert.Equal(1, config.Job.WorldSize); // the job's default of 2 ranks would be tcp with cuda, which is refused
+        Assert.Equal(("cuda", Training.Precision.Bf16, method), (config.Train.Device, config.Train.Precision, config.Oec.Method));
+        Assert.Equal((12, 768, 12, 50304, 1024, 16), (config.Model.NLayer, config.Model.DModel, config.Model.NHead, config.Data.VocabSize, config.Train.SequenceLength, config.Train.BatchSize));
+    }
 }

@@ -55,4 +55,21 @@ public class RotaryTests
 
         for (int dim = 0; dim < HeadDim; dim++) Assert.Equal(x[dim], y[dim], 6);
     }
+
+    [Fact]
+    public void The_tables_move_to_the_inputs_device_and_dtype_once_not_at_every_call()
+    {
+        using var rotary = new Rotary(HeadDim, maxSequenceLength: 32);
+        using var x = randn(1, 2, T, HeadDim, dtype: ScalarType.Float64);
+        using var y = rotary.Apply(x);
+        var moved = rotary.Cos;
+        Assert.Equal(ScalarType.Float64, moved.dtype);
+        using var again = rotary.Apply(x);
+        Assert.Same(moved, rotary.Cos); // Module.to() does not move them, so Apply does, once: no copy per call
+
+        using var x32 = x.to_type(ScalarType.Float32);
+        using var y32 = rotary.Apply(x32); // back from float64, converted from the fp32 tables: the fp32 result
+        Assert.Equal(ScalarType.Float32, rotary.Cos.dtype);
+        Assert.True(y32.allclose(y.to_type(ScalarType.Float32), rtol: 1e-6, atol: 1e-6));
+    }
 }

@@ -177,8 +177,9 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class Rotary : nn.Module
 {
-    readonly Tensor cos, sin; // [T_max, hs/2], each frequency repeated for its pair
+    readonly Tensor cos32, sin32; // [T_max, hs/2] fp32 on the CPU, each frequency repeated for its pair
     readonly int rotated;
+    Tensor cos, sin;              // the same tables on the device and in the dtype of the inputs (Follow)
 
     public Rotary(int headDim, int maxSequenceLength) : base("rotary")
     {
@@ -186,23 +187,44 @@ public sealed class Rotary : nn.Module
         var inverseFrequency = 1.0 / pow(10000.0, arange(0, rotated, 2, dtype: float32) / rotated); // [hs/4]
         var angles = outer(arange(maxSequenceLength, dtype: float32), inverseFrequency);             // [T_max, hs/4]
         angles = angles.repeat_interleave(2, dim: 1);                                                // [T_max, hs/2]
-        cos = angles.cos();
-        sin = angles.sin();
-        register_buffer("cos", cos, persistent: false);
-        register_buffer("sin", sin, persistent: false);
+        (cos, sin) = (cos32, sin32) = (angles.cos().DetachFromDisposeScope(), angles.sin().DetachFromDisposeScope());
     }
+
+    /// <summary>The cos table Apply last used, [T_max, hs/2]: where and in what dtype the tables are now.</summary>
+    public Tensor Cos => cos;
 
     /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1.</summary>
     public Tensor Apply(Tensor x)
     {
-        long T = x.shape[2], hs = x.shape[3];
+        Follow(x);
+        long T = x.shape[2];
         var rot = x[.., .., .., ..(int)rotated];
         var pass = x[.., .., .., (int)rotated..];
         var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
         var turned = stack([-pairs[.., .., .., .., 1], pairs[.., .., .., .., 0]], -1).flatten(-2); // (x1, x2) -> (-x2, x1)
-        var c = cos[..(int)T].to(x.dtype, x.device); // no-ops once the module is where x is
-        var s = sin[..(int)T].to(x.dtype, x.device);
-        return cat([rot * c + turned * s, pass], -1);
+        return cat([rot * cos[..(int)T] + turned * sin[..(int)T], pass], -1);
+    }
+
+    // The tables move once, at the first input on another device or of another dtype, not at every call: TorchSharp's
+    // Module.to() leaves non-persistent buffers where they are, and a host-to-GPU copy per call would stall the stream
+    // four times a layer. Converted from the fp32 masters, so a detour through bf16 loses nothing.
+    void Follow(Tensor x)
+    {
+        if (cos.device_type == x.device_type && cos.device_index == x.device_index && cos.dtype == x.dtype) return;
+        var (c, s) = (cos32.to(x.dtype, x.device).DetachFromDisposeScope(), sin32.to(x.dtype, x.device).DetachFromDisposeScope());
+        if (!ReferenceEquals(cos, cos32)) { cos.Dispose(); sin.Dispose(); }
+        (cos, sin) = (c, s);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            if (!ReferenceEquals(cos, cos32)) { cos.Dispose(); sin.Dispose(); }
+            cos32.Dispose();
+            sin32.Dispose();
+        }
+        base.Dispose(disposing);
     }
 }
 
