@@ -1,4 +1,5 @@
 using Rank.Model;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Rank.UnitTests;
@@ -71,5 +72,31 @@ public class RotaryTests
         using var y32 = rotary.Apply(x32); // back from float64, converted from the fp32 tables: the fp32 result
         Assert.Equal(ScalarType.Float32, rotary.Cos.dtype);
         Assert.True(y32.allclose(y.to_type(ScalarType.Float32), rtol: 1e-6, atol: 1e-6));
+    }
+
+    /// <summary>A module holding a Rotary as attention does: RegisterComponents of the parent also registers the
+    /// Rotary's tensor fields, which is how a moved model once left Apply with disposed tables.</summary>
+    sealed class Holder : TorchSharp.torch.nn.Module
+    {
+        public readonly Rotary rotary = new(HeadDim, maxSequenceLength: 32);
+        public Holder() : base("holder") => RegisterComponents();
+    }
+
+    /// <summary>The GPU path on a machine without one: the meta device (shapes, no data) takes Module.to's path for
+    /// CUDA, and an op that mixes a meta tensor with one left on the CPU throws, as with a GPU.</summary>
+    [Fact]
+    public void After_the_model_moves_to_another_device_Apply_runs_there_and_the_tables_stay_out_of_the_state_dict()
+    {
+        using var holder = new Holder();
+        var meta = new Device(DeviceType.META);
+
+        holder.to(meta);
+        using var x = randn(1, 2, T, HeadDim, device: meta); // [B, nh, T, hs]
+        using var y = holder.rotary.Apply(x);
+
+        Assert.Equal(DeviceType.META, y.device_type);
+        Assert.Equal(new long[] { 1, 2, T, HeadDim }, y.shape);
+        Assert.Equal(DeviceType.META, holder.rotary.Cos.device_type);
+        Assert.Empty(holder.state_dict()); // fixed tables, not a checkpoint's business
     }
 }

@@ -177,9 +177,10 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class Rotary : nn.Module
 {
-    readonly Tensor cos32, sin32; // [T_max, hs/2] fp32 on the CPU, each frequency repeated for its pair
+    readonly Tensor cos, sin;    // [T_max, hs/2] fp32 on the CPU, each frequency repeated for its pair
     readonly int rotated;
-    Tensor cos, sin;              // the same tables on the device and in the dtype of the inputs (Follow)
+    (Tensor Cos, Tensor Sin)? here; // the same tables where the inputs are, in their dtype (Follow); a tuple, so that
+                                    // RegisterComponents does not take it for a buffer
 
     public Rotary(int headDim, int maxSequenceLength) : base("rotary")
     {
@@ -187,43 +188,50 @@ public sealed class Rotary : nn.Module
         var inverseFrequency = 1.0 / pow(10000.0, arange(0, rotated, 2, dtype: float32) / rotated); // [hs/4]
         var angles = outer(arange(maxSequenceLength, dtype: float32), inverseFrequency);             // [T_max, hs/4]
         angles = angles.repeat_interleave(2, dim: 1);                                                // [T_max, hs/2]
-        (cos, sin) = (cos32, sin32) = (angles.cos().DetachFromDisposeScope(), angles.sin().DetachFromDisposeScope());
+        cos = angles.cos();
+        sin = angles.sin();
+        register_buffer("cos", cos, persistent: false); // not in the state dict or checkpoints, and (TorchSharp)
+        register_buffer("sin", sin, persistent: false); // not moved by Module.to(): Follow moves them
     }
 
     /// <summary>The cos table Apply last used, [T_max, hs/2]: where and in what dtype the tables are now.</summary>
-    public Tensor Cos => cos;
+    public Tensor Cos => here?.Cos ?? cos;
 
     /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1.</summary>
     public Tensor Apply(Tensor x)
     {
-        Follow(x);
+        var (c, s) = Follow(x);
         long T = x.shape[2];
         var rot = x[.., .., .., ..(int)rotated];
         var pass = x[.., .., .., (int)rotated..];
         var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
         var turned = stack([-pairs[.., .., .., .., 1], pairs[.., .., .., .., 0]], -1).flatten(-2); // (x1, x2) -> (-x2, x1)
-        return cat([rot * cos[..(int)T] + turned * sin[..(int)T], pass], -1);
+        return cat([rot * c[..(int)T] + turned * s[..(int)T], pass], -1);
     }
 
-    // The tables move once, at the first input on another device or of another dtype, not at every call: TorchSharp's
-    // Module.to() leaves non-persistent buffers where they are, and a host-to-GPU copy per call would stall the stream
-    // four times a layer. Converted from the fp32 masters, so a detour through bf16 loses nothing.
-    void Follow(Tensor x)
+    // The tables move once, at the first input on another device or of another dtype, not at every call: a
+    // host-to-GPU copy per call would stall the stream four times a layer. Converted from the fp32 CPU tables, so a
+    // detour through bf16 loses nothing.
+    (Tensor Cos, Tensor Sin) Follow(Tensor x)
     {
-        if (cos.device_type == x.device_type && cos.device_index == x.device_index && cos.dtype == x.dtype) return;
-        var (c, s) = (cos32.to(x.dtype, x.device).DetachFromDisposeScope(), sin32.to(x.dtype, x.device).DetachFromDisposeScope());
-        if (!ReferenceEquals(cos, cos32)) { cos.Dispose(); sin.Dispose(); }
-        (cos, sin) = (c, s);
+        static bool Fits(Tensor t, Tensor x) => t.device_type == x.device_type && t.device_index == x.device_index && t.dtype == x.dtype;
+        if (here is { } moved && Fits(moved.Cos, x)) return moved;
+        DisposeMoved();
+        if (Fits(cos, x)) return (cos, sin);
+        here = (cos.to(x.dtype, x.device).DetachFromDisposeScope(), sin.to(x.dtype, x.device).DetachFromDisposeScope());
+        return here.Value;
+    }
+
+    void DisposeMoved()
+    {
+        here?.Cos.Dispose();
+        here?.Sin.Dispose();
+        here = null;
     }
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing)
-        {
-            if (!ReferenceEquals(cos, cos32)) { cos.Dispose(); sin.Dispose(); }
-            cos32.Dispose();
-            sin32.Dispose();
-        }
+        if (disposing) DisposeMoved();
         base.Dispose(disposing);
     }
 }
