@@ -9,7 +9,8 @@
 #   bench-bf16   bench-gpu-bf16.md: oecrun against PyTorch eager (bf16 autocast) and torch.compile (docs/benchmarks.md)
 #   curves       curves.txt: fp32 and bf16 on cuda over 200 steps of the default model, judged as MixedPrecisionTests
 #                judges them on the CPU (bf16 within a tenth of the fp32 seed-to-seed spread)
-#   resume       resume.txt: a run resumed from its step-100 checkpoint against the uninterrupted one
+#   resume       resume.txt: a run resumed from its step-100 checkpoint against the uninterrupted one (and against
+#                how far a second uninterrupted run differs)
 #   bench-fp32   bench-gpu-fp32.md: the same benchmark in fp32 with TF32 matmuls, against PyTorch eager
 # Also nvidia-smi.txt, torch-info.txt and revision.txt (the commit the bundle was built from). Exit code: 0 when every section passed, else 1 (sections.txt says which).
 #
@@ -86,19 +87,23 @@ resume() {
     mkdir -p "$out/resume/resumed/checkpoints"
     cp -r "$out/resume/whole/checkpoints/step_00000100" "$out/resume/resumed/checkpoints/" || return 1
     train resume/resumed train.steps=200 train.log_every=1 job.checkpoint_every=100 job.resume=true || return 1
+    train resume/again train.steps=200 train.log_every=1 job.checkpoint_every=0 || return 1 # how far two runs part anyway
     python3 - "$out/resume" <<'PY' | tee "$out/resume.txt"
 import json, sys
 def run(name): return {m["step"]: m["train_loss"] for m in map(json.loads, open(f"{sys.argv[1]}/{name}/metrics.jsonl"))}
-whole, resumed = run("whole"), run("resumed")
-worst = max(abs(whole[s] - resumed[s]) for s in range(101, 201))
-print(f"steps 101-200: largest train-loss difference {worst:.3g} (pass: under 1e-3; GPU kernels need not repeat bitwise)")
-sys.exit(0 if worst < 1e-3 else 1)
+whole, resumed, again = run("whole"), run("resumed"), run("again")
+def worst(other): return max(abs(whole[s] - other[s]) for s in range(101, 201))
+# GPU kernels need not repeat bitwise (atomics in backward), and 100 steps of Adam grow the difference: the resume
+# passes under 1e-3 or under 3x what two uninterrupted runs differ by; a lost optimizer state or RNG is far beyond.
+limit = max(1e-3, 3 * worst(again))
+print(f"steps 101-200: largest train-loss difference resumed {worst(resumed):.3g}, two uninterrupted runs {worst(again):.3g} (pass: under {limit:.3g})")
+sys.exit(0 if worst(resumed) < limit else 1)
 PY
 }
 
 failed=0
 : > "$out/sections.txt"
-for section in bench_bf16:240 curves:100 resume:70 bench_fp32:80; do # 490 s: under the 540 s of the call
+for section in bench_bf16:220 curves:100 resume:90 bench_fp32:80; do # 490 s: under the 540 s of the call
     name=${section%:*} limit=${section#*:}
     echo "== $name (at most $limit s)" >&2
     start=$SECONDS
