@@ -73,7 +73,7 @@ public static class Cli
         var learningRates = new Option<string>("--learning-rates") { Description = "Comma-separated peak learning rates (default: the paper's grid).", DefaultValueFactory = _ => rates };
         var presets = new Option<string>("--presets") { Description = "Comma-separated model presets.", DefaultValueFactory = _ => "tiny" };
         var ranks = new Option<int>("--ranks") { Description = "job.world_size of every cell.", DefaultValueFactory = _ => 1 };
-        var parallel = new Option<int?>("--parallel") { Description = "Cells run side by side (default: cores / (ranks x train.threads), at least 1)." };
+        var parallel = new Option<int?>("--parallel") { Description = "Cells run side by side (default: cores / (ranks x train.threads), at least 1; 1 with train.device = cuda)." };
         var output = new Option<string?>("--out") { Description = "The sweep's directory: sweep.json, cells/<cell>/, results.md, the charts. Run again with the same --out to resume (default: runs/sweep-<UTC date-time>)." };
         var command = new Command("sweep", "Reproduce the paper's learning-rate sweep: every method x weight tying x learning rate x preset is an ordinary training job " +
                                            "(divergence.action = warn) in <out>/cells/<cell>/, sharing the base configuration (the CPU-sized default under --config and the overrides); " +
@@ -149,7 +149,7 @@ public static class Cli
         var image = new Option<string>("--image") { Description = "The oecrun image of the coordinator and the ranks (deploy/docker).", Required = true };
         var ranks = new Option<int>("--ranks") { Description = "World size: ranks in the job (sets job.world_size).", Required = true };
         var ranksPerPod = new Option<int>("--ranks-per-pod") { Description = "Rank processes per pod; must divide --ranks.", DefaultValueFactory = _ => d.RanksPerPod };
-        var gpusPerRank = new Option<int>("--gpus-per-rank") { Description = "GPUs per rank: 0 = a CPU job (job.backend = tcp); more = a GPU job (job.backend = nccl, nvidia.com/gpu = this x ranks per pod).", DefaultValueFactory = _ => d.GpusPerRank };
+        var gpusPerRank = new Option<int>("--gpus-per-rank") { Description = "GPUs per rank: 0 = a CPU job (job.backend = tcp); 1 = a GPU job (job.backend = nccl, nvidia.com/gpu = ranks per pod).", DefaultValueFactory = _ => d.GpusPerRank };
         var config = new Option<string?>("--config") { Description = "The run configuration (JSON); validated now. job.world_size, job.id, job.backend, job.resume = true and run.out_dir are set by this command." };
         var overrides = OverridesArgument();
         var ns = new Option<string?>("--namespace") { Description = "Namespace of every object (default: the one kubectl applies to)." };

@@ -83,6 +83,29 @@ public partial class DockerfileTests
         }
     }
 
+    /// <summary>A project's inputs outside its own folder (the proto, the Grafana dashboard it embeds) must be copied
+    /// into the build stage too, or `dotnet publish` fails there and nowhere else.</summary>
+    [Theory]
+    [InlineData("Dockerfile.cpu")]
+    [InlineData("Dockerfile.gpu")]
+    public void The_build_stage_copies_every_file_the_projects_take_from_outside_their_folder(string file)
+    {
+        var build = Parse(DockerfilePath(file)).Single(s => s.Instructions.Any(i => i.Keyword == "RUN" && i.Text.Contains("dotnet publish")));
+        var copied = build.Instructions.Where(i => i.Keyword == "COPY" && !i.Flags.ContainsKey("from")).SelectMany(i => i.Words[..^1])
+            .Select(w => w.TrimEnd('/')).ToArray();
+        var outside = Directory.EnumerateFiles(Path.Combine(Root, "src"), "*.csproj", SearchOption.AllDirectories)
+            .SelectMany(project => ProjectInput().Matches(File.ReadAllText(project)).Select(m => Path.GetFullPath(Path.Combine(Path.GetDirectoryName(project)!, m.Groups[1].Value))))
+            .Select(path => Path.GetRelativePath(Root, path).Replace('\\', '/')).Where(path => !path.StartsWith("src/", StringComparison.Ordinal)).ToArray();
+
+        Assert.Contains("deploy/grafana/oec-dashboard.json", outside); // the pattern finds them
+        foreach (string input in outside)
+            Assert.True(copied.Any(c => input == c || input.StartsWith(c + "/", StringComparison.Ordinal)),
+                        $"{file}: a project reads {input}, which no COPY of the build stage ({string.Join(", ", copied)}) brings in");
+    }
+
+    [GeneratedRegex(@"Include=""(\.\.[^""*]+)""")]
+    private static partial Regex ProjectInput();
+
     [Fact]
     public void The_dockerignore_keeps_build_outputs_and_runs_out()
     {

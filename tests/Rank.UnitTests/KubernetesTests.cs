@@ -102,6 +102,7 @@ public class KubernetesTests
     [InlineData("--name = 'Bad_Name'", "--name", "Bad_Name", "--ranks", "4")]
     [InlineData("--name = '9lives'", "--name", "9lives", "--ranks", "4")]
     [InlineData("--memory = 'lots'", "--name", "job", "--ranks", "4", "--memory", "lots")]
+    [InlineData("--gpus-per-rank = 2: must be 0 (a CPU job) or 1", "--name", "job", "--ranks", "4", "--gpus-per-rank", "2")]
     [InlineData("--nccl-debug = 'LOUD'", "--name", "job", "--ranks", "4", "--gpus-per-rank", "1", "--nccl-debug", "LOUD")]
     [InlineData("train.batch_size = 16: must be divisible by the data-parallel size 32", "--name", "job", "--ranks", "32")]
     [InlineData("unknown setting 'train.bogus' = 1", "--name", "job", "--ranks", "4", "train.bogus=1")]

@@ -184,6 +184,17 @@ public class SweepTests(ITestOutputHelper output)
             cell.Train.LearningRate, cell.Train.Steps, cell.Train.Threads));
     }
 
+    [Fact]
+    public void Cells_share_the_cores_on_CPUs_and_run_one_at_a_time_on_GPUs_unless_parallel_is_given()
+    {
+        var options = new SweepOptions { OutDir = "sweep", Ranks = 2 };
+
+        Assert.Equal((8, 1), options.Concurrency(baseThreads: 0, cores: 16));            // 8 cells x 2 ranks x 1 thread
+        Assert.Equal((2, 4), options.Concurrency(baseThreads: 4, cores: 16));            // 2 cells x 2 ranks x 4 threads
+        Assert.Equal((1, 1), options.Concurrency(baseThreads: 0, cores: 16, gpu: true)); // every cell's ranks on cuda:0..1
+        Assert.Equal((3, 2), (options with { Parallel = 3 }).Concurrency(baseThreads: 0, cores: 16, gpu: true));
+    }
+
     /// <summary>Runs the command line with Console.Out and Console.Error captured.</summary>
     static (int ExitCode, string Error) Invoke(params string[] args)
     {

@@ -13,7 +13,7 @@ public sealed partial record ManifestOptions
     public int Ranks { get; init; }
     /// <summary>Rank processes per pod (`oecrun rank --local-ranks`), each on its own GPU in a GPU job.</summary>
     public int RanksPerPod { get; init; } = 1;
-    /// <summary>GPUs per rank; 0 = a CPU job (train.device = cpu, job.backend = tcp), more = a GPU job (train.device = cuda, job.backend = nccl).</summary>
+    /// <summary>GPUs per rank; 0 = a CPU job (train.device = cpu, job.backend = tcp), 1 = a GPU job (train.device = cuda, job.backend = nccl).</summary>
     public int GpusPerRank { get; init; }
     /// <summary>The run configuration file (JSON); null = the defaults.</summary>
     public string? ConfigFile { get; init; }
@@ -63,7 +63,9 @@ public sealed partial record ManifestOptions
         if (RanksPerPod < 1) throw new ArgumentException($"--ranks-per-pod = {RanksPerPod}: must be at least 1");
         if (Ranks % RanksPerPod != 0)
             throw new ArgumentException($"--ranks = {Ranks}: not divisible by --ranks-per-pod = {RanksPerPod} (every rank pod runs the same number of ranks)");
-        if (GpusPerRank < 0) throw new ArgumentException($"--gpus-per-rank = {GpusPerRank}: must be 0 (a CPU job) or more");
+        if (GpusPerRank is not (0 or 1))
+            throw new ArgumentException($"--gpus-per-rank = {GpusPerRank}: must be 0 (a CPU job) or 1 (a rank trains on one GPU, cuda:LOCAL_RANK; " +
+                                        "more GPUs per pod come with --ranks-per-pod)");
         foreach (var (option, value) in new[] { ("--port", Port), ("--metrics-port", MetricsPort) })
             if (value is < 1 or > 65535) throw new ArgumentException($"{option} = {value}: must be a port in [1, 65535]");
         if (Port == MetricsPort) throw new ArgumentException($"--metrics-port = {MetricsPort}: must differ from --port = {Port}");

@@ -113,11 +113,13 @@ public sealed record SweepOptions
 
     /// <summary>(cells side by side, libtorch threads per rank): --parallel and train.threads as given; what is not
     /// given shares the cores, so that parallel x ranks x threads does not exceed them (tiny models gain more from
-    /// cells side by side than from threads, so threads default to 1 when neither is given).</summary>
-    public (int Parallel, int Threads) Concurrency(int baseThreads, int cores)
+    /// cells side by side than from threads, so threads default to 1 when neither is given). On GPUs one cell at a
+    /// time unless --parallel says otherwise: every cell's ranks take cuda:0..ranks-1, and cells sharing GPUs would
+    /// make each other's step times meaningless.</summary>
+    public (int Parallel, int Threads) Concurrency(int baseThreads, int cores, bool gpu = false)
     {
         int threads = baseThreads > 0 ? baseThreads : Parallel is int p ? Math.Max(1, cores / (p * Ranks)) : 1;
-        return (Parallel ?? Math.Max(1, cores / (Ranks * threads)), threads);
+        return (Parallel ?? (gpu ? 1 : Math.Max(1, cores / (Ranks * threads))), threads);
     }
 
     public static string MethodName(OecMethod method) => JsonNamingPolicy.SnakeCaseLower.ConvertName(method.ToString());

@@ -25,7 +25,7 @@ public static class SweepRun
     {
         options = options.Validated();
         var baseConfig = options.BaseConfig();
-        var (parallel, threads) = options.Concurrency(baseConfig.Train.Threads, Environment.ProcessorCount);
+        var (parallel, threads) = options.Concurrency(baseConfig.Train.Threads, Environment.ProcessorCount, gpu: baseConfig.Train.Device == "cuda");
         string outDir = options.OutDir;
         var cells = options.Cells();
         var configs = cells.ToDictionary(c => c, c => options.CellConfig(c, Path.Combine(outDir, "cells", c.Name), threads));
