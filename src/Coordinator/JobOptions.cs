@@ -19,6 +19,10 @@ public sealed record JobOptions
     public double HeartbeatTimeoutS { get; init; } = 15;
     /// <summary>How long a generation waits for all its ranks to register, and ranks for each other in an exchange.</summary>
     public double RendezvousTimeoutS { get; init; } = 120;
+    /// <summary>A generation whose ranks all beat but none finishes a step for this long has hung (a collective waiting
+    /// on a peer that never joins it: NCCL's waits have no timeout of their own) and fails; 0 = never. Counts from
+    /// the end of registration, so it must cover the first step, an evaluation and a checkpoint.</summary>
+    public double StepTimeoutS { get; init; } = 600;
     /// <summary>Steps between checkpoints; 0 = none but the one a stop command asks for.</summary>
     public int CheckpointEvery { get; init; } = 100;
     /// <summary>Committed checkpoints kept (the newest).</summary>
@@ -39,6 +43,8 @@ public sealed record JobOptions
         if (!(HeartbeatTimeoutS >= 2 * HeartbeatIntervalS))
             throw new ArgumentException($"job.heartbeat_timeout_s = {HeartbeatTimeoutS}: must be at least twice job.heartbeat_interval_s = {HeartbeatIntervalS}");
         if (!(RendezvousTimeoutS > 0)) throw new ArgumentException($"job.rendezvous_timeout_s = {RendezvousTimeoutS}: must be > 0");
+        if (!(StepTimeoutS == 0 || StepTimeoutS >= 2 * HeartbeatIntervalS)) // progress arrives with the heartbeats
+            throw new ArgumentException($"job.step_timeout_s = {StepTimeoutS}: must be 0 (never) or at least twice job.heartbeat_interval_s = {HeartbeatIntervalS}");
         if (CheckpointEvery < 0) throw new ArgumentException($"job.checkpoint_every = {CheckpointEvery}: must be >= 0");
         if (KeepCheckpoints < 1) throw new ArgumentException($"job.keep_checkpoints = {KeepCheckpoints}: must be >= 1");
     }

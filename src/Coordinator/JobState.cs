@@ -134,6 +134,7 @@ public sealed partial class JobState : IDisposable
             {
                 phase = JobPhase.Running;
                 foreach (var s in g.Slots) s!.LastBeat = clock.Elapsed;
+                g.LastProgress = clock.Elapsed;
                 log.Info($"generation {g.Number}: all {World} ranks registered; training from step {g.StartStep}");
                 g.Complete.TrySetResult();
             }
@@ -228,6 +229,7 @@ public sealed partial class JobState : IDisposable
             var slot = Slot(r.Rank, peer);
             slot.LastBeat = clock.Elapsed;
             if (r.Step < 0 || r.Step > spec.Steps) throw Refuse(StatusCode.InvalidArgument, $"heartbeat: step {r.Step} outside [0, {spec.Steps}]");
+            if (r.Step > slot.Step) current.LastProgress = clock.Elapsed; // the current generation: Over returned otherwise
             slot.Step = r.Step;
             if (r.Metrics.Count > MaxBatchSteps) throw Refuse(StatusCode.InvalidArgument, $"heartbeat: {r.Metrics.Count} logged steps (at most {MaxBatchSteps})");
             foreach (var m in r.Metrics.Where(m => m.Step > (slot.Metrics?.Step ?? 0)))
@@ -537,6 +539,10 @@ public sealed partial class JobState : IDisposable
                         break;
                     }
                 }
+                double still = (now - g.LastProgress).TotalSeconds;
+                if (failing is null && spec.Options.StepTimeoutS > 0 && still > spec.Options.StepTimeoutS && g.Slots.All(s => s!.Finish is null && s.Step < spec.Steps))
+                    (failing, reason) = (g.Number, $"no rank finished a step for {still:0} s (job.step_timeout_s = {spec.Options.StepTimeoutS}), though all beat: " +
+                                                   $"hung in a collective? ranks at steps [{string.Join(", ", g.Slots.Select(s => s!.Step))}]");
             }
         }
         if (failing is int n) FailGeneration(n, reason);
@@ -615,6 +621,8 @@ public sealed partial class JobState : IDisposable
         public long StartStep { get; } = startStep;
         public string? ResumeFrom { get; } = resumeFrom;
         public TimeSpan Opened { get; } = opened;
+        /// <summary>When a rank last reported a step it had not reported before (or registration ended).</summary>
+        public TimeSpan LastProgress { get; set; }
         public RankSlot?[] Slots { get; } = new RankSlot?[world];
         public TaskCompletionSource Complete { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public Dictionary<string, Gather> Exchanges { get; } = new();

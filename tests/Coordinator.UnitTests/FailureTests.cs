@@ -101,4 +101,43 @@ public sealed class FailureTests
         Assert.Contains("heartbeat", outcome.Reason);
         Assert.DoesNotContain("rank 0", outcome.Reason);
     }
+
+    /// <summary>Ranks that beat but finish no step (a collective that waits forever: NCCL's have no timeout of their own)
+    /// fail their generation after job.step_timeout_s; ranks that advance do not, however long the job runs.</summary>
+    [Fact]
+    public async Task RanksThatBeatButFinishNoStepFailTheGenerationAfterTheStepTimeout()
+    {
+        using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 5, StepTimeoutS = 0.5, MaxRestarts = 0 });
+        await job.RegisterAll();
+        long step = 0;
+        using var stop = new CancellationTokenSource();
+        var beating = Task.Factory.StartNew(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                long now = Volatile.Read(ref step);
+                job.Heartbeat(1, 0, step: now);
+                job.Heartbeat(1, 1, step: now);
+                Thread.Sleep(50);
+            }
+        }, TaskCreationOptions.LongRunning);
+
+        // A step every 0.2 s for 1.2 s, over twice the timeout: no failure.
+        for (int i = 1; i <= 6; i++)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(0.2));
+            Volatile.Write(ref step, i);
+        }
+        Assert.Equal(JobPhase.Running, job.State.Phase);
+        Assert.False(job.State.Outcome.IsCompleted);
+
+        var outcome = await job.State.Outcome.Within(); // the steps stop at 6; the heartbeats go on
+        await stop.CancelAsync();
+        await beating.Within();
+
+        Assert.Equal(JobPhase.Failed, outcome.Phase);
+        Assert.Contains("no rank finished a step for", outcome.Reason);
+        Assert.Contains("job.step_timeout_s = 0.5", outcome.Reason);
+        Assert.Contains("ranks at steps [6, 6]", outcome.Reason);
+    }
 }

@@ -195,6 +195,7 @@ public class RunConfigTests
     [InlineData(new[] { "train.device=cuda", "job.world_size=2" }, "job.backend", "tcp")]               // the TCP ring with GPU ranks
     [InlineData(new[] { "job.keep_checkpoints=0" }, "job.keep_checkpoints", "0")]
     [InlineData(new[] { "job.heartbeat_timeout_s=1" }, "job.heartbeat_timeout_s", "1")]
+    [InlineData(new[] { "job.step_timeout_s=1" }, "job.step_timeout_s", "1")]
     [InlineData(new[] { "job.id=a/b" }, "job.id", "a/b")]
     public void An_impossible_value_fails_naming_the_key_and_the_value(string[] overrides, string key, string value)
     {
