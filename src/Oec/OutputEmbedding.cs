@@ -19,9 +19,10 @@ public static class OutputEmbedding
 
     /// <summary>
     /// mu-centering: E -> E - mu in place, without gradient, after the optimizer step. Afterwards ||mu|| = 0 and
-    /// the mean logit mu . h is 0 for every hidden state h. Optimizer state is untouched. Returns ||mu|| before.
+    /// the mean logit mu . h is 0 for every hidden state h. Optimizer state is untouched. Returns ||mu|| before, a 0-dim
+    /// fp32 tensor where the weight is: reading it is the caller's choice (on a GPU, .item() waits for the device).
     /// </summary>
-    public static double Center(Tensor weight, IVocabularyReduction vocab)
+    public static Tensor Center(Tensor weight, IVocabularyReduction vocab)
     {
         // The scope roots every temporary until the end: TorchSharp may otherwise finalize a temporary (or an
         // implicit Scalar) on another thread's garbage collection while libtorch still reads it.
@@ -29,7 +30,7 @@ public static class OutputEmbedding
         using var noGrad = no_grad();
         var mu = Mu(weight, vocab);
         weight.sub_(mu.to_type(weight.dtype));
-        return mu.norm().item<float>();
+        return mu.norm().MoveToOuterDisposeScope();
     }
 
     /// <summary>z-loss = lambda * mean over tokens of (log Z)^2; logZ [N] from <see cref="IVocabularyReduction.LogSumExp"/>.</summary>

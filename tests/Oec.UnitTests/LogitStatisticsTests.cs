@@ -75,7 +75,7 @@ public class LogitStatisticsTests
         var vocab = new LocalVocabulary(v);
 
         var before = LogitStatistics.Compute(hidden.matmul(weight.t()), weight, vocab);
-        OutputEmbedding.Center(weight, vocab);
+        OutputEmbedding.Center(weight, vocab).Dispose();
         var after = LogitStatistics.Compute(hidden.matmul(weight.t()), weight, vocab);
 
         Assert.True(before.MuNorm > 1, $"the test needs an uncentred weight, ||mu|| = {before.MuNorm}");

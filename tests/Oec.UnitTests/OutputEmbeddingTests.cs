@@ -113,7 +113,7 @@ public class OutputEmbeddingTests
         var vocab = new LocalVocabulary(v);
         var hidden = randn(9, h);
 
-        OutputEmbedding.Center(weight, vocab);
+        OutputEmbedding.Center(weight, vocab).Dispose();
 
         double muNorm = TensorAssert.Scalar(OutputEmbedding.Mu(weight, vocab).norm());
         Assert.True(muNorm < 1e-5, $"||mu|| after centering = {muNorm}");
@@ -126,7 +126,7 @@ public class OutputEmbeddingTests
     {
         var weight = tensor(new float[,] { { 1, 2 }, { 3, 4 }, { 0, 0 }, { 0, 0 } });
 
-        double before = OutputEmbedding.Center(weight, new LocalVocabulary(4));
+        double before = OutputEmbedding.Center(weight, new LocalVocabulary(4)).item<float>();
 
         TensorAssert.Close(Math.Sqrt(3.25), before, rtol: 1e-6);
         TensorAssert.Close(new[] { 0.0, 0.5, 2.0, 2.5, -1.0, -1.5, -1.0, -1.5 }, TensorAssert.Values(weight), rtol: 1e-6);
@@ -138,10 +138,10 @@ public class OutputEmbeddingTests
         manual_seed(5);
         var weight = randn(17, 6);
         var vocab = new LocalVocabulary(17);
-        OutputEmbedding.Center(weight, vocab);
+        OutputEmbedding.Center(weight, vocab).Dispose();
         var centred = weight.clone();
 
-        double again = OutputEmbedding.Center(weight, vocab);
+        double again = OutputEmbedding.Center(weight, vocab).item<float>();
 
         Assert.True(again < 1e-6, $"second Center returned {again}");
         TensorAssert.AllClose(centred, weight, rtol: 0, atol: 1e-6);
@@ -156,7 +156,7 @@ public class OutputEmbeddingTests
         (weight.square().sum() * 0.5).backward(); // grad = weight
         var gradBefore = weight.grad!.clone();
 
-        double norm = OutputEmbedding.Center(weight, vocab);
+        double norm = OutputEmbedding.Center(weight, vocab).item<float>();
 
         Assert.True(norm > 0.5);
         Assert.True(weight.is_leaf, "the weight must stay a leaf");
@@ -170,7 +170,7 @@ public class OutputEmbeddingTests
     {
         var weight = ones(7, 3, dtype: ScalarType.Float64) * 2;
 
-        double norm = OutputEmbedding.Center(weight, new LocalVocabulary(7));
+        double norm = OutputEmbedding.Center(weight, new LocalVocabulary(7)).item<float>();
 
         TensorAssert.Close(2 * Math.Sqrt(3), norm, rtol: 1e-6);
         Assert.Equal(ScalarType.Float64, weight.dtype);

@@ -45,7 +45,7 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
         double before, after;
         using (no_grad())
         {
-            before = OutputEmbedding.Center(centered, vocab);
+            before = OutputEmbedding.Center(centered, vocab).item<float>();
             after = OutputEmbedding.Mu(centered, vocab).norm().item<float>();
         }
         return new HeadResult(

@@ -187,7 +187,7 @@ public sealed class Trainer : IDisposable
         }
         optimizer.Step(LearningRateAt(step));
         optimizer.ZeroGrad();
-        if (Config.Oec.Method == OecMethod.MuCentering) OutputEmbedding.Center(Model.OutputEmbedding, Vocab);
+        if (Config.Oec.Method == OecMethod.MuCentering) OutputEmbedding.Center(Model.OutputEmbedding, Vocab).Dispose(); // ||mu|| unread: no host sync
         return (crossEntropy, gradNorm, stats, stop);
     }
 
