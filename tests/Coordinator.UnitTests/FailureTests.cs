@@ -69,6 +69,16 @@ public sealed class FailureTests
         Assert.Equal("rank 1 is slow", read.Message);
     }
 
+    /// <summary>Runs <paramref name="beat"/> every 50 ms on a thread of its own until <paramref name="stop"/>.</summary>
+    static Task BeatUntil(CancellationToken stop, Action beat) => Task.Factory.StartNew(() =>
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            beat();
+            Thread.Sleep(50);
+        }
+    }, TaskCreationOptions.LongRunning);
+
     [Fact]
     public async Task ARankThatStopsHeartbeatingFailsTheGeneration()
     {
@@ -76,15 +86,11 @@ public sealed class FailureTests
         await job.RegisterAll();
         bool rank1Beats = true;
         using var stop = new CancellationTokenSource();
-        var beating = Task.Factory.StartNew(() =>
+        var beating = BeatUntil(stop.Token, () =>
         {
-            while (!stop.IsCancellationRequested)
-            {
-                job.Heartbeat(1, 0, step: 1);
-                if (Volatile.Read(ref rank1Beats)) job.Heartbeat(1, 1, step: 1);
-                Thread.Sleep(50);
-            }
-        }, TaskCreationOptions.LongRunning);
+            job.Heartbeat(1, 0, step: 1);
+            if (Volatile.Read(ref rank1Beats)) job.Heartbeat(1, 1, step: 1);
+        });
 
         // While both ranks beat, twice the timeout passes without a failure.
         await Task.Delay(TimeSpan.FromSeconds(1));
@@ -111,16 +117,12 @@ public sealed class FailureTests
         await job.RegisterAll();
         long step = 0;
         using var stop = new CancellationTokenSource();
-        var beating = Task.Factory.StartNew(() =>
+        var beating = BeatUntil(stop.Token, () =>
         {
-            while (!stop.IsCancellationRequested)
-            {
-                long now = Volatile.Read(ref step);
-                job.Heartbeat(1, 0, step: now);
-                job.Heartbeat(1, 1, step: now);
-                Thread.Sleep(50);
-            }
-        }, TaskCreationOptions.LongRunning);
+            long now = Volatile.Read(ref step);
+            job.Heartbeat(1, 0, step: now);
+            job.Heartbeat(1, 1, step: now);
+        });
 
         // A step every 0.2 s for 1.2 s, over twice the timeout: no failure.
         for (int i = 1; i <= 6; i++)
