@@ -1,4 +1,5 @@
 // The divergence rules over a job's logged steps: non-finite loss, loss spike, max |logit| and ||mu|| limits and rates.
+using Job;
 using System.Globalization;
 
 namespace Coordinator;

@@ -1,4 +1,5 @@
 // What the coordinator runs: the job's identity and options, the configuration it hands out, and its data order.
+using Job;
 using Data;
 
 namespace Coordinator;

@@ -1,4 +1,5 @@
 // The job as the coordinator sees it: generations of ranks, their rendezvous, data, heartbeats, checkpoints and end.
+using Job;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
@@ -158,7 +159,7 @@ public sealed partial class JobState : IDisposable
         return new RegisterReply
         {
             Generation = g.Number, Rank = rank, WorldSize = World, ConfigJson = spec.ConfigJson, StartStep = g.StartStep,
-            ResumeFrom = g.ResumeFrom ?? "", Bootstrap = new Bootstrap { Backend = spec.Options.Backend, GroupKey = $"{spec.JobId}/g{g.Number}" },
+            ResumeFrom = g.ResumeFrom ?? "", Bootstrap = new Bootstrap { Backend = spec.Options.Backend.ToString().ToLowerInvariant(), GroupKey = $"{spec.JobId}/g{g.Number}" },
             PlanSequences = spec.Train.Plan.Count, PlanFingerprint = spec.Train.Plan.Fingerprint(),
             HeartbeatIntervalS = spec.Options.HeartbeatIntervalS, HeartbeatTimeoutS = spec.Options.HeartbeatTimeoutS,
             LearningRateScale = LearningRateScale,

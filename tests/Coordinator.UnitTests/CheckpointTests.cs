@@ -1,5 +1,6 @@
 // Checkpoints through JobState and CheckpointCatalog: committed once every rank's part is on disk, pruned to the newest
 // job.keep_checkpoints, corrupt ones skipped on resume, bad file entries refused, an existing run never overwritten.
+using Job;
 using Grpc.Core;
 using ProtoFile = Coordinator.Protocol.CheckpointFile;
 

@@ -1,4 +1,5 @@
 // Divergence rules, the data schedule, and what the coordinator does when a rule fires: roll back, stop, or warn.
+using Job;
 using Coordinator.Protocol;
 
 namespace Coordinator.UnitTests;

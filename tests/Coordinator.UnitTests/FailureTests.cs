@@ -1,5 +1,6 @@
 // JobState directly: a reported failure opens the next generation until job.max_restarts are used up, stragglers of
 // an old generation are told to restart, and a silent rank fails its generation by heartbeat timeout.
+using Job;
 using Coordinator.Protocol;
 
 namespace Coordinator.UnitTests;

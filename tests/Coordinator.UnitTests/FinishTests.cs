@@ -1,4 +1,5 @@
 // JobState directly: how the job ends once every rank finished, and that nothing changes it afterwards.
+using Job;
 using Coordinator.Protocol;
 
 namespace Coordinator.UnitTests;

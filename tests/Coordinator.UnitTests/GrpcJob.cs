@@ -1,4 +1,5 @@
 // A TestJob served by a real CoordinatorHost on a free loopback port, with a gRPC channel to it.
+using Job;
 using System.Net;
 using Grpc.Core;
 using Grpc.Net.Client;

@@ -1,5 +1,6 @@
 // The live page: MetricsHistory (order, replacement, bound, Truncate, JSON), its HTTP endpoints on the metrics port,
 // and the page itself rendered by headless Chromium, checked in the screenshot's pixels.
+using Job;
 using System.Net;
 using System.Text.Json;
 using Coordinator.Protocol;

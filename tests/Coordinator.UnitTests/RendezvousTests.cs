@@ -1,5 +1,6 @@
 // Over real gRPC: registration waits for the whole world, exchanges return every rank's value in rank order, and a
 // rendezvous that never completes fails the generation naming the missing rank.
+using Job;
 using Coordinator.Protocol;
 using Grpc.Core;
 

@@ -1,5 +1,6 @@
 // Test scaffolding: a scratch directory, a small job of world size 2 over a synthetic corpus, and short-hand calls
 // into JobState as ranks would make them (peer "test"), every wait bounded.
+using Job;
 using Coordinator.Protocol;
 using Data;
 using ProtoFile = Coordinator.Protocol.CheckpointFile;

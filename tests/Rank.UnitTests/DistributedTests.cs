@@ -1,3 +1,4 @@
+using Job;
 using Oec;
 // Data-parallel training against its references: one rank, an uninterrupted run, a run without a fault.
 using System.Diagnostics;

@@ -1,5 +1,6 @@
 // `oecrun k8s` and deploy/k8s: the rendered manifests, the checked-in base and the kustomize overlays (through a real
 // kubectl), loaded into the official client's models and checked against the invariants a running job depends on.
+using Job;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using k8s;
@@ -82,7 +83,7 @@ public class KubernetesTests
         var run = RunConfig.Load(temp.File("job.json"), []);
 
         Assert.Equal((50, 1e-3), (run.Train.Steps, run.Train.LearningRate));
-        Assert.Equal((4, CpuName, true, "tcp"), (run.Job.WorldSize, run.Job.Id, run.Job.Resume, run.Job.Backend));
+        Assert.Equal((4, CpuName, true, Job.Backend.Tcp), (run.Job.WorldSize, run.Job.Id, run.Job.Resume, run.Job.Backend));
         Assert.Equal($"/shared/runs/{CpuName}", run.Run.OutDir);
         Assert.Equal(7, Assert.Single(objects.OfType<V1Job>()).Spec.BackoffLimit);
     }

@@ -1,3 +1,4 @@
+using Job;
 using Coordinator;
 using System.Text.Json;
 using Oec;
@@ -210,8 +211,8 @@ public class RunConfigTests
         var gpus = RunConfig.Load(null, ["train.device=cuda", "job.backend=nccl", "job.world_size=8"]);
         var one = RunConfig.Load(null, ["train.device=cuda", "job.world_size=1"]);
 
-        Assert.Equal(("cuda", "nccl"), (gpus.Train.Device, gpus.Job.Backend));
-        Assert.Equal(("cuda", "tcp"), (one.Train.Device, one.Job.Backend));
+        Assert.Equal(("cuda", Job.Backend.Nccl), (gpus.Train.Device, gpus.Job.Backend));
+        Assert.Equal(("cuda", Job.Backend.Tcp), (one.Train.Device, one.Job.Backend));
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 // `oecrun sweep` end to end on a tiny grid: real jobs per cell, the table and the LRS against the cells' own files,
 // resuming after a stop and after a lost result, and clear errors for bad options.
+using Job;
 using System.Globalization;
 using Oec;
 using Rank.Configuration;
@@ -75,7 +76,7 @@ public class SweepTests(ITestOutputHelper output)
                 string dir = Path.Combine(outDir, "cells", $"tiny-untied-{method}-lr{column}");
                 var config = RunConfig.FromJson(File.ReadAllText(Path.Combine(dir, "config.json")));
                 Assert.Equal((SweepOptions.ParseMethods(method)[0], double.Parse(rate, CultureInfo.InvariantCulture)), (config.Oec.Method, config.Train.LearningRate));
-                Assert.Equal((1, Coordinator.DivergenceAction.Warn), (config.Job.WorldSize, config.Divergence.Action));
+                Assert.Equal((1, DivergenceAction.Warn), (config.Job.WorldSize, config.Divergence.Action));
                 var steps = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl"));
                 var result = CellResult.Read(Path.Combine(dir, CellResult.FileName));
                 if (rate == "1000")
@@ -178,7 +179,7 @@ public class SweepTests(ITestOutputHelper output)
 
         Assert.Equal((600, 150, 50_000L), (config.Train.Steps, config.Train.EvalEvery, config.Data.SyntheticTokens)); // file, override, file
         Assert.Equal((60, 20, 0), (config.Train.WarmupSteps, config.Train.LogEvery, config.Job.CheckpointEvery));      // the sweep's defaults
-        Assert.Equal((2, Coordinator.DivergenceAction.Warn), (config.Job.WorldSize, config.Divergence.Action));
+        Assert.Equal((2, DivergenceAction.Warn), (config.Job.WorldSize, config.Divergence.Action));
         var cell = options.CellConfig(new SweepCell("small", true, OecMethod.ZLoss, 0.03), temp.File("cell"), threads: 1);
         Assert.Equal((4, 128, true, OecMethod.ZLoss, 0.03, 600, 1), (cell.Model.NLayer, cell.Model.DModel, cell.Model.WeightTying, cell.Oec.Method,
             cell.Train.LearningRate, cell.Train.Steps, cell.Train.Threads));

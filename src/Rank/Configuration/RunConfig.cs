@@ -2,7 +2,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
-using Coordinator;
+using Job;
 using Oec;
 using Rank.Model;
 using Rank.Training;
@@ -105,9 +105,9 @@ public sealed record RunConfig
         Train.Validate();
         Job.Validate();
         Divergence.Validate();
-        if (Job.Backend == "nccl" && Train.Device != "cuda") // NCCL reduces CUDA tensors in place
+        if (Job.Backend == Backend.Nccl && Train.Device != "cuda") // NCCL reduces CUDA tensors in place
             throw new ArgumentException($"job.backend = nccl with train.device = {Train.Device}: NCCL needs the model on GPUs; set train.device=cuda, or job.backend=tcp for CPU ranks");
-        if (Job.Backend == "tcp" && Train.Device == "cuda" && Job.WorldSize > 1) // the ring reads and writes host memory
+        if (Job.Backend == Backend.Tcp && Train.Device == "cuda" && Job.WorldSize > 1) // the ring reads and writes host memory
             throw new ArgumentException($"job.backend = tcp with train.device = cuda and job.world_size = {Job.WorldSize}: the TCP ring moves CPU tensors; set job.backend=nccl for GPU ranks");
         if (Run.OutDir is not null && string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");
         return this with { Model = Model.Resolve(), Run = Run with { OutDir = Run.OutDir ?? $"runs/{DateTime.UtcNow:yyyyMMdd-HHmmss}" } };
@@ -177,7 +177,7 @@ public sealed record RunConfig
     {
         int cut = message.IndexOf(". Path:", StringComparison.Ordinal);
         message = cut > 0 ? message[..cut] : message;
-        foreach (var choices in new[] { typeof(OecMethod), typeof(DivergenceAction), typeof(Precision) })
+        foreach (var choices in new[] { typeof(OecMethod), typeof(DivergenceAction), typeof(Precision), typeof(Backend) })
             if (message.EndsWith(choices.FullName!, StringComparison.Ordinal))
                 return "expected one of " + string.Join(", ", Enum.GetNames(choices).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));
         return message;

@@ -1,4 +1,5 @@
 // One rank process under a coordinator: register, connect the collectives, train, report.
+using Job;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;

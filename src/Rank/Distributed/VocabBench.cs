@@ -1,4 +1,5 @@
 // The vocabulary-sharded head (issue 5): memory per rank, step time and the OEC methods' overhead at tp = 1, 2, 4.
+using Job;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;

@@ -1,5 +1,6 @@
 // A job's Kubernetes objects, built with the official client's models: the token Secret, the configuration, the coordinator
 // (Deployment + Service), the ranks (Indexed Job + headless Service), the shared claim, a PodMonitor and the Grafana dashboard.
+using Job;
 using System.Security.Cryptography;
 using k8s.Models;
 using Rank.Configuration;

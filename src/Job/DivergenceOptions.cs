@@ -1,5 +1,5 @@
 // The `divergence` section of the run configuration: which rules watch the training curves, and what happens when one fires.
-namespace Coordinator;
+namespace Job;
 
 public enum DivergenceAction
 {

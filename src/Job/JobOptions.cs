@@ -1,5 +1,5 @@
 // The `job` section of the run configuration: world size, failure handling and checkpoints.
-namespace Coordinator;
+namespace Job;
 
 public sealed record JobOptions
 {
@@ -11,7 +11,7 @@ public sealed record JobOptions
     /// sees the same batch and holds the embeddings split by rows; 1 = unsharded.</summary>
     public int VocabParallel { get; init; } = 1;
     /// <summary>Collectives backend: tcp (ring over TCP, CPU tensors) or nccl (GPUs).</summary>
-    public string Backend { get; init; } = "tcp";
+    public Backend Backend { get; init; } = Backend.Tcp;
     /// <summary>Generations started after a failure before the job is given up.</summary>
     public int MaxRestarts { get; init; } = 3;
     public double HeartbeatIntervalS { get; init; } = 1;
@@ -35,9 +35,7 @@ public sealed record JobOptions
         if (Id.Length > 128 || Id.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
             throw new ArgumentException($"job.id = '{Id}': at most 128 of the characters A-Z a-z 0-9 - _ .");
         if (WorldSize < 1 || WorldSize > 4096) throw new ArgumentException($"job.world_size = {WorldSize}: must be in [1, 4096]");
-        if (VocabParallel < 1 || WorldSize % VocabParallel != 0)
-            throw new ArgumentException($"job.vocab_parallel = {VocabParallel}: must be at least 1 and divide job.world_size = {WorldSize}");
-        if (Backend is not ("tcp" or "nccl")) throw new ArgumentException($"job.backend = '{Backend}': expected tcp or nccl");
+        _ = ParallelLayout.Of(this); // world size and vocab_parallel fit together
         if (MaxRestarts < 0) throw new ArgumentException($"job.max_restarts = {MaxRestarts}: must be >= 0");
         if (!(HeartbeatIntervalS > 0)) throw new ArgumentException($"job.heartbeat_interval_s = {HeartbeatIntervalS}: must be > 0");
         if (!(HeartbeatTimeoutS >= 2 * HeartbeatIntervalS))

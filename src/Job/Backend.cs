@@ -1,0 +1,10 @@
+// The collectives backend of a job (job.backend).
+namespace Job;
+
+public enum Backend
+{
+    /// <summary>A ring over TCP between the ranks' processes: CPU tensors.</summary>
+    Tcp,
+    /// <summary>NCCL on the ranks' GPUs, on the current CUDA stream: CUDA tensors.</summary>
+    Nccl,
+}
