@@ -10,11 +10,11 @@ namespace Collectives;
 /// two groups. Every rank must pass the same parameter lists (same shapes, dtypes, order).</summary>
 public sealed class GradientBucketer : IDisposable
 {
-    private readonly ICommunicator _comm;
-    private readonly Bucket[][] _groups;               // [group][bucket of that group]
-    private readonly Bucket[] _buckets;                // all, group by group: the order of every all-reduce
-    private readonly IPendingCollective[]?[] _pending; // [group]: its started all-reduces this round; null = not started
-    private readonly object _gate = new();             // Ready runs on the autograd thread
+    private readonly ICommunicator comm;
+    private readonly Bucket[][] groups;               // [group][bucket of that group]
+    private readonly Bucket[] buckets;                // all, group by group: the order of every all-reduce
+    private readonly IPendingCollective[]?[] pending; // [group]: its started all-reduces this round; null = not started
+    private readonly object gate = new();             // Ready runs on the autograd thread
 
     /// <summary>All parameters as one group: no overlap unless Ready(0) is called.</summary>
     public GradientBucketer(ICommunicator comm, IReadOnlyList<Tensor> parameters, long bucketBytes = 25 * 1024 * 1024)
@@ -25,28 +25,28 @@ public sealed class GradientBucketer : IDisposable
     public GradientBucketer(ICommunicator comm, IReadOnlyList<IReadOnlyList<Tensor>> groups, long bucketBytes = 25 * 1024 * 1024)
     {
         if (bucketBytes < 1) throw new ArgumentOutOfRangeException(nameof(bucketBytes), $"bucketBytes {bucketBytes} < 1");
-        _comm = comm;
-        _groups = groups.Select(g => Plan(g, bucketBytes)).ToArray();
-        _buckets = _groups.SelectMany(g => g).ToArray();
-        _pending = new IPendingCollective[]?[_groups.Length];
+        this.comm = comm;
+        this.groups = groups.Select(g => Plan(g, bucketBytes)).ToArray();
+        this.buckets = this.groups.SelectMany(g => g).ToArray();
+        pending = new IPendingCollective[]?[this.groups.Length];
     }
 
     /// <summary>Number of buckets (each is one all-reduce per AverageGradients).</summary>
-    public int BucketCount => _buckets.Length;
+    public int BucketCount => this.buckets.Length;
 
-    public int GroupCount => _groups.Length;
+    public int GroupCount => this.groups.Length;
 
     /// <summary>Overwrites every parameter with root's values, so all replicas start identical.</summary>
     public void BroadcastParameters(int root = 0)
     {
         using var _ = torch.no_grad();
-        lock (_gate)
-            if (_pending.Any(p => p is not null))
+        lock (gate)
+            if (pending.Any(p => p is not null))
                 throw new InvalidOperationException("BroadcastParameters during a round of Ready: call AverageGradients first");
-        foreach (var b in _buckets)
+        foreach (var b in this.buckets)
         {
             Pack(b, p => p);
-            _comm.Broadcast(b.Flat, root);
+            this.comm.Broadcast(b.Flat, root);
             Unpack(b, (p, slice) => p.copy_(slice));
         }
     }
@@ -55,11 +55,11 @@ public sealed class GradientBucketer : IDisposable
     /// (Average). Called during backward, at most once per group and round; any group order, the same on all ranks.</summary>
     public void Ready(int group)
     {
-        if (group < 0 || group >= _groups.Length)
-            throw new ArgumentOutOfRangeException(nameof(group), $"group {group} outside [0, {_groups.Length})");
-        lock (_gate)
+        if (group < 0 || group >= this.groups.Length)
+            throw new ArgumentOutOfRangeException(nameof(group), $"group {group} outside [0, {this.groups.Length})");
+        lock (gate)
         {
-            if (_pending[group] is not null)
+            if (pending[group] is not null)
                 throw new InvalidOperationException($"Ready({group}) called twice in one round: group {group} is already started; AverageGradients ends a round");
             Start(group);
         }
@@ -71,42 +71,42 @@ public sealed class GradientBucketer : IDisposable
     public void AverageGradients()
     {
         using var _ = torch.no_grad();
-        lock (_gate)
+        lock (gate)
         {
-            if (_pending.All(p => p is null))
+            if (pending.All(p => p is null))
             {
-                foreach (var b in _buckets)
+                foreach (var b in this.buckets)
                 {
                     Pack(b, p => p.grad);
-                    _comm.AllReduce(b.Flat, ReduceOp.Average);
+                    comm.AllReduce(b.Flat, ReduceOp.Average);
                     Unpack(b, SetGrad);
                 }
                 return;
             }
-            for (var g = 0; g < _groups.Length; g++)
-                if (_pending[g] is null) Start(g);
+            for (var g = 0; g < this.groups.Length; g++)
+                if (this.pending[g] is null) Start(g);
             WaitAll();
-            foreach (var b in _buckets) Unpack(b, SetGrad);
+            foreach (var b in this.buckets) Unpack(b, SetGrad);
         }
     }
 
     public void Dispose()
     {
-        lock (_gate)
+        lock (gate)
         {
             try { WaitAll(); } // no all-reduce may still write a buffer that is freed here
             catch (CollectiveException) { }
         }
-        foreach (var b in _buckets) b.Flat.Dispose();
+        foreach (var b in this.buckets) b.Flat.Dispose();
     }
 
     private void Start(int group)
     {
         using var _ = torch.no_grad();
-        _pending[group] = _groups[group].Select(b =>
+        this.pending[group] = this.groups[group].Select(b =>
         {
             Pack(b, p => p.grad);
-            return _comm.AllReduceAsync(b.Flat, ReduceOp.Average);
+            return comm.AllReduceAsync(b.Flat, ReduceOp.Average);
         }).ToArray();
     }
 
@@ -114,12 +114,12 @@ public sealed class GradientBucketer : IDisposable
     private void WaitAll()
     {
         CollectiveException? first = null;
-        foreach (var pending in _pending.Where(p => p is not null).SelectMany(p => p!))
+        foreach (var pending in this.pending.Where(p => p is not null).SelectMany(p => p!))
         {
             try { pending.Wait(); }
             catch (CollectiveException e) { first ??= e; }
         }
-        Array.Clear(_pending);
+        Array.Clear(this.pending);
         if (first is not null) throw first;
     }
 

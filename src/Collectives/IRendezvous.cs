@@ -19,14 +19,14 @@ public interface IRendezvous
 /// <summary>Rendezvous for ranks that are threads of one process (tests, benchmarks).</summary>
 public sealed class InProcessRendezvous : IRendezvous
 {
-    private readonly object _gate = new();
-    private readonly Dictionary<string, string?[]> _slots = new();
-    private readonly Dictionary<string, string> _failures = new();
+    private readonly object gate = new();
+    private readonly Dictionary<string, string?[]> slots = new();
+    private readonly Dictionary<string, string> failures = new();
 
     public IReadOnlyList<string> AllGather(string key, int rank, int worldSize, string value, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        lock (_gate)
+        lock (gate)
         {
             var slots = Publish(key, rank, worldSize, value);
             while (slots.Any(v => v is null))
@@ -35,7 +35,7 @@ public sealed class InProcessRendezvous : IRendezvous
                 if (left <= TimeSpan.Zero)
                     throw new TimeoutException($"rendezvous '{key}': rank {rank} waited {timeout.TotalSeconds:0.###} s; "
                         + $"ranks [{string.Join(", ", Missing(slots))}] of {worldSize} never arrived");
-                Monitor.Wait(_gate, left);
+                Monitor.Wait(gate, left);
             }
             return slots.Select(v => v!).ToArray();
         }
@@ -43,27 +43,27 @@ public sealed class InProcessRendezvous : IRendezvous
 
     public void ReportFailure(string key, string message)
     {
-        lock (_gate) _failures.TryAdd(key, message);
+        lock (gate) failures.TryAdd(key, message);
     }
 
     public string? Failure(string key)
     {
-        lock (_gate) return _failures.GetValueOrDefault(key);
+        lock (gate) return failures.GetValueOrDefault(key);
     }
 
-    // Caller holds _gate. Each (key, rank) may publish once: a key names one exchange.
+    // Caller holds gate. Each (key, rank) may publish once: a key names one exchange.
     private string?[] Publish(string key, int rank, int worldSize, string value)
     {
         if (worldSize < 1 || rank < 0 || rank >= worldSize)
             throw new ArgumentOutOfRangeException(nameof(rank), $"rendezvous '{key}': rank {rank} outside world size {worldSize}");
-        if (!_slots.TryGetValue(key, out var slots))
-            _slots[key] = slots = new string?[worldSize];
+        if (!this.slots.TryGetValue(key, out var slots))
+            this.slots[key] = slots = new string?[worldSize];
         if (slots.Length != worldSize)
             throw new InvalidOperationException($"rendezvous '{key}': rank {rank} says world size {worldSize}, others said {slots.Length}");
         if (slots[rank] is not null)
             throw new InvalidOperationException($"rendezvous '{key}': rank {rank} published twice");
         slots[rank] = value;
-        Monitor.PulseAll(_gate);
+        Monitor.PulseAll(gate);
         return slots;
     }
 

@@ -17,7 +17,7 @@ static class NcclNative
 
     static string? libraryPath;
     static IntPtr cudartHandle;
-    static readonly object gate = new();
+    static readonly object Gate = new();
 
     // One resolver for the assembly, whichever native library is asked for first.
     static NcclNative() => NativeLibrary.SetDllImportResolver(typeof(NcclNative).Assembly, Resolve);
@@ -27,7 +27,7 @@ static class NcclNative
     public static void EnsureAvailable()
     {
         var missing = new List<string>();
-        lock (gate)
+        lock (Gate)
         {
             if (libraryPath is null)
             {
@@ -83,7 +83,7 @@ static class NcclNative
     /// message naming both places.</summary>
     public static void EnsureCudart()
     {
-        lock (gate)
+        lock (Gate)
         {
             if (cudartHandle != IntPtr.Zero) return;
             string? mapped = Mapped("libcudart.so") ?? Mapped("libcudart-");

@@ -20,8 +20,8 @@ internal sealed class PeerIoException(int peerRank, string peerEndpoint, string 
 internal sealed class RingLinks : IDisposable
 {
     private const int HandshakeMagic = 0x52_49_4E_47; // "RING"
-    private readonly Socket _toNext;
-    private readonly Socket _fromPrev;
+    private readonly Socket toNext;
+    private readonly Socket fromPrev;
 
     public int Next { get; }
     public int Prev { get; }
@@ -31,7 +31,7 @@ internal sealed class RingLinks : IDisposable
 
     private RingLinks(Socket toNext, Socket fromPrev, int next, int prev, string nextEndpoint, string prevEndpoint)
     {
-        (_toNext, _fromPrev, Next, Prev, NextEndpoint, PrevEndpoint) = (toNext, fromPrev, next, prev, nextEndpoint, prevEndpoint);
+        (this.toNext, this.fromPrev, Next, Prev, NextEndpoint, PrevEndpoint) = (toNext, fromPrev, next, prev, nextEndpoint, prevEndpoint);
     }
 
     /// <summary>Listens, publishes host:port under "{groupKey}/endpoints", connects to rank+1 and accepts rank-1.</summary>
@@ -61,7 +61,7 @@ internal sealed class RingLinks : IDisposable
     {
         try
         {
-            while (!bytes.IsEmpty) bytes = bytes[_toNext.Send(bytes)..];
+            while (!bytes.IsEmpty) bytes = bytes[this.toNext.Send(bytes)..];
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
@@ -76,7 +76,7 @@ internal sealed class RingLinks : IDisposable
         {
             while (!bytes.IsEmpty)
             {
-                var n = _fromPrev.Receive(bytes);
+                var n = this.fromPrev.Receive(bytes);
                 if (n == 0) throw new PeerIoException(Prev, PrevEndpoint, $"rank {Prev} closed the connection");
                 bytes = bytes[n..];
             }
@@ -90,8 +90,8 @@ internal sealed class RingLinks : IDisposable
     /// <summary>Closes both sockets; blocked sends and receives on other threads fail at once.</summary>
     public void Dispose()
     {
-        Close(_toNext);
-        Close(_fromPrev);
+        Close(this.toNext);
+        Close(fromPrev);
     }
 
     private static void Close(Socket s)

@@ -11,28 +11,28 @@ public sealed class TcpRingCommunicator : ICommunicator
 
     private const int HeaderBytes = 16; // int32 opcode, int32 sequence number, int64 payload bytes (little-endian)
 
-    private readonly IRendezvous _rendezvous;
-    private readonly string _groupKey;
-    private readonly TcpOptions _options;
-    private readonly RingLinks? _links;        // null at world size 1
-    private readonly Worker? _sender;
-    private readonly object _failGate = new();
-    private readonly object _queueGate = new();
-    private Worker? _queue;                    // runs AllReduceAsync calls in call order; started by the first
-    private Job? _lastQueued;                  // the latest of them; synchronous operations wait for it first
-    private volatile bool _disposed;
-    private string? _broken;                   // the failure message once an operation failed
-    private Progress? _active;                 // the progress of the operation in flight, to abort it
-    private int _sequence;                     // operations run so far; checked against the previous rank's
-    private int _splits;                       // Split calls so far; names the derived groups
+    private readonly IRendezvous rendezvous;
+    private readonly string groupKey;
+    private readonly TcpOptions options;
+    private readonly RingLinks? links;        // null at world size 1
+    private readonly Worker? sender;
+    private readonly object failGate = new();
+    private readonly object queueGate = new();
+    private Worker? queue;                    // runs AllReduceAsync calls in call order; started by the first
+    private Job? lastQueued;                  // the latest of them; synchronous operations wait for it first
+    private volatile bool disposed;
+    private string? broken;                   // the failure message once an operation failed
+    private Progress? active;                 // the progress of the operation in flight, to abort it
+    private int sequence;                     // operations run so far; checked against the previous rank's
+    private int splits;                       // Split calls so far; names the derived groups
 
     public int Rank { get; }
     public int WorldSize { get; }
 
     private TcpRingCommunicator(IRendezvous rendezvous, string groupKey, int rank, int worldSize, TcpOptions options, RingLinks? links)
     {
-        (_rendezvous, _groupKey, Rank, WorldSize, _options, _links) = (rendezvous, groupKey, rank, worldSize, options, links);
-        if (links is not null) _sender = new Worker($"ring-send {groupKey} r{rank}");
+        (this.rendezvous, this.groupKey, Rank, WorldSize, this.options, this.links) = (rendezvous, groupKey, rank, worldSize, options, links);
+        if (links is not null) sender = new Worker($"ring-send {groupKey} r{rank}");
     }
 
     /// <summary>Listens, exchanges endpoints through the rendezvous under "{groupKey}/endpoints", connects the ring.
@@ -61,11 +61,11 @@ public sealed class TcpRingCommunicator : ICommunicator
     public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         TensorMemory.Check(tensor, nameof(tensor), Rank);
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        lock (_queueGate)
+        ObjectDisposedException.ThrowIf(disposed, this);
+        lock (queueGate)
         {
-            _queue ??= new Worker($"ring-async {_groupKey} r{Rank}");
-            return new Pending(this, _lastQueued = _queue.Post(() => RunAllReduce(tensor, op)));
+            this.queue ??= new Worker($"ring-async {this.groupKey} r{Rank}");
+            return new Pending(this, lastQueued = this.queue.Post(() => RunAllReduce(tensor, op)));
         }
     }
 
@@ -128,27 +128,27 @@ public sealed class TcpRingCommunicator : ICommunicator
         var all = ExchangeColorKey(color, key);
         var members = Enumerable.Range(0, WorldSize).Where(r => all[2 * r] == color)
             .OrderBy(r => all[2 * r + 1]).ThenBy(r => r).ToArray();
-        var groupKey = $"{_groupKey}/split{_splits++}/color{color}";
-        return Create(_rendezvous, groupKey, Array.IndexOf(members, Rank), members.Length, _options with { Port = 0 });
+        var groupKey = $"{this.groupKey}/split{splits++}/color{color}";
+        return Create(rendezvous, groupKey, Array.IndexOf(members, Rank), members.Length, options with { Port = 0 });
     }
 
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
-        _active?.Abort();
-        _links?.Dispose();
-        _sender?.Dispose();
-        _queue?.Dispose(); // queued all-reduces that did not run yet fail (disposed) and their Wait throws
+        if (this.disposed) return;
+        this.disposed = true;
+        active?.Abort();
+        links?.Dispose();
+        sender?.Dispose();
+        this.queue?.Dispose(); // queued all-reduces that did not run yet fail (disposed) and their Wait throws
     }
 
-    public override string ToString() => $"TcpRingCommunicator(group '{_groupKey}', rank {Rank} of {WorldSize})";
+    public override string ToString() => $"TcpRingCommunicator(group '{this.groupKey}', rank {Rank} of {WorldSize})";
 
     // Synchronous operations run after every queued all-reduce, so all ranks see one order of operations.
     private void Drain()
     {
         Job? last;
-        lock (_queueGate) last = _lastQueued;
+        lock (queueGate) last = lastQueued;
         if (last is not null) Await(last);
     }
 
@@ -156,9 +156,9 @@ public sealed class TcpRingCommunicator : ICommunicator
     /// queue of big all-reduces may take longer than one timeout in all): then the communicator breaks.</summary>
     private void Await(Job job)
     {
-        var timeout = _options.EffectiveTimeout + TimeSpan.FromMilliseconds(Math.Min(1000, _options.EffectiveTimeout.TotalMilliseconds / 4));
-        for (var seen = _queue!.Finished; !job.Wait(timeout); seen = _queue.Finished)
-            if (_queue.Finished == seen)
+        var timeout = options.EffectiveTimeout + TimeSpan.FromMilliseconds(Math.Min(1000, options.EffectiveTimeout.TotalMilliseconds / 4));
+        for (var seen = this.queue!.Finished; !job.Wait(timeout); seen = this.queue.Finished)
+            if (this.queue.Finished == seen)
                 throw new CollectiveException(Fail("a queued AllReduce",
                     new TimeoutException($"no queued all-reduce finished within {timeout.TotalSeconds:0.###} s")));
     }
@@ -196,34 +196,34 @@ public sealed class TcpRingCommunicator : ICommunicator
     // Runs one ring pass: the send half on the worker thread, the receive half (and the reductions) on this thread.
     private void Execute(Opcode opcode, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_broken is not null) throw new CollectiveException($"rank {Rank}: communicator is broken by an earlier failure: {_broken}");
-        var pass = new RingPass(this, opcode, ++_sequence, flat, chunks, steps, op);
-        var progress = _active = new Progress();
+        ObjectDisposedException.ThrowIf(this.disposed, this);
+        if (this.broken is not null) throw new CollectiveException($"rank {Rank}: communicator is broken by an earlier failure: {this.broken}");
+        var pass = new RingPass(this, opcode, ++sequence, flat, chunks, steps, op);
+        var progress = active = new Progress();
         try
         {
-            var job = steps.Any(s => s.Send >= 0) ? _sender!.Post(() => pass.SendAll(progress)) : null;
+            var job = steps.Any(s => s.Send >= 0) ? sender!.Post(() => pass.SendAll(progress)) : null;
             if (steps.Any(s => s.Recv >= 0)) pass.ReceiveAll(progress);
             if (job is not null) AwaitSend(job, pass.Name);
         }
-        catch (Exception e) when (e is not CollectiveException || _broken is null)
+        catch (Exception e) when (e is not CollectiveException || this.broken is null)
         {
             throw new CollectiveException(Fail(pass.Name, e), e);
         }
         catch (CollectiveException e)
         {
-            throw new CollectiveException(_broken!, e);
+            throw new CollectiveException(this.broken!, e);
         }
         finally
         {
-            _active = null;
+            active = null;
         }
     }
 
     private void AwaitSend(Job job, string name)
     {
-        if (!job.Wait(_options.EffectiveTimeout))
-            throw new PeerIoException(_links!.Next, _links.NextEndpoint, $"sending to rank {_links.Next} did not finish within {_options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
+        if (!job.Wait(options.EffectiveTimeout))
+            throw new PeerIoException(links!.Next, links.NextEndpoint, $"sending to rank {links.Next} did not finish within {options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
         if (job.Error is not null)
             throw new CollectiveException(Fail(name, job.Error), job.Error);
     }
@@ -232,20 +232,20 @@ public sealed class TcpRingCommunicator : ICommunicator
     /// then closes the sockets so the neighbours fail at once instead of at their timeouts. Returns the message.</summary>
     private string Fail(string opName, Exception cause)
     {
-        lock (_failGate)
+        lock (failGate)
         {
-            if (_broken is not null) return _broken;
-            if (_disposed) return _broken = $"group '{_groupKey}': rank {Rank} was disposed during {opName}";
+            if (this.broken is not null) return this.broken;
+            if (this.disposed) return this.broken = $"group '{groupKey}': rank {Rank} was disposed during {opName}";
             var root = Unwrap(cause);
             if (root is PeerIoException { TimedOut: true } stall) root = BlameStalled(stall);
             var local = root is PeerIoException p
                 ? $"rank {p.PeerRank} ({p.PeerEndpoint}) failed: {p.What}; seen by rank {Rank} during {opName}"
                 : $"rank {Rank} failed during {opName}: {root.Message}";
             var first = FirstFailure() ?? ReportAndRead(local);
-            _broken = first == local ? $"group '{_groupKey}': {local}" : $"group '{_groupKey}': {first} (then rank {Rank} saw: {local})";
-            _active?.Abort();
-            _links?.Dispose(); // after the report, so a neighbour that sees our EOF finds the original cause
-            return _broken;
+            this.broken = first == local ? $"group '{groupKey}': {local}" : $"group '{groupKey}': {first} (then rank {Rank} saw: {local})";
+            active?.Abort();
+            links?.Dispose(); // after the report, so a neighbour that sees our EOF finds the original cause
+            return this.broken;
         }
     }
 
@@ -256,16 +256,16 @@ public sealed class TcpRingCommunicator : ICommunicator
     {
         try
         {
-            _rendezvous.ReportFailure($"{_groupKey}/stalled/{Rank}", stall.PeerRank.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            Thread.Sleep(TimeSpan.FromMilliseconds(Math.Min(1000, _options.EffectiveTimeout.TotalMilliseconds / 4)));
+            this.rendezvous.ReportFailure($"{groupKey}/stalled/{Rank}", stall.PeerRank.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Thread.Sleep(TimeSpan.FromMilliseconds(Math.Min(1000, options.EffectiveTimeout.TotalMilliseconds / 4)));
             var suspect = stall.PeerRank;
             for (var hops = 0; hops < WorldSize; hops++)
             {
-                if (!int.TryParse(_rendezvous.Failure($"{_groupKey}/stalled/{suspect}"), out var next) || next == Rank) break;
+                if (!int.TryParse(this.rendezvous.Failure($"{groupKey}/stalled/{suspect}"), out var next) || next == Rank) break;
                 suspect = next;
             }
             if (suspect == stall.PeerRank) return stall;
-            var endpoint = _links!.Endpoints.ElementAtOrDefault(suspect) ?? "?";
+            var endpoint = links!.Endpoints.ElementAtOrDefault(suspect) ?? "?";
             return new PeerIoException(suspect, endpoint, $"rank {suspect} stalled: rank {Rank} timed out waiting through rank {stall.PeerRank}", stall, true);
         }
         catch (Exception e) when (e is not PeerIoException)
@@ -279,13 +279,13 @@ public sealed class TcpRingCommunicator : ICommunicator
 
     private string? FirstFailure()
     {
-        try { return _rendezvous.Failure(_groupKey); }
+        try { return this.rendezvous.Failure(groupKey); }
         catch (Exception) { return null; } // the rendezvous itself may be gone; the local view still names a peer
     }
 
     private string ReportAndRead(string local)
     {
-        try { _rendezvous.ReportFailure(_groupKey, local); }
+        try { this.rendezvous.ReportFailure(groupKey, local); }
         catch (Exception) { return local; }
         return FirstFailure() ?? local;
     }
@@ -293,43 +293,43 @@ public sealed class TcpRingCommunicator : ICommunicator
     // One ring operation over a flat tensor: the segment schedule plus the send and receive loops.
     private sealed class RingPass
     {
-        private readonly TcpRingCommunicator _c;
-        private readonly Opcode _opcode;
-        private readonly int _sequence;
-        private readonly Tensor _flat;
-        private readonly Chunk[] _chunks;
-        private readonly RingStep[] _steps;
-        private readonly ReduceOp _op;
-        private readonly long _segment;      // elements per segment
-        private readonly int _elementBytes;
-        private readonly long[] _recvBase;   // segments received before step t
+        private readonly TcpRingCommunicator c;
+        private readonly Opcode opcode;
+        private readonly int sequence;
+        private readonly Tensor flat;
+        private readonly Chunk[] chunks;
+        private readonly RingStep[] steps;
+        private readonly ReduceOp op;
+        private readonly long segment;      // elements per segment
+        private readonly int elementBytes;
+        private readonly long[] recvBase;   // segments received before step t
 
-        public string Name => $"{_opcode} #{_sequence} ({_flat.numel()} x {_flat.dtype})";
+        public string Name => $"{this.opcode} #{this.sequence} ({this.flat.numel()} x {this.flat.dtype})";
 
         public RingPass(TcpRingCommunicator c, Opcode opcode, int sequence, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
         {
-            (_c, _opcode, _sequence, _flat, _chunks, _steps, _op) = (c, opcode, sequence, flat, chunks, steps, op);
-            _elementBytes = TensorMemory.ElementBytes(flat);
-            _segment = Math.Max(1, c._options.ChunkBytes / _elementBytes);
-            _recvBase = new long[steps.Length + 1];
+            (this.c, this.opcode, this.sequence, this.flat, this.chunks, this.steps, this.op) = (c, opcode, sequence, flat, chunks, steps, op);
+            elementBytes = TensorMemory.ElementBytes(flat);
+            this.segment = Math.Max(1, c.options.ChunkBytes / elementBytes);
+            recvBase = new long[steps.Length + 1];
             for (var t = 0; t < steps.Length; t++)
-                _recvBase[t + 1] = _recvBase[t] + (steps[t].Recv >= 0 ? RingPlan.Segments(chunks[steps[t].Recv], _segment) : 0);
+                recvBase[t + 1] = recvBase[t] + (steps[t].Recv >= 0 ? RingPlan.Segments(chunks[steps[t].Recv], this.segment) : 0);
         }
 
         public void SendAll(Progress progress)
         {
-            var links = _c._links!;
+            var links = this.c.links!;
             links.Send(Header());
-            for (var t = 0; t < _steps.Length; t++)
+            for (var t = 0; t < this.steps.Length; t++)
             {
-                var send = _steps[t].Send;
+                var send = this.steps[t].Send;
                 if (send < 0) continue;
-                var forwards = t > 0 && _steps[t - 1].Recv == send;
-                var chunk = _chunks[send];
-                for (long k = 0; k < RingPlan.Segments(chunk, _segment); k++)
+                var forwards = t > 0 && this.steps[t - 1].Recv == send;
+                var chunk = this.chunks[send];
+                for (long k = 0; k < RingPlan.Segments(chunk, this.segment); k++)
                 {
-                    if (forwards && !progress.WaitFor(_recvBase[t - 1] + k + 1, _c._options.EffectiveTimeout))
-                        throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {_c._options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
+                    if (forwards && !progress.WaitFor(recvBase[t - 1] + k + 1, this.c.options.EffectiveTimeout))
+                        throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {this.c.options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
                     links.Send(Bytes(SegmentOf(chunk, k)));
                 }
             }
@@ -337,16 +337,16 @@ public sealed class TcpRingCommunicator : ICommunicator
 
         public void ReceiveAll(Progress progress)
         {
-            var links = _c._links!;
+            var links = this.c.links!;
             Span<byte> header = stackalloc byte[HeaderBytes];
             links.Receive(header);
             CheckHeader(header);
-            using var scratch = _steps.Any(s => s.Reduce && s.Recv >= 0) ? torch.empty(ScratchLength(), _flat.dtype) : null;
-            foreach (var step in _steps)
+            using var scratch = this.steps.Any(s => s.Reduce && s.Recv >= 0) ? torch.empty(ScratchLength(), this.flat.dtype) : null;
+            foreach (var step in this.steps)
             {
                 if (step.Recv < 0) continue;
-                var chunk = _chunks[step.Recv];
-                for (long k = 0; k < RingPlan.Segments(chunk, _segment); k++)
+                var chunk = this.chunks[step.Recv];
+                for (long k = 0; k < RingPlan.Segments(chunk, segment); k++)
                 {
                     var seg = SegmentOf(chunk, k);
                     if (step.Reduce) ReceiveAndReduce(seg, scratch!);
@@ -356,34 +356,34 @@ public sealed class TcpRingCommunicator : ICommunicator
             }
         }
 
-        private long ScratchLength() => Math.Max(1, Math.Min(_segment, _chunks.Max(c => c.Count)));
+        private long ScratchLength() => Math.Max(1, Math.Min(segment, chunks.Max(c => c.Count)));
 
         private void ReceiveAndReduce(Chunk seg, Tensor scratch)
         {
             using var source = scratch.narrow(0, 0, seg.Count);
-            _c._links!.Receive(BytesOf(source, seg.Count));
-            using var target = _flat.narrow(0, seg.Start, seg.Count);
-            TensorMemory.Reduce(target, source, _op);
+            this.c.links!.Receive(BytesOf(source, seg.Count));
+            using var target = flat.narrow(0, seg.Start, seg.Count);
+            TensorMemory.Reduce(target, source, op);
         }
 
         private Chunk SegmentOf(Chunk chunk, long k)
         {
-            var start = chunk.Start + k * _segment;
-            return new Chunk(start, Math.Min(_segment, chunk.Start + chunk.Count - start));
+            var start = chunk.Start + k * segment;
+            return new Chunk(start, Math.Min(segment, chunk.Start + chunk.Count - start));
         }
 
         private unsafe Span<byte> Bytes(Chunk seg) =>
-            new((byte*)TensorMemory.Data(_flat) + seg.Start * _elementBytes, checked((int)(seg.Count * _elementBytes)));
+            new((byte*)TensorMemory.Data(flat) + seg.Start * elementBytes, checked((int)(seg.Count * elementBytes)));
 
         private unsafe Span<byte> BytesOf(Tensor t, long count) =>
-            new((byte*)TensorMemory.Data(t), checked((int)(count * _elementBytes)));
+            new((byte*)TensorMemory.Data(t), checked((int)(count * elementBytes)));
 
         private byte[] Header()
         {
             var h = new byte[HeaderBytes];
-            BinaryPrimitives.WriteInt32LittleEndian(h, (int)_opcode);
-            BinaryPrimitives.WriteInt32LittleEndian(h.AsSpan(4), _sequence);
-            BinaryPrimitives.WriteInt64LittleEndian(h.AsSpan(8), _flat.numel() * _elementBytes);
+            BinaryPrimitives.WriteInt32LittleEndian(h, (int)this.opcode);
+            BinaryPrimitives.WriteInt32LittleEndian(h.AsSpan(4), this.sequence);
+            BinaryPrimitives.WriteInt64LittleEndian(h.AsSpan(8), flat.numel() * elementBytes);
             return h;
         }
 
@@ -393,10 +393,10 @@ public sealed class TcpRingCommunicator : ICommunicator
             var opcode = (Opcode)BinaryPrimitives.ReadInt32LittleEndian(h);
             var sequence = BinaryPrimitives.ReadInt32LittleEndian(h[4..]);
             var bytes = BinaryPrimitives.ReadInt64LittleEndian(h[8..]);
-            var mine = _flat.numel() * _elementBytes;
-            if (opcode != _opcode || sequence != _sequence || bytes != mine)
-                throw new InvalidOperationException($"mismatched collective: rank {_c._links!.Prev} ({_c._links.PrevEndpoint}) runs {opcode} #{sequence} "
-                    + $"on {bytes} bytes, rank {_c.Rank} runs {_opcode} #{_sequence} on {mine} bytes");
+            var mine = flat.numel() * elementBytes;
+            if (opcode != this.opcode || sequence != this.sequence || bytes != mine)
+                throw new InvalidOperationException($"mismatched collective: rank {this.c.links!.Prev} ({this.c.links.PrevEndpoint}) runs {opcode} #{sequence} "
+                    + $"on {bytes} bytes, rank {this.c.Rank} runs {this.opcode} #{this.sequence} on {mine} bytes");
         }
     }
 }

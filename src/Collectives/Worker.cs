@@ -5,54 +5,54 @@ namespace Collectives;
 
 internal sealed class Job(Action body)
 {
-    private readonly ManualResetEventSlim _done = new();
+    private readonly ManualResetEventSlim done = new();
     public Exception? Error { get; private set; }
 
     public void Run()
     {
         try { body(); }
         catch (Exception e) { Error = e; }
-        finally { _done.Set(); }
+        finally { done.Set(); }
     }
 
     /// <summary>False when the job did not finish within the timeout.</summary>
-    public bool Wait(TimeSpan timeout) => _done.Wait(timeout);
+    public bool Wait(TimeSpan timeout) => done.Wait(timeout);
 }
 
 internal sealed class Worker : IDisposable
 {
-    private readonly BlockingCollection<Job> _jobs = new();
-    private readonly Thread _thread;
-    private long _finished;
+    private readonly BlockingCollection<Job> jobs = new();
+    private readonly Thread thread;
+    private long finished;
 
     /// <summary>Jobs run so far (successful or not): a waiter's sign of progress.</summary>
-    public long Finished => Interlocked.Read(ref _finished);
+    public long Finished => Interlocked.Read(ref this.finished);
 
     public Worker(string name)
     {
-        _thread = new Thread(Loop) { IsBackground = true, Name = name };
-        _thread.Start();
+        this.thread = new Thread(Loop) { IsBackground = true, Name = name };
+        this.thread.Start();
     }
 
     public Job Post(Action body)
     {
         var job = new Job(body);
-        _jobs.Add(job);
+        this.jobs.Add(job);
         return job;
     }
 
     public void Dispose()
     {
-        _jobs.CompleteAdding();
-        _thread.Join(TimeSpan.FromSeconds(5)); // a job blocked in a socket call fails once the sockets are closed
+        jobs.CompleteAdding();
+        thread.Join(TimeSpan.FromSeconds(5)); // a job blocked in a socket call fails once the sockets are closed
     }
 
     private void Loop()
     {
-        foreach (var job in _jobs.GetConsumingEnumerable())
+        foreach (var job in jobs.GetConsumingEnumerable())
         {
             job.Run();
-            Interlocked.Increment(ref _finished);
+            Interlocked.Increment(ref this.finished);
         }
     }
 }
@@ -60,32 +60,32 @@ internal sealed class Worker : IDisposable
 /// <summary>How many segments the receive half has finished; the send half waits on it to forward them.</summary>
 internal sealed class Progress
 {
-    private readonly object _gate = new();
-    private long _done;
-    private bool _aborted;
+    private readonly object gate = new();
+    private long done;
+    private bool aborted;
 
     public void Advance()
     {
-        lock (_gate) { _done++; Monitor.PulseAll(_gate); }
+        lock (gate) { this.done++; Monitor.PulseAll(gate); }
     }
 
     public void Abort()
     {
-        lock (_gate) { _aborted = true; Monitor.PulseAll(_gate); }
+        lock (gate) { this.aborted = true; Monitor.PulseAll(gate); }
     }
 
     /// <summary>Waits until at least <paramref name="count"/> segments are done; false on timeout; throws when aborted.</summary>
     public bool WaitFor(long count, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        lock (_gate)
+        lock (gate)
         {
-            while (_done < count)
+            while (this.done < count)
             {
-                if (_aborted) throw new OperationCanceledException("ring operation aborted");
+                if (this.aborted) throw new OperationCanceledException("ring operation aborted");
                 var left = deadline - DateTime.UtcNow;
                 if (left <= TimeSpan.Zero) return false;
-                Monitor.Wait(_gate, left);
+                Monitor.Wait(gate, left);
             }
             return true;
         }

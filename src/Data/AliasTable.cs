@@ -4,14 +4,14 @@ namespace Data;
 /// <summary>Samples index i with probability weights[i] / sum(weights), exactly up to double rounding.</summary>
 internal sealed class AliasTable
 {
-    private readonly double[] _keep;
-    private readonly int[] _alias;
+    private readonly double[] keep;
+    private readonly int[] alias;
 
     public AliasTable(ReadOnlySpan<double> weights)
     {
         int n = weights.Length;
-        _keep = new double[n];
-        _alias = new int[n];
+        keep = new double[n];
+        this.alias = new int[n];
         double sum = 0;
         foreach (double w in weights)
         {
@@ -22,8 +22,8 @@ internal sealed class AliasTable
         var large = new Stack<int>();
         for (int i = 0; i < n; i++)
         {
-            _keep[i] = weights[i] * n / sum;
-            (_keep[i] < 1 ? small : large).Push(i);
+            keep[i] = weights[i] * n / sum;
+            (keep[i] < 1 ? small : large).Push(i);
         }
 
         Pair(small, large);
@@ -31,8 +31,8 @@ internal sealed class AliasTable
 
     public int Sample(ref SplitMix64 rng)
     {
-        int i = (int)rng.NextBelow((ulong)_keep.Length);
-        return rng.NextDouble() < _keep[i] ? i : _alias[i];
+        int i = (int)rng.NextBelow((ulong)keep.Length);
+        return rng.NextDouble() < keep[i] ? i : this.alias[i];
     }
 
     /// <summary>Fills each under-full column with mass from an over-full one; leftovers are full up to rounding.</summary>
@@ -42,15 +42,15 @@ internal sealed class AliasTable
         {
             int under = small.Pop();
             int over = large.Pop();
-            _alias[under] = over;
-            _keep[over] -= 1 - _keep[under];
-            (_keep[over] < 1 ? small : large).Push(over);
+            alias[under] = over;
+            keep[over] -= 1 - keep[under];
+            (keep[over] < 1 ? small : large).Push(over);
         }
 
         foreach (int i in small.Concat(large))
         {
-            _keep[i] = 1;
-            _alias[i] = i;
+            keep[i] = 1;
+            alias[i] = i;
         }
     }
 }

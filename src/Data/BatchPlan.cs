@@ -11,9 +11,9 @@ public sealed class BatchPlan
 {
     private const ulong Domain = 0xBA7C_4E90;
 
-    private readonly Lock _gate = new();
-    private (long Epoch, int[] Order) _recent = (-1, []);
-    private (long Epoch, int[] Order) _older = (-1, []);
+    private readonly Lock gate = new();
+    private (long Epoch, int[] Order) recent = (-1, []);
+    private (long Epoch, int[] Order) older = (-1, []);
 
     public BatchPlan(SequencePlan plan, int batchSize, ulong seed)
     {
@@ -125,22 +125,22 @@ public sealed class BatchPlan
     /// <summary>Epoch `epoch`'s permutation; the two most recent are cached, which covers a batch straddling two epochs.</summary>
     private int[] Order(long epoch)
     {
-        lock (_gate)
+        lock (gate)
         {
-            if (_recent.Epoch == epoch)
+            if (this.recent.Epoch == epoch)
             {
-                return _recent.Order;
+                return this.recent.Order;
             }
 
-            if (_older.Epoch == epoch)
+            if (older.Epoch == epoch)
             {
-                (_recent, _older) = (_older, _recent);
-                return _recent.Order;
+                (this.recent, older) = (older, this.recent);
+                return this.recent.Order;
             }
 
-            _older = _recent;
-            _recent = (epoch, Permutation(epoch));
-            return _recent.Order;
+            older = this.recent;
+            this.recent = (epoch, Permutation(epoch));
+            return this.recent.Order;
         }
     }
 

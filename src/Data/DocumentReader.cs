@@ -11,16 +11,16 @@ internal sealed class DocumentReader(string path) : IDisposable
 {
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
-    private readonly FileStream _stream = new(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+    private readonly FileStream stream = new(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
 
     /// <summary>Bytes consumed so far (ahead of the documents returned by up to one read buffer).</summary>
-    public long BytesRead => _stream.Position;
+    public long BytesRead => stream.Position;
 
-    public long Length => _stream.Length;
+    public long Length => stream.Length;
 
     public IEnumerable<string> Documents()
     {
-        using var reader = new StreamReader(_stream, StrictUtf8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16, leaveOpen: true);
+        using var reader = new StreamReader(stream, StrictUtf8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16, leaveOpen: true);
         var document = new StringBuilder();
         while (ReadLine(reader) is { } line)
         {
@@ -41,7 +41,7 @@ internal sealed class DocumentReader(string path) : IDisposable
         }
     }
 
-    public void Dispose() => _stream.Dispose();
+    public void Dispose() => stream.Dispose();
 
     private string? ReadLine(StreamReader reader)
     {
@@ -51,7 +51,7 @@ internal sealed class DocumentReader(string path) : IDisposable
         }
         catch (DecoderFallbackException)
         {
-            throw new DataFormatException($"{path}: invalid UTF-8 within the {1 << 16} bytes before byte offset {_stream.Position}");
+            throw new DataFormatException($"{path}: invalid UTF-8 within the {1 << 16} bytes before byte offset {stream.Position}");
         }
     }
 }

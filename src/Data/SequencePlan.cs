@@ -8,8 +8,8 @@ namespace Data;
 /// </summary>
 public sealed class SequencePlan
 {
-    private readonly ITokenSource[] _sources;
-    private readonly long[] _firstIndex;
+    private readonly ITokenSource[] sources;
+    private readonly long[] firstIndex;
 
     public SequencePlan(IReadOnlyList<ITokenSource> sources, int sequenceLength)
     {
@@ -24,17 +24,17 @@ public sealed class SequencePlan
             throw new ArgumentOutOfRangeException(nameof(sequenceLength), $"SequencePlan: sequenceLength {sequenceLength} must be at least 1");
         }
 
-        _sources = [.. sources];
+        this.sources = [.. sources];
         SequenceLength = sequenceLength;
-        _firstIndex = new long[_sources.Length + 1];
-        for (int s = 0; s < _sources.Length; s++)
+        firstIndex = new long[this.sources.Length + 1];
+        for (int s = 0; s < this.sources.Length; s++)
         {
-            _firstIndex[s + 1] = _firstIndex[s] + SequencesIn(_sources[s].TokenCount);
+            firstIndex[s + 1] = firstIndex[s] + SequencesIn(this.sources[s].TokenCount);
         }
 
         if (Count == 0)
         {
-            string counts = string.Join(", ", _sources.Select(s => $"{s.Name}: {s.TokenCount}"));
+            string counts = string.Join(", ", this.sources.Select(s => $"{s.Name}: {s.TokenCount}"));
             throw new ArgumentException(
                 $"SequencePlan: no source holds one sequence of sequenceLength {sequenceLength} + 1 = {sequenceLength + 1} tokens (token counts: {counts})",
                 nameof(sources));
@@ -42,13 +42,13 @@ public sealed class SequencePlan
     }
 
     /// <summary>The sources, in numbering order.</summary>
-    public IReadOnlyList<ITokenSource> Sources => _sources;
+    public IReadOnlyList<ITokenSource> Sources => sources;
 
     /// <summary>T: tokens per input row (and per target row).</summary>
     public int SequenceLength { get; }
 
     /// <summary>Total number of sequences over all sources.</summary>
-    public long Count => _firstIndex[^1];
+    public long Count => firstIndex[^1];
 
     /// <summary>The source index and the token offset inside it where sequence `index` begins.</summary>
     public (int Source, long Start) this[long index]
@@ -61,7 +61,7 @@ public sealed class SequencePlan
             }
 
             int source = SourceOf(index);
-            return (source, (index - _firstIndex[source]) * SequenceLength);
+            return (source, (index - firstIndex[source]) * SequenceLength);
         }
     }
 
@@ -69,7 +69,7 @@ public sealed class SequencePlan
     /// differ between machines), hashed. Two processes that agree on it fill the same index with the same tokens.</summary>
     public string Fingerprint()
     {
-        var text = $"T={SequenceLength};N={Count};" + string.Join(",", _sources.Select(s => s.TokenCount));
+        var text = $"T={SequenceLength};N={Count};" + string.Join(",", this.sources.Select(s => s.TokenCount));
         return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)))[..16];
     }
 
@@ -99,7 +99,7 @@ public sealed class SequencePlan
         }
 
         (int source, long start) = this[index];
-        ITokenSource tokens = _sources[source];
+        ITokenSource tokens = this.sources[source];
         tokens.Read(start, inputs);
         inputs[1..].CopyTo(targets);
         tokens.Read(start + SequenceLength, targets[^1..]);
@@ -111,11 +111,11 @@ public sealed class SequencePlan
     private int SourceOf(long index)
     {
         int low = 0;
-        int high = _sources.Length;
+        int high = this.sources.Length;
         while (high - low > 1)
         {
             int middle = (low + high) / 2;
-            if (_firstIndex[middle] <= index)
+            if (firstIndex[middle] <= index)
             {
                 low = middle;
             }

@@ -4,15 +4,15 @@ namespace Data;
 /// <summary>Buffers uint16 tokens (grown on demand up to the shard size) and writes {name}_{split}_{k:D6}.bin when full.</summary>
 internal sealed class ShardSink(string directory, string name, string split, int shardTokens)
 {
-    private readonly List<string> _written = [];
-    private ushort[] _buffer = new ushort[Math.Min(shardTokens, 1 << 16)];
-    private int _count;
+    private readonly List<string> written = [];
+    private ushort[] buffer = new ushort[Math.Min(shardTokens, 1 << 16)];
+    private int count;
 
     /// <summary>Tokens appended so far, written or buffered.</summary>
     public long Tokens { get; private set; }
 
     /// <summary>Shard files written so far, in order.</summary>
-    public IReadOnlyList<string> Written => _written;
+    public IReadOnlyList<string> Written => written;
 
     /// <summary>The path of shard k of this split.</summary>
     public static string ShardPath(string directory, string name, string split, int k) =>
@@ -23,13 +23,13 @@ internal sealed class ShardSink(string directory, string name, string split, int
     {
         while (!tokens.IsEmpty)
         {
-            int take = Math.Min(tokens.Length, shardTokens - _count);
-            Reserve(_count + take);
-            Narrow(tokens[..take], _buffer.AsSpan(_count, take));
-            _count += take;
+            int take = Math.Min(tokens.Length, shardTokens - count);
+            Reserve(count + take);
+            Narrow(tokens[..take], buffer.AsSpan(count, take));
+            count += take;
             Tokens += take;
             tokens = tokens[take..];
-            if (_count == shardTokens)
+            if (count == shardTokens)
             {
                 Flush();
             }
@@ -39,33 +39,33 @@ internal sealed class ShardSink(string directory, string name, string split, int
     /// <summary>Writes the buffered tokens, if any, as the next shard.</summary>
     public void Flush()
     {
-        if (_count == 0)
+        if (count == 0)
         {
             return;
         }
 
-        string path = ShardPath(directory, name, split, _written.Count);
-        ShardWriter.Write(path, _buffer.AsSpan(0, _count));
-        _written.Add(path);
-        _count = 0;
+        string path = ShardPath(directory, name, split, this.written.Count);
+        ShardWriter.Write(path, buffer.AsSpan(0, count));
+        this.written.Add(path);
+        count = 0;
     }
 
     /// <summary>Removes every shard this sink wrote (after a failed run).</summary>
     public void DeleteWritten()
     {
-        foreach (string path in _written)
+        foreach (string path in written)
         {
             File.Delete(path);
         }
 
-        _written.Clear();
+        written.Clear();
     }
 
     private void Reserve(int needed)
     {
-        if (needed > _buffer.Length)
+        if (needed > buffer.Length)
         {
-            Array.Resize(ref _buffer, (int)Math.Min(shardTokens, Math.Max(needed, 2L * _buffer.Length)));
+            Array.Resize(ref buffer, (int)Math.Min(shardTokens, Math.Max(needed, 2L * buffer.Length)));
         }
     }
 

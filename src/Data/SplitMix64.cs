@@ -5,7 +5,7 @@ namespace Data;
 internal struct SplitMix64(ulong state)
 {
     private const ulong Golden = 0x9E3779B97F4A7C15UL;
-    private ulong _state = state;
+    private ulong state = state;
 
     /// <summary>
     /// A generator for (seed, domain, stream): domain separates users of one seed (each class has its own constant),
@@ -23,8 +23,8 @@ internal struct SplitMix64(ulong state)
 
     public ulong Next()
     {
-        _state += Golden;
-        return Mix(_state);
+        this.state += Golden;
+        return Mix(this.state);
     }
 
     /// <summary>Uniform double in [0, 1) with 53 random bits.</summary>

@@ -23,11 +23,11 @@ public sealed class SyntheticCorpus : ITokenSource
     private const ulong Domain = 0x5EC0_2B05;
     private const double StationaryTolerance = 1e-13;
 
-    private readonly ushort[] _tokens;
-    private readonly ushort[] _successors;
-    private readonly double[] _vocabularyZipf;
-    private readonly double[] _successorZipf;
-    private readonly Lazy<double> _entropyRate;
+    private readonly ushort[] tokens;
+    private readonly ushort[] successors;
+    private readonly double[] vocabularyZipf;
+    private readonly double[] successorZipf;
+    private readonly Lazy<double> entropyRate;
 
     /// <param name="vocabSize">Token ids are in [0, vocabSize); 2 to 65536.</param>
     /// <param name="tokenCount">Corpus length in tokens; 2 to Array.MaxLength.</param>
@@ -47,12 +47,12 @@ public sealed class SyntheticCorpus : ITokenSource
         VocabSize = vocabSize;
         SuccessorCount = Math.Min(MaxSuccessors, vocabSize);
         Seed = seed;
-        _vocabularyZipf = Zipf(vocabSize);
-        _successorZipf = Zipf(SuccessorCount);
-        var vocabulary = new AliasTable(_vocabularyZipf);
-        _successors = BuildSuccessors(vocabulary);
-        _tokens = Generate(vocabulary, (int)tokenCount);
-        _entropyRate = new Lazy<double>(ComputeEntropyRate);
+        vocabularyZipf = Zipf(vocabSize);
+        successorZipf = Zipf(SuccessorCount);
+        var vocabulary = new AliasTable(vocabularyZipf);
+        successors = BuildSuccessors(vocabulary);
+        this.tokens = Generate(vocabulary, (int)tokenCount);
+        entropyRate = new Lazy<double>(ComputeEntropyRate);
     }
 
     /// <summary>Token ids are in [0, VocabSize).</summary>
@@ -68,7 +68,7 @@ public sealed class SyntheticCorpus : ITokenSource
     public string Name => $"synthetic(vocab={VocabSize}, tokens={TokenCount}, seed={Seed})";
 
     /// <inheritdoc/>
-    public long TokenCount => _tokens.LongLength;
+    public long TokenCount => this.tokens.LongLength;
 
     /// <summary>
     /// The entropy rate of the stationary process in nats per token: sum over t of pi(t) H(x[n] | x[n-1] = t), where the
@@ -77,13 +77,13 @@ public sealed class SyntheticCorpus : ITokenSource
     /// this is the lowest achievable mean cross-entropy for tokens that have a predecessor in the context.
     /// Computed on first use (O(V K) per iteration; well under a second for V = 50257).
     /// </summary>
-    public double EntropyRateNats => _entropyRate.Value;
+    public double EntropyRateNats => entropyRate.Value;
 
     /// <inheritdoc/>
     public void Read(long start, Span<int> destination)
     {
         TokenRange.Check(Name, TokenCount, start, destination.Length);
-        TokenRange.Widen(_tokens.AsSpan((int)start, destination.Length), destination);
+        TokenRange.Widen(this.tokens.AsSpan((int)start, destination.Length), destination);
     }
 
     /// <summary>Normalised Zipf probabilities over ranks [0, n).</summary>
@@ -158,7 +158,7 @@ public sealed class SyntheticCorpus : ITokenSource
 
     private ushort[] Generate(AliasTable vocabulary, int count)
     {
-        var successor = new AliasTable(_successorZipf);
+        var successor = new AliasTable(successorZipf);
         var rng = SplitMix64.Derive(Seed, Domain, 0);
         int k = SuccessorCount;
         var tokens = new ushort[count];
@@ -168,7 +168,7 @@ public sealed class SyntheticCorpus : ITokenSource
             bool reset = rng.NextBelow(ResetPeriod) == 0;
             tokens[i] = reset
                 ? (ushort)vocabulary.Sample(ref rng)
-                : _successors[(tokens[i - 1] * k) + successor.Sample(ref rng)];
+                : this.successors[(tokens[i - 1] * k) + successor.Sample(ref rng)];
         }
 
         return tokens;
@@ -178,7 +178,7 @@ public sealed class SyntheticCorpus : ITokenSource
     {
         double[] stationary = StationaryDistribution();
         double resetEntropy = 0;
-        foreach (double z in _vocabularyZipf)
+        foreach (double z in vocabularyZipf)
         {
             resetEntropy -= Plogp(z / ResetPeriod);
         }
@@ -200,11 +200,11 @@ public sealed class SyntheticCorpus : ITokenSource
     {
         const double Reset = 1.0 / ResetPeriod;
         double h = resetEntropy;
-        ReadOnlySpan<ushort> row = _successors.AsSpan(t * SuccessorCount, SuccessorCount);
+        ReadOnlySpan<ushort> row = this.successors.AsSpan(t * SuccessorCount, SuccessorCount);
         for (int j = 0; j < row.Length; j++)
         {
-            double resetMass = Reset * _vocabularyZipf[row[j]];
-            h += Plogp(resetMass) - Plogp(resetMass + ((1 - Reset) * _successorZipf[j]));
+            double resetMass = Reset * vocabularyZipf[row[j]];
+            h += Plogp(resetMass) - Plogp(resetMass + ((1 - Reset) * successorZipf[j]));
         }
 
         return h;
@@ -220,13 +220,13 @@ public sealed class SyntheticCorpus : ITokenSource
     {
         const double Reset = 1.0 / ResetPeriod;
         int k = SuccessorCount;
-        double[] current = (double[])_vocabularyZipf.Clone();
+        double[] current = (double[])vocabularyZipf.Clone();
         var next = new double[VocabSize];
         for (int iteration = 0; iteration < 100_000; iteration++)
         {
             for (int x = 0; x < VocabSize; x++)
             {
-                next[x] = Reset * _vocabularyZipf[x];
+                next[x] = Reset * vocabularyZipf[x];
             }
 
             for (int t = 0; t < VocabSize; t++)
@@ -234,7 +234,7 @@ public sealed class SyntheticCorpus : ITokenSource
                 double mass = (1 - Reset) * current[t];
                 for (int j = 0; j < k; j++)
                 {
-                    next[_successors[(t * k) + j]] += mass * _successorZipf[j];
+                    next[this.successors[(t * k) + j]] += mass * successorZipf[j];
                 }
             }
 

@@ -21,25 +21,25 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
     /// <summary>llm.c header size: 256 int32.</summary>
     public const int LlmCHeaderBytes = 256 * sizeof(int);
 
-    private readonly MemoryMappedFile _file;
-    private readonly MemoryMappedViewAccessor _view;
-    private readonly ushort* _tokens;
-    private int _disposed;
+    private readonly MemoryMappedFile file;
+    private readonly MemoryMappedViewAccessor view;
+    private readonly ushort* tokens;
+    private int disposed;
 
     private TokenShard(string path, FileStream stream, int vocabSize, ShardFormat format)
     {
         Path = path;
         long length = stream.Length;
-        _file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-        _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        this.file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+        view = this.file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
         byte* data = null;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref data);
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref data);
         try
         {
-            data += _view.PointerOffset;
+            data += view.PointerOffset;
             (Format, long offset, TokenCount) = Layout(path, data, length, format);
-            _tokens = (ushort*)(data + offset);
-            CheckVocabulary(path, _tokens, TokenCount, vocabSize);
+            this.tokens = (ushort*)(data + offset);
+            CheckVocabulary(path, this.tokens, TokenCount, vocabSize);
         }
         catch
         {
@@ -118,22 +118,22 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
     /// <inheritdoc/>
     public void Read(long start, Span<int> destination)
     {
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
         TokenRange.Check(Path, TokenCount, start, destination.Length);
-        TokenRange.Widen(new ReadOnlySpan<ushort>(_tokens + start, destination.Length), destination);
+        TokenRange.Widen(new ReadOnlySpan<ushort>(this.tokens + start, destination.Length), destination);
     }
 
     /// <summary>Unmaps the file.</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        if (Interlocked.Exchange(ref disposed, 1) != 0)
         {
             return;
         }
 
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _file.Dispose();
+        view.SafeMemoryMappedViewHandle.ReleasePointer();
+        view.Dispose();
+        this.file.Dispose();
     }
 
     private static void CheckArguments(string path, int vocabSize, ShardFormat format)

@@ -20,15 +20,15 @@ public sealed class PrepareTests : IDisposable
 
     private static readonly TiktokenTokenizer Gpt2 = TiktokenTokenizer.CreateForModel("gpt2");
 
-    private readonly TempDirectory _temp = new();
+    private readonly TempDirectory temp = new();
 
-    public void Dispose() => _temp.Dispose();
+    public void Dispose() => temp.Dispose();
 
     [Fact]
     public void ASmallTextBecomesTrainAndValShardsThatDecodeBackToItsDocuments()
     {
         string input = WriteText("corpus.txt", "\n\n" + Documents[0] + "\n\n" + string.Join("\n \n\t\n\n", Documents[1..]));
-        string output = _temp.File("out");
+        string output = temp.File("out");
         var log = new StringWriter();
 
         PrepareSummary summary = Prepare.Run(new PrepareOptions([input], output, "tiny", ValFraction: 0.25, ShardTokens: 16), log);
@@ -56,7 +56,7 @@ public sealed class PrepareTests : IDisposable
         string input = WriteText("corpus.txt", string.Join("\n\n", Documents));
         var log = new StringWriter();
 
-        PrepareSummary summary = Prepare.Run(new PrepareOptions([input], _temp.File("out"), ValFraction: 0), log);
+        PrepareSummary summary = Prepare.Run(new PrepareOptions([input], temp.File("out"), ValFraction: 0), log);
 
         string text = log.ToString();
         Assert.Contains("\rprepare [", text);
@@ -74,7 +74,7 @@ public sealed class PrepareTests : IDisposable
         string first = WriteText("a.txt", string.Join("\n\n", Documents[..3]));
         string second = WriteText("b.txt", string.Join("\n\n", Documents[3..]));
 
-        PrepareSummary summary = Prepare.Run(new PrepareOptions([first, second], _temp.File("out"), ValFraction: 0.5), TextWriter.Null);
+        PrepareSummary summary = Prepare.Run(new PrepareOptions([first, second], temp.File("out"), ValFraction: 0.5), TextWriter.Null);
 
         Assert.Equal(Documents.Length, summary.Documents);
         Assert.Equal(Documents.Where((_, i) => i % 2 == 0), DecodeDocuments(summary.TrainShards));
@@ -87,7 +87,7 @@ public sealed class PrepareTests : IDisposable
         const string Document = "before <|endoftext|> after";
         string input = WriteText("eot.txt", Document);
 
-        PrepareSummary summary = Prepare.Run(new PrepareOptions([input], _temp.File("out"), ValFraction: 0), TextWriter.Null);
+        PrepareSummary summary = Prepare.Run(new PrepareOptions([input], temp.File("out"), ValFraction: 0), TextWriter.Null);
 
         int[] tokens = ReadTokens(summary.TrainShards);
         Assert.Equal(Prepare.EndOfText, tokens[0]);
@@ -99,7 +99,7 @@ public sealed class PrepareTests : IDisposable
     public void AnEmptyFileFailsNamingItAndLeavesNoShard()
     {
         string input = WriteText("empty.txt", "\n\n  \n");
-        string output = _temp.File("out");
+        string output = temp.File("out");
 
         var error = Assert.Throws<DataFormatException>(() => Prepare.Run(new PrepareOptions([input], output), TextWriter.Null));
 
@@ -112,9 +112,9 @@ public sealed class PrepareTests : IDisposable
     public void AFailureMidwayDeletesTheShardsTheRunAlreadyWrote()
     {
         string good = WriteText("good.txt", string.Join("\n\n", Documents));
-        string bad = _temp.File("bad.txt");
+        string bad = temp.File("bad.txt");
         File.WriteAllBytes(bad, [.. Encoding.UTF8.GetBytes("valid start "), 0xC3, 0x28, .. Encoding.UTF8.GetBytes(" rest")]);
-        string output = _temp.File("out");
+        string output = temp.File("out");
 
         var error = Assert.Throws<DataFormatException>(
             () => Prepare.Run(new PrepareOptions([good, bad], output, ValFraction: 0.2, ShardTokens: 8), TextWriter.Null));
@@ -127,8 +127,8 @@ public sealed class PrepareTests : IDisposable
     [Fact]
     public void AMissingInputIsNamedBeforeAnythingIsWritten()
     {
-        string missing = _temp.File("missing.txt");
-        string output = _temp.File("out");
+        string missing = temp.File("missing.txt");
+        string output = temp.File("out");
 
         var error = Assert.Throws<FileNotFoundException>(() => Prepare.Run(new PrepareOptions([missing], output), TextWriter.Null));
 
@@ -144,7 +144,7 @@ public sealed class PrepareTests : IDisposable
     public void OptionsOutOfRangeAreNamedWithTheirValue(double valFraction, long shardTokens, string expected)
     {
         string input = WriteText("corpus.txt", Documents[0]);
-        var options = new PrepareOptions([input], _temp.File("out"), ValFraction: valFraction, ShardTokens: shardTokens);
+        var options = new PrepareOptions([input], temp.File("out"), ValFraction: valFraction, ShardTokens: shardTokens);
 
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => Prepare.Run(options, TextWriter.Null));
 
@@ -155,7 +155,7 @@ public sealed class PrepareTests : IDisposable
     public void ShardsFromAnEarlierRunAreNeverOverwritten()
     {
         string input = WriteText("corpus.txt", string.Join("\n\n", Documents));
-        string output = _temp.File("out");
+        string output = temp.File("out");
         PrepareSummary first = Prepare.Run(new PrepareOptions([input], output, ValFraction: 0), TextWriter.Null);
         byte[] before = File.ReadAllBytes(first.TrainShards[0]);
 
@@ -168,7 +168,7 @@ public sealed class PrepareTests : IDisposable
 
     private string WriteText(string name, string text)
     {
-        string path = _temp.File(name);
+        string path = temp.File(name);
         File.WriteAllText(path, text, new UTF8Encoding(false));
         return path;
     }

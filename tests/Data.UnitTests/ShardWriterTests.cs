@@ -3,14 +3,14 @@ namespace Data.UnitTests;
 
 public sealed class ShardWriterTests : IDisposable
 {
-    private readonly TempDirectory _temp = new();
+    private readonly TempDirectory temp = new();
 
-    public void Dispose() => _temp.Dispose();
+    public void Dispose() => temp.Dispose();
 
     [Fact]
     public void TheFileIsAnLlmCHeaderFollowedByLittleEndianTokens()
     {
-        string path = _temp.File("s.bin");
+        string path = temp.File("s.bin");
 
         ShardWriter.Write(path, [1, 258, 65535]);
 
@@ -26,12 +26,12 @@ public sealed class ShardWriterTests : IDisposable
     [Fact]
     public void NoTemporaryFileRemainsAndAnExistingShardIsReplaced()
     {
-        string path = _temp.File("s.bin");
+        string path = temp.File("s.bin");
         ShardWriter.Write(path, [1, 2, 3, 4]);
 
         ShardWriter.Write(path, [9]);
 
-        Assert.Equal([path], Directory.GetFiles(_temp.Path));
+        Assert.Equal([path], Directory.GetFiles(temp.Path));
         using var shard = TokenShard.Open(path, 50257);
         var read = new int[1];
         shard.Read(0, read);
@@ -42,18 +42,18 @@ public sealed class ShardWriterTests : IDisposable
     [Fact]
     public void AShardWithZeroTokensIsRefusedNamingThePath()
     {
-        string path = _temp.File("empty.bin");
+        string path = temp.File("empty.bin");
 
         var error = Assert.Throws<ArgumentException>(() => ShardWriter.Write(path, []));
 
         Assert.Contains(path, error.Message);
-        Assert.Empty(Directory.GetFiles(_temp.Path));
+        Assert.Empty(Directory.GetFiles(temp.Path));
     }
 
     [Fact]
     public void AFailedWriteLeavesNothingUnderEitherName()
     {
-        string path = Path.Combine(_temp.Path, "missing-dir", "s.bin");
+        string path = Path.Combine(temp.Path, "missing-dir", "s.bin");
 
         Assert.ThrowsAny<IOException>(() => ShardWriter.Write(path, [1]));
 

@@ -6,15 +6,15 @@ namespace Data.UnitTests;
 public sealed class TokenShardTests : IDisposable
 {
     private const int Gpt2Vocab = 50257;
-    private readonly TempDirectory _temp = new();
+    private readonly TempDirectory temp = new();
 
-    public void Dispose() => _temp.Dispose();
+    public void Dispose() => temp.Dispose();
 
     [Fact]
     public void AWrittenShardReadsBackTheSameTokens()
     {
         ushort[] tokens = [.. Enumerable.Range(0, 10_000).Select(i => (ushort)(i * 7 % Gpt2Vocab))];
-        string path = _temp.File("a.bin");
+        string path = temp.File("a.bin");
         ShardWriter.Write(path, tokens);
 
         using var shard = TokenShard.Open(path, Gpt2Vocab);
@@ -49,7 +49,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void AutoDetectsTheLlmCHeader()
     {
-        string path = _temp.File("llmc.bin");
+        string path = temp.File("llmc.bin");
         ShardWriter.Write(path, [1, 2, 3]);
 
         using var shard = TokenShard.Open(path, Gpt2Vocab, ShardFormat.Auto);
@@ -94,7 +94,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void ATruncatedShardReportsTheFileSizeAndTheSizeTheHeaderNeeds()
     {
-        string path = _temp.File("short.bin");
+        string path = temp.File("short.bin");
         ShardWriter.Write(path, new ushort[100]);
         using (var stream = new FileStream(path, FileMode.Open))
         {
@@ -112,7 +112,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void AFileShorterThanTheHeaderIsTruncated()
     {
-        string path = _temp.File("header.bin");
+        string path = temp.File("header.bin");
         File.WriteAllBytes(path, MemoryMarshal.AsBytes<int>([TokenShard.LlmCMagic, 1, 5]).ToArray());
 
         var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
@@ -159,7 +159,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void AnEmptyFileIsRejected()
     {
-        string path = _temp.File("empty.bin");
+        string path = temp.File("empty.bin");
         File.WriteAllBytes(path, []);
 
         var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
@@ -171,7 +171,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void ARawFileOfOddLengthIsRejected()
     {
-        string path = _temp.File("odd.bin");
+        string path = temp.File("odd.bin");
         File.WriteAllBytes(path, [1, 0, 2]);
 
         var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab, ShardFormat.Raw));
@@ -183,7 +183,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void AMissingFileIsNamed()
     {
-        string path = _temp.File("nowhere.bin");
+        string path = temp.File("nowhere.bin");
 
         var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
 
@@ -194,7 +194,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void ATokenAtOrAboveTheVocabularyIsReportedWithItsPositionAndValue()
     {
-        string path = _temp.File("bad.bin");
+        string path = temp.File("bad.bin");
         ShardWriter.Write(path, [1, 2, 3, Gpt2Vocab, 4]);
 
         var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, Gpt2Vocab));
@@ -231,7 +231,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void ReadsOutsideTheShardThrowNamingTheSourceStartAndLength()
     {
-        string path = _temp.File("ten.bin");
+        string path = temp.File("ten.bin");
         ShardWriter.Write(path, new ushort[10]);
         using var shard = TokenShard.Open(path, Gpt2Vocab);
 
@@ -248,7 +248,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void ReadingADisposedShardThrows()
     {
-        string path = _temp.File("gone.bin");
+        string path = temp.File("gone.bin");
         ShardWriter.Write(path, [1, 2]);
         var shard = TokenShard.Open(path, Gpt2Vocab);
         shard.Dispose();
@@ -260,15 +260,15 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void OpenShardsOpensEveryMatchInOrdinalOrder()
     {
-        ShardWriter.Write(_temp.File("d_train_000001.bin"), [2]);
-        ShardWriter.Write(_temp.File("d_train_000000.bin"), [1]);
-        ShardWriter.Write(_temp.File("d_val_000000.bin"), [3]);
-        File.WriteAllText(_temp.File("d_train_000002.bin.tmp"), "partial");
+        ShardWriter.Write(temp.File("d_train_000001.bin"), [2]);
+        ShardWriter.Write(temp.File("d_train_000000.bin"), [1]);
+        ShardWriter.Write(temp.File("d_val_000000.bin"), [3]);
+        File.WriteAllText(temp.File("d_train_000002.bin.tmp"), "partial");
 
-        TokenShard[] shards = TokenShard.OpenShards(_temp.File("d_train_*.bin"), Gpt2Vocab);
+        TokenShard[] shards = TokenShard.OpenShards(temp.File("d_train_*.bin"), Gpt2Vocab);
         try
         {
-            Assert.Equal([_temp.File("d_train_000000.bin"), _temp.File("d_train_000001.bin")], shards.Select(s => s.Path));
+            Assert.Equal([temp.File("d_train_000000.bin"), temp.File("d_train_000001.bin")], shards.Select(s => s.Path));
         }
         finally
         {
@@ -279,7 +279,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void OpenShardsWithNoMatchNamesThePattern()
     {
-        string pattern = _temp.File("none_*.bin");
+        string pattern = temp.File("none_*.bin");
 
         var error = Assert.Throws<DataFormatException>(() => TokenShard.OpenShards(pattern, Gpt2Vocab));
 
@@ -289,7 +289,7 @@ public sealed class TokenShardTests : IDisposable
 
     private string WriteRaw(string name, ushort[] tokens)
     {
-        string path = _temp.File(name);
+        string path = temp.File(name);
         File.WriteAllBytes(path, MemoryMarshal.AsBytes<ushort>(tokens).ToArray());
         return path;
     }
@@ -298,7 +298,7 @@ public sealed class TokenShardTests : IDisposable
     {
         var header = new int[256];
         (header[0], header[1], header[2]) = (TokenShard.LlmCMagic, version, count);
-        string path = _temp.File(name);
+        string path = temp.File(name);
         File.WriteAllBytes(path, [.. MemoryMarshal.AsBytes<int>(header), .. new byte[tokenBytes]]);
         return path;
     }
