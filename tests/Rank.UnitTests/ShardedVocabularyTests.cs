@@ -64,7 +64,7 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
         RunHead(hidden.clone().requires_grad_(), weight.clone().requires_grad_(), tensor(Targets), options, new LocalVocabulary(V));
 
     /// <summary>Runs body(rank, group) on tp threads, each with its own TcpRingCommunicator; throws what any rank threw.</summary>
-    static T[] RunRanks<T>(int tp, Func<int, ICommunicator, T> body)
+    internal static T[] RunRanks<T>(int tp, Func<int, ICommunicator, T> body)
     {
         var rendezvous = new InProcessRendezvous();
         var key = "sharded-vocabulary-" + Guid.NewGuid().ToString("N");
@@ -235,7 +235,7 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
     }
 
     /// <summary>A group that only knows its rank and size; the constructor needs no collective.</summary>
-    sealed class GroupOf(int rank, int worldSize) : ICommunicator
+    internal sealed class GroupOf(int rank, int worldSize) : ICommunicator
     {
         public int Rank => rank;
         public int WorldSize => worldSize;
