@@ -98,8 +98,9 @@ public sealed class Trainer : IDisposable
     int VocabRank => Layout.VocabRank(Rank);
 
     /// <summary>
-    /// One optimizer step, top to bottom: learning rate, then per micro-batch forward, loss with the regulariser,
-    /// backward; gradients averaged over the replicas; clip, optimizer step, zero grad, mu-centering. The cross-entropy
+    /// One optimizer step, top to bottom: per micro-batch forward, loss with the method's regulariser, backward;
+    /// gradients averaged over the replicas; clip, optimizer step, zero grad, the method's after-step hook
+    /// (mu-centering); the metrics come back. The cross-entropy
     /// is the global batch's. Statistics, when asked for (they cost a few passes over the logits), describe this
     /// replica's share of the last micro-batch, over the whole vocabulary; otherwise null. Stop is true on every rank
     /// when any rank asked to stop.
