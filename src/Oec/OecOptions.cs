@@ -1,7 +1,8 @@
 // Options of the output-embedding-centering methods and their baselines.
 namespace Oec;
 
-/// <summary>The mitigation applied to the language-modelling head (../shared/notes/oec-method.md).</summary>
+/// <summary>The mitigation applied to the language-modelling head (../shared/notes/oec-method.md); each is a type
+/// (<see cref="IOecMethod"/>) that <see cref="OecOptions.Resolve"/> names.</summary>
 public enum OecMethod
 {
     /// <summary>No mitigation: the baseline that diverges at large learning rates.</summary>
@@ -26,10 +27,21 @@ public sealed record OecOptions
     /// <summary>c of logit soft-capping; the paper's default 30.</summary>
     public double SoftCap { get; init; } = 30.0;
 
+    /// <summary>The method's hooks with these hyperparameters: the one place where the configured method becomes its type.</summary>
+    public IOecMethod Resolve() => Method switch
+    {
+        OecMethod.None => new NoneMethod(),
+        OecMethod.ZLoss => new ZLossMethod(ZLossLambda),
+        OecMethod.SoftCap => new SoftCapMethod(SoftCap),
+        OecMethod.MuLoss => new MuLossMethod(MuLossLambda),
+        OecMethod.MuCentering => new MuCenteringMethod(),
+        _ => throw new ArgumentException($"oec.method = {Method}: not a method"),
+    };
+
     /// <summary>Throws naming the option and value when a setting is impossible.</summary>
     public void Validate()
     {
-        if (!Enum.IsDefined(Method)) throw new ArgumentException($"oec.method = {Method}: not a method");
+        Resolve(); // an undefined method throws
         if (!(MuLossLambda >= 0) || double.IsInfinity(MuLossLambda))
             throw new ArgumentException($"oec.mu_loss_lambda = {MuLossLambda}: must be finite and >= 0");
         if (!(ZLossLambda >= 0) || double.IsInfinity(ZLossLambda))

@@ -40,39 +40,35 @@ public static class OutputEmbedding
     public static Tensor SoftCap(Tensor logits, double cap) => (logits / cap).tanh() * cap;
 
     /// <summary>
-    /// Logits of the head: hidden [N, H] times E^T [H, V_local] -> [N, V_local] in fp32, soft-capped when that is
-    /// the method (locally: capping is element-wise). A sharded head's vocab routes the hidden states' gradient. Soft-capping changes the model's logits, so the logged cross-entropy is taken on capped logits.
-    /// The matmul runs in <paramref name="compute"/> (null: the inputs' dtype; bf16: differentiable casts of hidden and
-    /// E, whose gradients arrive in their own dtype, fp32); the logits are fp32 whatever it is, so that log Z, the loss
-    /// and the statistics are. The cast comes after Share, so a sharded head all-reduces the hidden states' gradient
-    /// in their own dtype.
+    /// Logits of the head: hidden [N, H] times E^T [H, V_local] -> [N, V_local] in fp32, then the method's
+    /// <see cref="IOecMethod.TransformLogits"/> (soft-capping, locally: it is element-wise). A sharded head's vocab
+    /// routes the hidden states' gradient. A transform changes the model's logits, so the logged cross-entropy is taken
+    /// on transformed logits. The matmul runs in <paramref name="compute"/> (null: the inputs' dtype; bf16:
+    /// differentiable casts of hidden and E, whose gradients arrive in their own dtype, fp32); the logits are fp32
+    /// whatever it is, so that log Z, the loss and the statistics are. The cast comes after Share, so a sharded head
+    /// all-reduces the hidden states' gradient in their own dtype.
     /// </summary>
-    public static Tensor Logits(Tensor hidden, Tensor weight, OecOptions options, IVocabularyReduction? vocab = null,
+    public static Tensor Logits(Tensor hidden, Tensor weight, IOecMethod method, IVocabularyReduction? vocab = null,
                                 ScalarType? compute = null)
     {
         var shared = vocab?.Share(hidden) ?? hidden;                                                     // [N, H]
         var (h, e) = compute is ScalarType c ? (shared.to_type(c), weight.to_type(c)) : (shared, weight);
         var logits = nn.functional.linear(h, e).to_type(ScalarType.Float32);                             // [N, V_local]
-        return options.Method == OecMethod.SoftCap ? SoftCap(logits, options.SoftCap) : logits;
+        return method.TransformLogits(logits);
     }
 
     /// <summary>
-    /// Cross-entropy from one log Z per token, plus the regulariser of the method: logits [N, V_local] fp32,
-    /// targets [N] int64, weight E [V_local, H]. CE = mean(log Z - l_target). mu-loss is added once per forward pass.
+    /// Cross-entropy from one log Z per token, plus the method's <see cref="IOecMethod.Regulariser"/> (z-loss, mu-loss),
+    /// once per forward pass: logits [N, V_local] fp32, targets [N] int64, weight E [V_local, H]. CE = mean(log Z - l_target).
     /// </summary>
-    public static HeadLoss Loss(Tensor logits, Tensor targets, Tensor weight, OecOptions options, IVocabularyReduction vocab)
+    public static HeadLoss Loss(Tensor logits, Tensor targets, Tensor weight, IOecMethod method, IVocabularyReduction vocab)
     {
         // bf16 keeps 8 significant bits: a logit of 20 only to within 0.06 nats, too coarse for log Z and the loss.
         if (logits.dtype is ScalarType.BFloat16 or ScalarType.Float16)
             throw new ArgumentException($"logits of dtype {logits.dtype}: the loss takes fp32 (or fp64) logits; Logits returns fp32", nameof(logits));
         var logZ = vocab.LogSumExp(logits);                                  // [N]
         var crossEntropy = (logZ - vocab.TargetLogit(logits, targets)).mean(); // scalar, nats per token
-        var loss = options.Method switch
-        {
-            OecMethod.ZLoss => crossEntropy + ZLoss(logZ, options.ZLossLambda),
-            OecMethod.MuLoss => crossEntropy + MuLoss(weight, vocab, options.MuLossLambda),
-            _ => crossEntropy,
-        };
-        return new HeadLoss(loss, crossEntropy);
+        var regulariser = method.Regulariser(logZ, weight, vocab);          // scalar, or null
+        return new HeadLoss(regulariser is null ? crossEntropy : crossEntropy + regulariser, crossEntropy);
     }
 }

@@ -15,11 +15,7 @@ public class OecOptionsTests
     }
 
     [Theory]
-    [InlineData(OecMethod.None)]
-    [InlineData(OecMethod.ZLoss)]
-    [InlineData(OecMethod.SoftCap)]
-    [InlineData(OecMethod.MuLoss)]
-    [InlineData(OecMethod.MuCentering)]
+    [MemberData(nameof(MethodData.All), MemberType = typeof(MethodData))]
     public void Every_method_with_zero_lambdas_is_valid(OecMethod method)
     {
         var options = new OecOptions { Method = method, MuLossLambda = 0, ZLossLambda = 0, SoftCap = 1e-3 };

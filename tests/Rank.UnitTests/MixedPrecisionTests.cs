@@ -75,10 +75,10 @@ public class MixedPrecisionTests(ITestOutputHelper log)
         using var scope = NewDisposeScope();
         var x = randint(0, 512, [2, 16], dtype: ScalarType.Int64);
         var hidden = trainer.Model.forward(x).view(32, trainer.Model.Dim);
-        var logits = OutputEmbedding.Logits(hidden, trainer.Model.OutputEmbedding, config.Oec, trainer.Vocab, trainer.Compute);
+        var logits = OutputEmbedding.Logits(hidden, trainer.Model.OutputEmbedding, config.Oec.Resolve(), trainer.Vocab, trainer.Compute);
         Assert.Equal(ScalarType.Float32, hidden.dtype);
         Assert.Equal(ScalarType.Float32, logits.dtype);
-        OutputEmbedding.Loss(logits, randint(0, 512, [32], dtype: ScalarType.Int64), trainer.Model.OutputEmbedding, config.Oec, trainer.Vocab).Loss.backward();
+        OutputEmbedding.Loss(logits, randint(0, 512, [32], dtype: ScalarType.Int64), trainer.Model.OutputEmbedding, config.Oec.Resolve(), trainer.Vocab).Loss.backward();
         Assert.All(trainer.Model.named_parameters(), p => Assert.Equal((p.name, ScalarType.Float32), (p.name, p.parameter.grad?.dtype)));
     }
 

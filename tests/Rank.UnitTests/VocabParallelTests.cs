@@ -50,17 +50,16 @@ public class VocabParallelTests(ITestOutputHelper log)
                 : shards[0][name]);
     }
 
+    public static TheoryData<OecMethod, bool> MethodsAndTying()
+    {
+        var data = new TheoryData<OecMethod, bool>();
+        foreach (var tying in new[] { false, true })
+            foreach (var method in Enum.GetValues<OecMethod>()) data.Add(method, tying);
+        return data;
+    }
+
     [Theory]
-    [InlineData(OecMethod.None, false)]
-    [InlineData(OecMethod.ZLoss, false)]
-    [InlineData(OecMethod.SoftCap, false)]
-    [InlineData(OecMethod.MuLoss, false)]
-    [InlineData(OecMethod.MuCentering, false)]
-    [InlineData(OecMethod.None, true)]
-    [InlineData(OecMethod.ZLoss, true)]
-    [InlineData(OecMethod.SoftCap, true)]
-    [InlineData(OecMethod.MuLoss, true)]
-    [InlineData(OecMethod.MuCentering, true)]
+    [MemberData(nameof(MethodsAndTying))]
     public void Sharded_layouts_take_the_losses_and_end_with_the_parameters_of_one_process(OecMethod method, bool tying)
     {
         using var temp = new TempDirectory();

@@ -3,9 +3,9 @@ using Job;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using Collectives;
 using Grpc.Core;
 using Rank.Configuration;
+using Rank.Parallel;
 using Rank.Training;
 
 namespace Rank.Distributed;
@@ -16,8 +16,8 @@ public static class RankProcess
     /// Environment: OEC_COORDINATOR (unless given), OEC_JOB_ID, OEC_JOB_TOKEN; torchrun's RANK (ask for this rank),
     /// WORLD_SIZE (checked against the job's), LOCAL_RANK (the GPU for NCCL), LOCAL_WORLD_SIZE (ranks sharing this
     /// machine's cores); OEC_RANK_HOST, the address peers reach this rank at (default: loopback when the coordinator is
-    /// on loopback, else this host's first IPv4 address). Exit codes: 0 done or stopped, 1 failed, 2 refused or bad
-    /// configuration, 4 told to restart or abort, 5 lost the coordinator.
+    /// on loopback, else this host's first IPv4 address). Exit codes (<see cref="ExitCodes"/>): Success done or stopped,
+    /// Failed, Refused (registration refused), Restart (told to restart or abort), LostCoordinator.
     /// </summary>
     public static int Run(string? coordinator, TextWriter console)
     {
@@ -38,7 +38,7 @@ public static class RankProcess
         catch (RpcException e)
         {
             console.WriteLine($"rank: registration with {uri} refused: {e.Status.StatusCode}: {e.Status.Detail}");
-            return 2;
+            return ExitCodes.Refused;
         }
         int rank = registration.Rank;
         var config = RunConfig.FromJson(registration.ConfigJson);
@@ -58,9 +58,8 @@ public static class RankProcess
         {
             TorchRuntime.EnsureLoaded();
             var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
-            using ICommunicator comm = registration.Bootstrap.Backend == "nccl"
-                ? NcclCommunicator.Create(client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, localRank, timeout)
-                : TcpRingCommunicator.Create(client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, new TcpOptions(Host: host));
+            using var comm = Communicators.Create(Communicators.Parse(registration.Bootstrap.Backend), client, registration.Bootstrap.GroupKey,
+                                                  rank, registration.WorldSize, localRank, host, timeout);
             if (!(registration.LearningRateScale > 0 && registration.LearningRateScale <= 1))
                 throw new InvalidOperationException($"the coordinator sent learning_rate_scale = {registration.LearningRateScale}: expected (0, 1]");
             using var trainer = new Trainer(config, comm, client.Rows, localRank) { LearningRateScale = registration.LearningRateScale };
@@ -74,25 +73,25 @@ public static class RankProcess
             if (finish.Command == Coordinator.Protocol.Command.Restart)
             {
                 console.WriteLine($"rank {rank}: the coordinator says restart: {finish.Reason}; exiting");
-                return RemoteSession.ExitToldToStop;
+                return ExitCodes.Restart;
             }
-            return 0;
+            return ExitCodes.Success;
         }
         catch (RpcException e) when (e.StatusCode is StatusCode.Aborted)
         {
             console.WriteLine($"rank {rank}: the coordinator ended this generation: {e.Status.Detail}; exiting");
-            return RemoteSession.ExitToldToStop;
+            return ExitCodes.Restart;
         }
         catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
         {
             console.WriteLine($"rank {rank}: lost the coordinator at {uri}: {e.Status.StatusCode}: {e.Status.Detail}; exiting");
-            return RemoteSession.ExitLostCoordinator;
+            return ExitCodes.LostCoordinator;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             console.WriteLine($"rank {rank}: failed: {(Env("OEC_TRACE") == "1" ? e.ToString() : e.Message)}");
             client.TryReportFailure(e.Message);
-            return 1;
+            return ExitCodes.Failed;
         }
     }
 

@@ -1,6 +1,6 @@
 // The paper's decoder: rotary positions, SwiGLU MLP, pre-LN LayerNorm, qk-layernorm per head, no biases, no dropout.
+using Rank.Parallel;
 using TorchSharp;
-using Oec;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -10,52 +10,54 @@ namespace Rank.Model;
 /// GPT body: token ids [B, T] -> final hidden states [B, T, d] (after the final LayerNorm). The head is not applied
 /// here: <see cref="OutputEmbedding"/> E [V, d] goes to the OEC library, which forms the logits, the loss and the
 /// statistics, and centres E after the optimizer step. Initialisation as in the paper's code (a modified nanoGPT).
+/// The constructor builds the whole model; a parallel layout narrows it afterwards (Rank.Parallel.Parallelize).
 /// </summary>
 public sealed class Gpt : nn.Module<Tensor, Tensor>
 {
     readonly Embedding wte;
     readonly ModuleList<Block> h;
     readonly LayerNorm ln_f;
-    readonly Parameter? lm_head; // [V, d]; null with weight tying, where E is wte.weight
-    readonly ShardedVocabulary? shard;
+    Parameter? lm_head; // [V, d]; null with weight tying, where E is wte.weight
 
     public int VocabSize { get; }
     public int Dim { get; }
     /// <summary>The dtype of the body's matmuls (Float32 or BFloat16); parameters and activations between them stay fp32.</summary>
     public ScalarType Compute { get; }
 
-    /// <param name="shard">Null: the whole vocabulary. Else this rank's rows of both embeddings, [V/tp, d] each: token
-    /// lookups outside them give zeros and the group sums the lookups; initialised as the same rows of the whole model.</param>
-    /// <param name="seed">Seeds the initialisation (after the modules are built, whose own draws depend on the shard's
-    /// size), so that every shard gets its rows of the whole model's initialisation. Null: the generator as it is.</param>
+    /// <param name="seed">Seeds the initialisation (after the modules are built). Null: the generator as it is.</param>
     /// <param name="compute">The dtype of the matmuls and of attention (<see cref="Mixed"/>); the parameters are fp32 either way.</param>
-    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength, ShardedVocabulary? shard = null, long? seed = null,
-               ScalarType compute = ScalarType.Float32) : base("gpt")
+    public Gpt(ModelOptions options, int vocabSize, int maxSequenceLength, long? seed = null, ScalarType compute = ScalarType.Float32) : base("gpt")
     {
         var o = options.Resolve();
         int layers = o.NLayer!.Value, d = o.DModel!.Value, heads = o.NHead!.Value;
         VocabSize = o.PaddedVocab(vocabSize);
-        if (shard is not null && shard.VocabSize != VocabSize)
-            throw new ArgumentException($"the vocabulary shard is of a {shard.VocabSize}-row vocabulary, the model's has {VocabSize} rows");
-        this.shard = shard;
         Dim = d;
         Compute = compute;
-        long rows = shard?.Rows ?? VocabSize;
-        wte = nn.Embedding(rows, d);
+        wte = nn.Embedding(VocabSize, d);
         h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, compute)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
-        if (!o.WeightTying) lm_head = nn.Parameter(empty(rows, d));
-        ShardedNames = shard is null ? new HashSet<string>() : lm_head is null ? ["wte.weight"] : ["wte.weight", "lm_head"];
+        if (!o.WeightTying) lm_head = nn.Parameter(empty(VocabSize, d));
         RegisterComponents();
+        Lookup = idx => wte.forward(idx);
         if (seed is long s) manual_seed(s);
         Initialise(layers);
     }
 
-    /// <summary>E [V, d] (this shard's [V/tp, d]): the output embedding, rows e_i. The input embedding's matrix when weights are tied.</summary>
+    /// <summary>E [V, d] (a shard's [V/tp, d]): the output embedding, rows e_i. The input embedding's matrix when weights are tied.</summary>
     public Parameter OutputEmbedding => lm_head ?? wte.weight!;
 
-    /// <summary>Names of the parameters of which each rank of a vocabulary-parallel group holds other rows (the embeddings).</summary>
-    public IReadOnlySet<string> ShardedNames { get; }
+    /// <summary>The input embedding wte [V, d] (a shard's [V/tp, d]).</summary>
+    public Embedding TokenEmbedding => wte;
+
+    /// <summary>Blocks: n_layer.</summary>
+    public int Layers => h.Count;
+
+    /// <summary>Names of the parameters of which each rank of a vocabulary-parallel group holds other rows (the embeddings);
+    /// empty until <see cref="KeepVocabularyRows"/>.</summary>
+    public IReadOnlySet<string> ShardedNames { get; private set; } = new HashSet<string>();
+
+    /// <summary>Token ids [B, T] -> embeddings [B, T, d]: wte's lookup, unless a parallel layout replaced it.</summary>
+    public Func<Tensor, Tensor> Lookup { get; set; }
 
     /// <summary>Called during backward at boundary k = 0..n_layer (the input of block k; n_layer: the input of ln_f),
     /// once the gradients of everything after it are final (<see cref="Boundary"/>). Null: no boundaries in the graph.</summary>
@@ -63,7 +65,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor idx)
     {
-        var x = shard is null ? wte.forward(idx) : ShardedLookup(idx); // [B, T, d]
+        var x = Lookup(idx);                                           // [B, T, d]
         for (int k = 0; k < h.Count; k++) x = h[k].forward(Mark(x, k));
         return ln_f.forward(Mark(x, h.Count));                         // [B, T, d]
     }
@@ -71,14 +73,29 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     Tensor Mark(Tensor x, int boundary) =>
         BoundaryReached is { } reached && x.requires_grad ? Boundary.apply(x, (Action)(() => reached(boundary))) : x;
 
-    // Megatron's vocab-parallel embedding: ids outside this shard look up row 0 and are zeroed; the sum over the group
-    // gives every rank the full lookup, and its backward leaves each shard the gradient of its own rows.
-    Tensor ShardedLookup(Tensor idx)
+    /// <summary>
+    /// Keeps rows [offset, offset + rows) of both embeddings (of the one matrix when tied): a vocabulary shard, [rows, d]
+    /// each, whose values are those rows of the whole model's initialisation. The lookup stays wte's: a shard's lookup
+    /// of ids outside its rows is the layout's to provide (<see cref="Lookup"/>).
+    /// </summary>
+    public void KeepVocabularyRows(long offset, long rows)
     {
-        var local = idx - shard!.Offset;                                // [B, T]
-        var outside = local.lt(0).logical_or(local.ge(shard.Rows));
-        var x = wte.forward(local.masked_fill(outside, 0)) * outside.logical_not().unsqueeze(-1).to_type(ScalarType.Float32);
-        return shard.SumAcross(x);
+        if (ShardedNames.Count > 0) throw new InvalidOperationException("the embeddings are already a vocabulary shard");
+        wte.weight = Rows(wte.weight!, offset, rows);
+        if (lm_head is not null)
+        {
+            lm_head = Rows(lm_head, offset, rows);
+            ConditionallyRegisterParameter("lm_head", lm_head);
+        }
+        ShardedNames = lm_head is null ? new HashSet<string> { "wte.weight" } : new HashSet<string> { "wte.weight", "lm_head" };
+    }
+
+    static Parameter Rows(Parameter whole, long offset, long rows)
+    {
+        using var noGrad = no_grad();
+        var part = nn.Parameter(whole.narrow(0, offset, rows).clone());
+        whole.Dispose();
+        return part;
     }
 
     void Initialise(int layers)
@@ -91,27 +108,11 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
             else if (name.EndsWith("attn.c_proj.weight"))
                 nn.init.normal_(p, 0, 0.02 / Math.Sqrt(2 * layers)); // residual projection of attention, per GPT-2
             else if (name == "wte.weight" && lm_head is not null)
-                InitRows(p, t => nn.init.normal_(t, 0, 1 / Math.Sqrt(Dim))); // embeddings: std 1/sqrt(d)
-            else if (name is "wte.weight" or "lm_head")
-                InitRows(p, t => nn.init.xavier_normal_(t));          // the head; a tied matrix too, since the paper's
-                                                                      // code initialises the head last
+                nn.init.normal_(p, 0, 1 / Math.Sqrt(Dim));            // embeddings: std 1/sqrt(d)
             else
-                nn.init.xavier_normal_(p);                            // linear layers
+                nn.init.xavier_normal_(p);                            // linear layers and the head; a tied matrix too,
+                                                                      // since the paper's code initialises the head last
         }
-    }
-
-    // A vocabulary matrix is initialised whole, [V, d] (the same draws, the same fan-in and fan-out as unsharded),
-    // and a shard keeps its rows.
-    void InitRows(Tensor p, Action<Tensor> init)
-    {
-        if (shard is null)
-        {
-            init(p);
-            return;
-        }
-        using var whole = empty(VocabSize, Dim);
-        init(whole);
-        p.copy_(whole.narrow(0, shard.Offset, shard.Rows));
     }
 }
 
@@ -276,29 +277,4 @@ public static class Mixed
     public static Tensor Attention(Tensor q, Tensor k, Tensor v, ScalarType compute) =>
         nn.functional.scaled_dot_product_attention(q.to_type(compute), k.to_type(compute), v.to_type(compute), is_casual: true)
             .to_type(ScalarType.Float32);
-}
-
-/// <summary>
-/// Identity in the forward pass; in the backward pass, calls its action when the gradient of its input is complete,
-/// then passes the gradient on unchanged. That gradient is complete only after the backward of every operation that
-/// read the input; libtorch runs a parameter's gradient accumulation as soon as its producer finishes (accumulation
-/// nodes have the highest priority in its ready queue), so by then the gradients of all parameters after this point
-/// are final: the layer-boundary stand-in for the per-parameter hooks TorchSharp lacks. The trainer's distributed
-/// tests check the consequence: gradients all-reduced from here equal the ones all-reduced after backward.
-/// </summary>
-public sealed class Boundary : torch.autograd.SingleTensorFunction<Boundary>
-{
-    public override string Name => nameof(Boundary);
-
-    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
-    {
-        ctx.save_data("reached", vars[1]);
-        return ((Tensor)vars[0]).view_as((Tensor)vars[0]);
-    }
-
-    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
-    {
-        ((Action)ctx.get_data("reached"))();
-        return [grad_output, null!]; // one per input of apply: the action has none
-    }
 }

@@ -3,9 +3,11 @@ using System.Diagnostics;
 using Collectives;
 using Coordinator;
 using Data;
+using Job;
 using Oec;
 using Rank.Configuration;
 using Rank.Model;
+using Rank.Parallel;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -15,12 +17,11 @@ namespace Rank.Training;
 public sealed record TrainResult(int Steps, double FinalTrainLoss, double? FinalValLoss, bool Diverged, string OutDir, bool Stopped = false);
 
 /// <summary>
-/// A 2-D layout of W = dp x tp ranks: rank r is vocabulary shard r % tp of replica r / tp. The tp ranks of a replica
-/// (its vocabulary group) see the same rows and hold the embeddings split by rows (<see cref="ShardedVocabulary"/>);
-/// the dp replicas each train on their dp-th of every micro-batch (rows from <c>rows(step)</c>, by default the local
-/// BatchPlan), and every gradient is averaged over the ranks that hold the same parameter (the data group: same shard,
-/// other replica) before clipping, so that the update equals the one-process update on the whole global batch.
-/// Without a communicator the trainer is one process on the whole batch.
+/// One rank of a <see cref="ParallelLayout"/> of W = dp x tp ranks (<see cref="Parallelize"/> applies it): the tp
+/// ranks of a replica hold the embeddings split by rows (<see cref="ShardedVocabulary"/>); the dp replicas each train
+/// on their dp-th of every micro-batch (rows from <c>rows(step)</c>, by default the local BatchPlan), and every
+/// gradient is averaged over the ranks that hold the same parameter before clipping, so that the update equals the
+/// one-process update on the whole global batch. Without a communicator the trainer is one process on the whole batch.
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -29,11 +30,8 @@ public sealed class Trainer : IDisposable
     public IVocabularyReduction Vocab { get; }
     public int Rank { get; }
     public int WorldSize { get; }
-    /// <summary>dp: model replicas; tp: vocabulary shards per replica; this rank's replica and shard.</summary>
-    public int DataParallel { get; }
-    public int VocabParallel { get; }
-    public int DataRank { get; }
-    public int VocabRank { get; }
+    /// <summary>dp x tp: this rank's replica (DataRank) and vocabulary shard (VocabRank).</summary>
+    public ParallelLayout Layout { get; }
     public TrainingData Data { get; }
     /// <summary>Multiplies the whole learning-rate schedule of train.learning_rate: 1, or what the coordinator's
     /// divergence rollbacks left (divergence.learning_rate_factor per rollback).</summary>
@@ -45,19 +43,19 @@ public sealed class Trainer : IDisposable
     /// <summary>Where this rank computes (train.device): the CPU, or cuda:LOCAL_RANK. The model, its gradients, the
     /// optimizer state and every tensor a step makes live there; the token ids are copied there each step.</summary>
     public Device Device { get; }
-    static readonly Lock InitGate = new();
-    readonly ICommunicator? comm, dataGroup, vocabGroup;
-    readonly GradientBucketer? bucketer;
     /// <summary>Gradient groups whose all-reduce the last step started during backward (train.overlap_grad_reduce):
     /// n_layer + 1 when it overlaps, 0 when every all-reduce waited for the end of backward.</summary>
-    public int GroupsStartedInBackward { get; private set; }
-    bool lastMicroBatch;   // set during the backward whose boundaries start the all-reduces (the step's last micro-batch)
-    Exception? boundaryFailure; // a collective that failed to start inside backward, thrown after it
+    public int GroupsStartedInBackward => gradients?.GroupsStartedInBackward ?? 0;
+    static readonly Lock InitGate = new();
+    readonly ICommunicator? comm;
+    readonly ParallelGroups groups;
+    readonly DataParallelGradients? gradients; // null: no data group
+    readonly IOecMethod method;
     readonly FlatAdamW optimizer;
-    readonly List<Parameter> parameters;
     readonly BatchPlan trainBatches, valBatches;
     readonly Func<long, long[]> rows;  // this rank's sequences of a step, micro-batch after micro-batch
-    readonly int[] inputs, targets;    // this rank's share of one step [accum * B/W, T], row-major
+    readonly int replicaBatch;         // B / dp: sequences of each micro-batch that this replica trains on
+    readonly int[] inputs, targets;    // this rank's share of one step [accum * B/dp, T], row-major
 
     /// <param name="localRank">This rank's index on its machine (LOCAL_RANK): its GPU with train.device = cuda.</param>
     public Trainer(RunConfig config, ICommunicator? comm = null, Func<long, long[]>? rows = null, int localRank = 0)
@@ -67,79 +65,42 @@ public sealed class Trainer : IDisposable
         Device = ComputeDevice.Select(Config.Train.Device, localRank);
         var (model, data, train) = (Config.Model, Config.Data, Config.Train);
         (this.comm, Rank, WorldSize) = (comm, comm?.Rank ?? 0, comm?.WorldSize ?? 1);
-        VocabParallel = Config.Job.VocabParallel;
-        if (WorldSize % VocabParallel != 0)
-            throw new ArgumentException($"job.vocab_parallel = {VocabParallel}: must divide the world size {WorldSize}");
-        (DataParallel, DataRank, VocabRank) = (WorldSize / VocabParallel, Rank / VocabParallel, Rank % VocabParallel);
-        if (train.BatchSize % DataParallel != 0)
-            throw new ArgumentException($"train.batch_size = {train.BatchSize}: must be divisible by the data-parallel size {DataParallel}, so that every replica takes an equal share of each micro-batch");
+        Layout = new ParallelLayout(WorldSize, Config.Job.VocabParallel);
+        replicaBatch = Layout.ReplicaBatch(train.BatchSize);
         if (train.Threads > 0) set_num_threads(train.Threads);
-        if (comm is not null && VocabParallel > 1)
-        {
-            // Both splits are collective over all ranks: the vocabulary group (one replica's shards), the data group (one shard's replicas).
-            vocabGroup = comm.Split(color: DataRank, key: VocabRank);
-            var sameShard = comm.Split(color: VocabRank, key: DataRank);
-            if (DataParallel > 1) dataGroup = sameShard;
-            else sameShard.Dispose();
-        }
-        else if (comm is not null && WorldSize > 1) dataGroup = comm;
-
         Compute = train.Precision == Precision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-        int paddedVocab = model.Resolve().PaddedVocab(data.ResolvedVocabSize);
-        Vocab = vocabGroup is null ? new LocalVocabulary(paddedVocab) : new ShardedVocabulary(vocabGroup, paddedVocab);
+        method = Config.Oec.Resolve();
+
         lock (InitGate) // trainers sharing a process (tests) must not interleave draws from the global generator
         {
-            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, Vocab as ShardedVocabulary, seed: (long)(train.Seed % long.MaxValue), compute: Compute);
+            Model = new Gpt(model, data.ResolvedVocabSize, train.SequenceLength, seed: (long)(train.Seed % long.MaxValue), compute: Compute);
         }
-        // Initialised on the CPU, so that a GPU run starts from the CPU run's weights; moved before the optimizer takes them.
+        // The parallel layout, in Parallelize's order; initialised on the CPU, so that a GPU run starts from the CPU run's weights.
+        groups = Parallelize.SplitGroups(comm, Layout);
+        Vocab = Parallelize.ApplyVocabParallel(Model, groups.Vocab);
         if (Device.type != DeviceType.CPU) Model.to(Device);
-        parameters = Model.parameters().ToList();
+        gradients = Parallelize.ApplyDataParallel(Model, groups, overlap: train.Overlaps);
+
+        var parameters = Model.parameters().ToList();
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
         optimizer = new FlatAdamW([(parameters.Where(p => p.dim() >= 2).ToList(), train.WeightDecay), (parameters.Where(p => p.dim() < 2).ToList(), 0)],
                                   train.Beta1, train.Beta2, train.Eps);
-        if (dataGroup is not null)
-        {
-            bucketer = train.Overlaps && vocabGroup is null ? OverlappedBucketer(dataGroup) : new GradientBucketer(dataGroup, parameters.Cast<Tensor>().ToList());
-            bucketer.BroadcastParameters(root: 0); // every replica starts from replica 0's initialisation
-        }
 
         Data = new TrainingData(data, train.SequenceLength);
         trainBatches = new BatchPlan(Data.Train, train.BatchSize * train.GradAccum, train.Seed);
         valBatches = new BatchPlan(Data.Validation, train.BatchSize, seed: 0);
-        this.rows = rows ?? (step => trainBatches.RankRows(step, DataRank, DataParallel, train.GradAccum));
-        inputs = new int[train.BatchSize / DataParallel * train.GradAccum * train.SequenceLength];
+        this.rows = rows ?? (step => trainBatches.RankRows(step, DataRank, Layout.DataParallel, train.GradAccum));
+        inputs = new int[replicaBatch * train.GradAccum * train.SequenceLength];
         targets = new int[inputs.Length];
     }
 
-    /// <summary>
-    /// The all-reduce overlapped with backward (train.overlap_grad_reduce): one group per layer, in the order backward
-    /// finishes them: ln_f with the untied head (at the input of ln_f), block n-1, ..., block 0 (each at its input),
-    /// then the input embedding, reduced after backward (with tying it is also the head). Not with a sharded
-    /// vocabulary, whose backward runs collectives of its own on the vocabulary group: two communicators' kernels at
-    /// once are allowed only when every rank orders them alike, which the autograd engine does not promise.
-    /// </summary>
-    GradientBucketer OverlappedBucketer(ICommunicator group)
-    {
-        int layers = Config.Model.NLayer!.Value;
-        var named = Model.named_parameters().ToList();
-        List<Tensor> Where(Func<string, bool> belongs) => named.Where(n => belongs(n.name)).Select(n => (Tensor)n.parameter).ToList();
-        var groups = new List<IReadOnlyList<Tensor>> { Where(n => n is "ln_f.weight" or "lm_head") };
-        for (int k = layers - 1; k >= 0; k--) groups.Add(Where(n => n.StartsWith($"h.{k}.", StringComparison.Ordinal)));
-        groups.Add(Where(n => !(n is "ln_f.weight" or "lm_head" || n.StartsWith("h.", StringComparison.Ordinal))));
-        if (groups.Sum(g => g.Count) != named.Count) throw new InvalidOperationException("overlapped all-reduce: a parameter is in no group or in two");
-        var bucketer = new GradientBucketer(group, groups);
-        Model.BoundaryReached = boundary => // boundary k: the input of block k, n_layer: of ln_f, so group n_layer - k is final
-        {
-            if (!lastMicroBatch || boundaryFailure is not null) return;
-            try { bucketer.Ready(layers - boundary); GroupsStartedInBackward++; }
-            catch (Exception e) { boundaryFailure = e; } // never through libtorch's backward
-        };
-        return bucketer;
-    }
+    int DataRank => Layout.DataRank(Rank);
+    int VocabRank => Layout.VocabRank(Rank);
 
     /// <summary>
-    /// One optimizer step, top to bottom: learning rate, then per micro-batch forward, loss with the regulariser,
-    /// backward; gradients averaged over the replicas; clip, optimizer step, zero grad, mu-centering. The cross-entropy
+    /// One optimizer step, top to bottom: per micro-batch forward, loss with the method's regulariser, backward;
+    /// gradients averaged over the replicas; clip, optimizer step, zero grad, the method's after-step hook
+    /// (mu-centering); the metrics come back. The cross-entropy
     /// is the global batch's. Statistics, when asked for (they cost a few passes over the logits), describe this
     /// replica's share of the last micro-batch, over the whole vocabulary; otherwise null. Stop is true on every rank
     /// when any rank asked to stop.
@@ -147,7 +108,7 @@ public sealed class Trainer : IDisposable
     public (double CrossEntropy, double GradNorm, LogitStatistics? Stats, bool Stop) Step(long step, bool statistics = true, bool stopRequested = false)
     {
         var train = Config.Train;
-        int B = train.BatchSize / DataParallel, T = train.SequenceLength, accum = train.GradAccum;
+        int B = replicaBatch, T = train.SequenceLength, accum = train.GradAccum;
 
         long[] mine = rows(step);
         if (mine.Length != B * accum) throw new InvalidOperationException($"step {step}: rank {Rank} was given {mine.Length} sequences, expected {B * accum}");
@@ -160,18 +121,16 @@ public sealed class Trainer : IDisposable
         {
             using var scope = NewDisposeScope();
             var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d] fp32
-            var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab, Compute); // [B*T, V] fp32 (matmul in Compute)
-            var loss = OutputEmbedding.Loss(logits, y[micro], Model.OutputEmbedding, Config.Oec, Vocab);
-            lastMicroBatch = micro == accum - 1;                                             // its backward starts the all-reduces layer by layer
-            if (lastMicroBatch) GroupsStartedInBackward = 0;
+            var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, method, Vocab, Compute); // [B*T, V] fp32 (matmul in Compute)
+            var loss = OutputEmbedding.Loss(logits, y[micro], Model.OutputEmbedding, method, Vocab);
+            gradients?.BeforeBackward(lastMicroBatch: micro == accum - 1);                  // its backward starts the all-reduces layer by layer
             (loss.Loss / accum).backward();                                                  // mean over this rank's share
-            lastMicroBatch = false;
-            if (boundaryFailure is { } failure) throw new CollectiveException($"step {step}: the gradient all-reduce failed to start during backward: {failure.Message}", failure);
+            gradients?.AfterBackward(step);
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
             if (statistics && micro == accum - 1) stats = LogitStatistics.Compute(logits, Model.OutputEmbedding, Vocab);
         }
 
-        bucketer?.AverageGradients();                                                        // mean over the global batch (data group)
+        gradients?.Average();                                                                // mean over the global batch (data group)
         bool stop = stopRequested;
         double gradNorm;
         using (NewDisposeScope()) // roots the temporaries (see OutputEmbedding.Center on TorchSharp's finalizers)
@@ -183,39 +142,19 @@ public sealed class Trainer : IDisposable
                 crossEntropy = shared[0].item<double>() / WorldSize;
                 stop = shared[1].item<double>() > 0;
             }
-            gradNorm = vocabGroup is not null ? ClipShardedGradients(train.GradClip) : optimizer.ClipGradNorm(train.GradClip);
+            gradNorm = groups.Vocab is { } vocabGroup ? ShardedClipping.ClipGradNorm(Model, vocabGroup, train.GradClip) : optimizer.ClipGradNorm(train.GradClip);
         }
         optimizer.Step(LearningRateAt(step));
         optimizer.ZeroGrad();
-        if (Config.Oec.Method == OecMethod.MuCentering) OutputEmbedding.Center(Model.OutputEmbedding, Vocab).Dispose(); // ||mu|| unread: no host sync
+        method.AfterStep(Model.OutputEmbedding, Vocab);                                     // mu-centering: E -> E - mu
         return (crossEntropy, gradNorm, stats, stop);
-    }
-
-    /// <summary>
-    /// torch's clip_grad_norm_ over a model whose embeddings are split over the vocabulary group: the norm of the whole
-    /// gradient is sqrt(body^2 + sum over shards of shard^2) (the body's gradient is the same on every shard), then
-    /// every gradient is scaled by min(1, maxNorm / (norm + 1e-6)). maxNorm 0: measured, not clipped.
-    /// </summary>
-    double ClipShardedGradients(double maxNorm)
-    {
-        using var noGrad = no_grad();
-        var sharded = Model.ShardedNames;
-        double SquaredNorm(bool ofShards) => Model.named_parameters().Where(n => sharded.Contains(n.name) == ofShards && n.parameter.grad is not null)
-            .Sum(n => { using var g = n.parameter.grad!.to_type(ScalarType.Float64); return g.square().sum().item<double>(); });
-        using var shards = tensor(new[] { SquaredNorm(ofShards: true) }, device: Device);
-        vocabGroup!.AllReduce(shards, ReduceOp.Sum);
-        double norm = Math.Sqrt(SquaredNorm(ofShards: false) + shards.item<double>());
-        double coefficient = maxNorm > 0 ? Math.Min(1, maxNorm / (norm + 1e-6)) : 1;
-        if (coefficient < 1)
-            foreach (var p in parameters.Where(p => p.grad is not null)) p.grad!.mul_(coefficient);
-        return norm;
     }
 
     /// <summary>Mean cross-entropy over the validation batches (the same batches at every evaluation); each replica
     /// evaluates its share of every batch and the means are averaged over the replicas.</summary>
     public double Evaluate()
     {
-        int B = Config.Train.BatchSize / DataParallel, T = Config.Train.SequenceLength;
+        int B = replicaBatch, T = Config.Train.SequenceLength;
         var valInputs = new int[B * T];
         var valTargets = new int[B * T];
         double sum = 0;
@@ -225,10 +164,10 @@ public sealed class Trainer : IDisposable
             for (int k = 0; k < Config.Train.EvalBatches; k++)
             {
                 using var scope = NewDisposeScope();
-                valBatches.Plan.FillRows(valBatches.RankRows(k, DataRank, DataParallel, 1), valInputs, valTargets);
+                valBatches.Plan.FillRows(valBatches.RankRows(k, DataRank, Layout.DataParallel, 1), valInputs, valTargets);
                 var hidden = Model.forward(tensor(valInputs, dtype: ScalarType.Int64, device: Device).view(B, T)).view(B * T, Model.Dim);
-                var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, Config.Oec, Vocab, Compute);
-                var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64, device: Device), Model.OutputEmbedding, Config.Oec, Vocab);
+                var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, method, Vocab, Compute);
+                var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64, device: Device), Model.OutputEmbedding, method, Vocab);
                 sum += loss.CrossEntropy.item<float>();
             }
         }
@@ -327,7 +266,7 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public void SaveModel(string path)
     {
-        if (vocabGroup is null)
+        if (groups.Vocab is not { } vocabGroup)
         {
             if (Rank == 0) Checkpoint.Save(Model, Config.ToJson(), path);
             return;
@@ -355,8 +294,8 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>The model and optimizer files of a checkpoint: one pair per vocabulary shard.</summary>
-    string ModelFile => VocabParallel == 1 ? "model.safetensors" : $"model.shard{VocabRank}of{VocabParallel}.safetensors";
-    string OptimizerFile => VocabParallel == 1 ? "optimizer.bin" : $"optimizer.shard{VocabRank}of{VocabParallel}.bin";
+    string ModelFile => Layout.VocabParallel == 1 ? "model.safetensors" : $"model.shard{VocabRank}of{Layout.VocabParallel}.safetensors";
+    string OptimizerFile => Layout.VocabParallel == 1 ? "optimizer.bin" : $"optimizer.shard{VocabRank}of{Layout.VocabParallel}.bin";
 
     /// <summary>
     /// Writes this rank's part of a checkpoint into <paramref name="dir"/>, each file whole or not at all: the ranks of
@@ -405,9 +344,8 @@ public sealed class Trainer : IDisposable
 
     public void Dispose()
     {
-        bucketer?.Dispose();
-        if (dataGroup is not null && dataGroup != comm) dataGroup.Dispose();
-        vocabGroup?.Dispose();
+        gradients?.Dispose();
+        groups.Dispose();
         optimizer.Dispose();
         Model.Dispose();
         Data.Dispose();

@@ -1,9 +1,11 @@
 // The vocabulary-sharded head's reductions: local reduce, then all-reduce across the vocabulary-parallel group.
 using Collectives;
+using Oec;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Oec;
+namespace Rank.Parallel;
 
 /// <summary>
 /// This rank holds rows [Offset, Offset + Rows) of E [V, H] and the same columns of the logits; the other shards are on
@@ -12,7 +14,8 @@ namespace Oec;
 /// the global sums, so each shard's gradient is already whole. Maxima are all-reduced without gradient. log Z is
 /// Megatron's vocab-parallel log-sum-exp: global max, local sum of exponentials, one all-reduce; its backward, the
 /// local softmax, needs no communication. Only the hidden states entering the head need one all-reduce in backward
-/// (<see cref="Share"/>). Every value this library derives from these (mu, mu-loss, log Z, z-loss, the statistics) is
+/// (<see cref="Share"/>). The input embedding's lookup is Megatron's vocab-parallel embedding (<see cref="Lookup"/>).
+/// Every value the OEC library derives from these (mu, mu-loss, log Z, z-loss, the statistics) is
 /// therefore global and identical on every rank of the group.
 /// </summary>
 public sealed class ShardedVocabulary : IVocabularyReduction
@@ -63,6 +66,19 @@ public sealed class ShardedVocabulary : IVocabularyReduction
     }
 
     public Tensor Share(Tensor hidden) => ShareAcrossGroup.apply(hidden, group);
+
+    /// <summary>
+    /// Megatron's vocab-parallel embedding: ids [B, T] -> [B, T, d] from <paramref name="table"/>, this shard's rows
+    /// [Rows, d]. Ids outside the shard look up row 0 and are zeroed; the sum over the group gives every rank the full
+    /// lookup, and its backward leaves each shard the gradient of its own rows.
+    /// </summary>
+    public Tensor Lookup(Embedding table, Tensor idx)
+    {
+        var local = idx - Offset;                                       // [B, T]
+        var outside = local.lt(0).logical_or(local.ge(Rows));
+        var x = table.forward(local.masked_fill(outside, 0)) * outside.logical_not().unsqueeze(-1).to_type(ScalarType.Float32);
+        return SumAcross(x);
+    }
 
     /// <summary>Element-wise sum over the group of a tensor each rank holds a part of; backward: identity.</summary>
     public Tensor SumAcross(Tensor partial) => SumAcrossGroup.apply(partial, group);

@@ -1,0 +1,10 @@
+// oec.method = z_loss: lambda * mean over tokens of (log Z)^2 added to the loss.
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Oec;
+
+public sealed class ZLossMethod(double lambda) : IOecMethod
+{
+    public Tensor? Regulariser(Tensor logZ, Tensor weight, IVocabularyReduction vocab) => OutputEmbedding.ZLoss(logZ, lambda);
+}

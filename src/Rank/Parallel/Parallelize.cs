@@ -1,0 +1,91 @@
+// Parallelism applied to a built model by named steps, in one order (torchtitan's parallelize_llama): the one place that knows it.
+using Collectives;
+using Job;
+using Oec;
+using Rank.Model;
+using TorchSharp;
+
+namespace Rank.Parallel;
+
+/// <summary>
+/// The steps that turn the whole model of one process into this rank's part of a <see cref="ParallelLayout"/>, each
+/// testable alone. The trainer calls them in this order, between building the model and building its optimizer:
+/// <list type="number">
+/// <item><see cref="SplitGroups"/>: the vocabulary group and the data group of this rank (collective over all ranks).</item>
+/// <item><see cref="ApplyVocabParallel"/>: the embeddings keep this shard's rows; the head's reductions span the group.</item>
+/// <item>Activation checkpointing goes here, on the (narrowed) model, before it moves.</item>
+/// <item>The model moves to its device: what follows communicates its tensors (NCCL: GPU memory).</item>
+/// <item><see cref="ApplyDataParallel"/>: replicas start from replica 0's parameters and average their gradients;
+/// ZeRO/FSDP, which shard the optimizer state and parameters over the data group, take this step's place.</item>
+/// </list>
+/// The optimizer is built last, over the parameters as these steps leave them.
+/// </summary>
+public static class Parallelize
+{
+    /// <summary>
+    /// Splits <paramref name="comm"/> by the layout: the vocabulary group (rank r's replica's tp shards, ordered by
+    /// shard) when tp > 1, and the data group (rank r's shard in each of the dp replicas, ordered by replica) when
+    /// dp > 1 (the whole communicator when tp = 1). Both splits are collective over all ranks. No communicator: one
+    /// process, no groups.
+    /// </summary>
+    public static ParallelGroups SplitGroups(ICommunicator? comm, ParallelLayout layout)
+    {
+        if (comm is null || comm.WorldSize == 1) return new ParallelGroups(null, null, ownsData: false);
+        if (comm.WorldSize != layout.WorldSize)
+            throw new ArgumentException($"the communicator has {comm.WorldSize} ranks, the layout {layout}");
+        if (layout.VocabParallel == 1) return new ParallelGroups(null, comm, ownsData: false);
+        int dataRank = layout.DataRank(comm.Rank), vocabRank = layout.VocabRank(comm.Rank);
+        var vocab = comm.Split(color: dataRank, key: vocabRank);
+        var sameShard = comm.Split(color: vocabRank, key: dataRank);
+        if (layout.DataParallel > 1) return new ParallelGroups(vocab, sameShard, ownsData: true);
+        sameShard.Dispose();
+        return new ParallelGroups(vocab, null, ownsData: false);
+    }
+
+    /// <summary>
+    /// Vocabulary parallelism over <paramref name="vocabGroup"/>: the model keeps rows [r V/tp, (r + 1) V/tp) of its
+    /// embeddings (their values those of the whole model, so a shard starts as its part of the unsharded
+    /// initialisation) and looks tokens up through <see cref="ShardedVocabulary.Lookup"/>. Returns the reductions
+    /// over the vocabulary the head takes: the group's, or local ones when there is no group.
+    /// </summary>
+    public static IVocabularyReduction ApplyVocabParallel(Gpt model, ICommunicator? vocabGroup)
+    {
+        if (vocabGroup is null) return new LocalVocabulary(model.VocabSize);
+        var shard = new ShardedVocabulary(vocabGroup, model.VocabSize);
+        model.KeepVocabularyRows(shard.Offset, shard.Rows);
+        model.Lookup = idx => shard.Lookup(model.TokenEmbedding, idx);
+        return shard;
+    }
+
+    /// <summary>
+    /// Data parallelism over the data group: every replica takes replica 0's parameters, and the gradients are averaged
+    /// over the group by <see cref="DataParallelGradients"/>, overlapped with backward when <paramref name="overlap"/>
+    /// (train.overlap_grad_reduce) and the vocabulary is whole. Not with a sharded vocabulary, whose backward runs
+    /// collectives of its own on the vocabulary group: two communicators' kernels at once are allowed only when every
+    /// rank orders them alike, which the autograd engine does not promise. Null when there is no data group.
+    /// </summary>
+    public static DataParallelGradients? ApplyDataParallel(Gpt model, ParallelGroups groups, bool overlap)
+    {
+        if (groups.Data is not { } data) return null;
+        var gradients = overlap && groups.Vocab is null
+            ? DataParallelGradients.Overlapped(model, data)
+            : new DataParallelGradients(new GradientBucketer(data, model.parameters().Cast<torch.Tensor>().ToList()));
+        gradients.BroadcastParameters();
+        return gradients;
+    }
+}
+
+/// <summary>This rank's communicators within the layout: Vocab, the vocabulary group (tp ranks, one replica's
+/// shards; null when tp = 1); Data, the data group (dp ranks, one shard's replicas; null when dp = 1). Disposes the
+/// groups split for them, not the communicator they were split from.</summary>
+public sealed class ParallelGroups(ICommunicator? vocab, ICommunicator? data, bool ownsData) : IDisposable
+{
+    public ICommunicator? Vocab => vocab;
+    public ICommunicator? Data => data;
+
+    public void Dispose()
+    {
+        if (ownsData) data?.Dispose();
+        vocab?.Dispose();
+    }
+}
