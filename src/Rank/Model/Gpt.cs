@@ -240,7 +240,9 @@ public sealed class Rotary : nn.Module
 /// <summary>SwiGLU MLP: W_2(silu(W x) * V x), hidden 256 * ceil((8d/3) / 256).</summary>
 public sealed class SwiGlu : nn.Module<Tensor, Tensor>
 {
+#pragma warning disable IDE1006 // the paper's names: RegisterComponents makes them the parameters' names in checkpoints (mlp.W.weight)
     readonly Linear W, V, W_2;
+#pragma warning restore IDE1006
     readonly ScalarType compute;
 
     public SwiGlu(int d, ScalarType compute = ScalarType.Float32) : base("mlp")
