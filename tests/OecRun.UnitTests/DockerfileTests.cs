@@ -111,11 +111,11 @@ public partial class DockerfileTests
     {
         var patterns = DockerIgnore();
 
-        Assert.True(Ignored("src/Rank/bin/Release/net10.0/oecrun.dll", patterns));
+        Assert.True(Ignored("src/OecRun/bin/Release/net10.0/oecrun.dll", patterns));
         Assert.True(Ignored("src/Coordinator/obj/project.assets.json", patterns));
         Assert.True(Ignored("runs/2026-01-01/metrics.jsonl", patterns));
         Assert.True(Ignored("dist/oecrun-linux-x64.tar.xz", patterns));
-        Assert.False(Ignored("src/Rank/Rank.csproj", patterns));
+        Assert.False(Ignored("src/OecRun/OecRun.csproj", patterns));
         Assert.False(Ignored("Directory.Packages.props", patterns));
     }
 
@@ -145,7 +145,7 @@ public partial class DockerfileTests
         string? user = final.Instructions.LastOrDefault(i => i.Keyword == "USER")?.Words[0];
         string[] entrypoint = JsonSerializer.Deserialize<string[]>(final.Instructions.Last(i => i.Keyword == "ENTRYPOINT").Text)!;
 
-        Assert.Equal("src/Rank", words[2]); // dotnet publish src/Rank
+        Assert.Equal("src/OecRun", words[2]); // dotnet publish src/OecRun
         Assert.Contains("--self-contained", words);
         Assert.Contains($"-p:LibTorch={libTorch}", words);
         Assert.NotNull(buildStage.Name);

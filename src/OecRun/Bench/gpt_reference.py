@@ -1,7 +1,7 @@
 """PyTorch reference of src/Rank/Model/Gpt.cs (plus the untied head of src/Oec/OutputEmbedding.cs) for the GPU benchmark.
 
 Trains the same GPT on random tokens and prints exactly one JSON line on stdout (everything else goes to stderr):
-median step time, tokens/s, MFU, peak memory and the loss of every step. See src/Rank/Bench/README.md for the contract.
+median step time, tokens/s, MFU, peak memory and the loss of every step. See src/OecRun/Bench/README.md for the contract.
 """
 import argparse, inspect, json, math, os, statistics, sys, time
 
