@@ -1,7 +1,6 @@
 // `oecrun bench-coordinator`: a coordinator process under simulated ranks.
 using System.CommandLine;
 using OecRun.Bench;
-using Rank;
 
 namespace OecRun.Commands;
 
