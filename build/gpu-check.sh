@@ -15,7 +15,7 @@
 # Also nvidia-smi.txt, torch-info.txt and revision.txt (the commit the bundle was built from). Exit code: 0 when every section passed, else 1 (sections.txt says which).
 #
 # A dry run of the script itself on a CPU machine, before spending GPU time:
-#   OECRUN=src/Rank/bin/Release/net10.0/oecrun DEVICE=cpu BENCH_ARGS="--device cpu --d-model 64 --n-layer 2 --n-head 4 \
+#   OECRUN=src/OecRun/bin/Release/net10.0/oecrun DEVICE=cpu BENCH_ARGS="--device cpu --d-model 64 --n-layer 2 --n-head 4 \
 #     --vocab 512 --seq 64 --batch 4 --steps 3 --warmup 1 --python /usr/bin/python3" build/gpu-check.sh /tmp/gpu-check
 # (OECRUN: an oecrun to use instead of the bundle; DEVICE: train.device; BENCH_ARGS: more bench-gpu options.)
 set -uo pipefail

@@ -23,7 +23,7 @@ for variant in "${variants[@]}"; do
     esac
     out="dist/$name"
     rm -rf "$out" "$out.tar.xz"
-    dotnet publish src/Rank -c Release -r linux-x64 --self-contained -p:LibTorch="$variant" -p:TorchSharpElfFix=always \
+    dotnet publish src/OecRun -c Release -r linux-x64 --self-contained -p:LibTorch="$variant" -p:TorchSharpElfFix=always \
         --artifacts-path "dist/obj-$variant" -o "$out"
     # the commit it was built from, so a run elsewhere says which code it ran ("-modified": with uncommitted changes)
     echo "$(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo -modified)" > "$out/REVISION"

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using Collectives;
 using Coordinator;
 using Rank.Configuration;
+using OecRun.Launching;
 using Rank.Distributed;
 using Rank.Model;
 using Rank.Training;
@@ -316,7 +317,7 @@ public class DistributedTests(ITestOutputHelper log, CleanJobFixture fixture) : 
         using var job = new JobState(new JobSpec("lost", token, config.Job with { Id = "lost" }, config.ToJson(),
             new Data.BatchPlan(data.Train, config.Train.BatchSize, config.Train.Seed), 1, config.Train.Steps, temp.Path), coordinatorLog);
         var host = await CoordinatorHost.StartAsync(job, coordinatorLog, System.Net.IPAddress.Loopback, 0);
-        using var rank = StartProcess(Launch.SelfRankCommand(),
+        using var rank = ChildProcesses.Start(Launch.SelfRankCommand(),
             new() { ["OEC_COORDINATOR"] = host.Address.ToString(), ["OEC_JOB_ID"] = "lost", ["OEC_JOB_TOKEN"] = token });
         var output = rank.StandardOutput.ReadToEndAsync();
         var clock = Stopwatch.StartNew();
@@ -335,24 +336,13 @@ public class DistributedTests(ITestOutputHelper log, CleanJobFixture fixture) : 
     [Fact]
     public void A_rank_without_the_job_token_exits_with_2_naming_OEC_JOB_TOKEN()
     {
-        using var rank = StartProcess(Launch.SelfRankCommand(),
+        using var rank = ChildProcesses.Start(Launch.SelfRankCommand(),
             new() { ["OEC_COORDINATOR"] = "http://127.0.0.1:9", ["OEC_JOB_ID"] = "x", ["OEC_JOB_TOKEN"] = null });
         string error = rank.StandardError.ReadToEnd();
         Assert.True(rank.WaitForExit(TimeSpan.FromSeconds(30)));
 
         Assert.Equal(2, rank.ExitCode);
         Assert.Contains("OEC_JOB_TOKEN", error);
-    }
-
-    /// <summary>Starts a command with its output redirected; an environment value of null removes the variable.</summary>
-    internal static Process StartProcess(RankCommand command, Dictionary<string, string?> environment)
-    {
-        var info = new ProcessStartInfo(command.FileName) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in command.Arguments) info.ArgumentList.Add(a);
-        foreach (var (name, value) in environment)
-            if (value is null) info.Environment.Remove(name);
-            else info.Environment[name] = value;
-        return Process.Start(info)!;
     }
 
     /// <summary>A session that asks to stop once `step` steps are done.</summary>
@@ -377,7 +367,7 @@ public partial class CoordinatorCommandTests
     public void The_coordinator_command_stops_on_SIGTERM_and_exits_with_0()
     {
         using var temp = new TempDirectory();
-        using var coordinator = DistributedTests.StartProcess(
+        using var coordinator = ChildProcesses.Start(
             Launch.SelfCommand("coordinator", "--port", "0", "--metrics-port", "0", "job.id=sigterm", "data.synthetic_tokens=20000", "run.out_dir=" + temp.Path),
             new() { ["OEC_JOB_TOKEN"] = new string('k', 32) });
         var clock = Stopwatch.StartNew();

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Coordinator;
 using Data;
 using Rank.Configuration;
+using OecRun.Launching;
 using Rank.Distributed;
 using Rank.Training;
 using Xunit.Abstractions;

@@ -247,7 +247,7 @@ public class ExternalLibTorchTests(NoLibTorchApp app) : IClassFixture<NoLibTorch
     static (int Code, string Output) MsBuild(params string[] arguments)
     {
         string dotnet = Environment.ProcessPath is string p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
-        var info = new ProcessStartInfo(dotnet, ["msbuild", Path.Combine(TestPrograms.RepositoryRoot, "src", "Rank", "Rank.csproj"), "-nologo", "-nodeReuse:false", .. arguments])
+        var info = new ProcessStartInfo(dotnet, ["msbuild", Path.Combine(TestPrograms.RepositoryRoot, "src", "OecRun", "OecRun.csproj"), "-nologo", "-nodeReuse:false", .. arguments])
         {
             RedirectStandardOutput = true, RedirectStandardError = true,
         };

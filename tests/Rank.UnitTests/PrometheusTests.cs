@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Rank.Configuration;
+using OecRun.Launching;
 using Rank.Distributed;
 using Rank.Training;
 using Xunit.Abstractions;

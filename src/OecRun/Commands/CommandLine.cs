@@ -1,0 +1,72 @@
+// What every command shares: the configuration file and overrides, the error guard (exit code 2) and Ctrl+C.
+using System.CommandLine;
+using Rank.Configuration;
+
+namespace OecRun.Commands;
+
+/// <summary>The configuration file and the section.key=value overrides over it, as a command's options record.</summary>
+public sealed record RunSettings(string? ConfigFile = null, IReadOnlyList<string>? Overrides = null)
+{
+    /// <summary>The resolved and validated configuration (defaults, then the file, then the overrides).</summary>
+    public RunConfig Load() => RunConfig.Load(ConfigFile, Overrides ?? []);
+}
+
+public static class CommandLine
+{
+    public static Option<string?> ConfigOption(string description = "JSON configuration file (sections model, oec, data, train, run, job).") =>
+        new("--config") { Description = description };
+
+    public static Argument<string[]> OverridesArgument() => new("overrides")
+    {
+        Description = "Settings over the file, as section.key=value, e.g. train.learning_rate=1e-3 oec.method=mu_loss job.world_size=4.",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+
+    /// <summary>Binds --config and the overrides of a command whose options are just these (and a few of its own).</summary>
+    public static OptionBinder<RunSettings> RunSettings(Command command)
+    {
+        var binder = new OptionBinder<RunSettings>(command, new RunSettings());
+        binder.Add(ConfigOption(), (o, v) => o with { ConfigFile = v });
+        binder.Add(OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
+        return binder;
+    }
+
+    /// <summary>Sets <paramref name="command"/>'s action to <paramref name="action"/> under <see cref="Guard"/>.</summary>
+    public static void SetGuardedAction(this Command command, Func<ParseResult, int> action) =>
+        command.SetAction(parse => Guard(() => action(parse)));
+
+    /// <summary>Bad settings and bad data end the program with one clear line and exit code 2 (OEC_TRACE=1 adds the stack).</summary>
+    public static int Guard(Func<int> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or Data.DataFormatException or IOException)
+        {
+            Console.Error.WriteLine(Environment.GetEnvironmentVariable("OEC_TRACE") == "1" ? $"error: {e}" : $"error: {e.Message}");
+            return Job.ExitCodes.Refused;
+        }
+    }
+
+    /// <summary>
+    /// Cancelled by the first Ctrl+C, which then leaves the process running so that the job (or sweep) stops at a
+    /// checkpoint; a second Ctrl+C ends the process at once (a job's ranks then lose the coordinator and exit; a sweep's
+    /// half-done cells start afresh next time).
+    /// </summary>
+    public static CancellationTokenSource FirstInterrupt()
+    {
+        var interrupt = new CancellationTokenSource();
+        int interrupts = 0;
+        Console.CancelKeyPress += (_, e) =>
+        {
+            if (++interrupts > 1) return;
+            e.Cancel = true;
+            interrupt.Cancel();
+        };
+        return interrupt;
+    }
+
+    /// <summary>A comma-separated list, its entries trimmed and empty ones dropped.</summary>
+    public static string[] SplitList(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+}

@@ -1,0 +1,32 @@
+// `oecrun coordinator`: the coordinator alone, for ranks started elsewhere (Kubernetes).
+using System.CommandLine;
+using OecRun.Launching;
+
+namespace OecRun.Commands;
+
+public static class CoordinatorCommand
+{
+    /// <summary>The command's options: the configuration and where to listen.</summary>
+    public sealed record Options(RunSettings Run, int Port = 29400, int MetricsPort = 9400, bool Linger = false);
+
+    public static Command Create()
+    {
+        var command = new Command("coordinator", "Run the coordinator alone, for ranks started elsewhere (`oecrun rank`), e.g. on Kubernetes. " +
+                                                 "Needs OEC_JOB_TOKEN; the job id is job.id, else OEC_JOB_ID.");
+        var b = new OptionBinder<Options>(command, new Options(new RunSettings()));
+        b.Add(CommandLine.ConfigOption(), (o, v) => o with { Run = o.Run with { ConfigFile = v } });
+        b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Run = o.Run with { Overrides = v ?? [] } });
+        b.Add(new Option<int>("--port") { Description = "Port to listen on for the ranks (gRPC, all interfaces).", DefaultValueFactory = _ => b.Defaults.Port },
+            (o, v) => o with { Port = v });
+        b.Add(new Option<int>("--metrics-port") { Description = "Port of the Prometheus endpoint /metrics and the live page /live (HTTP/1.1, all interfaces).", DefaultValueFactory = _ => b.Defaults.MetricsPort },
+            (o, v) => o with { MetricsPort = v });
+        b.Add(new Option<bool>("--linger") { Description = "Keep serving health, /metrics and the live page after the job ended, until SIGTERM (for a Kubernetes Deployment)." },
+            (o, v) => o with { Linger = v });
+        command.SetGuardedAction(parse =>
+        {
+            var o = b.Bind(parse);
+            return Launch.Cluster(o.Run.Load(), o.Port, o.MetricsPort, Console.Out, o.Linger).GetAwaiter().GetResult();
+        });
+        return command;
+    }
+}

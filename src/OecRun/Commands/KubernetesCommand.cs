@@ -1,0 +1,68 @@
+// `oecrun k8s`: render a job's Kubernetes manifests, to stdout or as a kustomize directory.
+using System.CommandLine;
+using OecRun.Kubernetes;
+
+namespace OecRun.Commands;
+
+public static class KubernetesCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("k8s", "Render the Kubernetes manifests of a job: the token Secret, the configuration, the coordinator (Deployment, Service), " +
+                                         "the ranks (Indexed Job, headless Service), the shared claim, a PodMonitor and the Grafana dashboard.");
+        var b = new OptionBinder<ManifestOptions>(command, new ManifestOptions());
+        var d = b.Defaults;
+        b.Add(new Option<string>("--name") { Description = $"The job's name: prefix of every object, job.id, run.out_dir = /shared/runs/NAME (a DNS-1035 label, at most {ManifestOptions.MaxNameLength} characters).", Required = true },
+            (o, v) => o with { Name = v });
+        b.Add(new Option<string>("--image") { Description = "The oecrun image of the coordinator and the ranks (deploy/docker).", Required = true }, (o, v) => o with { Image = v });
+        b.Add(new Option<int>("--ranks") { Description = "World size: ranks in the job (sets job.world_size).", Required = true }, (o, v) => o with { Ranks = v });
+        b.Add(new Option<int>("--ranks-per-pod") { Description = "Rank processes per pod; must divide --ranks.", DefaultValueFactory = _ => d.RanksPerPod }, (o, v) => o with { RanksPerPod = v });
+        b.Add(new Option<int>("--gpus-per-rank") { Description = "GPUs per rank: 0 = a CPU job (job.backend = tcp); 1 = a GPU job (job.backend = nccl, nvidia.com/gpu = ranks per pod).", DefaultValueFactory = _ => d.GpusPerRank },
+            (o, v) => o with { GpusPerRank = v });
+        b.Add(CommandLine.ConfigOption("The run configuration (JSON); validated now. job.world_size, job.id, job.backend, job.resume = true and run.out_dir are set by this command."),
+            (o, v) => o with { ConfigFile = v });
+        b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
+        b.Add(new Option<string?>("--namespace") { Description = "Namespace of every object (default: the one kubectl applies to)." }, (o, v) => o with { Namespace = v });
+        b.Add(new Option<string?>("--pvc") { Description = "An existing ReadWriteMany claim to mount at /shared (default: render a claim NAME-shared)." }, (o, v) => o with { Pvc = v });
+        b.Add(new Option<string?>("--storage-class") { Description = "Storage class of the rendered claim; it must offer ReadWriteMany (default: the cluster's default class)." },
+            (o, v) => o with { StorageClass = v });
+        b.Add(new Option<string>("--storage") { Description = "Size of the rendered claim.", DefaultValueFactory = _ => d.Storage }, (o, v) => o with { Storage = v });
+        b.Add(new Option<string>("--cpu") { Description = "CPU of each rank pod (request = limit).", DefaultValueFactory = _ => d.Cpu }, (o, v) => o with { Cpu = v });
+        b.Add(new Option<string>("--memory") { Description = "Memory of each rank pod (request = limit; /dev/shm counts against it).", DefaultValueFactory = _ => d.Memory },
+            (o, v) => o with { Memory = v });
+        b.Add(new Option<string>("--nccl-socket-ifname") { Description = "NCCL_SOCKET_IFNAME of GPU jobs: the interface NCCL's bootstrap and socket transport use.", DefaultValueFactory = _ => d.NcclSocketIfname },
+            (o, v) => o with { NcclSocketIfname = v });
+        b.Add(new Option<bool>("--nccl-ib-disable") { Description = "NCCL_IB_DISABLE=1 in GPU jobs: never use InfiniBand/RoCE (default 0: NCCL uses it where the pod has it)." },
+            (o, v) => o with { NcclIbDisable = v });
+        b.Add(new Option<string>("--nccl-debug") { Description = "NCCL_DEBUG of GPU jobs: VERSION, WARN, INFO or TRACE.", DefaultValueFactory = _ => d.NcclDebug }, (o, v) => o with { NcclDebug = v });
+        b.Add(new Option<int>("--port") { Description = "The coordinator's gRPC port.", DefaultValueFactory = _ => d.Port }, (o, v) => o with { Port = v });
+        b.Add(new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort }, (o, v) => o with { MetricsPort = v });
+        b.Add(new Option<string?>("--token-secret") { Description = "An existing Secret with the job token under the key 'token' (default: render a Secret NAME-token with a fresh random token)." },
+            (o, v) => o with { TokenSecret = v });
+        var output = new Option<string?>("--out") { Description = "Directory for one YAML file per object and a kustomization.yaml (default: one stream to stdout)." };
+        command.Options.Add(output);
+        command.SetGuardedAction(parse =>
+        {
+            var manifests = JobManifests.Build(b.Bind(parse));
+            if (parse.GetValue(output) is not string dir)
+            {
+                Console.Write(ManifestFiles.ToYaml(manifests));
+                return 0;
+            }
+            ManifestFiles.Write(manifests, dir, ManifestFiles.Quote(RenderedWith(parse, command)));
+            Console.WriteLine($"wrote {manifests.Count} objects and kustomization.yaml to {dir}");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The command line without the command and --out, so that the directory records how to render it again.</summary>
+    static List<string> RenderedWith(ParseResult parse, Command command)
+    {
+        var tokens = parse.Tokens.Select(t => t.Value).ToList();
+        if (tokens.FirstOrDefault() == command.Name) tokens.RemoveAt(0);
+        int at = tokens.IndexOf("--out");
+        if (at >= 0) tokens.RemoveRange(at, Math.Min(2, tokens.Count - at));
+        return tokens;
+    }
+}

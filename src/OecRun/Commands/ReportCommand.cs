@@ -1,0 +1,31 @@
+// `oecrun report`: plot runs' metrics logs into PNG charts.
+using System.CommandLine;
+using OecRun.Reporting;
+
+namespace OecRun.Commands;
+
+public static class ReportCommand
+{
+    /// <summary>The command's options: the runs, where the charts go (null: the first run's directory), their size in pixels.</summary>
+    public sealed record Options(IReadOnlyList<string> Runs, string? OutDir = null, int Width = 1200, int Height = 800);
+
+    public static Command Create()
+    {
+        var command = new Command("report", "Plot runs' metrics logs, every run on each chart: loss.png (train and val loss), mu_norm.png (||mu||), " +
+                                            "logits.png (mean logit, max |logit|). Non-finite values are left out and counted.");
+        var b = new OptionBinder<Options>(command, new Options([]));
+        b.Add(new Argument<string[]>("runs") { Description = "Run directories holding metrics.jsonl, or metrics.jsonl files; each run is named after its directory.", Arity = ArgumentArity.OneOrMore },
+            (o, v) => o with { Runs = v });
+        b.Add(new Option<string?>("--out") { Description = "Folder for the PNGs (default: the first run's directory)." }, (o, v) => o with { OutDir = v });
+        b.Add(new Option<int>("--width") { Description = "Width of each PNG in pixels.", DefaultValueFactory = _ => b.Defaults.Width }, (o, v) => o with { Width = v });
+        b.Add(new Option<int>("--height") { Description = "Height of each PNG in pixels.", DefaultValueFactory = _ => b.Defaults.Height }, (o, v) => o with { Height = v });
+        command.SetGuardedAction(parse =>
+        {
+            var o = b.Bind(parse);
+            foreach (string path in MetricsReport.Write(o.Runs, o.OutDir, o.Width, o.Height, Console.Out))
+                Console.WriteLine($"wrote {path}");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,40 @@
+// `oecrun sweep`: the paper's learning-rate sweep, every cell an ordinary training job; resumable.
+using System.CommandLine;
+using Oec;
+using OecRun.Launching;
+using OecRun.Sweep;
+
+namespace OecRun.Commands;
+
+public static class SweepCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("sweep", "Reproduce the paper's learning-rate sweep: every method x weight tying x learning rate x preset is an ordinary training job " +
+                                           "(divergence.action = warn) in <out>/cells/<cell>/, sharing the base configuration (the CPU-sized default under --config and the overrides); " +
+                                           "then results.md (final validation loss, LRS, step-time overhead) and charts against the learning rate. Ctrl+C stops; the same command resumes.");
+        var b = new OptionBinder<SweepOptions>(command, new SweepOptions { OutDir = "" });
+        b.Add(CommandLine.ConfigOption(), (o, v) => o with { ConfigFile = v });
+        b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
+        b.Add(new Option<string>("--methods") { Description = "Comma-separated OEC methods.", DefaultValueFactory = _ => string.Join(",", Enum.GetValues<OecMethod>().Select(SweepOptions.MethodName)) },
+            (o, v) => o with { Methods = SweepOptions.ParseMethods(v) });
+        b.Add(new Option<string>("--tying") { Description = "Comma-separated model.weight_tying settings.", DefaultValueFactory = _ => "false,true" },
+            (o, v) => o with { Tying = SweepOptions.ParseTying(v) });
+        b.Add(new Option<string>("--learning-rates") { Description = "Comma-separated peak learning rates (default: the paper's grid).", DefaultValueFactory = _ => string.Join(",", SweepOptions.PaperLearningRates.Select(SweepOptions.FormatRate)) },
+            (o, v) => o with { LearningRates = SweepOptions.ParseRates(v) });
+        b.Add(new Option<string>("--presets") { Description = "Comma-separated model presets.", DefaultValueFactory = _ => "tiny" },
+            (o, v) => o with { Presets = SweepOptions.ParsePresets(v) });
+        b.Add(new Option<int>("--ranks") { Description = "job.world_size of every cell.", DefaultValueFactory = _ => b.Defaults.Ranks }, (o, v) => o with { Ranks = v });
+        b.Add(new Option<int?>("--parallel") { Description = "Cells run side by side (default: cores / (ranks x train.threads), at least 1; 1 with train.device = cuda)." },
+            (o, v) => o with { Parallel = v });
+        b.Add(new Option<string?>("--out") { Description = "The sweep's directory: sweep.json, cells/<cell>/, results.md, the charts. Run again with the same --out to resume (default: runs/sweep-<UTC date-time>)." },
+            (o, v) => o with { OutDir = v ?? $"runs/sweep-{DateTime.UtcNow:yyyyMMdd-HHmmss}" });
+        command.SetGuardedAction(parse =>
+        {
+            var options = b.Bind(parse);
+            using var interrupt = CommandLine.FirstInterrupt();
+            return SweepRun.Run(options, Launch.SelfRankCommand(), Console.Out, interrupt.Token).GetAwaiter().GetResult();
+        });
+        return command;
+    }
+}

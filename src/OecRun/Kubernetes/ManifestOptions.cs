@@ -1,0 +1,99 @@
+// The options of `oecrun k8s`: what a job's Kubernetes manifests are made from. Defaults live here once; the CLI shows them.
+using System.Text.RegularExpressions;
+using k8s.Models;
+
+namespace OecRun.Kubernetes;
+
+public sealed partial record ManifestOptions
+{
+    /// <summary>The job's name: prefix of every object's name, the job id, and run.out_dir = /shared/runs/{name}.</summary>
+    public string Name { get; init; } = "";
+    public string Image { get; init; } = "";
+    /// <summary>World size: ranks in the job.</summary>
+    public int Ranks { get; init; }
+    /// <summary>Rank processes per pod (`oecrun rank --local-ranks`), each on its own GPU in a GPU job.</summary>
+    public int RanksPerPod { get; init; } = 1;
+    /// <summary>GPUs per rank; 0 = a CPU job (train.device = cpu, job.backend = tcp), 1 = a GPU job (train.device = cuda, job.backend = nccl).</summary>
+    public int GpusPerRank { get; init; }
+    /// <summary>The run configuration file (JSON); null = the defaults.</summary>
+    public string? ConfigFile { get; init; }
+    /// <summary>section.key=value settings over the file, as for `train`.</summary>
+    public IReadOnlyList<string> Overrides { get; init; } = [];
+    /// <summary>Namespace of every object; null = the one kubectl applies to.</summary>
+    public string? Namespace { get; init; }
+    /// <summary>An existing ReadWriteMany claim for /shared; null = render a claim {name}-shared.</summary>
+    public string? Pvc { get; init; }
+    /// <summary>Storage class of the rendered claim (must offer ReadWriteMany); null = the cluster's default class.</summary>
+    public string? StorageClass { get; init; }
+    public string Storage { get; init; } = "100Gi";
+    /// <summary>CPU and memory of each rank pod (requests = limits, so a pod is never squeezed mid-step).</summary>
+    public string Cpu { get; init; } = "4";
+    public string Memory { get; init; } = "16Gi";
+    /// <summary>NCCL's interface for bootstrap and socket traffic: eth0 is the pod network's interface under the common CNIs.</summary>
+    public string NcclSocketIfname { get; init; } = "eth0";
+    /// <summary>true: NCCL never uses InfiniBand/RoCE (for nodes whose IB devices pods cannot use).</summary>
+    public bool NcclIbDisable { get; init; }
+    public string NcclDebug { get; init; } = "WARN";
+    /// <summary>The coordinator's gRPC port (ranks) and Prometheus port (/metrics, /live).</summary>
+    public int Port { get; init; } = 29400;
+    public int MetricsPort { get; init; } = 9400;
+    /// <summary>An existing Secret holding the job token under the key `token`; null = render one with a fresh token.</summary>
+    public string? TokenSecret { get; init; }
+
+    /// <summary>Rank pods of the Indexed Job.</summary>
+    public int Pods => Ranks / RanksPerPod;
+
+    /// <summary>
+    /// The longest name for which every derived name fits Kubernetes' 63 characters: {name}-coordinator (a Service), and
+    /// the rank pods' host names {name}-ranks-{index} with an index of up to 4 digits (world size at most 4096).
+    /// </summary>
+    public const int MaxNameLength = 40;
+
+    // DNS-1035 label: Service names must start with a letter, so the stricter of Kubernetes' two label rules.
+    [GeneratedRegex("^[a-z]([-a-z0-9]*[a-z0-9])?$")]
+    private static partial Regex Dns1035Label();
+
+    public void Validate()
+    {
+        if (Name.Length > MaxNameLength || !Dns1035Label().IsMatch(Name))
+            throw new ArgumentException($"--name = '{Name}': must be a DNS-1035 label of at most {MaxNameLength} characters " +
+                                        "(lowercase letters, digits and '-', starting with a letter and ending with a letter or digit)");
+        if (string.IsNullOrWhiteSpace(Image)) throw new ArgumentException($"--image = '{Image}': must name the image, e.g. registry.example.com/oec:gpu");
+        if (Ranks < 1) throw new ArgumentException($"--ranks = {Ranks}: must be at least 1");
+        if (RanksPerPod < 1) throw new ArgumentException($"--ranks-per-pod = {RanksPerPod}: must be at least 1");
+        if (Ranks % RanksPerPod != 0)
+            throw new ArgumentException($"--ranks = {Ranks}: not divisible by --ranks-per-pod = {RanksPerPod} (every rank pod runs the same number of ranks)");
+        if (GpusPerRank is not (0 or 1))
+            throw new ArgumentException($"--gpus-per-rank = {GpusPerRank}: must be 0 (a CPU job) or 1 (a rank trains on one GPU, cuda:LOCAL_RANK; " +
+                                        "more GPUs per pod come with --ranks-per-pod)");
+        foreach (var (option, value) in new[] { ("--port", Port), ("--metrics-port", MetricsPort) })
+            if (value is < 1 or > 65535) throw new ArgumentException($"{option} = {value}: must be a port in [1, 65535]");
+        if (Port == MetricsPort) throw new ArgumentException($"--metrics-port = {MetricsPort}: must differ from --port = {Port}");
+        foreach (var (option, value) in new[] { ("--namespace", Namespace), ("--pvc", Pvc), ("--storage-class", StorageClass), ("--token-secret", TokenSecret) })
+            if (value is not null && (value.Length > 253 || !Dns1123Subdomain().IsMatch(value)))
+                throw new ArgumentException($"{option} = '{value}': must be a Kubernetes object name (lowercase letters, digits, '-' and '.', at most 253)");
+        foreach (var (option, value) in new[] { ("--cpu", Cpu), ("--memory", Memory), ("--storage", Storage) })
+            Quantity(option, value);
+        if (string.IsNullOrWhiteSpace(NcclSocketIfname)) throw new ArgumentException($"--nccl-socket-ifname = '{NcclSocketIfname}': must name an interface, e.g. eth0");
+        if (NcclDebug is not ("VERSION" or "WARN" or "INFO" or "TRACE"))
+            throw new ArgumentException($"--nccl-debug = '{NcclDebug}': expected VERSION, WARN, INFO or TRACE");
+    }
+
+    [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
+    private static partial Regex Dns1123Subdomain();
+
+    /// <summary>A Kubernetes quantity ("4", "500m", "16Gi"), parsed by the client library's own parser.</summary>
+    public static ResourceQuantity Quantity(string option, string value)
+    {
+        try
+        {
+            var quantity = new ResourceQuantity(value);
+            if (quantity.ToDecimal() <= 0) throw new FormatException("not positive");
+            return quantity;
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or OverflowException)
+        {
+            throw new ArgumentException($"{option} = '{value}': not a positive Kubernetes quantity such as 4, 500m or 16Gi");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+// `oecrun report`: the metrics logs of one or more runs as PNG charts (ScottPlot), every run on each chart, and the chart style
+// later reports share.
+using Rank.Training;
+using ScottPlot;
+using SkiaSharp;
+
+namespace OecRun.Reporting;
+
+public static class MetricsReport
+{
+    public const int MinPixels = 100, MaxPixels = 10_000;
+    const string StepAxis = "step (optimizer steps)";
+
+    /// <summary>Reads every run's log, prints per run how many non-finite values the charts leave out, and writes
+    /// loss.png, mu_norm.png and logits.png (width x height pixels) into outDir (null: the first run's directory).</summary>
+    /// <returns>The written files, in that order.</returns>
+    public static IReadOnlyList<string> Write(IReadOnlyList<string> runs, string? outDir, int width, int height, TextWriter console)
+    {
+        if (runs.Count == 0) throw new ArgumentException("report: give at least one run directory or metrics.jsonl");
+        CheckPixels("--width", width);
+        CheckPixels("--height", height);
+        CheckFonts();
+        var read = Named(runs.Select(RunMetrics.Read).ToList());
+        outDir ??= RunMetrics.RunDirectory(read[0].LogPath);
+
+        var charts = new (string File, string Title, string YAxis, string? RightAxis, Line[] Lines)[]
+        {
+            ("loss.png", "Loss", "cross-entropy (nats per token)", null,
+                [new("train", "train_loss", m => m.TrainLoss), new("val", "val_loss", m => m.ValLoss, LinePattern.Dashed, Markers: true)]),
+            ("mu_norm.png", "||mu||, mu = mean row of the output embedding", "||mu|| (L2 norm, embedding units)", null,
+                [new("", "mu_norm", m => m.MuNorm)]),
+            // Two axes: a diverging max |logit| would flatten the mean logit (near 0 under mu-centering) on a shared one.
+            ("logits.png", "Logits", "max |logit| (nats, solid)", "mean logit (nats, dashed)",
+                [new("max |logit|", "max_abs_logit", m => m.MaxAbsLogit), new("mean logit", "mean_logit", m => m.MeanLogit, LinePattern.Dashed, RightAxis: true)]),
+        };
+        var dropped = read.Select(_ => new List<string>()).ToArray(); // per run: "field count"
+        var written = new List<string>();
+        foreach (var chart in charts)
+        {
+            using var plot = NewChart(chart.Title, chart.YAxis, chart.RightAxis);
+            for (int r = 0; r < read.Count; r++)
+                foreach (var line in chart.Lines)
+                {
+                    var series = read[r].Points(line.Field, line.Value);
+                    if (series.Dropped > 0) dropped[r].Add($"{series.Field} {series.Dropped}");
+                    AddLine(plot, series, $"{read[r].Name} {line.Label}".TrimEnd(), RunColor(r), line);
+                }
+            string path = Path.Combine(outDir, chart.File);
+            SavePng(plot, path, width, height);
+            written.Add(path);
+        }
+        for (int r = 0; r < read.Count; r++)
+            console.WriteLine($"{read[r].Name}: {read[r].Steps.Count} logged steps from {read[r].LogPath}" +
+                              (dropped[r].Count > 0 ? $"; non-finite values left out: {string.Join(", ", dropped[r])}" : ""));
+        return written;
+    }
+
+    /// <summary>Run r's colour on every chart (ScottPlot's Category10 palette).</summary>
+    public static Color RunColor(int r) => new ScottPlot.Palettes.Category10().GetColor(r);
+
+    /// <summary>How one field is drawn: a line of the run's colour in this pattern, with markers where the field is sparse
+    /// (val loss), on the right y axis where its scale differs from the left one's.</summary>
+    public sealed record Line(string Label, string Field, Func<StepMetrics, double?> Value,
+        LinePattern? Pattern = null, bool Markers = false, bool RightAxis = false);
+
+    /// <summary>A chart over steps in a sans-serif font, the legend outside the data on the right; a right y axis when
+    /// rightAxis names one.</summary>
+    public static Plot NewChart(string title, string yAxis, string? rightAxis = null)
+    {
+        var plot = new Plot();
+        plot.Font.Set(SansFont.Value);
+        plot.Title(title);
+        plot.XLabel(StepAxis);
+        plot.YLabel(yAxis);
+        if (rightAxis is not null) plot.Axes.Right.Label.Text = rightAxis;
+        plot.ShowLegend(Edge.Right);
+        return plot;
+    }
+
+    /// <summary>Adds one series; a series without points adds nothing, not even a legend entry.</summary>
+    public static void AddLine(Plot plot, Series series, string legend, Color color, Line style)
+    {
+        if (series.Steps.Length == 0) return;
+        var line = plot.Add.Scatter(series.Steps, series.Values, color);
+        line.LegendText = legend;
+        line.LineWidth = 2;
+        line.LinePattern = style.Pattern ?? LinePattern.Solid;
+        line.MarkerSize = style.Markers ? 6 : 0;
+        if (style.RightAxis) line.Axes.YAxis = plot.Axes.Right;
+    }
+
+    /// <summary>Renders to PNG and writes it through a temporary name, so `path` is never a half-written file.</summary>
+    public static void SavePng(Plot plot, string path, int width, int height)
+    {
+        using var image = plot.GetImage(width, height);
+        byte[] png = image.GetImageBytes(ImageFormat.Png);
+        Coordinator.AtomicFile.Write(path, s => s.Write(png));
+    }
+
+    static void CheckPixels(string option, int pixels)
+    {
+        if (pixels < MinPixels || pixels > MaxPixels)
+            throw new ArgumentException($"report {option}: {pixels} pixels is outside {MinPixels}..{MaxPixels}");
+    }
+
+    /// <summary>A sans-serif family that is installed: Skia's default on Linux is the first file it finds, often a serif one.</summary>
+    static readonly Lazy<string> SansFont = new(() =>
+    {
+        var installed = SKFontManager.Default.FontFamilies.ToHashSet(StringComparer.OrdinalIgnoreCase);
+        string[] preferred = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Open Sans", "Arial", "Helvetica"];
+        return preferred.FirstOrDefault(installed.Contains)
+               ?? installed.FirstOrDefault(f => f.Contains("Sans") && !f.Contains("Mono"))
+               ?? SKTypeface.Default.FamilyName;
+    });
+
+    /// <summary>Skia's Linux build reads fonts from /usr/share/fonts; without one every label would be missing.</summary>
+    public static void CheckFonts()
+    {
+        if (SKFontManager.Default.FontFamilyCount == 0)
+            throw new InvalidOperationException("report: no font under /usr/share/fonts, the charts would have no text; " +
+                                                "install one, e.g. apt-get install fonts-dejavu-core");
+    }
+
+    /// <summary>Runs whose directory names collide (a/lr_1e-3, b/lr_1e-3) are named by their directory path instead.</summary>
+    static List<RunMetrics> Named(List<RunMetrics> runs) =>
+        runs.Select(r => runs.Count(o => o.Name == r.Name) == 1 ? r
+                : r with { Name = Path.GetRelativePath(Environment.CurrentDirectory, RunMetrics.RunDirectory(r.LogPath)) })
+            .ToList();
+}

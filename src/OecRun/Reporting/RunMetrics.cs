@@ -1,0 +1,46 @@
+// One run's metrics log read for reports: the run's name, its logged steps, and any field as finite points over steps.
+using Rank.Training;
+
+namespace OecRun.Reporting;
+
+/// <summary>The finite points of one field over steps (x: optimizer steps; y: the field's unit), and how many logged
+/// values were left out because they were NaN or infinite.</summary>
+public sealed record Series(string Field, double[] Steps, double[] Values, int Dropped);
+
+/// <param name="Name">The run directory's name: the run's name in legends.</param>
+/// <param name="LogPath">The metrics.jsonl that was read.</param>
+public sealed record RunMetrics(string Name, string LogPath, IReadOnlyList<StepMetrics> Steps)
+{
+    public const string LogFileName = "metrics.jsonl";
+
+    /// <summary>Reads a run directory holding metrics.jsonl, or a metrics.jsonl path. A missing log is an
+    /// ArgumentException, an empty or malformed one a DataFormatException naming the file (and line).</summary>
+    public static RunMetrics Read(string run)
+    {
+        string log = Directory.Exists(run) ? Path.Combine(run, LogFileName) : run;
+        if (!File.Exists(log))
+            throw new ArgumentException($"no metrics log at {log} (give a run directory holding {LogFileName}, or the file itself)");
+        var steps = MetricsLog.Read(log);
+        if (steps.Count == 0) throw new Data.DataFormatException($"{log}: the metrics log is empty (no logged steps)");
+        return new RunMetrics(Path.GetFileName(RunDirectory(log)), log, steps);
+    }
+
+    /// <summary>The directory the log lies in: where the run's other files are, and the report's default output.</summary>
+    public static string RunDirectory(string log) => Path.GetDirectoryName(Path.GetFullPath(log))!;
+
+    /// <summary>`field`'s finite values over steps. Steps where it is null (val_loss off validation steps) are no points
+    /// and not counted as dropped.</summary>
+    public Series Points(string field, Func<StepMetrics, double?> value)
+    {
+        var (steps, values) = (new List<double>(), new List<double>());
+        int dropped = 0;
+        foreach (var metrics in Steps)
+        {
+            if (value(metrics) is not double y) continue;
+            if (!double.IsFinite(y)) { dropped++; continue; }
+            steps.Add(metrics.Step);
+            values.Add(y);
+        }
+        return new Series(field, [.. steps], [.. values], dropped);
+    }
+}

@@ -1,0 +1,191 @@
+// `oecrun sweep`: every cell of the grid as an ordinary local job in its own run directory, cells side by side,
+// resumable; then the report.
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Coordinator;
+using Oec;
+using Rank.Configuration;
+using OecRun.Launching;
+using Rank.Training;
+
+namespace OecRun.Sweep;
+
+public static class SweepRun
+{
+    public const string ManifestFile = "sweep.json", LogFile = "sweep.log";
+
+    /// <summary>
+    /// Runs the cells that have no result.json yet (a cell directory without one is half-done: deleted and started
+    /// afresh), measures L0 once per preset and tying, and writes the report once every cell is finished. The first
+    /// interrupt stops the running jobs (their cells count as half-done) and starts no more. Exit code: 0 (done, or
+    /// stopped), 1 (a cell's job failed: the others ran; run again to retry it).
+    /// </summary>
+    public static async Task<int> Run(SweepOptions options, ProcessCommand rankCommand, TextWriter console, CancellationToken interrupt)
+    {
+        options = options.Validated();
+        var baseConfig = options.BaseConfig();
+        var (parallel, threads) = options.Concurrency(baseConfig.Train.Threads, Environment.ProcessorCount, gpu: baseConfig.Train.Device == "cuda");
+        string outDir = options.OutDir;
+        var cells = options.Cells();
+        var configs = cells.ToDictionary(c => c, c => options.CellConfig(c, Path.Combine(outDir, "cells", c.Name), threads));
+        CheckManifest(outDir, baseConfig);
+        using var log = new SweepLog(console, Path.Combine(outDir, LogFile));
+
+        var results = new ConcurrentDictionary<SweepCell, CellResult>();
+        var todo = new ConcurrentQueue<SweepCell>();
+        foreach (var cell in cells)
+        {
+            string dir = configs[cell].Run.OutDir!;
+            if (File.Exists(Path.Combine(dir, CellResult.FileName))) results[cell] = CellResult.Read(Path.Combine(dir, CellResult.FileName));
+            else todo.Enqueue(cell);
+        }
+        log.Info($"{cells.Count} cells in {outDir}: {results.Count} finished earlier, {todo.Count} to run, {parallel} side by side, " +
+                 $"{options.Ranks} rank(s) x {configs[cells[0]].Train.Threads} libtorch thread(s) each");
+
+        var initial = new Dictionary<(string, bool), InitialLoss>();
+        foreach (var group in cells.Select(c => (c.Preset, c.WeightTying)).Distinct())
+            initial[group] = MeasureInitialLoss(options, group.Preset, group.WeightTying, threads, log);
+
+        int total = todo.Count, done = 0;
+        var failed = new ConcurrentBag<string>();
+        var clock = Stopwatch.StartNew();
+        async Task Worker()
+        {
+            while (!interrupt.IsCancellationRequested && todo.TryDequeue(out var cell))
+            {
+                var (result, failedWith) = await RunCell(cell, configs[cell], rankCommand, log, interrupt);
+                if (failedWith is int code) failed.Add($"{cell.Name} (exit code {code})");
+                if (result is null) continue;
+                results[cell] = result;
+                int k = Interlocked.Increment(ref done);
+                var left = TimeSpan.FromSeconds(clock.Elapsed.TotalSeconds / k * (total - k));
+                log.Info($"[{k}/{total}] {cell.Name}: {Describe(result)}; about {left:h\\:mm\\:ss} left");
+            }
+        }
+        await Task.WhenAll(Enumerable.Range(0, parallel).Select(_ => Task.Run(Worker)));
+
+        if (!failed.IsEmpty)
+        {
+            log.Info($"{failed.Count} cell(s) failed: {string.Join(", ", failed.Order())} (each one's coordinator.log says why); " +
+                     "run the same command again to retry them");
+            return 1;
+        }
+        if (results.Count < cells.Count)
+        {
+            log.Info($"stopped: {results.Count} of {cells.Count} cells finished; run the same command again to resume (finished cells are kept)");
+            return 0;
+        }
+        foreach (string path in SweepReport.Write(outDir, options, baseConfig, results, initial))
+            log.Info($"wrote {path}");
+        return 0;
+    }
+
+    /// <summary>One cell's job, from an empty directory: its result, or no result when it was interrupted before it
+    /// ended (half-done) or failed (with the exit code). A job that exits 3 stopped on a non-finite loss: a diverged
+    /// cell, not a failure.</summary>
+    static async Task<(CellResult? Result, int? FailedWith)> RunCell(SweepCell cell, RunConfig config, ProcessCommand rankCommand, SweepLog log, CancellationToken interrupt)
+    {
+        string dir = config.Run.OutDir!;
+        if (Directory.Exists(dir))
+        {
+            log.Info($"{cell.Name}: half-done (no {CellResult.FileName}); deleting {dir} and starting afresh");
+            Directory.Delete(dir, recursive: true);
+        }
+        Directory.CreateDirectory(dir);
+        log.Info($"{cell.Name}: started");
+        var started = DateTime.UtcNow;
+        var clock = Stopwatch.StartNew();
+        int exit;
+        using (var file = new StreamWriter(Path.Combine(dir, "console.log")) { AutoFlush = true })
+            exit = await Launch.Local(config, rankCommand, TextWriter.Synchronized(file), interrupt);
+        var steps = File.Exists(Path.Combine(dir, "metrics.jsonl")) ? MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")) : [];
+        bool complete = exit == 0 && steps.Count > 0 && steps[^1].Step == config.Train.Steps;
+        if (exit == 3 || complete)
+        {
+            var result = CellResult.FromJob(cell, dir, exit, clock.Elapsed, started);
+            result.Write(Path.Combine(dir, CellResult.FileName)); // the mark of a finished cell, after its job ended
+            return (result, null);
+        }
+        if (interrupt.IsCancellationRequested)
+        {
+            log.Info($"{cell.Name}: stopped before its end (half-done; it starts afresh next time)");
+            return (null, null);
+        }
+        log.Info($"{cell.Name}: the job failed with exit code {exit}; see {Path.Combine(dir, "coordinator.log")} and console.log");
+        return (null, exit);
+    }
+
+    static string Describe(CellResult r) =>
+        (r.ExitCode == 3 ? $"stopped on a non-finite loss at step {r.Steps}" : $"val loss {r.FinalValLoss:F4} after {r.Steps} steps") +
+        $", {r.StepSeconds * 1000:F1} ms/step, |mu| {r.MuNorm:G4}, max|logit| {r.MaxAbsLogit:G4}, {r.WallSeconds:F0} s";
+
+    /// <summary>L0 of one preset and tying: the untrained model (method none, the cells' seed) evaluated by the
+    /// trainer on the cells' validation batches, in this process. Kept in initial/ so a resumed sweep reuses it.</summary>
+    static InitialLoss MeasureInitialLoss(SweepOptions options, string preset, bool tied, int threads, SweepLog log)
+    {
+        string path = Path.Combine(options.OutDir, "initial", $"{preset}-{SweepCell.Tying(tied)}.json");
+        if (File.Exists(path)) return InitialLoss.Read(path);
+        var config = options.CellConfig(new SweepCell(preset, tied, OecMethod.None, options.LearningRates[0]), Path.GetDirectoryName(path)!, threads);
+        using var trainer = new Trainer(config);
+        var measured = new InitialLoss(preset, tied, trainer.Evaluate(), config.Train.EvalBatches, Math.Log(trainer.Model.VocabSize));
+        measured.Write(path);
+        log.Info($"L0 of {preset}, {SweepCell.Tying(tied)}: {measured.ValLoss:F4} nats/token at initialisation (ln V = {measured.LnVocab:F4})");
+        return measured;
+    }
+
+    /// <summary>The first run writes the base configuration to sweep.json; a later run in the same directory must
+    /// have the same one (run.out_dir and job.id aside), else it is refused naming every difference.</summary>
+    static void CheckManifest(string outDir, RunConfig baseConfig)
+    {
+        string path = Path.Combine(outDir, ManifestFile);
+        var now = JsonNode.Parse(baseConfig.ToJson())!.AsObject();
+        if (!File.Exists(path))
+        {
+            var manifest = new JsonObject { ["base"] = now };
+            AtomicFile.Write(path, s => { using var w = new StreamWriter(s, leaveOpen: true); w.Write(manifest.ToJsonString(RunConfig.Json)); });
+            return;
+        }
+        var before = Flatten(JsonNode.Parse(File.ReadAllText(path))?["base"] as JsonObject
+                             ?? throw new Data.DataFormatException($"{path}: no \"base\" configuration object"));
+        var after = Flatten(now);
+        var differences = before.Keys.Union(after.Keys).Order(StringComparer.Ordinal)
+            .Where(k => k is not ("run.out_dir" or "job.id") && before.GetValueOrDefault(k) != after.GetValueOrDefault(k))
+            .Select(k => $"{k} = {before.GetValueOrDefault(k) ?? "(absent)"} there, {after.GetValueOrDefault(k) ?? "(absent)"} now").ToList();
+        if (differences.Count > 0)
+            throw new ArgumentException($"{outDir} holds a sweep with another base configuration ({path}): {string.Join("; ", differences)}. " +
+                                        "Resume it with the same settings, or give another --out");
+    }
+
+    static Dictionary<string, string> Flatten(JsonObject root)
+    {
+        var flat = new Dictionary<string, string>();
+        void Walk(JsonObject node, string prefix)
+        {
+            foreach (var (name, child) in node)
+                if (child is JsonObject o) Walk(o, prefix + name + ".");
+                else flat[prefix + name] = child?.ToJsonString() ?? "null";
+        }
+        Walk(root, "");
+        return flat;
+    }
+
+    /// <summary>The sweep's own lines, timestamped, on the console and appended to sweep.log.</summary>
+    sealed class SweepLog(TextWriter console, string path) : IDisposable
+    {
+        readonly Lock gate = new();
+        readonly StreamWriter file = new(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
+
+        public void Info(string message)
+        {
+            string line = $"{DateTime.UtcNow:HH:mm:ss} sweep: {message}";
+            lock (gate)
+            {
+                console.WriteLine(line);
+                file.WriteLine(line);
+            }
+        }
+
+        public void Dispose() => file.Dispose();
+    }
+}

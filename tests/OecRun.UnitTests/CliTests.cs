@@ -1,0 +1,135 @@
+namespace OecRun.UnitTests;
+
+public class CliTests
+{
+    /// <summary>Runs the command line with Console.Out and Console.Error captured.</summary>
+    static (int ExitCode, string Out, string Error) Invoke(params string[] args)
+    {
+        var (oldOut, oldError) = (Console.Out, Console.Error);
+        var (output, error) = (new StringWriter(), new StringWriter());
+        Console.SetOut(output);
+        Console.SetError(error);
+        try
+        {
+            int code = Program.Root().Parse(args).Invoke();
+            return (code, output.ToString(), error.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldError);
+        }
+    }
+
+    [Fact]
+    public void Train_with_an_unknown_setting_exits_with_2_and_names_it()
+    {
+        var (code, _, error) = Invoke("train", "train.bogus=1");
+
+        Assert.Equal(2, code);
+        Assert.Contains("train.bogus", error);
+        Assert.StartsWith("error: ", error);
+        Assert.Single(error.Trim().Split('\n'));
+    }
+
+    [SkippableFact]
+    public void Train_on_cuda_without_a_GPU_exits_with_2_before_starting_any_rank_and_says_what_it_found()
+    {
+        Skip.If(Rank.Training.ComputeDevice.Probe().Count > 0, "this machine has a GPU");
+        using var temp = new TempDirectory();
+
+        var (code, output, error) = Invoke("train", "train.device=cuda", "job.world_size=1", $"run.out_dir={temp.Path}");
+
+        Assert.Equal(2, code);
+        Assert.Contains("train.device = cuda for local rank 0: expected a libtorch with CUDA", error);
+        Assert.Contains("0 CUDA device(s) visible", error);
+        Assert.DoesNotContain("[rank 0]", output); // refused by the launcher, not by each rank and its restarts
+        Assert.False(File.Exists(Path.Combine(temp.Path, "coordinator.log")));
+    }
+
+    [Theory]
+    [InlineData("--precision", "fp16")]
+    [InlineData("--modes", "jit")]
+    public void Bench_gpu_with_an_unknown_choice_exits_with_2_and_names_it(string option, string value)
+    {
+        var (code, _, error) = Invoke("bench-gpu", option, value);
+
+        Assert.Equal(2, code);
+        Assert.Contains(value, error);
+        Assert.Contains(option, error);
+    }
+
+    [Fact]
+    public void Train_with_a_missing_config_file_exits_with_2_and_names_it()
+    {
+        using var temp = new TempDirectory();
+        string missing = temp.File("nope.json");
+
+        var (code, _, error) = Invoke("train", "--config", missing);
+
+        Assert.Equal(2, code);
+        Assert.Contains(missing, error);
+    }
+
+    [Fact]
+    public void Train_with_small_settings_exits_with_0_and_writes_the_model()
+    {
+        using var temp = new TempDirectory();
+        string outDir = temp.File("run");
+
+        var (code, output, error) = Invoke("train", "train.steps=3", "train.warmup_steps=1", "train.batch_size=4",
+            "train.sequence_length=32", "train.eval_every=0", "train.log_every=1", "data.synthetic_tokens=20000", "run.out_dir=" + outDir);
+
+        Assert.True(code == 0, $"exit code {code}: {error}");
+        Assert.Equal("", error);
+        Assert.True(File.Exists(Path.Combine(outDir, "model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(outDir, "config.json")));
+        Assert.Contains("done: 3 steps", output);
+    }
+
+    [Fact]
+    public void Train_that_diverges_with_divergence_action_stop_exits_with_3()
+    {
+        using var temp = new TempDirectory();
+
+        var (code, output, _) = Invoke("train", "oec.method=none", "train.learning_rate=1000", "train.min_learning_rate=1000",
+            "train.warmup_steps=0", "train.grad_clip=0", "train.steps=50", "train.batch_size=8", "train.sequence_length=32",
+            "train.eval_every=0", "data.synthetic_tokens=20000", "divergence.action=stop", "run.out_dir=" + temp.File("run"));
+
+        Assert.Equal(3, code);
+        Assert.Matches(@"diverged: divergence rule non_finite fired at step \d+: train_loss NaN; divergence.action = stop", output);
+    }
+
+    [Fact]
+    public void Report_of_two_runs_exits_with_0_and_writes_the_charts_into_out()
+    {
+        using var temp = new TempDirectory();
+        string a = ReportTests.WriteRun(Directory.CreateDirectory(temp.File("a")).FullName, diverging: false);
+        string b = ReportTests.WriteRun(Directory.CreateDirectory(temp.File("b")).FullName, diverging: true);
+        string outDir = temp.File("charts");
+
+        var (code, output, error) = Invoke("report", a, b, "--out", outDir, "--width", "400", "--height", "300");
+
+        Assert.True(code == 0, $"exit code {code}: {error}");
+        foreach (string png in new[] { "loss.png", "mu_norm.png", "logits.png" })
+        {
+            Assert.True(File.Exists(Path.Combine(outDir, png)), png);
+            Assert.Contains($"wrote {Path.Combine(outDir, png)}", output);
+        }
+        Assert.Contains("b: 50 logged steps", output);
+    }
+
+    [Fact]
+    public void Report_of_a_malformed_log_exits_with_2_and_names_the_file_and_line()
+    {
+        using var temp = new TempDirectory();
+        string log = temp.File("metrics.jsonl");
+        File.WriteAllText(log, "{\"step\": 1,\n");
+
+        var (code, _, error) = Invoke("report", log);
+
+        Assert.Equal(2, code);
+        Assert.StartsWith($"error: {log} line 1: not a metrics record", error);
+        Assert.Single(error.Trim().Split('\n'));
+    }
+}
