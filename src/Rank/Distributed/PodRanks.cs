@@ -1,6 +1,7 @@
 // One pod's (or machine's) ranks: N rank processes side by side, like torchrun's --nproc-per-node, each on its own GPU.
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Job;
 
 namespace Rank.Distributed;
 
@@ -60,7 +61,7 @@ public static partial class PodRanks
         Task.WaitAll(exited);
         var codes = ranks.Select(r => r.Process.ExitCode).ToList();
         foreach (var (_, p) in ranks) p.Dispose();
-        return codes.Contains(2) ? 2 : codes.Contains(1) ? 1 : codes.Contains(RemoteSession.ExitLostCoordinator) ? RemoteSession.ExitLostCoordinator
+        return codes.Contains(2) ? 2 : codes.Contains(1) ? 1 : codes.Contains(ExitCodes.LostCoordinator) ? ExitCodes.LostCoordinator
             : codes.FirstOrDefault(c => c != 0);
 
         void Forward(PosixSignalContext signal)

@@ -74,19 +74,19 @@ public static class RankProcess
             if (finish.Command == Coordinator.Protocol.Command.Restart)
             {
                 console.WriteLine($"rank {rank}: the coordinator says restart: {finish.Reason}; exiting");
-                return RemoteSession.ExitToldToStop;
+                return ExitCodes.Restart;
             }
             return 0;
         }
         catch (RpcException e) when (e.StatusCode is StatusCode.Aborted)
         {
             console.WriteLine($"rank {rank}: the coordinator ended this generation: {e.Status.Detail}; exiting");
-            return RemoteSession.ExitToldToStop;
+            return ExitCodes.Restart;
         }
         catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
         {
             console.WriteLine($"rank {rank}: lost the coordinator at {uri}: {e.Status.StatusCode}: {e.Status.Detail}; exiting");
-            return RemoteSession.ExitLostCoordinator;
+            return ExitCodes.LostCoordinator;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -1,7 +1,7 @@
 // One rank's training: the step, validation, checkpoints, the metrics log and the final model.
 using System.Diagnostics;
 using Collectives;
-using Coordinator;
+using Job;
 using Data;
 using Oec;
 using Rank.Configuration;

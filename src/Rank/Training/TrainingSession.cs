@@ -1,5 +1,5 @@
 // What a training run reports to, and learns from, whoever runs it: the coordinator, or nobody (one process).
-using Coordinator;
+using Job;
 
 namespace Rank.Training;
 
