@@ -1,3 +1,4 @@
+using Job;
 using Rank.Reporting;
 using Rank.Training;
 using SkiaSharp;
