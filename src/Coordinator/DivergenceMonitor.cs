@@ -11,9 +11,9 @@ public sealed record DivergenceEvent(string Rule, long Step, string Values)
 }
 
 /// <summary>
-/// Judges one logged step at a time, in step order, against the healthy steps before it. A step that breaks no rule
-/// joins the history; one that breaks a rule does not (the caller decides: a rollback truncates the history to the
-/// checkpoint's step, a warning records the step anyway). Not thread-safe: JobState calls it under its lock.
+/// Judges one logged step at a time (the whole StepMetrics record, so that a rule may read any metric), in step order,
+/// against the healthy steps before it. A step that breaks no rule joins the history; one that breaks a rule does not
+/// (the caller decides: a rollback truncates the history to the checkpoint's step, a warning records the step anyway). Not thread-safe: JobState calls it under its lock.
 /// </summary>
 public sealed class DivergenceMonitor(DivergenceOptions options)
 {

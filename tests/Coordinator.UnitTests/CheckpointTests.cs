@@ -155,4 +155,30 @@ public sealed class CheckpointTests
             Assert.Equal(resumed.State.Catalog.DirectoryFor(6), r.ResumeFrom);
         });
     }
+
+    [Fact]
+    public async Task AResumeIsRefusedWhenTheCheckpointsModelOrDataSectionDiffers()
+    {
+        using var dir = new TempDir();
+        using (var first = new TestJob(outDir: dir.Path))
+        {
+            await first.RegisterAll();
+            Assert.True(first.CommitBoth(1, 6).Rank1.Committed);
+        }
+        using var log = new JobLog(null, null);
+        var resume = TestJob.SpecFor(dir.Path, new JobOptions { Resume = true });
+
+        // Without a typed check: the sections compared as JSON text.
+        var e = Assert.Throws<ArgumentException>(() => new JobState(resume with { ConfigJson = TestJob.ConfigJson.Replace("\"layers\":2", "\"layers\":3") }, log));
+        Assert.Contains("cannot resume from", e.Message);
+        Assert.Contains("its model section {\"layers\":2} differs from this run's {\"layers\":3}", e.Message);
+
+        // With one: its message, given the checkpoint's configuration.
+        string? seen = null;
+        e = Assert.Throws<ArgumentException>(() => new JobState(resume with { ResumeConflict = saved => (seen = saved) is null ? null : "its data section differs" }, log));
+        Assert.Equal(TestJob.ConfigJson, seen);
+        Assert.EndsWith(": its data section differs", e.Message);
+        using var accepted = new JobState(resume with { ResumeConflict = _ => null }, log);
+        Assert.Equal(JobPhase.Registering, accepted.Phase);
+    }
 }
