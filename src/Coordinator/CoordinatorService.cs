@@ -63,8 +63,11 @@ sealed class CoordinatorService(JobState job) : Protocol.Coordinator.Coordinator
         return new HeartbeatReply { Command = Wire(order.Kind), Reason = order.Reason };
     }
 
-    public void ReportFailure(FailureRequest r, string peer) =>
-        Answer(() => { job.ReportFailure(new Caller(r.JobId, r.Generation, r.Rank, peer), r.Key, r.Message); return 0; });
+    public void ReportFailure(FailureRequest r, string peer)
+    {
+        try { job.ReportFailure(new Caller(r.JobId, r.Generation, r.Rank, peer), r.Key, r.Message); }
+        catch (JobRefusal e) { throw Refused(e); }
+    }
 
     public ReadFailureReply ReadFailure(ReadFailureRequest r, string peer) =>
         Answer(() => job.ReadFailure(new Caller(r.JobId, r.Generation, r.Rank, peer), r.Key)) is { } message

@@ -1,23 +1,5 @@
 // What ranks ask the job and what it answers, without the wire: the domain side of the coordinator's protocol.
-using Job;
-
 namespace Coordinator;
-
-public enum JobPhase { Registering, Running, Succeeded, Stopped, Diverged, Failed }
-
-/// <summary>How the job ended; Step = steps done by then.</summary>
-public sealed record JobOutcome(JobPhase Phase, string Reason, long Step, double TrainLoss, double? ValLoss)
-{
-    public int ExitCode => Phase switch
-    {
-        JobPhase.Succeeded or JobPhase.Stopped => ExitCodes.Success,
-        JobPhase.Diverged => ExitCodes.Diverged,
-        _ => ExitCodes.Failed,
-    };
-}
-
-/// <summary>A rank of the current generation: who it is and what it last said.</summary>
-public sealed record RankStatus(int Rank, string Host, int Pid, long Step, double SecondsSinceHeartbeat, bool Finished, StepMetrics? Metrics);
 
 /// <summary>Who calls, after registration: the job it names, its generation and rank, and its address (for the log).</summary>
 public sealed record Caller(string JobId, int Generation, int Rank, string Peer);

@@ -131,15 +131,19 @@ public sealed class CheckpointTests
         Assert.False(File.Exists(Manifest(job, 2)));
     }
 
+    /// <summary>A first run in `dir` that committed its checkpoint at step 6.</summary>
+    static async Task CommitAtStep6(string dir)
+    {
+        using var first = new TestJob(outDir: dir);
+        await first.RegisterAll();
+        Assert.True(first.CommitBoth(1, 6).Rank1.Committed);
+    }
+
     [Fact]
     public async Task AnOutDirWithACommittedCheckpointNeedsResume()
     {
         using var dir = new TempDir();
-        using (var first = new TestJob(outDir: dir.Path))
-        {
-            await first.RegisterAll();
-            Assert.True(first.CommitBoth(1, 6).Rank1.Committed);
-        }
+        await CommitAtStep6(dir.Path);
 
         using (var log = new JobLog(null, null))
         {
@@ -160,11 +164,7 @@ public sealed class CheckpointTests
     public async Task AResumeIsRefusedWhenTheCheckpointsModelOrDataSectionDiffers()
     {
         using var dir = new TempDir();
-        using (var first = new TestJob(outDir: dir.Path))
-        {
-            await first.RegisterAll();
-            Assert.True(first.CommitBoth(1, 6).Rank1.Committed);
-        }
+        await CommitAtStep6(dir.Path);
         using var log = new JobLog(null, null);
         var resume = TestJob.SpecFor(dir.Path, new JobOptions { Resume = true });
 
