@@ -1,8 +1,7 @@
 // Which data each training step reads: the identity, until a divergence rollback skips what the rolled-back steps read.
-namespace Coordinator;
+using Job;
 
-/// <summary>From training step FromStep on (0-based, the step about to run), step k reads global batch k + Offset.</summary>
-public sealed record DataSkip(long FromStep, long Offset);
+namespace Coordinator;
 
 /// <summary>
 /// Maps training steps to data steps (global batch numbers of the BatchPlan). A rollback from trouble seen at step

@@ -2,7 +2,7 @@
 // divergence events, rollbacks and skipped data.
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
-using Coordinator.Protocol;
+using Job;
 
 namespace Coordinator;
 
@@ -28,18 +28,10 @@ public sealed class JobMetrics : IDisposable
         this.job = job;
         MeterName = "Oec.Coordinator";
         Meter = new Meter(MeterName);
-        Gauge("oec_train_loss", "Cross-entropy of the training batch, nats per token", m => m.TrainLoss);
+        foreach (var field in StepMetrics.Fields.Where(f => f.Name is not ("val_loss" or "step_seconds"))) // those two below
+            Gauge("oec_" + field.Name, field.Description, field.Read);
         Meter.CreateObservableGauge("oec_val_loss", () => valLoss.Select(kv => new Measurement<double>(kv.Value, Labels(kv.Key))),
             description: "Cross-entropy on the validation batches at the newest validation, nats per token");
-        Gauge("oec_learning_rate", "Learning rate of the step", m => m.LearningRate);
-        Gauge("oec_grad_norm", "Global L2 norm of the gradient before clipping", m => m.GradNorm);
-        Gauge("oec_tokens_per_second", "Training throughput of the step", m => m.TokensPerSecond);
-        Gauge("oec_mu_norm", "Norm of the mean output embedding", m => m.MuNorm);
-        Gauge("oec_mean_logit", "Mean logit over the vocabulary, averaged over tokens", m => m.MeanLogit);
-        Gauge("oec_logit_std", "Standard deviation of the logits over the vocabulary, averaged over tokens", m => m.LogitStd);
-        Gauge("oec_max_abs_logit", "Largest absolute logit of the step", m => m.MaxAbsLogit);
-        Gauge("oec_mean_log_z", "Mean over tokens of log sum exp of the logits", m => m.MeanLogZ);
-        Gauge("oec_r_log", "Mean over tokens of max deviation from the mean logit over max absolute logit", m => m.RLog);
         Meter.CreateObservableGauge("oec_step", () => job.Ranks().Select(r => new Measurement<long>(r.Step, Labels(r.Rank))),
             description: "Optimizer steps done");
         Meter.CreateObservableGauge("oec_ranks_alive", () => new Measurement<int>(RanksAlive(job, job.Ranks()), new KeyValuePair<string, object?>("job", job.Spec.JobId)),
@@ -53,7 +45,7 @@ public sealed class JobMetrics : IDisposable
         job.StepReported += (rank, m) =>
         {
             stepDuration.Record(m.StepSeconds, Labels(rank));
-            if (m.HasValLoss) valLoss[rank] = m.ValLoss;
+            if (m.ValLoss is double v) valLoss[rank] = v;
         };
     }
 
@@ -64,10 +56,10 @@ public sealed class JobMetrics : IDisposable
     public string MeterName { get; }
     public Meter Meter { get; }
 
-    void Gauge(string name, string description, Func<StepMetrics, double> read) =>
+    void Gauge(string name, string description, Func<StepMetrics, double?> read) =>
         Meter.CreateObservableGauge(name, () => job.Ranks()
             .Where(r => r.Metrics is not null)
-            .Select(r => new Measurement<double>(read(r.Metrics!), Labels(r.Rank))), description: description);
+            .Select(r => new Measurement<double>(read(r.Metrics!) ?? double.NaN, Labels(r.Rank))), description: description);
 
     void Counter(string name, string description, Func<long> read) =>
         Meter.CreateObservableCounter(name, () => new Measurement<long>(read(), new KeyValuePair<string, object?>("job", job.Spec.JobId)), description: description);

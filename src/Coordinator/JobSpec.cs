@@ -15,8 +15,16 @@ public sealed record JobSpec(string JobId, string Token, JobOptions Options, str
     /// <summary>The divergence rules and what happens when one fires (the run's `divergence` section).</summary>
     public DivergenceOptions Divergence { get; init; } = new();
 
+    /// <summary>The resume check: the configuration JSON of the checkpoint a resumed job starts from -> a message naming
+    /// the section and values that differ from this run's, or null when the run may continue it. Null: the model and
+    /// data sections are compared as JSON text.</summary>
+    public Func<string, string?>? ResumeConflict { get; init; }
+
+    /// <summary>The ranks' layout: world size = data-parallel size x job.vocab_parallel.</summary>
+    public ParallelLayout Layout => ParallelLayout.Of(Options);
+
     /// <summary>Model replicas, each a group of job.vocab_parallel ranks that see the same rows.</summary>
-    public int DataParallel => Options.WorldSize / Options.VocabParallel;
+    public int DataParallel => Layout.DataParallel;
 
     public void Validate()
     {
@@ -26,9 +34,7 @@ public sealed record JobSpec(string JobId, string Token, JobOptions Options, str
         if (Token.Length < 16) throw new ArgumentException($"job token has {Token.Length} characters: at least 16 are needed");
         if (MicroBatches < 1 || Train.BatchSize % MicroBatches != 0)
             throw new ArgumentException($"train.grad_accum = {MicroBatches}: must divide the global batch of {Train.BatchSize} sequences");
-        int micro = Train.BatchSize / MicroBatches;
-        if (micro % DataParallel != 0)
-            throw new ArgumentException($"train.batch_size = {micro}: must be divisible by the data-parallel size {DataParallel} (job.world_size / job.vocab_parallel), so that every replica takes an equal share of each micro-batch");
+        Layout.ReplicaBatch(Train.BatchSize / MicroBatches);
         if (Steps < 1) throw new ArgumentException($"train.steps = {Steps}: must be >= 1");
     }
 }

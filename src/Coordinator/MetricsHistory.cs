@@ -1,6 +1,6 @@
 // The step metrics every rank reported during this coordinator's life, per rank and in step order, for the live page.
 using System.Text.Json;
-using Coordinator.Protocol;
+using Job;
 
 namespace Coordinator;
 
@@ -105,18 +105,7 @@ public sealed class MetricsHistory : IDisposable
             w.WriteStartArray("step");
             foreach (var p in points) w.WriteNumberValue(p.Step);
             w.WriteEndArray();
-            Column(w, "train_loss", points, p => p.TrainLoss);
-            Column(w, "val_loss", points, p => p.HasValLoss ? p.ValLoss : null);
-            Column(w, "learning_rate", points, p => p.LearningRate);
-            Column(w, "grad_norm", points, p => p.GradNorm);
-            Column(w, "tokens_per_second", points, p => p.TokensPerSecond);
-            Column(w, "step_seconds", points, p => p.StepSeconds);
-            Column(w, "mu_norm", points, p => p.MuNorm);
-            Column(w, "mean_logit", points, p => p.MeanLogit);
-            Column(w, "logit_std", points, p => p.LogitStd);
-            Column(w, "max_abs_logit", points, p => p.MaxAbsLogit);
-            Column(w, "mean_log_z", points, p => p.MeanLogZ);
-            Column(w, "r_log", points, p => p.RLog);
+            foreach (var field in StepMetrics.Fields) Column(w, field.Name, points, field.Read);
             w.WriteEndObject();
         }
         w.WriteEndArray();

@@ -131,15 +131,19 @@ public sealed class CheckpointTests
         Assert.False(File.Exists(Manifest(job, 2)));
     }
 
+    /// <summary>A first run in `dir` that committed its checkpoint at step 6.</summary>
+    static async Task CommitAtStep6(string dir)
+    {
+        using var first = new TestJob(outDir: dir);
+        await first.RegisterAll();
+        Assert.True(first.CommitBoth(1, 6).Rank1.Committed);
+    }
+
     [Fact]
     public async Task AnOutDirWithACommittedCheckpointNeedsResume()
     {
         using var dir = new TempDir();
-        using (var first = new TestJob(outDir: dir.Path))
-        {
-            await first.RegisterAll();
-            Assert.True(first.CommitBoth(1, 6).Rank1.Committed);
-        }
+        await CommitAtStep6(dir.Path);
 
         using (var log = new JobLog(null, null))
         {
@@ -154,5 +158,27 @@ public sealed class CheckpointTests
             Assert.Equal(6, r.StartStep);
             Assert.Equal(resumed.State.Catalog.DirectoryFor(6), r.ResumeFrom);
         });
+    }
+
+    [Fact]
+    public async Task AResumeIsRefusedWhenTheCheckpointsModelOrDataSectionDiffers()
+    {
+        using var dir = new TempDir();
+        await CommitAtStep6(dir.Path);
+        using var log = new JobLog(null, null);
+        var resume = TestJob.SpecFor(dir.Path, new JobOptions { Resume = true });
+
+        // Without a typed check: the sections compared as JSON text.
+        var e = Assert.Throws<ArgumentException>(() => new JobState(resume with { ConfigJson = TestJob.ConfigJson.Replace("\"layers\":2", "\"layers\":3") }, log));
+        Assert.Contains("cannot resume from", e.Message);
+        Assert.Contains("its model section {\"layers\":2} differs from this run's {\"layers\":3}", e.Message);
+
+        // With one: its message, given the checkpoint's configuration.
+        string? seen = null;
+        e = Assert.Throws<ArgumentException>(() => new JobState(resume with { ResumeConflict = saved => (seen = saved) is null ? null : "its data section differs" }, log));
+        Assert.Equal(TestJob.ConfigJson, seen);
+        Assert.EndsWith(": its data section differs", e.Message);
+        using var accepted = new JobState(resume with { ResumeConflict = _ => null }, log);
+        Assert.Equal(JobPhase.Registering, accepted.Phase);
     }
 }

@@ -70,7 +70,7 @@ public partial class DashboardTests
         await using var grpc = await GrpcJob.StartAsync();
         await grpc.Job.RegisterAll();
         for (int rank = 0; rank < TestJob.World; rank++)
-            grpc.Job.State.Heartbeat(new HeartbeatRequest
+            grpc.Job.Service.Heartbeat(new HeartbeatRequest
             {
                 JobId = TestJob.JobId, Generation = 1, Rank = rank, Step = 1,
                 Metrics = { new StepMetrics { Step = 1, TrainLoss = 3, ValLoss = 3, LearningRate = 1e-3, StepSeconds = 0.1, MaxAbsLogit = 5 } },

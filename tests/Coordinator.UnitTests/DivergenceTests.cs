@@ -9,31 +9,35 @@ public class DivergenceMonitorTests
     static DivergenceOptions Rules(Func<DivergenceOptions, DivergenceOptions>? change = null) =>
         (change ?? (o => o))(new DivergenceOptions { LossWindow = 3 });
 
+    /// <summary>A logged step with the metrics the rules read; the others fixed.</summary>
+    static Job.StepMetrics Point(long step, double loss, double maxAbsLogit, double muNorm) =>
+        new((int)step, loss, null, 1e-3, 1, 1e4, 0.01, muNorm, 0, 1, maxAbsLogit, 1, 0.5);
+
     [Fact]
     public void A_non_finite_loss_fires_at_once_and_joins_no_history()
     {
         var monitor = new DivergenceMonitor(Rules());
-        Assert.Null(monitor.Check(5, 4.0, 10, 1));
+        Assert.Null(monitor.Check(Point(5, 4.0, 10, 1)));
 
-        var fired = monitor.Check(10, double.NaN, double.NaN, double.NaN);
+        var fired = monitor.Check(Point(10, double.NaN, double.NaN, double.NaN));
 
         Assert.Equal(("non_finite", 10L), (fired?.Rule, fired?.Step));
         Assert.Equal(5, monitor.LastHealthyStep);
-        Assert.Equal("non_finite", monitor.Check(15, double.PositiveInfinity, 1, 1)?.Rule);
+        Assert.Equal("non_finite", monitor.Check(Point(15, double.PositiveInfinity, 1, 1))?.Rule);
     }
 
     [Fact]
     public void A_loss_spike_fires_against_the_mean_of_the_window_and_only_once_the_window_is_full()
     {
         var monitor = new DivergenceMonitor(Rules());
-        Assert.Null(monitor.Check(1, 6.0, 1, 1));
-        Assert.Null(monitor.Check(2, 13.0, 1, 1)); // 13 > 2 x 6, but the window of 3 is not full yet
-        Assert.Null(monitor.Check(3, 5.0, 1, 1));
-        Assert.Null(monitor.Check(4, 16.0, 1, 1)); // mean of 6, 13, 5 is 8: 16 is not above 2 x 8
+        Assert.Null(monitor.Check(Point(1, 6.0, 1, 1)));
+        Assert.Null(monitor.Check(Point(2, 13.0, 1, 1))); // 13 > 2 x 6, but the window of 3 is not full yet
+        Assert.Null(monitor.Check(Point(3, 5.0, 1, 1)));
+        Assert.Null(monitor.Check(Point(4, 16.0, 1, 1))); // mean of 6, 13, 5 is 8: 16 is not above 2 x 8
 
-        var fired = monitor.Check(5, 22.0, 1, 1);   // mean of 13, 5, 16 is 34/3: 22 < 22.67, healthy
+        var fired = monitor.Check(Point(5, 22.0, 1, 1));   // mean of 13, 5, 16 is 34/3: 22 < 22.67, healthy
         Assert.Null(fired);
-        fired = monitor.Check(6, 29.0, 1, 1);       // mean of 5, 16, 22 is 43/3: 29 > 28.67
+        fired = monitor.Check(Point(6, 29.0, 1, 1));       // mean of 5, 16, 22 is 43/3: 29 > 28.67
         Assert.Equal("loss_spike_factor", fired?.Rule);
         Assert.Contains("train_loss 29 > 2 x 14.3333", fired!.Values);
         Assert.Contains("logged steps 3..5", fired.Values);
@@ -43,21 +47,21 @@ public class DivergenceMonitorTests
     public void Limits_fire_above_their_value_and_NaN_statistics_break_no_rule()
     {
         var monitor = new DivergenceMonitor(Rules(o => o with { MaxAbsLogitLimit = 100, MuNormLimit = 5 }));
-        Assert.Null(monitor.Check(1, 3, 100, 5));
-        Assert.Null(monitor.Check(2, 3, double.NaN, double.NaN));
-        Assert.Equal("max_abs_logit_limit", monitor.Check(3, 3, 100.5, 1)?.Rule);
-        Assert.Equal("mu_norm_limit", monitor.Check(3, 3, 1, 5.5)?.Rule);
+        Assert.Null(monitor.Check(Point(1, 3, 100, 5)));
+        Assert.Null(monitor.Check(Point(2, 3, double.NaN, double.NaN)));
+        Assert.Equal("max_abs_logit_limit", monitor.Check(Point(3, 3, 100.5, 1))?.Rule);
+        Assert.Equal("mu_norm_limit", monitor.Check(Point(3, 3, 1, 5.5))?.Rule);
     }
 
     [Fact]
     public void A_rate_rule_measures_growth_per_step_from_the_oldest_logged_step_in_its_window()
     {
         var monitor = new DivergenceMonitor(Rules(o => o with { MaxAbsLogitRate = 0.5, RateWindowSteps = 20 }));
-        Assert.Null(monitor.Check(10, 3, 10, 1));
-        Assert.Null(monitor.Check(20, 3, 14, 1));   // 0.4 per step
-        Assert.Null(monitor.Check(30, 3, 19, 1));   // from step 10 (in the window of 20): 9 / 20 = 0.45
+        Assert.Null(monitor.Check(Point(10, 3, 10, 1)));
+        Assert.Null(monitor.Check(Point(20, 3, 14, 1)));   // 0.4 per step
+        Assert.Null(monitor.Check(Point(30, 3, 19, 1)));   // from step 10 (in the window of 20): 9 / 20 = 0.45
 
-        var fired = monitor.Check(40, 3, 26, 1);    // from step 20: 12 / 20 = 0.6
+        var fired = monitor.Check(Point(40, 3, 26, 1));    // from step 20: 12 / 20 = 0.6
         Assert.Equal("max_abs_logit_rate", fired?.Rule);
         Assert.Contains("from 14 at step 20 to 26: 0.6 per step", fired!.Values);
     }
@@ -66,13 +70,13 @@ public class DivergenceMonitorTests
     public void Truncate_forgets_later_steps_so_that_they_are_judged_again()
     {
         var monitor = new DivergenceMonitor(Rules(o => o with { MaxAbsLogitLimit = 50 }));
-        foreach (long s in new long[] { 5, 10, 15 }) Assert.Null(monitor.Check(s, 3, 10, 1));
-        Assert.Null(monitor.Check(10, 3, 99, 1)); // judged before: ignored
+        foreach (long s in new long[] { 5, 10, 15 }) Assert.Null(monitor.Check(Point(s, 3, 10, 1)));
+        Assert.Null(monitor.Check(Point(10, 3, 99, 1))); // judged before: ignored
 
         monitor.Truncate(5);
 
         Assert.Equal(5, monitor.LastHealthyStep);
-        Assert.Equal("max_abs_logit_limit", monitor.Check(10, 3, 99, 1)?.Rule);
+        Assert.Equal("max_abs_logit_limit", monitor.Check(Point(10, 3, 99, 1))?.Rule);
     }
 
     [Theory]

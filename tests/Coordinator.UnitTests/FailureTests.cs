@@ -65,7 +65,7 @@ public sealed class FailureTests
 
         Assert.Equal(1, job.State.Generation);
         Assert.Equal(JobPhase.Running, job.State.Phase);
-        var read = job.State.ReadFailure(new ReadFailureRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Key = "test-job/g1/stalled/0" }, TestJob.Peer);
+        var read = job.Service.ReadFailure(new ReadFailureRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Key = "test-job/g1/stalled/0" }, TestJob.Peer);
         Assert.True(read.Found);
         Assert.Equal("rank 1 is slow", read.Message);
     }

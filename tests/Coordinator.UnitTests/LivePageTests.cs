@@ -4,6 +4,7 @@ using Job;
 using System.Net;
 using System.Text.Json;
 using Coordinator.Protocol;
+using StepMetrics = Coordinator.Protocol.StepMetrics;
 using SkiaSharp;
 using Xunit.Abstractions;
 
@@ -42,7 +43,7 @@ public class LivePageTests(ITestOutputHelper output)
         return JsonDocument.Parse(buffer.ToArray()).RootElement;
     }
 
-    static long[] StepsOf(MetricsHistory history, int rank) => history.Points(rank).Select(p => p.Step).ToArray();
+    static long[] StepsOf(MetricsHistory history, int rank) => history.Points(rank).Select(p => (long)p.Step).ToArray();
 
     [Fact]
     public async Task The_history_keeps_each_ranks_reported_steps_in_order_once_and_a_rank_that_goes_back_replaces_the_steps_from_there()
@@ -50,16 +51,16 @@ public class LivePageTests(ITestOutputHelper output)
         using var job = new TestJob();
         using var history = new MetricsHistory(job.State);
         await job.RegisterAll();
-        job.State.Heartbeat(Beat(0, 3, Metrics(0, 1), Metrics(0, 2), Metrics(0, 3)), TestJob.Peer);
-        job.State.Heartbeat(Beat(1, 2, Metrics(1, 1), Metrics(1, 2)), TestJob.Peer);
-        job.State.Heartbeat(Beat(0, 4, Metrics(0, 3), Metrics(0, 4)), TestJob.Peer); // step 3 resent
+        job.Service.Heartbeat(Beat(0, 3, Metrics(0, 1), Metrics(0, 2), Metrics(0, 3)), TestJob.Peer);
+        job.Service.Heartbeat(Beat(1, 2, Metrics(1, 1), Metrics(1, 2)), TestJob.Peer);
+        job.Service.Heartbeat(Beat(0, 4, Metrics(0, 3), Metrics(0, 4)), TestJob.Peer); // step 3 resent
         Assert.Equal([1, 2, 3, 4], StepsOf(history, 0));
         Assert.Equal([1, 2], StepsOf(history, 1));
         Assert.Equal(0, history.Epoch);
         Assert.Equal(Metrics(1, 2).TokensPerSecond, history.Points(1)[1].TokensPerSecond);
 
         // A restarted rank reports step 2 again, with other values: steps 2..4 of before are gone.
-        history.Add(0, new StepMetrics(Metrics(0, 2)) { TrainLoss = 9.5 });
+        history.Add(0, Metrics(0, 2).ToRecord() with { TrainLoss = 9.5 });
         Assert.Equal([1, 2], StepsOf(history, 0));
         Assert.Equal(9.5, history.Points(0)[1].TrainLoss);
         Assert.Equal(1, history.Epoch);
@@ -72,8 +73,8 @@ public class LivePageTests(ITestOutputHelper output)
         using var job = new TestJob();
         using var history = new MetricsHistory(job.State);
         const int reported = 8000;
-        for (int step = 1; step <= reported; step++) history.Add(0, Metrics(0, step));
-        history.Add(1, Metrics(1, 1));
+        for (int step = 1; step <= reported; step++) history.Add(0, Metrics(0, step).ToRecord());
+        history.Add(1, Metrics(1, 1).ToRecord());
 
         // Full at step 4096: step 4097 halves it to 2048 points; full again at 6144 (2048 + 2048 new): halved again.
         var steps = StepsOf(history, 0);
@@ -92,8 +93,8 @@ public class LivePageTests(ITestOutputHelper output)
     {
         using var job = new TestJob();
         using var history = new MetricsHistory(job.State);
-        foreach (int step in new[] { 10, 20, 30, 40 }) history.Add(0, Metrics(0, step));
-        foreach (int step in new[] { 10, 20, 30 }) history.Add(1, Metrics(1, step));
+        foreach (int step in new[] { 10, 20, 30, 40 }) history.Add(0, Metrics(0, step).ToRecord());
+        foreach (int step in new[] { 10, 20, 30 }) history.Add(1, Metrics(1, step).ToRecord());
 
         history.Truncate(20);
         Assert.Equal([10, 20], StepsOf(history, 0));
@@ -101,7 +102,7 @@ public class LivePageTests(ITestOutputHelper output)
         Assert.Equal(1, history.Epoch);
         history.Truncate(20); // nothing left to drop: the epoch stays
         Assert.Equal(1, history.Epoch);
-        history.Add(0, Metrics(0, 30));
+        history.Add(0, Metrics(0, 30).ToRecord());
         Assert.Equal([10, 20, 30], StepsOf(history, 0));
     }
 
@@ -110,7 +111,7 @@ public class LivePageTests(ITestOutputHelper output)
     {
         using var job = new TestJob();
         using var history = new MetricsHistory(job.State);
-        for (int step = 19; step <= 31; step++) history.Add(0, Metrics(0, step));
+        for (int step = 19; step <= 31; step++) history.Add(0, Metrics(0, step).ToRecord());
 
         var json = Json(history);
         Assert.Equal(TestJob.JobId, json.GetProperty("job_id").GetString());
@@ -138,7 +139,7 @@ public class LivePageTests(ITestOutputHelper output)
         await using var grpc = await GrpcJob.StartAsync(steps: Steps);
         await grpc.Job.RegisterAll();
         for (int step = 1; step <= 5; step++)
-            grpc.Job.State.Heartbeat(Beat(0, step, Metrics(0, step)), TestJob.Peer);
+            grpc.Job.Service.Heartbeat(Beat(0, step, Metrics(0, step)), TestJob.Peer);
         var page = grpc.Host.LivePageAddress;
         Assert.Equal(new Uri(grpc.Host.MetricsAddress, "/live"), page);
         Assert.Contains($"live page at {page}", grpc.Job.LogText());

@@ -40,10 +40,10 @@ public class MetricsTests
         await using var grpc = await GrpcJob.StartAsync();
         var job = grpc.Job;
         await job.RegisterAll();
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 5, Metrics = { Metrics(5, 3.5, 0.2) } }, TestJob.Peer);
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Step = 5, Metrics = { Metrics(5, 3.5, 0.3) } }, TestJob.Peer);
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(6, 3.25, 0.02) } }, TestJob.Peer);
-        job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(6, 3.25, 0.02) } }, TestJob.Peer); // same step again
+        job.Service.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 5, Metrics = { Metrics(5, 3.5, 0.2) } }, TestJob.Peer);
+        job.Service.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Step = 5, Metrics = { Metrics(5, 3.5, 0.3) } }, TestJob.Peer);
+        job.Service.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(6, 3.25, 0.02) } }, TestJob.Peer);
+        job.Service.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(6, 3.25, 0.02) } }, TestJob.Peer); // same step again
 
         string text = await Scrape(grpc);
 
@@ -84,7 +84,7 @@ public class MetricsTests
         await grpc.Job.RegisterAll();
         var later = Metrics(6, 3.25, 0.02);
         later.ClearValLoss(); // step 5 validated, step 6 did not
-        grpc.Job.State.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(5, 3.5, 0.2), later } }, TestJob.Peer);
+        grpc.Job.Service.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = 0, Step = 6, Metrics = { Metrics(5, 3.5, 0.2), later } }, TestJob.Peer);
 
         string text = await Scrape(grpc);
 

@@ -1,9 +1,10 @@
 // Test scaffolding: a scratch directory, a small job of world size 2 over a synthetic corpus, and short-hand calls
-// into JobState as ranks would make them (peer "test"), every wait bounded.
+// into its gRPC service as ranks would make them (peer "test"), every wait bounded.
 using Job;
 using Coordinator.Protocol;
 using Data;
 using ProtoFile = Coordinator.Protocol.CheckpointFile;
+using StepMetrics = Coordinator.Protocol.StepMetrics;
 
 namespace Coordinator.UnitTests;
 
@@ -60,6 +61,7 @@ internal sealed class TestJob : IDisposable
         try
         {
             State = new JobState(SpecFor(outDir, options ?? new JobOptions(), steps) with { Divergence = divergence ?? new DivergenceOptions() }, Log);
+            Service = new CoordinatorService(State);
         }
         catch
         {
@@ -73,6 +75,8 @@ internal sealed class TestJob : IDisposable
     public string LogPath { get; }
     public JobLog Log { get; }
     public JobState State { get; }
+    /// <summary>The gRPC layer over State, called without the network: proto requests in, replies or RpcExceptions out.</summary>
+    public CoordinatorService Service { get; }
 
     public static BatchPlan NewBatchPlan() => new(Plan, MicroBatch * MicroBatches, seed: 7);
 
@@ -90,33 +94,33 @@ internal sealed class TestJob : IDisposable
         new() { JobId = JobId, RequestedRank = rank, WorldSize = World, Host = "localhost", Pid = pid == 0 ? 1000 + rank : pid };
 
     public Task<RegisterReply> Register(int rank, CancellationToken cancel = default) =>
-        State.Register(RegisterRequest(rank), Peer, cancel);
+        Service.Register(RegisterRequest(rank), Peer, cancel);
 
     /// <summary>Registers ranks 0 and 1 of the current generation; returns their replies in rank order.</summary>
     public Task<RegisterReply[]> RegisterAll() => Task.WhenAll(Register(0), Register(1)).Within();
 
     public HeartbeatReply Heartbeat(int generation, int rank, long step = 0) =>
-        State.Heartbeat(new HeartbeatRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step }, Peer);
+        Service.Heartbeat(new HeartbeatRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step }, Peer);
 
     public void ReportFailure(int generation, int rank, string message, string key = "") =>
-        State.ReportFailure(new FailureRequest { JobId = JobId, Generation = generation, Rank = rank, Message = message, Key = key }, Peer);
+        Service.ReportFailure(new FailureRequest { JobId = JobId, Generation = generation, Rank = rank, Message = message, Key = key }, Peer);
 
     public BatchesReply Batches(int generation, int rank, long firstStep, int count) =>
-        State.Batches(new BatchesRequest { JobId = JobId, Generation = generation, Rank = rank, FirstStep = firstStep, Count = count }, Peer);
+        Service.Batches(new BatchesRequest { JobId = JobId, Generation = generation, Rank = rank, FirstStep = firstStep, Count = count }, Peer);
 
     public CommitReply Commit(int generation, int rank, long step, params ProtoFile[] files) =>
-        State.Commit(new CommitRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step, Files = { files } }, Peer);
+        Service.Commit(new CommitRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step, Files = { files } }, Peer);
 
     /// <summary>A heartbeat that reports logged steps: (step, train loss, max |logit|) each, the other metrics fixed.</summary>
     public HeartbeatReply Report(int generation, int rank, params (long Step, double Loss, double MaxAbsLogit)[] steps) =>
-        State.Heartbeat(new HeartbeatRequest
+        Service.Heartbeat(new HeartbeatRequest
         {
             JobId = JobId, Generation = generation, Rank = rank, Step = steps.Length > 0 ? steps[^1].Step : 0,
             Metrics = { steps.Select(s => new StepMetrics { Step = s.Step, TrainLoss = s.Loss, MaxAbsLogit = s.MaxAbsLogit, MuNorm = 1, LearningRate = 1e-3, StepSeconds = 0.01 }) },
         }, Peer);
 
     public FinishReply Finish(int generation, int rank, long step, double trainLoss, bool stopped = false) =>
-        State.Finish(new FinishRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step, TrainLoss = trainLoss, Stopped = stopped }, Peer);
+        Service.Finish(new FinishRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step, TrainLoss = trainLoss, Stopped = stopped }, Peer);
 
     /// <summary>Writes a rank's file into the checkpoint directory of `step` and returns its manifest entry.</summary>
     public ProtoFile WriteCheckpointFile(long step, string name, int bytes)

@@ -1,3 +1,4 @@
+using Job;
 using OecRun.Reporting;
 using Rank.Training;
 using SkiaSharp;

@@ -1,4 +1,5 @@
 // train.device: the refusal where there is no GPU; on a GPU, the CUDA trainer against the CPU trainer and a resume.
+using Job;
 using Rank.Training;
 using TorchSharp;
 using Xunit.Abstractions;

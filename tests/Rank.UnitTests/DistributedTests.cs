@@ -329,7 +329,7 @@ public class DistributedTests(ITestOutputHelper log, CleanJobFixture fixture) : 
         await rank.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
         log.WriteLine($"exited {clock.Elapsed.TotalSeconds:F1} s after the coordinator, code {rank.ExitCode}:\n{await output}");
 
-        Assert.Equal(RemoteSession.ExitLostCoordinator, rank.ExitCode);
+        Assert.Equal(ExitCodes.LostCoordinator, rank.ExitCode);
         Assert.Contains("lost the coordinator", await output);
     }
 

@@ -1,4 +1,5 @@
 // A real job driven into divergence (learning rate 3, no OEC): the coordinator's rule fires, and the job rolls back or stops.
+using Job;
 using System.Text.Json;
 using Coordinator;
 using Data;

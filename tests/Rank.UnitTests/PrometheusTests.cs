@@ -1,5 +1,6 @@
 // Prometheus for real: a server scraping a local job's coordinator, the Grafana dashboard's queries against what it
 // stored, and the example alert rules under promtool.
+using Job;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.RegularExpressions;

@@ -297,4 +297,24 @@ public class RunConfigTests
         Assert.Equal(config.Train.LearningRate, doc.RootElement.GetProperty("train").GetProperty("learning_rate").GetDouble());
         Assert.Equal(64, doc.RootElement.GetProperty("model").GetProperty("d_model").GetInt32());
     }
+
+    [Fact]
+    public void A_resume_conflicts_only_with_a_checkpoint_of_another_model_or_data_section_and_names_both_values()
+    {
+        var config = RunConfig.Load(null, ["run.out_dir=x"]);
+
+        Assert.Null(config.ResumeConflict(config.ToJson()));
+        Assert.Null(config.ResumeConflict((config with { Train = config.Train with { Steps = config.Train.Steps * 2 } }).ToJson()));
+
+        var wider = config with { Model = config.Model with { DModel = 128 } };
+        string? model = config.ResumeConflict(wider.ToJson());
+        Assert.StartsWith("its model section ", model);
+        Assert.Contains("\"d_model\":128", model);
+        Assert.Contains("differs from this run's", model);
+        Assert.Contains("\"d_model\":64", model);
+
+        var other = config with { Data = config.Data with { SyntheticSeed = config.Data.SyntheticSeed + 1 } };
+        Assert.StartsWith("its data section ", config.ResumeConflict(other.ToJson()));
+        Assert.StartsWith("its configuration cannot be read", config.ResumeConflict("""{"model":{"no_such_key":1}}"""));
+    }
 }

@@ -1,3 +1,4 @@
+using Job;
 using Oec;
 using Rank.Configuration;
 using Rank.Training;

@@ -91,7 +91,7 @@ public static class Launch
         log = new JobLog(console, Path.Combine(outDir, "coordinator.log"));
         try
         {
-            return new JobState(new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir) { Divergence = config.Divergence }, log);
+            return new JobState(new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir) { Divergence = config.Divergence, ResumeConflict = config.ResumeConflict }, log);
         }
         catch
         {

@@ -1,5 +1,6 @@
 // `oecrun report`: the metrics logs of one or more runs as PNG charts (ScottPlot), every run on each chart, and the chart style
 // later reports share.
+using Job;
 using Rank.Training;
 using ScottPlot;
 using SkiaSharp;
@@ -94,7 +95,7 @@ public static class MetricsReport
     {
         using var image = plot.GetImage(width, height);
         byte[] png = image.GetImageBytes(ImageFormat.Png);
-        Coordinator.AtomicFile.Write(path, s => s.Write(png));
+        AtomicFile.Write(path, s => s.Write(png));
     }
 
     static void CheckPixels(string option, int pixels)

@@ -1,4 +1,5 @@
 // One run's metrics log read for reports: the run's name, its logged steps, and any field as finite points over steps.
+using Job;
 using Rank.Training;
 
 namespace OecRun.Reporting;

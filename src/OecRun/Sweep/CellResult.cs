@@ -1,4 +1,5 @@
 // What a sweep keeps of each finished cell and of each untrained model: small JSON files, written whole or not at all.
+using Job;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Rank.Training;
@@ -46,7 +47,7 @@ public sealed record CellResult(
             wall.TotalSeconds, startedUtc, DateTime.UtcNow);
     }
 
-    public void Write(string path) => Coordinator.AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, Json));
+    public void Write(string path) => AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, Json));
 
     /// <summary>A result file; one that is not a whole record is an error naming it (they are written atomically, so
     /// only a hand edit makes one).</summary>
@@ -63,7 +64,7 @@ public sealed record CellResult(
 /// Evaluate, on the cells' validation batches), nats per token; ln V beside it for comparison.</summary>
 public sealed record InitialLoss(string Preset, bool WeightTying, double ValLoss, int EvalBatches, double LnVocab)
 {
-    public void Write(string path) => Coordinator.AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, CellResult.Json));
+    public void Write(string path) => AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, CellResult.Json));
 
     public static InitialLoss Read(string path) => CellResult.ReadJson<InitialLoss>(path);
 }

@@ -1,5 +1,6 @@
 // The sweep's report: results.md (per preset and tying, methods x learning rates, LRS and step-time overhead) and
 // charts against the learning rate in the manner of the paper's figures, in the style of `oecrun report`.
+using Job;
 using System.Globalization;
 using System.Text;
 using Oec;
@@ -48,7 +49,7 @@ public static class SweepReport
         foreach (var group in groups) written.AddRange(WriteCharts(outDir, group, width, height));
         string path = Path.Combine(outDir, FileName);
         string markdown = Markdown(groups, baseConfig, options);
-        Coordinator.AtomicFile.Write(path, s => s.Write(Encoding.UTF8.GetBytes(markdown)));
+        AtomicFile.Write(path, s => s.Write(Encoding.UTF8.GetBytes(markdown)));
         written.Insert(0, path);
         return written;
     }

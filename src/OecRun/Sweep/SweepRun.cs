@@ -4,6 +4,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Coordinator;
+using Job;
 using Oec;
 using Rank.Configuration;
 using OecRun.Launching;

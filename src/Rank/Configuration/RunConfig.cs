@@ -122,6 +122,24 @@ public sealed record RunConfig
         catch (JsonException e) { throw new ArgumentException($"configuration from the coordinator: {e.Message}"); }
     }
 
+    /// <summary>Why this run cannot continue a checkpoint saved with <paramref name="checkpointConfigJson"/> (ToJson's
+    /// text, from its manifest): its model or data section differs, naming the section and both values; null when they
+    /// are equal. Other sections (steps, learning rate, world size) may change on resume.</summary>
+    public string? ResumeConflict(string checkpointConfigJson)
+    {
+        RunConfig saved;
+        try { saved = JsonSerializer.Deserialize<RunConfig>(checkpointConfigJson, Json) ?? new RunConfig(); }
+        catch (JsonException e) { return $"its configuration cannot be read: {e.Message}"; }
+        return saved.Model != Model ? Differs("model", saved.Model, Model)
+            : saved.Data != Data ? Differs("data", saved.Data, Data)
+            : null;
+    }
+
+    static string Differs<T>(string section, T saved, T now) =>
+        $"its {section} section {JsonSerializer.Serialize(saved, Compact)} differs from this run's {JsonSerializer.Serialize(now, Compact)}";
+
+    static readonly JsonSerializerOptions Compact = new(Json) { WriteIndented = false };
+
     /// <summary>A string setting also takes a number or boolean as its text (run.out_dir=2024 from the command line).</summary>
     sealed class TextConverter : JsonConverter<string>
     {

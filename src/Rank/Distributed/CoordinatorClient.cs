@@ -69,7 +69,7 @@ public sealed class CoordinatorClient : IRendezvous, IDisposable
         client.Heartbeat(new HeartbeatRequest { JobId = JobId, Generation = Generation, Rank = Rank, Step = step, Metrics = { metrics } },
             deadline: Deadline(CallTimeout));
 
-    public bool Commit(long step, IEnumerable<Coordinator.CheckpointFile> files) =>
+    public bool Commit(long step, IEnumerable<Job.CheckpointFile> files) =>
         client.CommitCheckpoint(new CommitRequest
         {
             JobId = JobId, Generation = Generation, Rank = Rank, Step = step,

@@ -1,6 +1,7 @@
 // The training session of a rank run by a coordinator: heartbeats, commands, checkpoint commits.
 using Coordinator;
 using Grpc.Core;
+using Job;
 using Rank.Training;
 using Proto = Coordinator.Protocol;
 
@@ -9,14 +10,12 @@ namespace Rank.Distributed;
 /// <summary>
 /// A background thread heartbeats every job.heartbeat_interval_s with the steps done and the steps logged since the
 /// last heartbeat that got through (at most the newest 1024), so the coordinator's divergence rules see every one.
-/// STOP sets StopRequested; RESTART and ABORT end the process at once (exit code 4): the rank may be blocked in a
+/// STOP sets StopRequested; RESTART and ABORT end the process at once (exit code ExitCodes.Restart): the rank may be blocked in a
 /// collective whose peer is gone, and its state is worthless to the next generation, which starts from the checkpoint.
-/// When no heartbeat gets through for job.heartbeat_timeout_s the coordinator is lost and the process ends (exit code 5).
+/// When no heartbeat gets through for job.heartbeat_timeout_s the coordinator is lost and the process ends (exit code ExitCodes.LostCoordinator).
 /// </summary>
 public sealed class RemoteSession : ITrainingSession, IDisposable
 {
-    public const int ExitToldToStop = 4, ExitLostCoordinator = 5;
-
     readonly CoordinatorClient client;
     readonly CheckpointCatalog catalog;
     readonly TextWriter console;
@@ -54,7 +53,7 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
         {
             stepsDone = steps;
             if (m is null) return;
-            logged.Enqueue(ToProto(m));
+            logged.Enqueue(m.ToProto());
             if (logged.Count > MaxQueued) logged.Dequeue();
         }
     }
@@ -83,7 +82,7 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
                 case Proto.Command.Restart or Proto.Command.Abort:
                     console.WriteLine($"rank {client.Rank}: the coordinator says {reply.Command.ToString().ToLowerInvariant()}: {reply.Reason}; exiting");
                     console.Flush();
-                    Environment.Exit(ExitToldToStop);
+                    Environment.Exit(ExitCodes.Restart);
                     break;
             }
         }
@@ -107,22 +106,10 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
                     console.WriteLine($"rank {client.Rank}: lost the coordinator at {client.Address}: no heartbeat got through for {silent:0} s " +
                                       $"(last error: {e.Status.StatusCode}: {e.Status.Detail}); exiting");
                     console.Flush();
-                    Environment.Exit(ExitLostCoordinator);
+                    Environment.Exit(ExitCodes.LostCoordinator);
                 }
             }
         }
-    }
-
-    static Proto.StepMetrics ToProto(StepMetrics m)
-    {
-        var p = new Proto.StepMetrics
-        {
-            Step = m.Step, TrainLoss = m.TrainLoss, LearningRate = m.LearningRate, GradNorm = m.GradNorm, TokensPerSecond = m.TokensPerSecond,
-            StepSeconds = m.StepSeconds, MuNorm = m.MuNorm, MeanLogit = m.MeanLogit, LogitStd = m.LogitStd, MaxAbsLogit = m.MaxAbsLogit,
-            MeanLogZ = m.MeanLogZ, RLog = m.RLog,
-        };
-        if (m.ValLoss is double v) p.ValLoss = v;
-        return p;
     }
 
     public void Dispose()

@@ -1,7 +1,7 @@
 // The saved model: safetensors (loadable from Python) with the resolved run configuration in its metadata.
 using System.Text;
 using System.Text.Json.Nodes;
-using Coordinator;
+using Job;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 

@@ -1,9 +1,8 @@
 // One rank's training: the step, validation, checkpoints, the metrics log and the final model.
 using System.Diagnostics;
 using Collectives;
-using Coordinator;
-using Data;
 using Job;
+using Data;
 using Oec;
 using Rank.Configuration;
 using Rank.Model;

@@ -1,5 +1,5 @@
 // What a training run reports to, and learns from, whoever runs it: the coordinator, or nobody (one process).
-using Coordinator;
+using Job;
 
 namespace Rank.Training;
 
@@ -20,7 +20,9 @@ public interface ITrainingSession
     /// <summary>True once this rank was asked to stop; the ranks agree on the step in the step's reduction.</summary>
     bool StopRequested { get; }
 
-    /// <summary>This rank's part of the checkpoint after `step` steps is on disk.</summary>
+    /// <summary>This rank's part of the checkpoint after `step` steps is on disk. `cursor` is the data cursor after
+    /// `step` for a run without rollbacks: LocalSession writes it into its manifest. Under a coordinator the
+    /// coordinator's cursor is authoritative (it applies the rollbacks' data skips) and this one is not sent.</summary>
     void CheckpointWritten(long step, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files);
 }
 

@@ -2,19 +2,7 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 
-namespace Coordinator;
-
-/// <summary>One file of a checkpoint; sha256 in lowercase hex.</summary>
-public sealed record CheckpointFile(string Name, long Bytes, string Sha256);
-
-/// <summary>
-/// What manifest.json says: the step the checkpoint was taken after (= steps done), the data cursor at that step
-/// (epoch and position in it), every file with its size and checksum, and the resolved configuration.
-/// A checkpoint directory without a manifest was never committed. DataSkips and LearningRateScale are the job's
-/// divergence rollbacks so far (absent: none), so that a resumed job reads the same data and keeps the lowered rate.
-/// </summary>
-public sealed record CheckpointManifest(long Step, string JobId, int Generation, int WorldSize, long Epoch, long Position,
-    IReadOnlyList<CheckpointFile> Files, string Config, IReadOnlyList<DataSkip>? DataSkips = null, double? LearningRateScale = null);
+namespace Job;
 
 /// <summary>The checkpoints of one run, under `{run.out_dir}/checkpoints/step_{step:D8}/`.</summary>
 public sealed class CheckpointCatalog(string root, Action<string> log)
@@ -137,30 +125,6 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
         {
             try { Directory.Delete(dir, recursive: true); }
             catch (IOException e) { log($"could not delete old checkpoint {dir}: {e.Message}"); }
-        }
-    }
-}
-
-/// <summary>Whole files or nothing: writes a temporary file beside the target, flushes it to disk, renames it over.</summary>
-public static class AtomicFile
-{
-    public static void Write(string path, Action<Stream> write)
-    {
-        string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        Directory.CreateDirectory(dir);
-        string temp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
-            {
-                write(stream);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
         }
     }
 }

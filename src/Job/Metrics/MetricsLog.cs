@@ -2,23 +2,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace Rank.Training;
-
-/// <summary>One logged step. Losses in nats per token; the OEC statistics from this step's forward pass.</summary>
-public sealed record StepMetrics(
-    int Step,
-    double TrainLoss,          // plain cross-entropy, without regularisers, averaged over the micro-batches
-    double? ValLoss,           // cross-entropy on the validation batches, when this step validated
-    double LearningRate,
-    double GradNorm,           // global L2 norm of the gradient before clipping
-    double TokensPerSecond,
-    double StepSeconds,
-    double MuNorm,
-    double MeanLogit,
-    double LogitStd,
-    double MaxAbsLogit,
-    double MeanLogZ,
-    double RLog);
+namespace Job;
 
 public sealed class MetricsLog : IDisposable
 {
@@ -39,7 +23,7 @@ public sealed class MetricsLog : IDisposable
         if (keepThrough > 0 && File.Exists(path))
         {
             var kept = File.ReadLines(path).Where(line => Parse(line).Step <= keepThrough).ToList();
-            Coordinator.AtomicFile.Write(path, s => { using var w = new StreamWriter(s, leaveOpen: true); foreach (var line in kept) w.WriteLine(line); });
+            AtomicFile.Write(path, s => { using var w = new StreamWriter(s, leaveOpen: true); foreach (var line in kept) w.WriteLine(line); });
         }
         writer = new StreamWriter(path, append: keepThrough > 0);
     }

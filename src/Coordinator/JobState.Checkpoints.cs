@@ -1,0 +1,86 @@
+// The job's checkpoints: commits once every rank's part is on disk, and the checkpoint a job starts or resumes from.
+using Job;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+
+namespace Coordinator;
+
+public sealed partial class JobState
+{
+    /// <summary>The caller's part of the checkpoint after `step` steps is on disk; true once every rank's is and the
+    /// manifest is written (the checkpoint is committed).</summary>
+    public bool Commit(Caller c, long step, IReadOnlyList<CheckpointFile> files)
+    {
+        lock (gate)
+        {
+            var g = Member(c);
+            if (step < 1 || step > spec.Steps) throw Refuse(RefusalKind.InvalidArgument, $"commit: step {step} outside [1, {spec.Steps}]");
+            if (files.Count > MaxFiles) throw Refuse(RefusalKind.InvalidArgument, $"commit: {files.Count} files (at most {MaxFiles})");
+            foreach (var f in files) CheckFile(f);
+            if (!g.Commits.TryGetValue(step, out var parts)) g.Commits[step] = parts = new CheckpointFile[World][];
+            parts[c.Rank] = [.. files];
+            if (parts.Any(p => p is null)) return false;
+
+            var all = parts.SelectMany(p => p!).ToList();
+            var duplicate = all.GroupBy(f => f.Name).FirstOrDefault(n => n.Count() > 1);
+            if (duplicate is not null) throw Refuse(RefusalKind.InvalidArgument, $"commit: step {step}: two ranks wrote {duplicate.Key}");
+            var (epoch, position) = spec.Train.CursorAt(schedule.DataStep(step));
+            try
+            {
+                catalog.Commit(new CheckpointManifest(step, spec.JobId, g.Number, World, epoch, position, all, spec.ConfigJson,
+                    schedule.Skips.Count > 0 ? [.. schedule.Skips] : null, learningRateScale != 1 ? learningRateScale : null), spec.Options.KeepCheckpoints);
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+            {
+                throw Refuse(RefusalKind.FailedPrecondition, $"checkpoint at step {step} not committed: {e.Message}");
+            }
+            g.Commits.Remove(step);
+            log.Info($"checkpoint at step {step} committed: {all.Count} files, {all.Sum(f => f.Bytes) / 1e6:F1} MB, data cursor epoch {epoch} position {position}");
+            return true;
+        }
+    }
+
+    void CheckFile(CheckpointFile f)
+    {
+        if (!FileName().IsMatch(f.Name) || f.Name == CheckpointCatalog.ManifestName)
+            throw Refuse(RefusalKind.InvalidArgument, $"commit: file name '{f.Name}' is not a plain file name other than {CheckpointCatalog.ManifestName}");
+        if (!Sha256Hex().IsMatch(f.Sha256)) throw Refuse(RefusalKind.InvalidArgument, $"commit: sha256 '{f.Sha256}' of {f.Name} is not 64 lowercase hex digits");
+        if (f.Bytes < 0) throw Refuse(RefusalKind.InvalidArgument, $"commit: {f.Name} has {f.Bytes} bytes");
+    }
+
+    (long Step, string? From, CheckpointManifest? Manifest) InitialCheckpoint()
+    {
+        var latest = catalog.LatestValid();
+        if (!spec.Options.Resume)
+        {
+            if (latest is not null)
+                throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a checkpoint at step {latest.Value.Manifest.Step}: " +
+                                            "set job.resume=true to continue that run, or choose another run.out_dir");
+            return (0, null, null);
+        }
+        if (latest is null)
+        {
+            log.Info($"job.resume = true, but {catalog.Root} holds no valid checkpoint: starting at step 0");
+            return (0, null, null);
+        }
+        var (manifest, dir) = latest.Value;
+        if ((spec.ResumeConflict ?? SectionsDiffer)(manifest.Config) is { } conflict)
+            throw new ArgumentException($"cannot resume from {dir}: {conflict}");
+        return (manifest.Step, dir, manifest);
+    }
+
+    // Without a typed comparison (spec.ResumeConflict): the model and data sections compared as JSON text.
+    string? SectionsDiffer(string checkpointConfig)
+    {
+        string? Section(string json, string name) => JsonNode.Parse(json)?[name]?.ToJsonString();
+        return new[] { "model", "data" }.Where(s => Section(checkpointConfig, s) != Section(spec.ConfigJson, s))
+            .Select(s => $"its {s} section {Section(checkpointConfig, s)} differs from this run's {Section(spec.ConfigJson, s)}")
+            .FirstOrDefault();
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
+    private static partial Regex FileName();
+
+    [GeneratedRegex("^[0-9a-f]{64}$")]
+    private static partial Regex Sha256Hex();
+}

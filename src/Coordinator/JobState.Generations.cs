@@ -1,0 +1,231 @@
+// The job's generations: ranks finishing, divergence rollbacks, failures and restarts, stop requests, the watchdog.
+using Job;
+
+namespace Coordinator;
+
+public sealed partial class JobState
+{
+    /// <summary>A rank's last word; once every rank's is in, the job ends. A non-finite loss is judged first.</summary>
+    public RankOrder Finish(Caller c, FinishReport report)
+    {
+        RankOrder order;
+        Reopened? rolledBack;
+        lock (gate) order = Finished(c, report, out rolledBack);
+        Announce(rolledBack);
+        return order;
+    }
+
+    // Caller holds the lock.
+    RankOrder Finished(Caller c, FinishReport r, out Reopened? rolledBack)
+    {
+        rolledBack = null;
+        CheckJob(c.JobId, c.Peer);
+        if (c.Generation < current.Number && !IsOver)
+        {
+            // A rollback (or a failure) ended this rank's generation while it ran its last step: the next one needs it.
+            log.Info($"(after generation {c.Generation}) rank {c.Rank} finished at step {r.Step}; told to restart");
+            return Replaced(c.Generation);
+        }
+        var g = Member(c);
+        if (IsOver)
+        {
+            // The job has already ended (e.g. failed while this rank ran its last step): that outcome stands.
+            log.Info($"(after the job ended {phase.ToString().ToLowerInvariant()}) rank {c.Rank} finished at step {r.Step}");
+            return RankOrder.Continue;
+        }
+        // Every rank reports the global loss; the first non-finite one is judged (its heartbeat may not have got through).
+        if (!r.Stopped && !double.IsFinite(r.TrainLoss) && Judge(StepMetrics.LossOnly(r.Step, r.TrainLoss)) is { } back)
+        {
+            rolledBack = back;
+            return new RankOrder(OrderKind.Restart, $"rolled back to step {back.Step}: generation {back.Generation} replaces generation {c.Generation}");
+        }
+        if (IsOver) return RankOrder.Continue; // divergence.action = stop ended the job
+        var slot = g.Slots[c.Rank]!;
+        slot.Finish = r;
+        slot.Step = r.Step;
+        if (g.Slots.All(s => s!.Finish is not null)) EndFinished(g);
+        return RankOrder.Continue;
+    }
+
+    // Caller holds the lock. Every rank of `g` finished: the job ends as rank 0's last word says.
+    void EndFinished(Attempt g)
+    {
+        var last = g.Slots[0]!.Finish!;
+        var (end, reason) = g.Slots.Any(s => s!.Finish!.Stopped) ? (JobPhase.Stopped, $"stopped at step {last.Step} ({stopReason}); continue it with job.resume=true")
+            : !double.IsFinite(last.TrainLoss) ? (JobPhase.Diverged, $"diverged: training loss {last.TrainLoss} at step {last.Step}")
+            : (JobPhase.Succeeded, $"finished {last.Step} steps");
+        End(new JobOutcome(end, reason, last.Step, last.TrainLoss, last.ValLoss));
+    }
+
+    /// <summary>A generation opened under the lock (after a failure or a rollback), announced outside it: the step it
+    /// starts from, its number.</summary>
+    sealed record Reopened(long Step, int Generation);
+
+    void Announce(Reopened? reopened)
+    {
+        if (reopened is null) return;
+        Rewound?.Invoke(reopened.Step);
+        GenerationOpened?.Invoke(reopened.Generation);
+    }
+
+    // Caller holds the lock. Runs the rules over one of rank 0's logged steps and, when one fires, the configured action.
+    Reopened? Judge(StepMetrics m)
+    {
+        if (monitor.Check(m) is not { } fired) return null;
+        divergenceEvents++;
+        var o = spec.Divergence;
+        log.Info($"generation {current.Number}: {fired}");
+        if (o.Action == DivergenceAction.Warn)
+        {
+            monitor.Record(m);
+            log.Info("divergence.action = warn: training goes on");
+            return null;
+        }
+        // Back to the newest checkpoint at or before the last step that passed every rule; later ones saw the trouble.
+        long healthy = monitor.LastHealthyStep;
+        var back = catalog.LatestValid(atMost: healthy);
+        long to = back?.Manifest.Step ?? 0;
+        catalog.SetAside(to, current.Number);
+        string where = back is null ? "the start (no checkpoint before the trouble)" : $"checkpoint step {to} ({back.Value.Directory})";
+        if (o.Action == DivergenceAction.Stop || stopReason is not null)
+        {
+            string why = o.Action == DivergenceAction.Stop ? "divergence.action = stop" : $"the job was stopping ({stopReason})";
+            End(new JobOutcome(JobPhase.Diverged, $"{fired}; {why}, so the job stops. The last healthy step was {healthy}; " +
+                $"job.resume=true continues from {where}", m.Step, m.TrainLoss, null));
+            return null;
+        }
+        if (rollbacks >= o.MaxRollbacks)
+        {
+            End(new JobOutcome(JobPhase.Diverged, $"{fired}; gave up after {rollbacks} rollbacks (divergence.max_rollbacks = {o.MaxRollbacks}). " +
+                $"job.resume=true continues from {where}", m.Step, m.TrainLoss, null));
+            return null;
+        }
+        return RollBack(fired, m.Step, to, back?.Directory, where);
+    }
+
+    // Caller holds the lock. Rollback number rollbacks + 1: from trouble at `step` to the checkpoint at `to` (or the start).
+    Reopened RollBack(DivergenceEvent fired, long step, long to, string? from, string where)
+    {
+        var o = spec.Divergence;
+        rollbacks++;
+        var (first, next) = schedule.Skip(to, step);
+        long skipped = (step - to) * spec.Train.BatchSize; // the batches the rolled-back steps read; earlier skips were counted then
+        skippedSequences += skipped;
+        learningRateScale *= o.LearningRateFactor;
+        monitor.Truncate(to);
+        current.Abort($"generation {current.Number} was rolled back: {fired}");
+        Open(to, from);
+        log.Info($"rollback {rollbacks} of {o.MaxRollbacks}: generation {current.Number} resumes from {where}; the data of steps {to + 1}..{step} " +
+                 $"is skipped ({skipped:N0} sequences: from step {to + 1} on the job reads global batch {next} onwards instead of {first}); " +
+                 $"learning rate x {o.LearningRateFactor} (now {learningRateScale:G4} x the schedule of train.learning_rate)");
+        return new Reopened(to, current.Number);
+    }
+
+    // Caller holds the lock. The next generation, registering, to start from `step` (checkpoint `from`, or none).
+    void Open(long step, string? from)
+    {
+        current = new Attempt(current.Number + 1, World, step, from, clock.Elapsed);
+        phase = JobPhase.Registering;
+    }
+
+    /// <summary>Ends generation <paramref name="generation"/> (if it is still the current one and the job still runs)
+    /// and opens the next, resumed from the newest valid checkpoint, or fails the job when no restart is left.</summary>
+    public void FailGeneration(int generation, string reason)
+    {
+        Reopened opened;
+        lock (gate)
+        {
+            if (generation != current.Number || IsOver)
+            {
+                log.Info($"(after generation {generation}) {reason}");
+                return;
+            }
+            var g = current;
+            log.Info($"generation {g.Number} failed: {reason}");
+            g.Abort($"generation {g.Number} was aborted: {reason}");
+            if (stopReason is not null)
+            {
+                End(new JobOutcome(JobPhase.Failed, $"generation {g.Number} failed while stopping ({stopReason}), so it is not restarted: {reason}; " +
+                    "continue from the newest checkpoint with job.resume=true", g.StepsDone, double.NaN, null));
+                return;
+            }
+            if (restarts >= spec.Options.MaxRestarts)
+            {
+                End(new JobOutcome(JobPhase.Failed, $"gave up after {restarts} restarts (job.max_restarts = {spec.Options.MaxRestarts}); last failure: {reason}",
+                    g.StepsDone, double.NaN, null));
+                return;
+            }
+            restarts++;
+            var latest = catalog.LatestValid();
+            Open(latest?.Manifest.Step ?? 0, latest?.Directory);
+            log.Info($"restart {restarts} of {spec.Options.MaxRestarts}: generation {current.Number} resumes from " +
+                     (latest is null ? "the start (no checkpoint committed yet)" : $"checkpoint step {current.StartStep} ({latest.Value.Directory})"));
+            monitor.Truncate(current.StartStep);
+            opened = new Reopened(current.StartStep, current.Number);
+        }
+        Announce(opened);
+    }
+
+    /// <summary>Asks the ranks to stop at a step they agree on, checkpoint there, and exit; the job ends Stopped.</summary>
+    public void RequestStop(string reason)
+    {
+        lock (gate)
+        {
+            if (IsOver || stopReason is not null) return;
+            stopReason = reason;
+            if (phase == JobPhase.Registering)
+            {
+                End(new JobOutcome(JobPhase.Stopped, $"stopped ({reason}) before generation {current.Number} began, at step {current.StartStep}",
+                    current.StartStep, double.NaN, null));
+                return;
+            }
+            log.Info($"stop requested ({reason}): the ranks checkpoint at the next step and exit");
+        }
+    }
+
+    /// <summary>Ends the job as failed at once (e.g. the launcher could not start ranks).</summary>
+    public void Abort(string reason)
+    {
+        lock (gate)
+        {
+            if (IsOver) return;
+            End(new JobOutcome(JobPhase.Failed, reason, current.StepsDone, double.NaN, null));
+        }
+    }
+
+    // Every 250 ms: fails a generation whose rendezvous timed out, whose rank went silent, or that hung.
+    void Watch()
+    {
+        int? failing = null;
+        string reason = "";
+        lock (gate)
+        {
+            var now = clock.Elapsed;
+            var g = current;
+            if (phase == JobPhase.Registering && (now - g.Opened).TotalSeconds > spec.Options.RendezvousTimeoutS)
+            {
+                var missing = Enumerable.Range(0, World).Where(r => g.Slots[r] is null);
+                (failing, reason) = (g.Number, $"rendezvous timed out after {spec.Options.RendezvousTimeoutS:0.#} s: ranks [{string.Join(", ", missing)}] of {World} never registered");
+            }
+            else if (phase == JobPhase.Running && Stuck(g, now) is { } why)
+                (failing, reason) = (g.Number, why);
+        }
+        if (failing is int n) FailGeneration(n, reason);
+    }
+
+    // Caller holds the lock. Why the running generation `g` has failed by now: a silent rank, or no step for too long.
+    string? Stuck(Attempt g, TimeSpan now)
+    {
+        foreach (var (s, r) in g.Slots.Select((s, r) => (s!, r)))
+        {
+            double silent = (now - s.LastBeat).TotalSeconds;
+            if (s.Finish is null && silent > spec.Options.HeartbeatTimeoutS)
+                return $"rank {r} ({s.Host} pid {s.Pid}) sent no heartbeat for {silent:0.0} s (job.heartbeat_timeout_s = {spec.Options.HeartbeatTimeoutS})";
+        }
+        double still = (now - g.LastProgress).TotalSeconds;
+        if (spec.Options.StepTimeoutS > 0 && still > spec.Options.StepTimeoutS && g.Slots.All(s => s!.Finish is null && s.Step < spec.Steps))
+            return $"no rank finished a step for {still:0} s (job.step_timeout_s = {spec.Options.StepTimeoutS}), though all beat: " +
+                   $"hung in a collective? ranks at steps [{string.Join(", ", g.Slots.Select(s => s!.Step))}]";
+        return null;
+    }
+}

@@ -1,0 +1,49 @@
+// The step metrics: what a rank measures at each logged step, in one record that every medium maps from.
+using System.Text.Json;
+
+namespace Job;
+
+/// <summary>One metric of a step besides its number: the name of metrics.jsonl, the proto and the live page (Prometheus
+/// adds the oec_ prefix), what it measures, and how to read it from a record (null: not measured at this step).</summary>
+public sealed record StepMetric(string Name, string Description, Func<StepMetrics, double?> Read);
+
+/// <summary>One logged step. Losses in nats per token; the OEC statistics from this step's forward pass.</summary>
+public sealed record StepMetrics(
+    int Step,
+    double TrainLoss,          // plain cross-entropy, without regularisers, averaged over the micro-batches
+    double? ValLoss,           // cross-entropy on the validation batches, when this step validated
+    double LearningRate,
+    double GradNorm,           // global L2 norm of the gradient before clipping
+    double TokensPerSecond,
+    double StepSeconds,
+    double MuNorm,
+    double MeanLogit,
+    double LogitStd,
+    double MaxAbsLogit,
+    double MeanLogZ,
+    double RLog)
+{
+    /// <summary>The twelve metrics after Step, in the record's order: the one list that every medium maps from.</summary>
+    public static readonly IReadOnlyList<StepMetric> Fields =
+    [
+        Field(nameof(TrainLoss), "Cross-entropy of the training batch, nats per token", m => m.TrainLoss),
+        Field(nameof(ValLoss), "Cross-entropy on the validation batches, nats per token", m => m.ValLoss),
+        Field(nameof(LearningRate), "Learning rate of the step", m => m.LearningRate),
+        Field(nameof(GradNorm), "Global L2 norm of the gradient before clipping", m => m.GradNorm),
+        Field(nameof(TokensPerSecond), "Training throughput of the step", m => m.TokensPerSecond),
+        Field(nameof(StepSeconds), "Duration of the training step", m => m.StepSeconds),
+        Field(nameof(MuNorm), "Norm of the mean output embedding", m => m.MuNorm),
+        Field(nameof(MeanLogit), "Mean logit over the vocabulary, averaged over tokens", m => m.MeanLogit),
+        Field(nameof(LogitStd), "Standard deviation of the logits over the vocabulary, averaged over tokens", m => m.LogitStd),
+        Field(nameof(MaxAbsLogit), "Largest absolute logit of the step", m => m.MaxAbsLogit),
+        Field(nameof(MeanLogZ), "Mean over tokens of log sum exp of the logits", m => m.MeanLogZ),
+        Field(nameof(RLog), "Mean over tokens of max deviation from the mean logit over max absolute logit", m => m.RLog),
+    ];
+
+    static StepMetric Field(string property, string description, Func<StepMetrics, double?> read) =>
+        new(JsonNamingPolicy.SnakeCaseLower.ConvertName(property), description, read);
+
+    /// <summary>A step known by its training loss alone (a rank's last word): every other metric NaN, not measured.</summary>
+    public static StepMetrics LossOnly(long step, double trainLoss) =>
+        new(checked((int)step), trainLoss, null, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
+}
