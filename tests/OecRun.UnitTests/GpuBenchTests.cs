@@ -1,32 +1,15 @@
-// bench-gpu's two halves at a toy size on the CPU: the PyTorch reference (where a python with torch is installed) and oecrun.
-using System.Diagnostics;
+// bench-gpu's two halves at a toy size on the CPU: the PyTorch reference (under Debian's python3-torch) and oecrun.
 using OecRun.Bench;
 
 namespace OecRun.UnitTests;
 
 public class GpuBenchTests(Xunit.Abstractions.ITestOutputHelper log)
 {
-    /// <summary>A python that imports torch: Debian's python3-torch (`apt-get install python3-torch`) at /usr/bin/python3, or none.</summary>
-    static string? PythonWithTorch()
-    {
-        foreach (var python in new[] { "/usr/bin/python3", "python3" })
-        {
-            try
-            {
-                using var p = Process.Start(new ProcessStartInfo(python, ["-c", "import torch"]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
-                if (p.WaitForExit(TimeSpan.FromSeconds(60)) && p.ExitCode == 0) return python;
-            }
-            catch (System.ComponentModel.Win32Exception) { }
-        }
-        return null;
-    }
-
-    [SkippableFact]
+    [Fact]
     public void On_the_CPU_both_frameworks_build_the_same_model_and_every_row_reports_its_speed_and_losses()
     {
-        string? python = PythonWithTorch();
-        Skip.If(python is null, "no python with torch here (apt-get install python3-torch to run this)");
-        var o = new GpuBenchOptions { Device = "cpu", Dim = 64, Layers = 2, Heads = 4, Vocab = 512, Sequence = 64, Batch = 4, Steps = 3, Warmup = 1, Modes = ["eager"], Python = python! };
+        string python = TestPrograms.RequirePythonTorch(); // Debian's PyTorch 1.13: the twin's path without scaled_dot_product_attention
+        var o = new GpuBenchOptions { Device = "cpu", Dim = 64, Layers = 2, Heads = 4, Vocab = 512, Sequence = 64, Batch = 4, Steps = 3, Warmup = 1, Modes = ["eager"], Python = python };
         var console = new StringWriter();
 
         var rows = GpuBench.Run(o, console);

@@ -1,4 +1,4 @@
-// The programs the tests drive for real (prometheus, promtool, chromium, kubectl) and the repository root; compiled into every test project that needs them.
+// The programs the tests drive for real (prometheus, promtool, chromium, kubectl, Debian's python with torch) and the repository root; compiled into every test project that needs them.
 using System.Diagnostics;
 
 namespace Tests;
@@ -20,14 +20,38 @@ internal static class TestPrograms
     /// installs the test programs first (once per machine at a time); otherwise the test fails naming the script.</summary>
     public static string Require(string name)
     {
-        if (OnPath(name) is string found) return found;
+        Install(() => OnPath(name) is not null, $"'{name}' is not on PATH", $"'{name}' is still not on PATH");
+        return OnPath(name)!;
+    }
+
+    /// <summary>Debian's python, /usr/bin/python3, once it imports torch (python3-torch: PyTorch 1.13, CPU), installed as
+    /// <see cref="Require"/> installs a program. Not the python3 first on PATH, which may be another without torch.</summary>
+    public static string RequirePythonTorch()
+    {
+        const string python = "/usr/bin/python3";
+        Install(() => Imports(python, "torch"), $"{python} cannot import torch", $"{python} still cannot import torch");
+        return python;
+    }
+
+    static void Install(Func<bool> present, string missing, string stillMissing)
+    {
+        if (present()) return;
         lock (Gate)
         {
             if (!Environment.IsPrivilegedProcess)
-                throw new InvalidOperationException($"'{name}' is not on PATH; install the test programs with sudo {InstallScript} (needs root)");
-            using (AcquireInstallLock()) if (OnPath(name) is null) RunInstallScript();
-            return OnPath(name) ?? throw new InvalidOperationException($"'{name}' is still not on PATH after {InstallScript} ran");
+                throw new InvalidOperationException($"{missing}; install the test programs with sudo {InstallScript} (needs root)");
+            using (AcquireInstallLock()) if (!present()) RunInstallScript();
+            if (!present()) throw new InvalidOperationException($"{stillMissing} after {InstallScript} ran");
         }
+    }
+
+    static bool Imports(string python, string module)
+    {
+        if (!File.Exists(python)) return false;
+        using var p = Process.Start(new ProcessStartInfo(python, ["-c", $"import {module}"]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        _ = p.StandardOutput.ReadToEndAsync();
+        _ = p.StandardError.ReadToEndAsync();
+        return p.WaitForExit(TimeSpan.FromMinutes(1)) && p.ExitCode == 0;
     }
 
     static string? OnPath(string name) =>

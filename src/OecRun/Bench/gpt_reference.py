@@ -1,7 +1,9 @@
-"""PyTorch reference of src/Rank/Model/Gpt.cs (plus the untied head of src/Oec/OutputEmbedding.cs) for the GPU benchmark.
+"""PyTorch reference of src/Rank/Model/Gpt.cs (plus the head of src/Oec/OutputEmbedding.cs): the GPU benchmark's twin.
 
-Trains the same GPT on random tokens and prints exactly one JSON line on stdout (everything else goes to stderr):
-median step time, tokens/s, MFU, peak memory and the loss of every step. See src/OecRun/Bench/README.md for the contract.
+Run as a program, it trains the same GPT (untied) on random tokens and prints exactly one JSON line on stdout (everything
+else goes to stderr): median step time, tokens/s, MFU, peak memory and the loss of every step. Imported, it is the model
+that tests/Rank.UnitTests/pytorch_reference.py compares ours against (tied or untied), on PyTorch 1.13 too.
+See src/OecRun/Bench/README.md for the contract.
 """
 import argparse, inspect, json, math, os, statistics, sys, time
 
@@ -43,7 +45,7 @@ class Rotary(nn.Module):
 def causal_attention(q, k, v):  # [B, nh, T, hs] each
     if hasattr(F, "scaled_dot_product_attention"):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    # torch < 2.0: explicit masked softmax
+    # torch < 2.0 (Debian's 1.13): explicit causal softmax attention
     T = q.size(-2)
     att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))                          # [B, nh, T, T]
     mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
@@ -93,24 +95,34 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Body of Gpt.cs plus the untied head; forward returns the mean cross-entropy, so torch.compile sees the loss too."""
-    def __init__(self, V, d, n_layer, nh, max_seq):
+    """Body of Gpt.cs plus the head; forward returns the mean cross-entropy, so torch.compile sees the loss too.
+    Parameter names are Gpt.cs's (wte.weight, h.0.attn.c_attn.weight, ..., ln_f.weight, lm_head): state dicts map one to one."""
+    def __init__(self, V, d, n_layer, nh, max_seq, tied=False):
         super().__init__()
         self.wte = nn.Embedding(V, d)
         self.h = nn.ModuleList(Block(d, nh, max_seq) for _ in range(n_layer))
         self.ln_f = LayerNorm(d)
-        self.lm_head = nn.Parameter(torch.empty(V, d))  # E [V, d], untied
+        self.lm_head = None if tied else nn.Parameter(torch.empty(V, d))  # E [V, d]; tied: E is wte.weight
         for p in self.parameters():  # initialisation does not matter for speed: matrices N(0, 0.02), LayerNorms 1
             if p.dim() == 2:
                 nn.init.normal_(p, 0.0, 0.02)
 
-    def forward(self, idx, targets):  # idx, targets [B, T]
+    @property
+    def E(self):  # the output embedding [V, d]
+        return self.wte.weight if self.lm_head is None else self.lm_head
+
+    def hidden(self, idx):  # idx [B, T] -> final hidden states [B, T, d], after ln_f (Gpt.cs's forward)
         x = self.wte(idx)                                            # [B, T, d]
         for block in self.h:
             x = block(x)
-        h = self.ln_f(x)
+        return self.ln_f(x)
+
+    def logits(self, idx):  # idx [B, T] -> [B, T, V] fp32
         # As OutputEmbedding.Logits: the matmul in the compute dtype (bf16 under autocast), logits and loss in fp32.
-        logits = F.linear(h, self.lm_head).float()                   # [B, T, V]
+        return F.linear(self.hidden(idx), self.E).float()
+
+    def forward(self, idx, targets):  # idx, targets [B, T]
+        logits = self.logits(idx)                                    # [B, T, V]
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
