@@ -6,8 +6,8 @@ public enum Precision
 {
     /// <summary>Everything in fp32.</summary>
     Fp32,
-    /// <summary>The matmuls in bf16 (differentiable casts of fp32 weights and activations); the weights, their
-    /// gradients, the optimizer state, LayerNorm, the residual stream, the loss and the statistics in fp32.</summary>
+    /// <summary>autocast's flow: matmuls and attention in bf16 with bf16 outputs (weights cast once per step); the
+    /// weights, their gradients, the optimizer state, LayerNorm, the residual stream, the loss and the statistics in fp32.</summary>
     Bf16,
 }
 

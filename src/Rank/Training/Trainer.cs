@@ -101,7 +101,7 @@ public sealed class Trainer : IDisposable
     /// One optimizer step, top to bottom: per micro-batch forward, loss with the method's regulariser, backward;
     /// gradients averaged over the replicas; clip, optimizer step, zero grad, the method's after-step hook
     /// (mu-centering); the metrics come back. The cross-entropy
-    /// is the global batch's. Statistics, when asked for (they cost a few passes over the logits), describe this
+    /// is the global batch's. Statistics, when asked for (a few more passes over each chunk of logits), describe this
     /// replica's share of the last micro-batch, over the whole vocabulary; otherwise null. Stop is true on every rank
     /// when any rank asked to stop.
     /// </summary>
