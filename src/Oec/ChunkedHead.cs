@@ -54,17 +54,11 @@ public static class ChunkedHead
         }
     }
 
-    /// <summary>What a call chunks and what its forward leaves for the caller (the cross-entropy, a detached scalar).</summary>
-    sealed class Plan(Tensor targets, IOecMethod method, IVocabularyReduction vocab, ScalarType compute, long chunk,
-                      Tensor? computeWeight, LogitStatistics.Sums? statistics)
+    /// <summary>What a call chunks (Chunk: tokens per chunk) and what its forward leaves for the caller (the
+    /// cross-entropy, a scalar without gradient).</summary>
+    sealed record Plan(Tensor Targets, IOecMethod Method, IVocabularyReduction Vocab, ScalarType Compute, long Chunk,
+                       Tensor? ComputeWeight, LogitStatistics.Sums? Statistics)
     {
-        public Tensor Targets => targets;
-        public IOecMethod Method => method;
-        public IVocabularyReduction Vocab => vocab;
-        public ScalarType Compute => compute;
-        public long Chunk => chunk;
-        public Tensor? ComputeWeight => computeWeight;
-        public LogitStatistics.Sums? Statistics => statistics;
         public Tensor? CrossEntropy { get; set; }
     }
 
