@@ -69,32 +69,32 @@ public static class ChunkedHead
     static Totals Run(Tensor hidden, Tensor weight, Plan plan, bool gradients = false)
     {
         using var noGrad = no_grad();
-        long n = hidden.shape[0];
+        long total = hidden.shape[0];                                                       // N
         var e = plan.ComputeWeight ?? weight.detach().to_type(plan.Compute);               // [V_local, H]
         var lossSum = zeros(2, device: hidden.device);                                     // [token loss, cross-entropy], summed
         var hiddenGrad = gradients ? empty(hidden.shape, device: hidden.device) : null;    // [N, H] fp32
         var weightGrad = gradients ? zeros(weight.shape, device: weight.device) : null;    // [V_local, H] fp32
-        for (long start = 0; start < n; start += plan.Chunk)
+        for (long start = 0; start < total; start += plan.Chunk)
         {
             using var scope = NewDisposeScope();
-            long rows = Math.Min(plan.Chunk, n - start);
+            long rows = Math.Min(plan.Chunk, total - start);
             var h = hidden.detach().narrow(0, start, rows).to_type(plan.Compute);           // [n, H]
             var logits = nn.functional.linear(h, e).to_type(ScalarType.Float32);            // [n, V_local] fp32
-            var dLogits = Chunk(logits, plan.Targets.narrow(0, start, rows), n, plan, lossSum, gradients);
+            var dLogits = Chunk(logits, plan.Targets.narrow(0, start, rows), total, plan, lossSum, gradients);
             if (dLogits is null) continue;
             var d = dLogits.to_type(plan.Compute);                                           // [n, V_local]
             hiddenGrad!.narrow(0, start, rows).copy_(d.mm(e));                               // [n, H]
             weightGrad!.add_(d.t().mm(h));                                                   // [V_local, H]; both products as linear's backward forms them
         }
-        plan.CrossEntropy = lossSum[1] / n;
-        return new Totals(lossSum[0] / n, hiddenGrad, weightGrad);
+        plan.CrossEntropy = lossSum[1] / total;
+        return new Totals(lossSum[0] / total, hiddenGrad, weightGrad);
     }
 
     /// <summary>
     /// One chunk's logits [n, V_local] fp32 and targets [n]: adds its token loss and cross-entropy (sums over its tokens) to lossSum,
-    /// its statistics to the plan's, and returns d(its token loss / N)/d logits, [n, V_local], when asked for.
+    /// its statistics to the plan's, and returns d(its token loss / N)/d logits, [n, V_local], when asked for; total: N.
     /// </summary>
-    static Tensor? Chunk(Tensor logits, Tensor targets, long n, Plan plan, Tensor lossSum, bool gradients)
+    static Tensor? Chunk(Tensor logits, Tensor targets, long total, Plan plan, Tensor lossSum, bool gradients)
     {
         using var grad = enable_grad(gradients);
         var leaf = logits.requires_grad_(gradients);
@@ -104,7 +104,7 @@ public static class ChunkedHead
         var tokenLoss = plan.Method.TokenPenalty(logZ) is { } penalty ? crossEntropy + penalty.sum() : crossEntropy;
         plan.Statistics?.Add(transformed, logZ);
         using (no_grad()) lossSum.add_(stack([tokenLoss, crossEntropy]));
-        return gradients ? torch.autograd.grad([tokenLoss / n], [leaf])[0] : null;            // the loss is the mean over all N tokens
+        return gradients ? torch.autograd.grad([tokenLoss / total], [leaf])[0] : null;        // the loss is the mean over all N tokens
     }
 
     /// <summary>Forward: the chunk loop with gradients; backward: those gradients times the incoming one (a scalar's).</summary>
