@@ -4,8 +4,9 @@ using static TorchSharp.torch;
 
 namespace Oec;
 
-/// <summary>The training loss (what is differentiated) and the plain cross-entropy (what is logged and evaluated).</summary>
-public sealed record HeadLoss(Tensor Loss, Tensor CrossEntropy);
+/// <summary>The training loss (what is differentiated), the plain cross-entropy (what is logged and evaluated) and,
+/// when asked for, the logit statistics of the same logits.</summary>
+public sealed record HeadLoss(Tensor Loss, Tensor CrossEntropy, LogitStatistics? Statistics = null);
 
 public static class OutputEmbedding
 {
@@ -34,7 +35,10 @@ public static class OutputEmbedding
     }
 
     /// <summary>z-loss = lambda * mean over tokens of (log Z)^2; logZ [N] from <see cref="IVocabularyReduction.LogSumExp"/>.</summary>
-    public static Tensor ZLoss(Tensor logZ, double lambda) => lambda * logZ.square().mean();
+    public static Tensor ZLoss(Tensor logZ, double lambda) => ZLossPerToken(logZ, lambda).mean();
+
+    /// <summary>Each token's share of z-loss before the mean: lambda * (log Z)^2, logZ [N] -> [N].</summary>
+    public static Tensor ZLossPerToken(Tensor logZ, double lambda) => lambda * logZ.square();
 
     /// <summary>Logit soft-capping l -> c * tanh(l / c): every logit stays within [-c, c] (inside, up to fp rounding of tanh).</summary>
     public static Tensor SoftCap(Tensor logits, double cap) => (logits / cap).tanh() * cap;
@@ -58,8 +62,10 @@ public static class OutputEmbedding
     }
 
     /// <summary>
-    /// Cross-entropy from one log Z per token, plus the method's <see cref="IOecMethod.Regulariser"/> (z-loss, mu-loss),
-    /// once per forward pass: logits [N, V_local] fp32, targets [N] int64, weight E [V_local, H]. CE = mean(log Z - l_target).
+    /// Cross-entropy from one log Z per token, plus the method's <see cref="IOecMethod.TokenPenalty"/> (z-loss) averaged
+    /// over the tokens and its <see cref="IOecMethod.WeightRegulariser"/> (mu-loss): logits [N, V_local] fp32, targets
+    /// [N] int64, weight E [V_local, H]. CE = mean(log Z - l_target). The unchunked computation, which
+    /// <see cref="ChunkedHead"/> equals (its tests take this as the reference).
     /// </summary>
     public static HeadLoss Loss(Tensor logits, Tensor targets, Tensor weight, IOecMethod method, IVocabularyReduction vocab)
     {
@@ -68,7 +74,11 @@ public static class OutputEmbedding
             throw new ArgumentException($"logits of dtype {logits.dtype}: the loss takes fp32 (or fp64) logits; Logits returns fp32", nameof(logits));
         var logZ = vocab.LogSumExp(logits);                                  // [N]
         var crossEntropy = (logZ - vocab.TargetLogit(logits, targets)).mean(); // scalar, nats per token
-        var regulariser = method.Regulariser(logZ, weight, vocab);          // scalar, or null
-        return new HeadLoss(regulariser is null ? crossEntropy : crossEntropy + regulariser, crossEntropy);
+        var loss = method.TokenPenalty(logZ) is { } penalty ? crossEntropy + penalty.mean() : crossEntropy;
+        return new HeadLoss(WithWeightRegulariser(loss, weight, method, vocab), crossEntropy);
     }
+
+    /// <summary>loss plus the method's regulariser on E (mu-loss), which is outside any chunking of the tokens.</summary>
+    public static Tensor WithWeightRegulariser(Tensor loss, Tensor weight, IOecMethod method, IVocabularyReduction vocab) =>
+        method.WeightRegulariser(weight, vocab) is { } regulariser ? loss + regulariser : loss;
 }

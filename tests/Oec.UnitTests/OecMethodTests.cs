@@ -26,11 +26,15 @@ public class OecMethodTests
         var after = weight.clone();
 
         bool transformed = !hooks.TransformLogits(logits).allclose(logits, rtol: 0, atol: 0);
-        bool regularised = hooks.Regulariser(logits.logsumexp(-1), weight, vocab) is not null;
+        bool penalisesTokens = hooks.TokenPenalty(logits.logsumexp(-1)) is not null;
+        bool regularisesE = hooks.WeightRegulariser(weight, vocab) is not null;
+        bool regularised = penalisesTokens || regularisesE;
         hooks.AfterStep(after, vocab);
 
         Assert.Equal(method == OecMethod.SoftCap, transformed);
         Assert.Equal(method is OecMethod.ZLoss or OecMethod.MuLoss, regularised);
+        Assert.Equal(method == OecMethod.ZLoss, penalisesTokens); // per token, inside the chunks of the fused head
+        Assert.Equal(method == OecMethod.MuLoss, regularisesE);   // on E, once per forward pass
         Assert.Equal(method == OecMethod.MuCentering, !after.allclose(weight, rtol: 0, atol: 0));
     }
 }

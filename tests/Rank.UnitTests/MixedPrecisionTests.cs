@@ -63,7 +63,7 @@ public class MixedPrecisionTests(ITestOutputHelper log)
         using var trainer = new Trainer(config);
         Assert.Equal(ScalarType.BFloat16, trainer.Compute);
         Assert.Equal(ScalarType.BFloat16, trainer.Model.Compute);
-        for (int step = 0; step < 3; step++) trainer.Step(step); // OutputEmbedding.Loss refuses bf16 logits: the steps saw fp32
+        for (int step = 0; step < 3; step++) trainer.Step(step); // the chunked head casts each chunk's logits to fp32 for the loss
         Assert.True(double.IsFinite(trainer.Evaluate()));
 
         Assert.All(trainer.Model.named_parameters(), p => Assert.Equal((p.name, ScalarType.Float32), (p.name, p.parameter.dtype)));
@@ -90,23 +90,81 @@ public class MixedPrecisionTests(ITestOutputHelper log)
         var layer = nn.Linear(32, 48, hasBias: false);
         var x = randn(4, 32);
         var (q, k, v) = (randn(1, 2, 8, 16), randn(1, 2, 8, 16), randn(1, 2, 8, 16));
+        using var fp32 = new ComputeWeights(ScalarType.Float32);
+        using var bf16 = new ComputeWeights(ScalarType.BFloat16);
 
-        Assert.Equal(0, (Mixed.Linear(layer, x, ScalarType.Float32) - layer.forward(x)).abs().max().item<float>());
+        Assert.Equal(0, (Mixed.Linear(layer, x, fp32) - layer.forward(x)).abs().max().item<float>());
         var attention = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
         Assert.Equal(0, (Mixed.Attention(q, k, v, ScalarType.Float32) - attention).abs().max().item<float>());
 
-        var linear = Mixed.Linear(layer, x, ScalarType.BFloat16);
+        var linear = Mixed.Linear(layer, x, bf16);
         var mixed = Mixed.Attention(q, k, v, ScalarType.BFloat16);
-        Assert.Equal((ScalarType.Float32, ScalarType.Float32), (linear.dtype, mixed.dtype));
+        // autocast's flow: matmul and attention outputs stay in bf16
+        Assert.Equal((ScalarType.BFloat16, ScalarType.BFloat16), (linear.dtype, mixed.dtype));
         static Tensor Rounded(Tensor t) => t.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
         // The fp32 product of the bf16-rounded operands; a bf16 matmul accumulates in fp32, then rounds to 8 significant bits.
         var exact = nn.functional.linear(Rounded(x), Rounded(layer.weight!));
-        double linearError = ((linear - exact).abs() / (exact.abs() + 1e-6)).max().item<float>();
-        double attentionError = (mixed - attention).abs().max().item<float>();
+        double linearError = ((linear.to_type(ScalarType.Float32) - exact).abs() / (exact.abs() + 1e-6)).max().item<float>();
+        double attentionError = (mixed.to_type(ScalarType.Float32) - attention).abs().max().item<float>();
         log.WriteLine($"bf16: linear within {linearError:G3} relative of the rounded operands' product; attention within {attentionError:G3} of fp32's");
         Assert.InRange(linearError, 1e-4, 1.0 / 256);
-        Assert.True((linear - layer.forward(x)).abs().max().item<float>() > 1e-3, "the bf16 linear is fp32's: no rounding happened");
+        Assert.True((linear.to_type(ScalarType.Float32) - layer.forward(x)).abs().max().item<float>() > 1e-3, "the bf16 linear is fp32's: no rounding happened");
         Assert.InRange(attentionError, 1e-4, 0.05); // outputs of order 1, each operand and the result within 2^-9 relative
+    }
+
+    [Fact]
+    public void The_bf16_weights_are_cast_once_until_invalidated_and_their_gradient_reaches_the_fp32_weight_in_fp32()
+    {
+        manual_seed(4);
+        var layer = nn.Linear(8, 4, hasBias: false);
+        using var weights = new ComputeWeights(ScalarType.BFloat16);
+        var copy = weights.Copy(layer.weight!);
+        Assert.Same(copy, weights.Copy(layer.weight!));
+        Assert.Equal(ScalarType.BFloat16, copy.dtype);
+
+        for (int micro = 0; micro < 2; micro++) Mixed.Linear(layer, ones(3, 8), weights).to_type(ScalarType.Float32).sum().backward(); // two micro-batches, one copy
+        Assert.Equal(ScalarType.Float32, layer.weight!.grad!.dtype);
+        Assert.Equal(6.0, layer.weight.grad.max().item<float>()); // d sum(x W^T)/dW = 3 rows of ones, twice
+
+        using (no_grad()) layer.weight.add_(1);
+        Assert.Same(copy, weights.Copy(layer.weight)); // stale until the step says so
+        weights.Invalidate();
+        var fresh = weights.Copy(layer.weight);
+        Assert.NotSame(copy, fresh);
+        Assert.Equal(0, (fresh.to_type(ScalarType.Float32) - layer.weight.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32)).abs().max().item<float>());
+        using var fp32 = new ComputeWeights(ScalarType.Float32);
+        Assert.Same(layer.weight, fp32.Copy(layer.weight)); // nothing cached in fp32
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_dtype_flow_is_autocasts_matmul_and_attention_outputs_in_bf16_LayerNorm_and_the_residual_stream_in_fp32(bool bf16)
+    {
+        var compute = bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        using var weights = new ComputeWeights(compute);
+        var block = new Block(64, 4, 16, weights);
+        var attention = new CausalSelfAttention(64, 4, 16, weights);
+        var mlp = new SwiGlu(64, weights);
+        var x = randn(2, 16, 64); // the residual stream, fp32
+
+        Assert.Equal(compute, attention.forward(x).dtype);
+        Assert.Equal(compute, mlp.forward(x).dtype);
+        Assert.Equal(ScalarType.Float32, block.forward(x).dtype);
+    }
+
+    [Fact]
+    public void The_trainer_casts_the_weights_afresh_after_every_optimizer_step()
+    {
+        using var temp = new TempDirectory();
+        using var trainer = new Trainer(Bf16(TestConfigs.Tiny(temp.Path, steps: 2)));
+        var weight = trainer.Model.OutputEmbedding;
+        trainer.Step(0, statistics: false);
+        var copy = trainer.Model.Weights.Copy(weight);
+
+        Assert.Equal(0, (copy.to_type(ScalarType.Float32) - weight.detach().to_type(ScalarType.BFloat16).to_type(ScalarType.Float32)).abs().max().item<float>());
+        trainer.Step(1, statistics: false);
+        Assert.NotSame(copy, trainer.Model.Weights.Copy(weight));
     }
 
     /// <summary>|a - b| over every element of every parameter, ascending.</summary>

@@ -6,5 +6,5 @@ namespace Oec;
 
 public sealed class MuLossMethod(double lambda) : IOecMethod
 {
-    public Tensor? Regulariser(Tensor logZ, Tensor weight, IVocabularyReduction vocab) => OutputEmbedding.MuLoss(weight, vocab, lambda);
+    public Tensor? WeightRegulariser(Tensor weight, IVocabularyReduction vocab) => OutputEmbedding.MuLoss(weight, vocab, lambda);
 }

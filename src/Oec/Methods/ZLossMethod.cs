@@ -6,5 +6,5 @@ namespace Oec;
 
 public sealed class ZLossMethod(double lambda) : IOecMethod
 {
-    public Tensor? Regulariser(Tensor logZ, Tensor weight, IVocabularyReduction vocab) => OutputEmbedding.ZLoss(logZ, lambda);
+    public Tensor? TokenPenalty(Tensor logZ) => OutputEmbedding.ZLossPerToken(logZ, lambda);
 }

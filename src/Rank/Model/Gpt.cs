@@ -21,8 +21,12 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
 
     public int VocabSize { get; }
     public int Dim { get; }
-    /// <summary>The dtype of the body's matmuls (Float32 or BFloat16); parameters and activations between them stay fp32.</summary>
-    public ScalarType Compute { get; }
+    /// <summary>The dtype of the matmuls and attention (Float32 or BFloat16), and of their outputs (<see cref="Mixed"/>).</summary>
+    public ScalarType Compute => Weights.Compute;
+
+    /// <summary>The weights in the compute dtype, cast once per optimizer step; whoever changes the parameters in place
+    /// (the optimizer step, centering, loading) calls its Invalidate.</summary>
+    public ComputeWeights Weights { get; }
 
     /// <param name="seed">Seeds the initialisation (after the modules are built). Null: the generator as it is.</param>
     /// <param name="compute">The dtype of the matmuls and of attention (<see cref="Mixed"/>); the parameters are fp32 either way.</param>
@@ -32,9 +36,9 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         int layers = o.NLayer!.Value, d = o.DModel!.Value, heads = o.NHead!.Value;
         VocabSize = o.PaddedVocab(vocabSize);
         Dim = d;
-        Compute = compute;
+        Weights = new ComputeWeights(compute);
         wte = nn.Embedding(VocabSize, d);
-        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, compute)).ToArray());
+        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, Weights)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
         if (!o.WeightTying) lm_head = nn.Parameter(empty(VocabSize, d));
         RegisterComponents();
@@ -90,6 +94,12 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         ShardedNames = lm_head is null ? new HashSet<string> { "wte.weight" } : new HashSet<string> { "wte.weight", "lm_head" };
     }
 
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) Weights.Dispose();
+        base.Dispose(disposing);
+    }
+
     static Parameter Rows(Parameter whole, long offset, long rows)
     {
         using var noGrad = no_grad();
@@ -123,15 +133,16 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     readonly CausalSelfAttention attn;
     readonly SwiGlu mlp;
 
-    public Block(int d, int heads, int maxSequenceLength, ScalarType compute = ScalarType.Float32) : base("block")
+    public Block(int d, int heads, int maxSequenceLength, ComputeWeights weights) : base("block")
     {
         ln_1 = nn.LayerNorm([d], bias: false);
-        attn = new CausalSelfAttention(d, heads, maxSequenceLength, compute);
+        attn = new CausalSelfAttention(d, heads, maxSequenceLength, weights);
         ln_2 = nn.LayerNorm([d], bias: false);
-        mlp = new SwiGlu(d, compute);
+        mlp = new SwiGlu(d, weights);
         RegisterComponents();
     }
 
+    /// <summary>x [B, T, d] fp32 (the residual stream) -> fp32: a branch's output in the compute dtype promotes to fp32 in the add.</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -148,11 +159,11 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     readonly LayerNorm q_layernorm, k_layernorm;
     readonly Rotary rotary;
     readonly int heads;
-    readonly ScalarType compute;
+    readonly ComputeWeights weights;
 
-    public CausalSelfAttention(int d, int heads, int maxSequenceLength, ScalarType compute = ScalarType.Float32) : base("attn")
+    public CausalSelfAttention(int d, int heads, int maxSequenceLength, ComputeWeights weights) : base("attn")
     {
-        (this.heads, this.compute) = (heads, compute);
+        (this.heads, this.weights) = (heads, weights);
         c_attn = nn.Linear(d, 3 * d, hasBias: false);
         c_proj = nn.Linear(d, d, hasBias: false);
         q_layernorm = nn.LayerNorm([d / heads], bias: false);
@@ -161,14 +172,16 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>x [B, T, C] fp32 -> [B, T, C] in the compute dtype. q and k leave their LayerNorm in fp32 and rotate
+    /// in fp32 (autocast runs layer_norm in fp32), v stays in the compute dtype.</summary>
     public override Tensor forward(Tensor x)
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
-        var qkv = Mixed.Linear(c_attn, x, compute).view(B, T, 3, heads, C / heads).permute(2, 0, 3, 1, 4); // [3, B, nh, T, hs]
-        var q = rotary.Apply(q_layernorm.forward(qkv[0]));                                                // [B, nh, T, hs]
-        var k = rotary.Apply(k_layernorm.forward(qkv[1]));
-        var y = Mixed.Attention(q, k, qkv[2], compute);                                                   // [B, nh, T, hs]
-        return Mixed.Linear(c_proj, y.transpose(1, 2).reshape(B, T, C), compute);
+        var qkv = Mixed.Linear(c_attn, x, weights).view(B, T, 3, heads, C / heads).permute(2, 0, 3, 1, 4); // [3, B, nh, T, hs]
+        var q = rotary.Apply(q_layernorm.forward(Mixed.Fp32(qkv[0])));                                    // [B, nh, T, hs] fp32
+        var k = rotary.Apply(k_layernorm.forward(Mixed.Fp32(qkv[1])));
+        var y = Mixed.Attention(q, k, qkv[2], weights.Compute);                                           // [B, nh, T, hs]
+        return Mixed.Linear(c_proj, y.transpose(1, 2).reshape(B, T, C), weights);
     }
 }
 
@@ -243,12 +256,12 @@ public sealed class SwiGlu : nn.Module<Tensor, Tensor>
 #pragma warning disable IDE1006 // the paper's names: RegisterComponents makes them the parameters' names in checkpoints (mlp.W.weight)
     readonly Linear W, V, W_2;
 #pragma warning restore IDE1006
-    readonly ScalarType compute;
+    readonly ComputeWeights weights;
 
-    public SwiGlu(int d, ScalarType compute = ScalarType.Float32) : base("mlp")
+    public SwiGlu(int d, ComputeWeights weights) : base("mlp")
     {
         int hidden = HiddenSize(d);
-        this.compute = compute;
+        this.weights = weights;
         W = nn.Linear(d, hidden, hasBias: false);
         V = nn.Linear(d, hidden, hasBias: false);
         W_2 = nn.Linear(hidden, d, hasBias: false);
@@ -257,26 +270,86 @@ public sealed class SwiGlu : nn.Module<Tensor, Tensor>
 
     public static int HiddenSize(int d) => 256 * ((8 * d / 3 + 255) / 256);
 
+    /// <summary>x [B, T, d] fp32 -> [B, T, d] in the compute dtype; silu and the product run in it too (autocast lists neither).</summary>
     public override Tensor forward(Tensor x) =>
-        Mixed.Linear(W_2, nn.functional.silu(Mixed.Linear(W, x, compute)) * Mixed.Linear(V, x, compute), compute);
+        Mixed.Linear(W_2, nn.functional.silu(Mixed.Linear(W, x, weights)) * Mixed.Linear(V, x, weights), weights);
 }
 
 /// <summary>
-/// Mixed precision without autocast: a matmul (or attention) takes fp32 operands, casts them to the compute dtype,
-/// and casts its result back to fp32. The casts are differentiable, so the backward runs the matmul in the compute
-/// dtype too and the gradient reaches the fp32 weights (the master weights) in fp32. With compute = Float32 every
-/// cast is a no-op that returns the tensor itself (libtorch's to() aliases when nothing changes): fp32 is bit for bit
-/// the plain computation.
+/// Mixed precision without autocast, with autocast's dtype flow (torch.autocast(bfloat16) on the same model): a matmul
+/// or attention casts its operands to the compute dtype and returns its result in it; LayerNorm takes fp32
+/// (<see cref="Fp32"/>) and returns fp32; every other op runs in its inputs' dtype with type promotion, so the residual
+/// stream (fp32 + bf16) stays fp32. The casts are differentiable, so the backward runs the matmul in the compute dtype
+/// and the gradient reaches the fp32 weights (the master weights) in fp32. With compute = Float32 every cast is a no-op
+/// that returns the tensor itself (libtorch's to() aliases when nothing changes): fp32 is bit for bit the plain computation.
 /// </summary>
 public static class Mixed
 {
-    /// <summary>x [.., in] fp32 times layer.weight^T [in, out] in <paramref name="compute"/> -> [.., out] fp32.</summary>
-    public static Tensor Linear(Linear layer, Tensor x, ScalarType compute) =>
-        nn.functional.linear(x.to_type(compute), layer.weight!.to_type(compute)).to_type(ScalarType.Float32);
+    /// <summary>x [.., in] (any float dtype) times layer.weight^T [in, out] -> [.., out] in the compute dtype.</summary>
+    public static Tensor Linear(Linear layer, Tensor x, ComputeWeights weights) =>
+        nn.functional.linear(x.to_type(weights.Compute), weights.Of(layer.weight!));
 
-    /// <summary>Causal attention, q, k, v [B, nh, T, hs] fp32 -> [B, nh, T, hs] fp32. The kernel's softmax keeps its
-    /// running max and sum in fp32 whatever the input dtype (flash attention's online softmax).</summary>
+    /// <summary>Causal attention, q, k, v [B, nh, T, hs] -> [B, nh, T, hs] in <paramref name="compute"/>. The kernel's
+    /// softmax keeps its running max and sum in fp32 whatever the input dtype (flash attention's online softmax).</summary>
     public static Tensor Attention(Tensor q, Tensor k, Tensor v, ScalarType compute) =>
-        nn.functional.scaled_dot_product_attention(q.to_type(compute), k.to_type(compute), v.to_type(compute), is_casual: true)
-            .to_type(ScalarType.Float32);
+        nn.functional.scaled_dot_product_attention(q.to_type(compute), k.to_type(compute), v.to_type(compute), is_casual: true);
+
+    /// <summary>x in fp32, as autocast gives the ops of its fp32 list (layer_norm); x itself when it is fp32.</summary>
+    public static Tensor Fp32(Tensor x) => x.to_type(ScalarType.Float32);
+}
+
+/// <summary>
+/// The weights in the compute dtype, each cast once per optimizer step and reused by every micro-batch and by the
+/// backward, as autocast's weight-cast cache does within one region. A use goes through <see cref="Of"/>: an autograd
+/// node of its own whose backward hands the gradient to the fp32 master weight in fp32 (a node made at each use, not
+/// one shared cast, so that its place in the backward's order is that of the matmul using it, as the layer boundaries
+/// of Rank.Parallel.Boundary require). In fp32 nothing is cached: Of returns the weight itself.
+/// </summary>
+public sealed class ComputeWeights(ScalarType compute) : IDisposable
+{
+    readonly Dictionary<Tensor, Tensor> copies = new(ReferenceEqualityComparer.Instance);
+
+    public ScalarType Compute => compute;
+
+    /// <summary>weight [.., ..] fp32 -> the same in the compute dtype, differentiable to the weight.</summary>
+    public Tensor Of(Tensor weight) => weight.dtype == compute ? weight : ToMaster.apply(weight, new Cached(Copy(weight)));
+
+    /// <summary>The cached copy of weight in the compute dtype, without gradient (the weight itself in fp32).</summary>
+    public Tensor Copy(Tensor weight)
+    {
+        if (weight.dtype == compute) return weight;
+        if (!copies.TryGetValue(weight, out var copy))
+        {
+            using var noGrad = no_grad();
+            copies[weight] = copy = weight.detach().to_type(compute).DetachFromDisposeScope();
+        }
+        return copy;
+    }
+
+    /// <summary>Drops the copies: the weights changed (an optimizer step, centering, a checkpoint loaded).</summary>
+    public void Invalidate()
+    {
+        foreach (var copy in copies.Values) copy.Dispose();
+        copies.Clear();
+    }
+
+    public void Dispose() => Invalidate();
+
+    /// <summary>A copy passed to the autograd function as data, not as an input it would differentiate.</summary>
+    sealed record Cached(Tensor Copy);
+
+    /// <summary>Forward: the cached copy (the master weight is the input). Backward: the gradient in the master's dtype.</summary>
+    sealed class ToMaster : torch.autograd.SingleTensorFunction<ToMaster>
+    {
+        public override string Name => "CachedWeightCast";
+
+        public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+        {
+            ctx.save_data("dtype", ((Tensor)vars[0]).dtype);
+            return ((Cached)vars[1]).Copy.detach();
+        }
+
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) =>
+            [gradOutput.to_type((ScalarType)ctx.get_data("dtype")), null!];
+    }
 }

@@ -6,8 +6,8 @@ public enum Precision
 {
     /// <summary>Everything in fp32.</summary>
     Fp32,
-    /// <summary>The matmuls in bf16 (differentiable casts of fp32 weights and activations); the weights, their
-    /// gradients, the optimizer state, LayerNorm, the residual stream, the loss and the statistics in fp32.</summary>
+    /// <summary>autocast's flow: matmuls and attention in bf16 with bf16 outputs (weights cast once per step); the
+    /// weights, their gradients, the optimizer state, LayerNorm, the residual stream, the loss and the statistics in fp32.</summary>
     Bf16,
 }
 
@@ -43,6 +43,9 @@ public sealed record TrainOptions
     public int Threads { get; init; }
     /// <summary>fp32 (default) or bf16 matmuls over fp32 master weights.</summary>
     public Precision Precision { get; init; } = Precision.Fp32;
+    /// <summary>Tokens per chunk of the fused head (Oec.ChunkedHead): the logits [chunk, V] of one chunk exist at a
+    /// time. 0: as many as keep one chunk's fp32 logits within 256 MiB (Oec.ChunkedHead.AutoChunkBytes).</summary>
+    public long LossChunkTokens { get; init; }
     /// <summary>Start each layer's gradient all-reduce during backward, as soon as the layer's gradients are final,
     /// instead of all of them after it (data-parallel ranks without a sharded vocabulary). Unset: on for GPU ranks,
     /// off for CPU ranks, where it measured 6% slower on 2 cores (docs/benchmarks.md: no idle core to hide the ring in).</summary>
@@ -70,6 +73,7 @@ public sealed record TrainOptions
         if (!(Eps > 0)) Fail("train.eps", Eps, "must be > 0");
         if (!(GradClip >= 0)) Fail("train.grad_clip", GradClip, "must be >= 0 (0 disables clipping)");
         if (EvalEvery < 0) Fail("train.eval_every", EvalEvery, "must be >= 0 (0 disables validation)");
+        if (LossChunkTokens < 0) Fail("train.loss_chunk_tokens", LossChunkTokens, "must be >= 0 (0 chooses by memory)");
         if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
         if (!Enum.IsDefined(Precision)) Fail("train.precision", Precision, "expected fp32 or bf16");
         if (Device is not ("cpu" or "cuda")) Fail("train.device", $"'{Device}'", "expected cpu or cuda (each rank takes the GPU of its LOCAL_RANK)");

@@ -100,7 +100,7 @@ public sealed class Trainer : IDisposable
     /// One optimizer step, top to bottom: per micro-batch forward, loss with the method's regulariser, backward;
     /// gradients averaged over the replicas; clip, optimizer step, zero grad, the method's after-step hook
     /// (mu-centering); the metrics come back. The cross-entropy
-    /// is the global batch's. Statistics, when asked for (they cost a few passes over the logits), describe this
+    /// is the global batch's. Statistics, when asked for (a few more passes over each chunk of logits), describe this
     /// replica's share of the last micro-batch, over the whole vocabulary; otherwise null. Stop is true on every rank
     /// when any rank asked to stop.
     /// </summary>
@@ -120,13 +120,12 @@ public sealed class Trainer : IDisposable
         {
             using var scope = NewDisposeScope();
             var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d] fp32
-            var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, method, Vocab, Compute); // [B*T, V] fp32 (matmul in Compute)
-            var loss = OutputEmbedding.Loss(logits, y[micro], Model.OutputEmbedding, method, Vocab);
+            var loss = LossOf(hidden, y[micro], statistics && micro == accum - 1);        // logits chunk by chunk, never [B*T, V] at once
             gradients?.BeforeBackward(lastMicroBatch: micro == accum - 1);                  // its backward starts the all-reduces layer by layer
             (loss.Loss / accum).backward();                                                  // mean over this rank's share
             gradients?.AfterBackward(step);
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
-            if (statistics && micro == accum - 1) stats = LogitStatistics.Compute(logits, Model.OutputEmbedding, Vocab);
+            stats = loss.Statistics ?? stats;
         }
 
         gradients?.Average();                                                                // mean over the global batch (data group)
@@ -146,8 +145,15 @@ public sealed class Trainer : IDisposable
         optimizer.Step(LearningRateAt(step));
         optimizer.ZeroGrad();
         method.AfterStep(Model.OutputEmbedding, Vocab);                                     // mu-centering: E -> E - mu
+        Model.Weights.Invalidate();                                                          // the next step casts the new weights
         return (crossEntropy, gradNorm, stats, stop);
     }
+
+    /// <summary>The head's loss of hidden [N, d] against targets [N]: the fused, chunked linear cross-entropy (matmul in
+    /// Compute with the model's cached copy of E, loss in fp32), the method's hooks, the statistics when asked for.</summary>
+    HeadLoss LossOf(Tensor hidden, Tensor targets, bool statistics) =>
+        ChunkedHead.Loss(hidden, Model.OutputEmbedding, targets, method, Vocab, Compute, Config.Train.LossChunkTokens, statistics,
+                         Model.Weights.Copy(Model.OutputEmbedding));
 
     /// <summary>Mean cross-entropy over the validation batches (the same batches at every evaluation); each replica
     /// evaluates its share of every batch and the means are averaged over the replicas.</summary>
@@ -165,9 +171,7 @@ public sealed class Trainer : IDisposable
                 using var scope = NewDisposeScope();
                 valBatches.Plan.FillRows(valBatches.RankRows(k, DataRank, Layout.DataParallel, 1), valInputs, valTargets);
                 var hidden = Model.forward(tensor(valInputs, dtype: ScalarType.Int64, device: Device).view(B, T)).view(B * T, Model.Dim);
-                var logits = OutputEmbedding.Logits(hidden, Model.OutputEmbedding, method, Vocab, Compute);
-                var loss = OutputEmbedding.Loss(logits, tensor(valTargets, dtype: ScalarType.Int64, device: Device), Model.OutputEmbedding, method, Vocab);
-                sum += loss.CrossEntropy.item<float>();
+                sum += LossOf(hidden, tensor(valTargets, dtype: ScalarType.Int64, device: Device), statistics: false).CrossEntropy.item<float>();
             }
         }
         Model.train();
@@ -332,6 +336,7 @@ public sealed class Trainer : IDisposable
         if (!manifest.Files.Any(f => f.Name == ModelFile))
             throw new InvalidDataException($"{dir} has no {ModelFile}: it was written with another job.vocab_parallel");
         Checkpoint.Load(Model, Path.Combine(dir, ModelFile));
+        Model.Weights.Invalidate();
         using (var reader = new BinaryReader(File.OpenRead(Path.Combine(dir, OptimizerFile))))
             optimizer.Load(reader, Path.Combine(dir, OptimizerFile));
         if (manifest.Files.Any(f => f.Name == rng))

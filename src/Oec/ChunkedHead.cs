@@ -1,0 +1,128 @@
+// The fused linear cross-entropy: the head's matmul, loss and gradients chunk by chunk over the tokens, never all logits at once.
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Oec;
+
+/// <summary>
+/// hidden [N, H] times E^T -> logits, the method's transform, cross-entropy and token penalty (z-loss), and their
+/// gradients for the hidden states and for E, one chunk of tokens [n, V_local] at a time inside one autograd function,
+/// as Liger-Kernel's FusedLinearCrossEntropy and llm.c's fused classifier do: the forward computes each chunk's
+/// gradients while its logits exist and keeps only dL/dhidden [N, H] and dL/dE [V_local, H]; the backward scales them by
+/// the incoming gradient. So at most one chunk of logits (and the few chunk-sized temporaries of its loss) is alive.
+/// Each chunk's loss is differentiated with autograd on its own logits, through the same <see cref="IVocabularyReduction"/>
+/// calls as <see cref="OutputEmbedding.Loss"/> (a sharded vocabulary all-reduces each chunk's max, sum-exp and target
+/// logit), so every method's hooks apply per chunk unchanged. The matmuls run in the compute dtype, the softmax and the
+/// loss in fp32; the gradients arrive in fp32.
+/// </summary>
+public static class ChunkedHead
+{
+    /// <summary>train.loss_chunk_tokens = 0 keeps a chunk's fp32 logits [n, V_local] within this many bytes (256 MiB:
+    /// 1334 tokens at V = 50304). A chunk's matmul [n, H] x [H, V] still fills a GPU at that size, and its loss holds
+    /// about four such temporaries (logits, transformed logits, softmax, gradient), about 1 GiB, where the whole
+    /// logits of the 16M shape's 32768 tokens took 6.6 GB each.</summary>
+    public const long AutoChunkBytes = 256L << 20;
+
+    /// <summary>Tokens per chunk: <paramref name="requested"/> when positive, else as many as fit <see cref="AutoChunkBytes"/>.</summary>
+    public static long ChunkTokens(long requested, long vocabLocal) =>
+        requested > 0 ? requested : Math.Max(1, AutoChunkBytes / (sizeof(float) * vocabLocal));
+
+    /// <summary>
+    /// The head's loss of hidden [N, H] (fp32 or the compute dtype) against targets [N] int64, with E = weight
+    /// [V_local, H] fp32: cross-entropy and the method's token penalty, chunk by chunk, plus its regulariser on E
+    /// (mu-loss) once, outside the chunks. Differentiable in hidden and weight. <paramref name="computeWeight"/>: E in
+    /// <paramref name="compute"/> when the caller holds that copy already (the model's cast once per step); null: cast
+    /// here. The statistics, when asked for, come from the same chunks.
+    /// </summary>
+    public static HeadLoss Loss(Tensor hidden, Tensor weight, Tensor targets, IOecMethod method, IVocabularyReduction vocab,
+                                ScalarType compute = ScalarType.Float32, long chunkTokens = 0, bool statistics = false,
+                                Tensor? computeWeight = null)
+    {
+        var shared = vocab.Share(hidden);                                                   // [N, H]
+        var plan = new Plan(targets, method, vocab, compute, ChunkTokens(chunkTokens, weight.shape[0]), computeWeight,
+                            statistics ? new LogitStatistics.Sums(vocab, hidden.device) : null);
+        try
+        {
+            bool differentiate = is_grad_enabled() && (shared.requires_grad || weight.requires_grad);
+            var tokenLoss = differentiate ? Function.apply(shared, weight, plan) : Run(shared, weight, plan).Loss;
+            var loss = OutputEmbedding.WithWeightRegulariser(tokenLoss, weight, method, vocab);
+            return new HeadLoss(loss, plan.CrossEntropy!, plan.Statistics?.Result(weight));
+        }
+        finally
+        {
+            plan.Statistics?.Dispose();
+        }
+    }
+
+    /// <summary>What a call chunks (Chunk: tokens per chunk) and what its forward leaves for the caller (the
+    /// cross-entropy, a scalar without gradient).</summary>
+    sealed record Plan(Tensor Targets, IOecMethod Method, IVocabularyReduction Vocab, ScalarType Compute, long Chunk,
+                       Tensor? ComputeWeight, LogitStatistics.Sums? Statistics)
+    {
+        public Tensor? CrossEntropy { get; set; }
+    }
+
+    /// <summary>The sums over all chunks, each divided by N: the token loss, and (when differentiated) its gradients.</summary>
+    sealed record Totals(Tensor Loss, Tensor? HiddenGrad, Tensor? WeightGrad);
+
+    /// <summary>The chunk loop: loss, cross-entropy (into the plan), statistics, and the gradients when asked for.</summary>
+    static Totals Run(Tensor hidden, Tensor weight, Plan plan, bool gradients = false)
+    {
+        using var noGrad = no_grad();
+        long total = hidden.shape[0];                                                       // N
+        var e = plan.ComputeWeight ?? weight.detach().to_type(plan.Compute);               // [V_local, H]
+        var lossSum = zeros(2, device: hidden.device);                                     // [token loss, cross-entropy], summed
+        var hiddenGrad = gradients ? empty(hidden.shape, device: hidden.device) : null;    // [N, H] fp32
+        var weightGrad = gradients ? zeros(weight.shape, device: weight.device) : null;    // [V_local, H] fp32
+        for (long start = 0; start < total; start += plan.Chunk)
+        {
+            using var scope = NewDisposeScope();
+            long rows = Math.Min(plan.Chunk, total - start);
+            var h = hidden.detach().narrow(0, start, rows).to_type(plan.Compute);           // [n, H]
+            var logits = nn.functional.linear(h, e).to_type(ScalarType.Float32);            // [n, V_local] fp32
+            var dLogits = Chunk(logits, plan.Targets.narrow(0, start, rows), total, plan, lossSum, gradients);
+            if (dLogits is null) continue;
+            var d = dLogits.to_type(plan.Compute);                                           // [n, V_local]
+            hiddenGrad!.narrow(0, start, rows).copy_(d.mm(e));                               // [n, H]
+            weightGrad!.add_(d.t().mm(h));                                                   // [V_local, H]; both products as linear's backward forms them
+        }
+        plan.CrossEntropy = lossSum[1] / total;
+        return new Totals(lossSum[0] / total, hiddenGrad, weightGrad);
+    }
+
+    /// <summary>
+    /// One chunk's logits [n, V_local] fp32 and targets [n]: adds its token loss and cross-entropy (sums over its tokens) to lossSum,
+    /// its statistics to the plan's, and returns d(its token loss / N)/d logits, [n, V_local], when asked for; total: N.
+    /// </summary>
+    static Tensor? Chunk(Tensor logits, Tensor targets, long total, Plan plan, Tensor lossSum, bool gradients)
+    {
+        using var grad = enable_grad(gradients);
+        var leaf = logits.requires_grad_(gradients);
+        var transformed = plan.Method.TransformLogits(leaf);                                 // [n, V_local]
+        var logZ = plan.Vocab.LogSumExp(transformed);                                        // [n]
+        var crossEntropy = (logZ - plan.Vocab.TargetLogit(transformed, targets)).sum();      // nats, summed over the chunk
+        var tokenLoss = plan.Method.TokenPenalty(logZ) is { } penalty ? crossEntropy + penalty.sum() : crossEntropy;
+        plan.Statistics?.Add(transformed, logZ);
+        using (no_grad()) lossSum.add_(stack([tokenLoss, crossEntropy]));
+        return gradients ? torch.autograd.grad([tokenLoss / total], [leaf])[0] : null;        // the loss is the mean over all N tokens
+    }
+
+    /// <summary>Forward: the chunk loop with gradients; backward: those gradients times the incoming one (a scalar's).</summary>
+    sealed class Function : torch.autograd.SingleTensorFunction<Function>
+    {
+        public override string Name => "ChunkedLinearCrossEntropy";
+
+        public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+        {
+            var totals = Run((Tensor)vars[0], (Tensor)vars[1], (Plan)vars[2], gradients: true);
+            ctx.save_data("totals", totals);
+            return totals.Loss;
+        }
+
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+        {
+            var totals = (Totals)ctx.get_data("totals");
+            return [totals.HiddenGrad!.mul_(gradOutput), totals.WeightGrad!.mul_(gradOutput), null!];
+        }
+    }
+}
