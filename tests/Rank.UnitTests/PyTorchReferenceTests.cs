@@ -118,8 +118,8 @@ public sealed class PyTorchReference : IDisposable
 }
 
 /// <summary>
-/// The model, the head and the optimizer as the trainer builds and calls them (Gpt, OutputEmbedding.Logits and Loss with
-/// the resolved method, FlatAdamW with its two weight-decay groups, clipping, the method's after-step), in fp32 on the CPU,
+/// The model, the head and the optimizer as the trainer builds and calls them (Gpt, the fused ChunkedHead loss with
+/// the resolved method (the logits from OutputEmbedding.Logits), FlatAdamW with its two weight-decay groups, clipping, the method's after-step), in fp32 on the CPU,
 /// against PyTorch's own modules, F.cross_entropy and torch.optim.AdamW. Tolerance: max |ours - PyTorch's| over a
 /// tensor within 1e-5 of the tensor's largest |element|. Both are fp32 with other kernels (libtorch 2.x's fused
 /// attention against 1.13's explicit softmax, other matmul blocking), so each element differs by rounding: a few fp32
@@ -154,8 +154,10 @@ public class PyTorchReferenceTests(PyTorchReference reference, Xunit.Abstraction
         using var y = tensor(reference.Targets);
 
         var hidden = model.forward(x).view(PyTorchReference.B * PyTorchReference.T, model.Dim);
-        var logits = OutputEmbedding.Logits(hidden, model.OutputEmbedding, oec, vocab, ScalarType.Float32);
-        var loss = OutputEmbedding.Loss(logits, y, model.OutputEmbedding, oec, vocab);
+        Tensor logits;
+        using (no_grad()) logits = OutputEmbedding.Logits(hidden, model.OutputEmbedding, oec, vocab, ScalarType.Float32);
+        // The loss and its gradients as the trainer takes them: the fused head, in chunks of 7 of the 32 tokens (the last ragged).
+        var loss = ChunkedHead.Loss(hidden, model.OutputEmbedding, y, oec, vocab, ScalarType.Float32, chunkTokens: 7);
         loss.Loss.backward();
 
         Assert.Equal(expected.Keys.Where(k => k.StartsWith("grad.")).Order(), parameters.Select(p => "grad." + p.name).Order()); // one to one
