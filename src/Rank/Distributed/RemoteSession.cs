@@ -81,8 +81,7 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
                     break;
                 case Proto.Command.Restart or Proto.Command.Abort:
                     console.WriteLine($"rank {client.Rank}: the coordinator says {reply.Command.ToString().ToLowerInvariant()}: {reply.Reason}; exiting");
-                    console.Flush();
-                    Environment.Exit(ExitCodes.Restart);
+                    ImmediateExit.Now(ExitCodes.Restart, console);
                     break;
             }
         }
@@ -105,8 +104,7 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
                 {
                     console.WriteLine($"rank {client.Rank}: lost the coordinator at {client.Address}: no heartbeat got through for {silent:0} s " +
                                       $"(last error: {e.Status.StatusCode}: {e.Status.Detail}); exiting");
-                    console.Flush();
-                    Environment.Exit(ExitCodes.LostCoordinator);
+                    ImmediateExit.Now(ExitCodes.LostCoordinator, console);
                 }
             }
         }
