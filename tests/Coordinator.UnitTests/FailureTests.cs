@@ -8,7 +8,7 @@ namespace Coordinator.UnitTests;
 public sealed class FailureTests
 {
     [Fact]
-    public async Task A_failure_opens_the_next_generation_and_old_heartbeats_get_restart()
+    public async Task AFailureOpensTheNextGenerationAndOldHeartbeatsGetRestart()
     {
         using var job = new TestJob();
         var opened = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -35,7 +35,7 @@ public sealed class FailureTests
     }
 
     [Fact]
-    public async Task A_failure_beyond_max_restarts_fails_the_job()
+    public async Task AFailureBeyondMaxRestartsFailsTheJob()
     {
         using var job = new TestJob(new JobOptions { MaxRestarts = 1 });
         await job.RegisterAll();
@@ -56,7 +56,7 @@ public sealed class FailureTests
     }
 
     [Fact]
-    public async Task A_stalled_note_is_not_a_failure()
+    public async Task AStalledNoteIsNotAFailure()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -81,7 +81,7 @@ public sealed class FailureTests
     }, TaskCreationOptions.LongRunning);
 
     [Fact]
-    public async Task A_rank_that_stops_heartbeating_fails_the_generation()
+    public async Task ARankThatStopsHeartbeatingFailsTheGeneration()
     {
         using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 0.5, MaxRestarts = 0 });
         await job.RegisterAll();
@@ -112,7 +112,7 @@ public sealed class FailureTests
     /// <summary>Ranks that beat but finish no step (a collective that waits forever: NCCL's have no timeout of their own)
     /// fail their generation after job.step_timeout_s; ranks that advance do not, however long the job runs.</summary>
     [Fact]
-    public async Task Ranks_that_beat_but_finish_no_step_fail_the_generation_after_the_step_timeout()
+    public async Task RanksThatBeatButFinishNoStepFailTheGenerationAfterTheStepTimeout()
     {
         using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 5, StepTimeoutS = 0.5, MaxRestarts = 0 });
         await job.RegisterAll();
