@@ -19,7 +19,7 @@ public class AsyncAllReduceTests
     [InlineData(2, ReduceOp.Average)]
     [InlineData(3, ReduceOp.Sum)]
     [InlineData(3, ReduceOp.Average)]
-    public void SeveralPendingAllReducesEqualTheSerialReduction(int world, ReduceOp op)
+    public void Several_pending_all_reduces_equal_the_serial_reduction(int world, ReduceOp op)
     {
         Ranks.Run(world, (rank, comm) =>
         {
@@ -39,7 +39,7 @@ public class AsyncAllReduceTests
     [Theory]
     [InlineData(2)]
     [InlineData(3)]
-    public void AsyncAndSyncOperationsInterleavedKeepTheirOrderAndValues(int world)
+    public void Async_and_sync_operations_interleaved_keep_their_order_and_values(int world)
     {
         Ranks.Run(world, (rank, comm) =>
         {
@@ -77,7 +77,7 @@ public class AsyncAllReduceTests
     }
 
     [Fact]
-    public void DeadPeerMakesWaitThrowQuicklyAndBreaksTheCommunicator()
+    public void Dead_peer_makes_wait_throw_quickly_and_breaks_the_communicator()
     {
         const int world = 3, dead = 1;
         var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
@@ -106,7 +106,7 @@ public class AsyncAllReduceTests
     }
 
     [Fact]
-    public void SilentPeerMakesWaitTimeOutNamingIt()
+    public void Silent_peer_makes_wait_time_out_naming_it()
     {
         var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(1));
         var (results, errors) = Ranks.TryRun(3, (rank, comm) =>

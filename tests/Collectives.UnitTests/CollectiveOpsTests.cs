@@ -59,7 +59,7 @@ public class CollectiveOpsTests
     [InlineData(2)]
     [InlineData(3)]
     [InlineData(4)]
-    public void AllReduceEqualsSerialReference(int world)
+    public void All_reduce_equals_serial_reference(int world)
     {
         var cases = (from d in DTypes from s in Shapes from o in Ops select (d, s, o)).ToArray();
         Ranks.Run(world, (rank, comm) =>
@@ -82,7 +82,7 @@ public class CollectiveOpsTests
     [InlineData(2)]
     [InlineData(3)]
     [InlineData(4)]
-    public void SmallChunksPipelineManySegments(int world)
+    public void Small_chunks_pipeline_many_segments(int world)
     {
         // 64-byte segments: 1000 float64 elements cross the ring in many segments per step.
         Ranks.Run(world, (rank, comm) =>
@@ -101,7 +101,7 @@ public class CollectiveOpsTests
     [InlineData(2)]
     [InlineData(3)]
     [InlineData(4)]
-    public void BroadcastAllGatherReduceScatterEqualSerialReference(int world)
+    public void Broadcast_all_gather_reduce_scatter_equal_serial_reference(int world)
     {
         Ranks.Run(world, (rank, comm) =>
         {
@@ -156,7 +156,7 @@ public class CollectiveOpsTests
     }
 
     [Fact]
-    public void MismatchedSizesFailWithAClearMessage()
+    public void Mismatched_sizes_fail_with_a_clear_message()
     {
         var (_, errors) = Ranks.TryRun(2, (rank, comm) =>
         {
@@ -169,7 +169,7 @@ public class CollectiveOpsTests
     }
 
     [Fact]
-    public void NonContiguousTensorIsRefused()
+    public void Non_contiguous_tensor_is_refused()
     {
         Ranks.Run(1, (rank, comm) =>
         {

@@ -12,7 +12,7 @@ public class FailureTests
     [InlineData(3, 1)]
     [InlineData(4, 2)]
     [InlineData(4, 0)]
-    public void DeadPeerIsNamedOnEveryRank(int world, int dead)
+    public void Dead_peer_is_named_on_every_rank(int world, int dead)
     {
         var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
         var (results, errors) = Ranks.TryRun(world, (rank, comm) =>
@@ -38,7 +38,7 @@ public class FailureTests
     }
 
     [Fact]
-    public void SilentPeerTimesOutNamingIt()
+    public void Silent_peer_times_out_naming_it()
     {
         var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(1));
         var (results, errors) = Ranks.TryRun(3, (rank, comm) =>
@@ -53,7 +53,7 @@ public class FailureTests
     }
 
     [Fact]
-    public void RendezvousTimeoutNamesMissingRanks()
+    public void Rendezvous_timeout_names_missing_ranks()
     {
         var rv = new InProcessRendezvous();
         var e = Assert.Throws<TimeoutException>(() => rv.AllGather("k", 0, 3, "a", TimeSpan.FromMilliseconds(100)));

@@ -61,7 +61,7 @@ public class GradientBucketerTests
     [InlineData(3, 64)]
     [InlineData(2, 25 * 1024 * 1024)]   // one bucket
     [InlineData(3, 25 * 1024 * 1024)]
-    public void AveragedGradientsEqualSerialMean(int world, long bucketBytes)
+    public void Averaged_gradients_equal_serial_mean(int world, long bucketBytes)
     {
         var rootParams = new Tensor[world][];
         Ranks.Run(world, (rank, comm) =>
@@ -107,7 +107,7 @@ public class GradientBucketerTests
     [InlineData(3, 64)]
     [InlineData(2, 25 * 1024 * 1024)]
     [InlineData(3, 25 * 1024 * 1024)]
-    public void ReadyPerGroupInBackwardOrderGivesTheSynchronousBitsAndTheSerialMean(int world, long bucketBytes)
+    public void Ready_per_group_in_backward_order_gives_the_synchronous_bits_and_the_serial_mean(int world, long bucketBytes)
     {
         Ranks.Run(world, (rank, comm) =>
         {
@@ -131,7 +131,7 @@ public class GradientBucketerTests
     [Theory]
     [InlineData(2)]
     [InlineData(3)]
-    public void ReadyForSomeGroupsThenAverageGradientsFinishesTheRest(int world)
+    public void Ready_for_some_groups_then_average_gradients_finishes_the_rest(int world)
     {
         Ranks.Run(world, (rank, comm) =>
         {
@@ -147,7 +147,7 @@ public class GradientBucketerTests
     }
 
     [Fact]
-    public void ReadyTwiceInOneRoundThrowsNamingTheGroup()
+    public void Ready_twice_in_one_round_throws_naming_the_group()
     {
         Ranks.Run(1, (rank, comm) =>
         {

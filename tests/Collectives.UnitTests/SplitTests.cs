@@ -10,7 +10,7 @@ public class SplitTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void EvenAndOddRanksReduceSeparately(bool reversedKeys)
+    public void Even_and_odd_ranks_reduce_separately(bool reversedKeys)
     {
         var results = Ranks.Run(4, (rank, comm) =>
         {

@@ -11,7 +11,7 @@ public sealed class CheckpointTests
     static string Manifest(TestJob job, long step) => Path.Combine(job.State.Catalog.DirectoryFor(step), CheckpointCatalog.ManifestName);
 
     [Fact]
-    public async Task OnlyTheLastRanksCommitCompletesTheCheckpoint()
+    public async Task Only_the_last_ranks_commit_completes_the_checkpoint()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -39,7 +39,7 @@ public sealed class CheckpointTests
     }
 
     [Fact]
-    public async Task OnlyTheNewestKeepCheckpointsRemainAndOlderUncommittedDirectoriesGo()
+    public async Task Only_the_newest_keep_checkpoints_remain_and_older_uncommitted_directories_go()
     {
         using var job = new TestJob(new JobOptions { KeepCheckpoints = 2 });
         await job.RegisterAll();
@@ -63,7 +63,7 @@ public sealed class CheckpointTests
     }
 
     [Fact]
-    public async Task ACorruptNewestCheckpointIsSkippedAndTheNextGenerationResumesFromThePreviousOne()
+    public async Task A_corrupt_newest_checkpoint_is_skipped_and_the_next_generation_resumes_from_the_previous_one()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -103,7 +103,7 @@ public sealed class CheckpointTests
     [InlineData("manifest.json", null)]
     [InlineData("x.bin", "abc123")]
     [InlineData("x.bin", "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855")]
-    public async Task ABadFileNameOrChecksumIsInvalidArgument(string name, string? sha256)
+    public async Task A_bad_file_name_or_checksum_is_invalid_argument(string name, string? sha256)
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -117,7 +117,7 @@ public sealed class CheckpointTests
     }
 
     [Fact]
-    public async Task AFileMissingOnDiskIsNotCommitted()
+    public async Task A_file_missing_on_disk_is_not_committed()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -140,7 +140,7 @@ public sealed class CheckpointTests
     }
 
     [Fact]
-    public async Task AnOutDirWithACommittedCheckpointNeedsResume()
+    public async Task An_out_dir_with_a_committed_checkpoint_needs_resume()
     {
         using var dir = new TempDir();
         await CommitAtStep6(dir.Path);
@@ -161,7 +161,7 @@ public sealed class CheckpointTests
     }
 
     [Fact]
-    public async Task AResumeIsRefusedWhenTheCheckpointsModelOrDataSectionDiffers()
+    public async Task A_resume_is_refused_when_the_checkpoints_model_or_data_section_differs()
     {
         using var dir = new TempDir();
         await CommitAtStep6(dir.Path);

@@ -6,7 +6,7 @@ namespace Coordinator.UnitTests;
 public sealed class DataTests
 {
     [Fact]
-    public async Task TheRanksSharesConcatenatedMicroBatchByMicroBatchAreTheGlobalBatch()
+    public async Task The_ranks_shares_concatenated_micro_batch_by_micro_batch_are_the_global_batch()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -31,7 +31,7 @@ public sealed class DataTests
     }
 
     [Fact]
-    public async Task ARequestPastTheLastStepIsCutThere()
+    public async Task A_request_past_the_last_step_is_cut_there()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -46,7 +46,7 @@ public sealed class DataTests
     [InlineData(0, 2000)]
     [InlineData(TestJob.Steps, 1)]
     [InlineData(-1, 1)]
-    public async Task BadCountsAndStepsAreInvalidArgument(long firstStep, int count)
+    public async Task Bad_counts_and_steps_are_invalid_argument(long firstStep, int count)
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -58,7 +58,7 @@ public sealed class DataTests
     }
 
     [Fact]
-    public void BatchesBeforeTheWorldIsCompleteAreRefused()
+    public void Batches_before_the_world_is_complete_are_refused()
     {
         using var job = new TestJob();
 

@@ -7,7 +7,7 @@ namespace Coordinator.UnitTests;
 public sealed class FinishTests
 {
     [Fact]
-    public async Task BothRanksFinishingIsSuccess()
+    public async Task Both_ranks_finishing_is_success()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -26,7 +26,7 @@ public sealed class FinishTests
     }
 
     [Fact]
-    public async Task ANaNTrainingLossIsDivergenceWhenTheRulesOnlyWarn()
+    public async Task A_NaN_training_loss_is_divergence_when_the_rules_only_warn()
     {
         using var job = new TestJob(divergence: new DivergenceOptions { Action = DivergenceAction.Warn });
         await job.RegisterAll();
@@ -41,7 +41,7 @@ public sealed class FinishTests
     }
 
     [Fact]
-    public async Task AStoppedFinishIsStopped()
+    public async Task A_stopped_finish_is_stopped()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -60,7 +60,7 @@ public sealed class FinishTests
     }
 
     [Fact]
-    public async Task FinishingAfterTheJobFailedLeavesItFailed()
+    public async Task Finishing_after_the_job_failed_leaves_it_failed()
     {
         using var job = new TestJob(new JobOptions { MaxRestarts = 0 });
         await job.RegisterAll();

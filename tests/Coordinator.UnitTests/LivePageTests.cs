@@ -1,41 +1,17 @@
-// The live page: MetricsHistory (order, replacement, bound, Truncate, JSON), its HTTP endpoints on the metrics port,
-// and the page itself rendered by headless Chromium, checked in the screenshot's pixels.
+// The live page: MetricsHistory (order, replacement, bound, Truncate, JSON) and its HTTP endpoints on the metrics port;
+// the page rendered by headless Chromium is in OecRun.FunctionalTests.
 using Job;
 using System.Net;
 using System.Text.Json;
 using Coordinator.Protocol;
 using StepMetrics = Coordinator.Protocol.StepMetrics;
-using SkiaSharp;
-using Xunit.Abstractions;
+using static Coordinator.UnitTests.LivePageMetrics;
 
 namespace Coordinator.UnitTests;
 
 [Collection("metrics")]
-public class LivePageTests(ITestOutputHelper output)
+public class LivePageTests
 {
-    // The page's series colours (Live/live.html: RANK_COLORS[0], RANK_COLORS[1], VAL_COLOR).
-    static readonly SKColor Rank0 = SKColor.Parse("#1f77b4"), Rank1 = SKColor.Parse("#d62728"), Val = SKColor.Parse("#ff7f0e");
-    const int Steps = 60;
-
-    /// <summary>Curves that move: a falling loss, a warm-up and decay of the learning rate, ranks at different speeds.
-    /// Step 30 of rank 0 has a NaN loss and an infinite max |logit|, which the JSON and the charts must survive.</summary>
-    static StepMetrics Metrics(int rank, long step)
-    {
-        double s = step;
-        var m = new StepMetrics
-        {
-            Step = step, TrainLoss = 1 + 4 * Math.Exp(-s / 20) + 0.1 * Math.Sin(s), LearningRate = 1e-3 * Math.Min(1, s / 10) * (1 - s / 80),
-            GradNorm = 1 + 0.5 * Math.Sin(s / 5), TokensPerSecond = 1000 + 300 * rank + 100 * Math.Sin(s / 3), StepSeconds = 0.1 + 0.03 * rank + 0.02 * Math.Cos(s / 4),
-            MuNorm = 0.5 * Math.Exp(-s / 15), MeanLogit = -0.2 - 0.01 * s, LogitStd = 1 + 0.01 * s, MaxAbsLogit = 5 + 0.1 * s, MeanLogZ = 6 - 0.02 * s, RLog = 0.7,
-        };
-        if (step % 20 == 0) m.ValLoss = m.TrainLoss + 0.2;
-        if (rank == 0 && step == 30) (m.TrainLoss, m.MaxAbsLogit) = (double.NaN, double.PositiveInfinity);
-        return m;
-    }
-
-    static HeartbeatRequest Beat(int rank, long step, params StepMetrics[] metrics) =>
-        new() { JobId = TestJob.JobId, Generation = 1, Rank = rank, Step = step, Metrics = { metrics } };
-
     static JsonElement Json(MetricsHistory history, long since = -1)
     {
         var buffer = new MemoryStream();
@@ -182,79 +158,5 @@ public class LivePageTests(ITestOutputHelper output)
         using var onGrpcPort = await http.SendAsync(new HttpRequestMessage(HttpMethod.Get, new Uri(grpc.Host.Address, "/live"))
             { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact }).Within();
         Assert.Equal(HttpStatusCode.NotFound, onGrpcPort.StatusCode);
-    }
-
-    [Fact]
-    public async Task Chromium_shows_the_header_and_every_chart_with_its_curves_while_a_job_runs()
-    {
-        // The NaN loss of step 30 must stay on the page: the divergence rules only warn here.
-        await using var grpc = await GrpcJob.StartAsync(new JobOptions { HeartbeatTimeoutS = 300 }, steps: Steps, divergence: new DivergenceOptions { Action = DivergenceAction.Warn });
-        await grpc.Job.RegisterAll();
-        for (int step = 1; step <= Steps; step++)
-            foreach (int rank in new[] { 0, 1 })
-            {
-                var reply = await grpc.Client.HeartbeatAsync(Beat(rank, step, Metrics(rank, step)), GrpcJob.Call());
-                Assert.Equal(Command.Continue, reply.Command);
-            }
-        using var dir = new TempDir();
-        string png = Path.Combine(dir.Path, "live.png");
-
-        await Chromium.Screenshot(grpc.Host.LivePageAddress, png);
-        CopyForInspection(png, "live.png");
-        var counts = CountColours(png);
-        output.WriteLine($"{png}: {counts}");
-        // 9 charts about 600 px wide; a 2 px curve across one leaves well over 600 pixels of its colour.
-        Assert.True(counts.Rank0 > 9 * 400, $"rank 0's colour in {counts.Rank0} pixels, expected its curves in 9 charts: {png}");
-        Assert.True(counts.Rank1 > 2 * 400, $"rank 1's colour in {counts.Rank1} pixels, expected its curves in the tokens/s and step time charts");
-        Assert.True(counts.Val > 150, $"the validation loss colour in {counts.Val} pixels, expected its curve through steps 20, 40, 60");
-        Assert.True(counts.Rank0Halves.Left > 4 * 400 && counts.Rank0Halves.Right > 4 * 400,
-            $"rank 0's colour in {counts.Rank0Halves.Left} pixels of the left column of charts and {counts.Rank0Halves.Right} of the right");
-
-        string dom = await Chromium.DumpDom(grpc.Host.LivePageAddress);
-        Assert.Contains($"job {TestJob.JobId} · running · generation 1 · step {Steps} of {Steps} · ranks alive 2 of 2 · restarts 0 · " +
-                        "divergence events 1 · rollbacks 0 · skipped sequences 0", dom); // the warning about step 30's NaN loss
-        Assert.Equal(9, dom.Split("class=\"uplot").Length - 1);
-    }
-
-    [Fact]
-    public async Task Chromium_shows_no_curve_before_any_rank_reported_metrics()
-    {
-        await using var grpc = await GrpcJob.StartAsync(new JobOptions { HeartbeatTimeoutS = 300 }, steps: Steps);
-        await grpc.Job.RegisterAll();
-        using var dir = new TempDir();
-        string png = Path.Combine(dir.Path, "empty.png");
-
-        await Chromium.Screenshot(grpc.Host.LivePageAddress, png);
-        CopyForInspection(png, "live-empty.png");
-        var counts = CountColours(png);
-        output.WriteLine($"{png}: {counts}");
-        Assert.True(counts is { Rank0: 0, Rank1: 0, Val: 0 }, $"series colours without metrics: rank 0 {counts.Rank0}, rank 1 {counts.Rank1}, val {counts.Val} pixels");
-    }
-
-    /// <summary>Pixels within 30 per channel of each series colour: the curves' cores, not their antialiased edges nor
-    /// the half-opacity legend markers.</summary>
-    static (int Rank0, int Rank1, int Val, (int Left, int Right) Rank0Halves) CountColours(string png)
-    {
-        using var bitmap = SKBitmap.Decode(png) ?? throw new Xunit.Sdk.XunitException($"{png} is not a PNG");
-        Assert.Equal((1280, 1600), (bitmap.Width, bitmap.Height));
-        static bool Near(SKColor a, SKColor b) => Math.Abs(a.Red - b.Red) <= 30 && Math.Abs(a.Green - b.Green) <= 30 && Math.Abs(a.Blue - b.Blue) <= 30;
-        int rank0 = 0, rank1 = 0, val = 0, left = 0;
-        for (int y = 0; y < bitmap.Height; y++)
-            for (int x = 0; x < bitmap.Width; x++)
-            {
-                var c = bitmap.GetPixel(x, y);
-                if (Near(c, Rank0)) { rank0++; if (x < bitmap.Width / 2) left++; }
-                else if (Near(c, Rank1)) rank1++;
-                else if (Near(c, Val)) val++;
-            }
-        return (rank0, rank1, val, (left, rank0 - left));
-    }
-
-    /// <summary>Keeps a copy of the screenshot next to the test results (bin/.../live-page/) for a person to look at.</summary>
-    static void CopyForInspection(string png, string name)
-    {
-        string dir = Path.Combine(AppContext.BaseDirectory, "live-page");
-        Directory.CreateDirectory(dir);
-        File.Copy(png, Path.Combine(dir, name), overwrite: true);
     }
 }

@@ -9,7 +9,7 @@ namespace Coordinator.UnitTests;
 public sealed class RendezvousTests
 {
     [Fact]
-    public async Task TwoRanksRegisterTogetherAndExchangeInRankOrder()
+    public async Task Two_ranks_register_together_and_exchange_in_rank_order()
     {
         await using var grpc = await GrpcJob.StartAsync();
         var first = grpc.Client.RegisterAsync(TestJob.RegisterRequest(-1, pid: 1), GrpcJob.Call()).ResponseAsync;
@@ -49,7 +49,7 @@ public sealed class RendezvousTests
     }
 
     [Fact]
-    public async Task ARendezvousTimeoutFailsTheGenerationNamingTheMissingRank()
+    public async Task A_rendezvous_timeout_fails_the_generation_naming_the_missing_rank()
     {
         await using var grpc = await GrpcJob.StartAsync(new JobOptions { RendezvousTimeoutS = 1, MaxRestarts = 0 });
 

@@ -12,7 +12,7 @@ public sealed class SecurityTests
         await Assert.ThrowsAsync<RpcException>(() => grpc.Client.RegisterAsync(request, GrpcJob.Call(token)).ResponseAsync.Within());
 
     [Fact]
-    public async Task RegisterWithoutTheTokenIsUnauthenticated()
+    public async Task Register_without_the_token_is_unauthenticated()
     {
         await using var grpc = await GrpcJob.StartAsync();
 
@@ -24,7 +24,7 @@ public sealed class SecurityTests
     }
 
     [Fact]
-    public async Task RegisterWithAWrongTokenIsPermissionDenied()
+    public async Task Register_with_a_wrong_token_is_permission_denied()
     {
         await using var grpc = await GrpcJob.StartAsync();
 
@@ -36,7 +36,7 @@ public sealed class SecurityTests
     }
 
     [Fact]
-    public async Task RegisterWithTheTokenButAnotherJobIdIsPermissionDenied()
+    public async Task Register_with_the_token_but_another_job_id_is_permission_denied()
     {
         await using var grpc = await GrpcJob.StartAsync();
         var request = TestJob.RegisterRequest(0);
@@ -51,7 +51,7 @@ public sealed class SecurityTests
     }
 
     [Fact]
-    public async Task ARankBeyondTheWorldIsInvalidArgumentNamingRankAndWorldSize()
+    public async Task A_rank_beyond_the_world_is_invalid_argument_naming_rank_and_world_size()
     {
         await using var grpc = await GrpcJob.StartAsync();
 
@@ -65,7 +65,7 @@ public sealed class SecurityTests
     }
 
     [Fact]
-    public async Task AWorldSizeMismatchIsInvalidArgument()
+    public async Task A_world_size_mismatch_is_invalid_argument()
     {
         await using var grpc = await GrpcJob.StartAsync();
         var request = TestJob.RegisterRequest(0);
@@ -80,7 +80,7 @@ public sealed class SecurityTests
     }
 
     [Fact]
-    public async Task AFurtherRankOnceTheWorldIsFullIsResourceExhausted()
+    public async Task A_further_rank_once_the_world_is_full_is_resource_exhausted()
     {
         await using var grpc = await GrpcJob.StartAsync();
         var first = grpc.Client.RegisterAsync(TestJob.RegisterRequest(-1, pid: 1), GrpcJob.Call()).ResponseAsync;
@@ -96,7 +96,7 @@ public sealed class SecurityTests
     }
 
     [Fact]
-    public async Task HealthAnswersServingWithoutATokenAndNotServingOnceTheJobFailed()
+    public async Task Health_answers_serving_without_a_token_and_not_serving_once_the_job_failed()
     {
         await using var grpc = await GrpcJob.StartAsync();
         var health = new Health.HealthClient(grpc.Channel);

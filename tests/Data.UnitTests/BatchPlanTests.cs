@@ -6,7 +6,7 @@ public sealed class BatchPlanTests
     private static readonly SequencePlan Plan = new([ArraySource.Tagged(0, 100), ArraySource.Tagged(1, 90)], 5);
 
     [Fact]
-    public void TheSameArgumentsGiveTheSameBatchesInAnyQueryOrder()
+    public void The_same_arguments_give_the_same_batches_in_any_query_order()
     {
         var forward = new BatchPlan(Plan, 4, 11);
         var backward = new BatchPlan(Plan, 4, 11);
@@ -18,7 +18,7 @@ public sealed class BatchPlanTests
     }
 
     [Fact]
-    public void ADifferentSeedGivesADifferentOrder()
+    public void A_different_seed_gives_a_different_order()
     {
         long[] a = new BatchPlan(Plan, 8, 1).GlobalBatch(0);
         long[] b = new BatchPlan(Plan, 8, 2).GlobalBatch(0);
@@ -27,7 +27,7 @@ public sealed class BatchPlanTests
     }
 
     [Fact]
-    public void EachEpochVisitsEverySequenceExactlyOnceInANewOrder()
+    public void Each_epoch_visits_every_sequence_exactly_once_in_a_new_order()
     {
         long n = Plan.Count;
         var batches = new BatchPlan(Plan, 7, 3);
@@ -42,7 +42,7 @@ public sealed class BatchPlanTests
     }
 
     [Fact]
-    public void ABatchStraddlingAnEpochBoundaryTakesTheTailOfOneEpochThenTheHeadOfTheNext()
+    public void A_batch_straddling_an_epoch_boundary_takes_the_tail_of_one_epoch_then_the_head_of_the_next()
     {
         long n = Plan.Count;
         var batches = new BatchPlan(Plan, 5, 9);
@@ -60,7 +60,7 @@ public sealed class BatchPlanTests
     }
 
     [Fact]
-    public void CursorAtIsTheEpochAndPositionOfTheStepsFirstSequence()
+    public void CursorAt_is_the_epoch_and_position_of_the_steps_first_sequence()
     {
         long n = Plan.Count;
         var batches = new BatchPlan(Plan, 6, 0);
@@ -72,7 +72,7 @@ public sealed class BatchPlanTests
     }
 
     [Fact]
-    public void FillWritesTheGlobalBatchRowMajor()
+    public void Fill_writes_the_global_batch_row_major()
     {
         var batches = new BatchPlan(Plan, 3, 4);
         int t = Plan.SequenceLength;
@@ -93,7 +93,7 @@ public sealed class BatchPlanTests
     }
 
     [Fact]
-    public void FillRejectsBuffersOfTheWrongSizeNamingTheShape()
+    public void Fill_rejects_buffers_of_the_wrong_size_naming_the_shape()
     {
         var batches = new BatchPlan(Plan, 3, 4);
 
@@ -104,7 +104,7 @@ public sealed class BatchPlanTests
     }
 
     [Fact]
-    public void ANegativeStepAndANonPositiveBatchSizeAreRejected()
+    public void A_negative_step_and_a_non_positive_batch_size_are_rejected()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new BatchPlan(Plan, 2, 0).GlobalBatch(-1));
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => new BatchPlan(Plan, 0, 0));

@@ -25,7 +25,7 @@ public sealed class PrepareTests : IDisposable
     public void Dispose() => temp.Dispose();
 
     [Fact]
-    public void ASmallTextBecomesTrainAndValShardsThatDecodeBackToItsDocuments()
+    public void A_small_text_becomes_train_and_val_shards_that_decode_back_to_its_documents()
     {
         string input = WriteText("corpus.txt", "\n\n" + Documents[0] + "\n\n" + string.Join("\n \n\t\n\n", Documents[1..]));
         string output = temp.File("out");
@@ -51,7 +51,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void TheLogShowsAProgressBarAndASummary()
+    public void The_log_shows_a_progress_bar_and_a_summary()
     {
         string input = WriteText("corpus.txt", string.Join("\n\n", Documents));
         var log = new StringWriter();
@@ -69,7 +69,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void DocumentsAreNumberedAcrossInputsInOrder()
+    public void Documents_are_numbered_across_inputs_in_order()
     {
         string first = WriteText("a.txt", string.Join("\n\n", Documents[..3]));
         string second = WriteText("b.txt", string.Join("\n\n", Documents[3..]));
@@ -82,7 +82,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void ALiteralEndOfTextInTheTextStaysOrdinaryText()
+    public void A_literal_end_of_text_in_the_text_stays_ordinary_text()
     {
         const string Document = "before <|endoftext|> after";
         string input = WriteText("eot.txt", Document);
@@ -96,7 +96,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void AnEmptyFileFailsNamingItAndLeavesNoShard()
+    public void An_empty_file_fails_naming_it_and_leaves_no_shard()
     {
         string input = WriteText("empty.txt", "\n\n  \n");
         string output = temp.File("out");
@@ -109,7 +109,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void AFailureMidwayDeletesTheShardsTheRunAlreadyWrote()
+    public void A_failure_midway_deletes_the_shards_the_run_already_wrote()
     {
         string good = WriteText("good.txt", string.Join("\n\n", Documents));
         string bad = temp.File("bad.txt");
@@ -125,7 +125,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void AMissingInputIsNamedBeforeAnythingIsWritten()
+    public void A_missing_input_is_named_before_anything_is_written()
     {
         string missing = temp.File("missing.txt");
         string output = temp.File("out");
@@ -141,7 +141,7 @@ public sealed class PrepareTests : IDisposable
     [InlineData(-0.1, 10L, "ValFraction -0.1")]
     [InlineData(double.NaN, 10L, "ValFraction NaN")]
     [InlineData(0.1, 0L, "ShardTokens 0")]
-    public void OptionsOutOfRangeAreNamedWithTheirValue(double valFraction, long shardTokens, string expected)
+    public void Options_out_of_range_are_named_with_their_value(double valFraction, long shardTokens, string expected)
     {
         string input = WriteText("corpus.txt", Documents[0]);
         var options = new PrepareOptions([input], temp.File("out"), ValFraction: valFraction, ShardTokens: shardTokens);
@@ -152,7 +152,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void ShardsFromAnEarlierRunAreNeverOverwritten()
+    public void Shards_from_an_earlier_run_are_never_overwritten()
     {
         string input = WriteText("corpus.txt", string.Join("\n\n", Documents));
         string output = temp.File("out");

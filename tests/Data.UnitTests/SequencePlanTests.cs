@@ -4,7 +4,7 @@ namespace Data.UnitTests;
 public sealed class SequencePlanTests
 {
     [Fact]
-    public void EachSourceHoldsFloorOfTokensMinusOneOverLengthSequences()
+    public void Each_source_holds_floor_of_tokens_minus_one_over_length_sequences()
     {
         ITokenSource[] sources = [ArraySource.Tagged(0, 9), ArraySource.Tagged(1, 8), ArraySource.Tagged(2, 3), ArraySource.Tagged(3, 17)];
 
@@ -19,7 +19,7 @@ public sealed class SequencePlanTests
     }
 
     [Fact]
-    public void EverySequenceComesFromOneSourceWithTargetsShiftedByOne()
+    public void Every_sequence_comes_from_one_source_with_targets_shifted_by_one()
     {
         ITokenSource[] sources = [ArraySource.Tagged(1, 50), ArraySource.Tagged(2, 5), ArraySource.Tagged(3, 33)];
         var plan = new SequencePlan(sources, 6);
@@ -38,7 +38,7 @@ public sealed class SequencePlanTests
     }
 
     [Fact]
-    public void EveryTokenButTheFirstOfASourceIsATargetExactlyOnce()
+    public void Every_token_but_the_first_of_a_source_is_a_target_exactly_once()
     {
         var plan = new SequencePlan([ArraySource.Tagged(0, 25)], 8);
         var inputs = new int[8];
@@ -55,7 +55,7 @@ public sealed class SequencePlanTests
     }
 
     [Fact]
-    public void SourcesTooShortForOneSequenceFailWithTheirCountsAndTheLength()
+    public void Sources_too_short_for_one_sequence_fail_with_their_counts_and_the_length()
     {
         ITokenSource[] sources = [ArraySource.Tagged(0, 10), ArraySource.Tagged(1, 64)];
 
@@ -67,7 +67,7 @@ public sealed class SequencePlanTests
     }
 
     [Fact]
-    public void IndicesOutsideThePlanAndWrongSpanLengthsAreRejected()
+    public void Indices_outside_the_plan_and_wrong_span_lengths_are_rejected()
     {
         var plan = new SequencePlan([ArraySource.Tagged(0, 10)], 3);
 
@@ -78,7 +78,7 @@ public sealed class SequencePlanTests
     }
 
     [Fact]
-    public void ANonPositiveSequenceLengthIsRejected()
+    public void A_non_positive_sequence_length_is_rejected()
     {
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => new SequencePlan([ArraySource.Tagged(0, 10)], 0));
 

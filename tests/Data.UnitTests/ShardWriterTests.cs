@@ -8,7 +8,7 @@ public sealed class ShardWriterTests : IDisposable
     public void Dispose() => temp.Dispose();
 
     [Fact]
-    public void TheFileIsAnLlmCHeaderFollowedByLittleEndianTokens()
+    public void The_file_is_an_llm_c_header_followed_by_little_endian_tokens()
     {
         string path = temp.File("s.bin");
 
@@ -24,7 +24,7 @@ public sealed class ShardWriterTests : IDisposable
     }
 
     [Fact]
-    public void NoTemporaryFileRemainsAndAnExistingShardIsReplaced()
+    public void No_temporary_file_remains_and_an_existing_shard_is_replaced()
     {
         string path = temp.File("s.bin");
         ShardWriter.Write(path, [1, 2, 3, 4]);
@@ -40,7 +40,7 @@ public sealed class ShardWriterTests : IDisposable
     }
 
     [Fact]
-    public void AShardWithZeroTokensIsRefusedNamingThePath()
+    public void A_shard_with_zero_tokens_is_refused_naming_the_path()
     {
         string path = temp.File("empty.bin");
 
@@ -51,7 +51,7 @@ public sealed class ShardWriterTests : IDisposable
     }
 
     [Fact]
-    public void AFailedWriteLeavesNothingUnderEitherName()
+    public void A_failed_write_leaves_nothing_under_either_name()
     {
         string path = Path.Combine(temp.Path, "missing-dir", "s.bin");
 

@@ -4,7 +4,7 @@ namespace Data.UnitTests;
 public sealed class SyntheticCorpusTests
 {
     [Fact]
-    public void TheSameSeedGivesTheSameTokens()
+    public void The_same_seed_gives_the_same_tokens()
     {
         int[] first = ReadAll(new SyntheticCorpus(1000, 20_000, 7));
         int[] second = ReadAll(new SyntheticCorpus(1000, 20_000, 7));
@@ -13,7 +13,7 @@ public sealed class SyntheticCorpusTests
     }
 
     [Fact]
-    public void ADifferentSeedGivesDifferentTokens()
+    public void A_different_seed_gives_different_tokens()
     {
         int[] first = ReadAll(new SyntheticCorpus(1000, 20_000, 7));
         int[] second = ReadAll(new SyntheticCorpus(1000, 20_000, 8));
@@ -28,7 +28,7 @@ public sealed class SyntheticCorpusTests
     [InlineData(33)]
     [InlineData(50257)]
     [InlineData(65536)]
-    public void EveryTokenIsBelowTheVocabularySize(int vocabSize)
+    public void Every_token_is_below_the_vocabulary_size(int vocabSize)
     {
         var corpus = new SyntheticCorpus(vocabSize, 100_000, 1);
 
@@ -40,7 +40,7 @@ public sealed class SyntheticCorpusTests
     }
 
     [Fact]
-    public void TheEmpiricalConditionalEntropyOfAMillionTokensMatchesTheEntropyRate()
+    public void The_empirical_conditional_entropy_of_a_million_tokens_matches_the_entropy_rate()
     {
         const int Vocab = 256;
         var corpus = new SyntheticCorpus(Vocab, 1_000_000, 42);
@@ -54,7 +54,7 @@ public sealed class SyntheticCorpusTests
     }
 
     [Fact]
-    public void AtGpt2VocabularySizeTheEntropyRateIsFarBelowUniform()
+    public void At_GPT2_vocabulary_size_the_entropy_rate_is_far_below_uniform()
     {
         var corpus = new SyntheticCorpus(50257, 1000, 3);
 
@@ -65,7 +65,7 @@ public sealed class SyntheticCorpusTests
     }
 
     [Fact]
-    public void UnigramFrequenciesFallWithTokenRankLikeZipf()
+    public void Unigram_frequencies_fall_with_token_rank_like_Zipf()
     {
         int[] counts = new int[50257];
         foreach (int t in ReadAll(new SyntheticCorpus(50257, 1_000_000, 5)))
@@ -80,7 +80,7 @@ public sealed class SyntheticCorpusTests
     }
 
     [Fact]
-    public void ReadCopiesTheRequestedRangeAndRejectsReadsPastTheEnd()
+    public void Read_copies_the_requested_range_and_rejects_reads_past_the_end()
     {
         var corpus = new SyntheticCorpus(100, 1000, 9);
         int[] all = ReadAll(corpus);
@@ -98,7 +98,7 @@ public sealed class SyntheticCorpusTests
     [InlineData(1, 100, "vocabSize 1")]
     [InlineData(65537, 100, "vocabSize 65537")]
     [InlineData(100, 1, "tokenCount 1")]
-    public void InvalidArgumentsAreNamedWithTheirValue(int vocabSize, long tokenCount, string expected)
+    public void Invalid_arguments_are_named_with_their_value(int vocabSize, long tokenCount, string expected)
     {
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => new SyntheticCorpus(vocabSize, tokenCount, 0));
 

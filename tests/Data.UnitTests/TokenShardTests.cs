@@ -11,7 +11,7 @@ public sealed class TokenShardTests : IDisposable
     public void Dispose() => temp.Dispose();
 
     [Fact]
-    public void AWrittenShardReadsBackTheSameTokens()
+    public void A_written_shard_reads_back_the_same_tokens()
     {
         ushort[] tokens = [.. Enumerable.Range(0, 10_000).Select(i => (ushort)(i * 7 % Gpt2Vocab))];
         string path = temp.File("a.bin");
@@ -32,7 +32,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void ARawFileIsReadAsBareUint16Tokens()
+    public void A_raw_file_is_read_as_bare_uint16_tokens()
     {
         ushort[] tokens = [5, 0, 65535, 42, 50256];
         string path = WriteRaw("raw.bin", tokens);
@@ -47,7 +47,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AutoDetectsTheLlmCHeader()
+    public void Auto_detects_the_llm_c_header()
     {
         string path = temp.File("llmc.bin");
         ShardWriter.Write(path, [1, 2, 3]);
@@ -59,7 +59,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AutoTreatsAHeaderlessFileAsRaw()
+    public void Auto_treats_a_headerless_file_as_raw()
     {
         string path = WriteRaw("train.bin", [15496, 995, 50256, 7]);
 
@@ -72,7 +72,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void TheMagicReadAsRawTokensStartsAboveTheGpt2Vocabulary()
+    public void The_magic_read_as_raw_tokens_starts_above_the_GPT2_vocabulary()
     {
         Assert.Equal(55432, TokenShard.LlmCMagic & 0xFFFF);
         Assert.Equal(308, TokenShard.LlmCMagic >> 16);
@@ -80,7 +80,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void ExplicitLlmCOnAHeaderlessFileNamesTheFileAndTheMagic()
+    public void Explicit_llm_c_on_a_headerless_file_names_the_file_and_the_magic()
     {
         string path = WriteRaw("raw.bin", [1, 2, 3, 4]);
 
@@ -92,7 +92,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void ATruncatedShardReportsTheFileSizeAndTheSizeTheHeaderNeeds()
+    public void A_truncated_shard_reports_the_file_size_and_the_size_the_header_needs()
     {
         string path = temp.File("short.bin");
         ShardWriter.Write(path, new ushort[100]);
@@ -110,7 +110,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AFileShorterThanTheHeaderIsTruncated()
+    public void A_file_shorter_than_the_header_is_truncated()
     {
         string path = temp.File("header.bin");
         File.WriteAllBytes(path, MemoryMarshal.AsBytes<int>([TokenShard.LlmCMagic, 1, 5]).ToArray());
@@ -123,7 +123,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AnUnsupportedVersionIsNamed()
+    public void An_unsupported_version_is_named()
     {
         string path = WriteHeader("v2.bin", version: 2, count: 1, tokenBytes: 2);
 
@@ -134,7 +134,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AHeaderDeclaringZeroTokensIsRejected()
+    public void A_header_declaring_zero_tokens_is_rejected()
     {
         string path = WriteHeader("zero.bin", version: 1, count: 0, tokenBytes: 0);
 
@@ -145,7 +145,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void TrailingBytesAfterTheDeclaredTokensAreRejected()
+    public void Trailing_bytes_after_the_declared_tokens_are_rejected()
     {
         string path = WriteHeader("long.bin", version: 1, count: 2, tokenBytes: 6);
 
@@ -157,7 +157,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AnEmptyFileIsRejected()
+    public void An_empty_file_is_rejected()
     {
         string path = temp.File("empty.bin");
         File.WriteAllBytes(path, []);
@@ -169,7 +169,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void ARawFileOfOddLengthIsRejected()
+    public void A_raw_file_of_odd_length_is_rejected()
     {
         string path = temp.File("odd.bin");
         File.WriteAllBytes(path, [1, 0, 2]);
@@ -181,7 +181,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AMissingFileIsNamed()
+    public void A_missing_file_is_named()
     {
         string path = temp.File("nowhere.bin");
 
@@ -192,7 +192,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void ATokenAtOrAboveTheVocabularyIsReportedWithItsPositionAndValue()
+    public void A_token_at_or_above_the_vocabulary_is_reported_with_its_position_and_value()
     {
         string path = temp.File("bad.bin");
         ShardWriter.Write(path, [1, 2, 3, Gpt2Vocab, 4]);
@@ -204,7 +204,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void TheVocabularyScanFindsTheFirstBadTokenDeepInALargeShard()
+    public void The_vocabulary_scan_finds_the_first_bad_token_deep_in_a_large_shard()
     {
         var tokens = new ushort[3_000_001];
         tokens[2_999_999] = 60000;
@@ -219,7 +219,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void AVocabularyOutsideUint16IsRejectedNamingIt()
+    public void A_vocabulary_outside_uint16_is_rejected_naming_it()
     {
         string path = WriteRaw("raw.bin", [1]);
 
@@ -229,7 +229,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void ReadsOutsideTheShardThrowNamingTheSourceStartAndLength()
+    public void Reads_outside_the_shard_throw_naming_the_source_start_and_length()
     {
         string path = temp.File("ten.bin");
         ShardWriter.Write(path, new ushort[10]);
@@ -246,7 +246,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void ReadingADisposedShardThrows()
+    public void Reading_a_disposed_shard_throws()
     {
         string path = temp.File("gone.bin");
         ShardWriter.Write(path, [1, 2]);
@@ -258,7 +258,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void OpenShardsOpensEveryMatchInOrdinalOrder()
+    public void OpenShards_opens_every_match_in_ordinal_order()
     {
         ShardWriter.Write(temp.File("d_train_000001.bin"), [2]);
         ShardWriter.Write(temp.File("d_train_000000.bin"), [1]);
@@ -277,7 +277,7 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
-    public void OpenShardsWithNoMatchNamesThePattern()
+    public void OpenShards_with_no_match_names_the_pattern()
     {
         string pattern = temp.File("none_*.bin");
 

@@ -1,7 +1,7 @@
 // bench-gpu's two halves at a toy size on the CPU: the PyTorch reference (under Debian's python3-torch) and oecrun.
 using OecRun.Bench;
 
-namespace OecRun.UnitTests;
+namespace OecRun.FunctionalTests;
 
 public class GpuBenchTests(Xunit.Abstractions.ITestOutputHelper log)
 {

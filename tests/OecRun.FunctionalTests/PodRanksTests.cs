@@ -5,7 +5,7 @@ using System.Text.RegularExpressions;
 using OecRun.Launching;
 using Xunit.Abstractions;
 
-namespace OecRun.UnitTests;
+namespace OecRun.FunctionalTests;
 
 public partial class PodRanksTests(ITestOutputHelper log)
 {

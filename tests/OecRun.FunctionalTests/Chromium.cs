@@ -1,8 +1,9 @@
 // Headless Chromium for the tests that load the live page: found on PATH (TestPrograms installs it when missing and we
 // run as root), run with a timeout and killed when it passes.
 using System.Diagnostics;
+using Coordinator.UnitTests;
 
-namespace Coordinator.UnitTests;
+namespace OecRun.FunctionalTests;
 
 internal static class Chromium
 {

@@ -9,7 +9,7 @@ using Rank.Distributed;
 using Rank.Training;
 using Xunit.Abstractions;
 
-namespace Rank.UnitTests;
+namespace OecRun.FunctionalTests;
 
 public class DivergenceJobTests(ITestOutputHelper log)
 {

@@ -4,16 +4,17 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Oec;
+using Rank.UnitTests;
 using Rank.Model;
 using Rank.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Rank.UnitTests;
+namespace OecRun.FunctionalTests;
 
 /// <summary>
 /// PyTorch's results for one batch, computed once for every case: the weights of a tied and an untied model (Gpt's
-/// initialisation, written by Checkpoint.Save) go to tests/Rank.UnitTests/pytorch_reference.py under Debian's PyTorch
+/// initialisation, written by Checkpoint.Save) go to tests/OecRun.FunctionalTests/pytorch_reference.py under Debian's PyTorch
 /// (python3-torch, installed like the other test programs), which writes back, per head and method, its logits, loss,
 /// every gradient and every parameter after one step (safetensors; the script's docstring has the contract).
 /// </summary>
@@ -86,7 +87,7 @@ public sealed class PyTorchReference : IDisposable
 
     void RunPyTorch()
     {
-        string script = Path.Combine(TestPrograms.RepositoryRoot, "tests", "Rank.UnitTests", "pytorch_reference.py");
+        string script = Path.Combine(TestPrograms.RepositoryRoot, "tests", "OecRun.FunctionalTests", "pytorch_reference.py");
         var info = new ProcessStartInfo(TestPrograms.RequirePythonTorch(), [script, dir.Path]) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var python = Process.Start(info)!;
         var output = python.StandardOutput.ReadToEndAsync();

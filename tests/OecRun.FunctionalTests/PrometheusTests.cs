@@ -10,7 +10,7 @@ using Rank.Distributed;
 using Rank.Training;
 using Xunit.Abstractions;
 
-namespace Rank.UnitTests;
+namespace OecRun.FunctionalTests;
 
 public partial class PrometheusTests(ITestOutputHelper log)
 {

@@ -6,7 +6,7 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 
-namespace Rank.UnitTests;
+namespace OecRun.FunctionalTests;
 
 internal sealed class PrometheusServer : IDisposable
 {
