@@ -8,7 +8,7 @@ namespace Coordinator.UnitTests;
 public sealed class FailureTests
 {
     [Fact]
-    public async Task AFailureOpensTheNextGenerationAndOldHeartbeatsGetRestart()
+    public async Task A_failure_opens_the_next_generation_and_old_heartbeats_get_restart()
     {
         using var job = new TestJob();
         var opened = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -35,7 +35,7 @@ public sealed class FailureTests
     }
 
     [Fact]
-    public async Task AFailureBeyondMaxRestartsFailsTheJob()
+    public async Task A_failure_beyond_max_restarts_fails_the_job()
     {
         using var job = new TestJob(new JobOptions { MaxRestarts = 1 });
         await job.RegisterAll();
@@ -56,7 +56,7 @@ public sealed class FailureTests
     }
 
     [Fact]
-    public async Task AStalledNoteIsNotAFailure()
+    public async Task A_stalled_note_is_not_a_failure()
     {
         using var job = new TestJob();
         await job.RegisterAll();
@@ -81,7 +81,7 @@ public sealed class FailureTests
     }, TaskCreationOptions.LongRunning);
 
     [Fact]
-    public async Task ARankThatStopsHeartbeatingFailsTheGeneration()
+    public async Task A_rank_that_stops_heartbeating_fails_the_generation()
     {
         using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 0.5, MaxRestarts = 0 });
         await job.RegisterAll();
@@ -112,9 +112,9 @@ public sealed class FailureTests
     /// <summary>Ranks that beat but finish no step (a collective that waits forever: NCCL's have no timeout of their own)
     /// fail their generation after job.step_timeout_s; ranks that advance do not, however long the job runs.</summary>
     [Fact]
-    public async Task RanksThatBeatButFinishNoStepFailTheGenerationAfterTheStepTimeout()
+    public async Task Ranks_that_beat_but_finish_no_step_fail_the_generation_after_the_step_timeout()
     {
-        using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 5, StepTimeoutS = 0.5, MaxRestarts = 0 });
+        using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 5, StepTimeoutS = 1.5, MaxRestarts = 0 });
         await job.RegisterAll();
         long step = 0;
         using var stop = new CancellationTokenSource();
@@ -125,22 +125,23 @@ public sealed class FailureTests
             job.Heartbeat(1, 1, step: now);
         });
 
-        // A step every 0.2 s for 1.2 s, over twice the timeout: no failure.
-        for (int i = 1; i <= 6; i++)
+        // A step every 0.4 s for 3.2 s, over twice the timeout: no failure. (A gap under a third of the timeout holds on a
+        // loaded 2-core machine; 0.2 s gaps against a 0.5 s timeout did not.) The test job has 10 steps.
+        for (int i = 1; i <= 8; i++)
         {
-            await Task.Delay(TimeSpan.FromSeconds(0.2));
+            await Task.Delay(TimeSpan.FromSeconds(0.4));
             Volatile.Write(ref step, i);
         }
         Assert.Equal(JobPhase.Running, job.State.Phase);
         Assert.False(job.State.Outcome.IsCompleted);
 
-        var outcome = await job.State.Outcome.Within(); // the steps stop at 6; the heartbeats go on
+        var outcome = await job.State.Outcome.Within(); // the steps stop at 8; the heartbeats go on
         await stop.CancelAsync();
         await beating.Within();
 
         Assert.Equal(JobPhase.Failed, outcome.Phase);
         Assert.Contains("no rank finished a step for", outcome.Reason);
-        Assert.Contains("job.step_timeout_s = 0.5", outcome.Reason);
-        Assert.Contains("ranks at steps [6, 6]", outcome.Reason);
+        Assert.Contains("job.step_timeout_s = 1.5", outcome.Reason);
+        Assert.Contains("ranks at steps [8, 8]", outcome.Reason);
     }
 }
