@@ -53,6 +53,20 @@ public sealed class StepProfile : IStepProfiler, IDisposable
     /// <summary>Each phase's ms per step, in the order the phases first ended.</summary>
     public IReadOnlyList<PhaseTime> Phases => order.Select(p => new PhaseTime(p, totals[p] / Math.Max(Steps, 1))).ToList();
 
+    /// <summary>Steps first .. first + count - 1 of <paramref name="trainer"/> under this profile (without statistics,
+    /// as benchmarks run them); the trainer is left unprofiled.</summary>
+    public void Profile(Trainer trainer, int first, int count)
+    {
+        trainer.Profiler = this;
+        for (int step = first; step < first + count; step++)
+        {
+            BeginStep();
+            trainer.Step(step, statistics: false);
+            EndStep();
+        }
+        trainer.Profiler = null;
+    }
+
     public void BeginStep()
     {
         tensorsAtBegin = TensorsSoFar();
