@@ -80,7 +80,7 @@ public static class GpuBench
         var model = new Rank.Model.ModelOptions { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads };
         var (adamw, flat) = TrainingBench.TimeOptimizers(() => new Rank.Model.Gpt(model, o.Vocab, o.Sequence), device, o.Steps);
         console.WriteLine($"the optimizer step alone on {o.Device}: TorchSharp's AdamW {adamw:F2} ms, FlatAdamW (what oecrun runs) {flat:F2} ms, ratio {flat / adamw:F2}");
-        profile?.Write(console, $"oecrun's step, oec.method = none, {o.Precision}: phases of block 0 stand for each block's");
+        profile?.Write(console, $"oecrun's step profile (oec.method = none, {o.Precision}; block 0 stands for each block)");
         foreach (string failure in failed) console.WriteLine($"failed: {failure}");
         return rows;
     }

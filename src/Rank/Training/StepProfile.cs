@@ -113,6 +113,8 @@ public sealed class StepProfile : IStepProfiler, IDisposable
         console.WriteLine("|---|---|---|");
         foreach (var p in Phases) console.WriteLine($"| {p.Phase} | {p.Ms:F2} | {p.Ms / step:P1} |");
         console.WriteLine($"| step | {step:F2} | 100% |");
+        var backward = Phases.Where(p => p.Phase.StartsWith("backward", StringComparison.Ordinal)).ToList();
+        if (backward.Count > 0) console.WriteLine($"backward, whole: {backward.Sum(p => p.Ms):F2} ms per step ({backward.Sum(p => p.Ms) / step:P1} of the step)");
         int n = Math.Max(Steps, 1);
         console.WriteLine($"host: {HostMs / n:F2} ms per step to issue it, {(Events ? "GPU" : "device")}: {DeviceMs / n:F2} ms per step " +
                           $"(the host keeps ahead when its time is well under the GPU's); {TensorsCreated / (double)n:F0} tensors created per step " +
