@@ -46,6 +46,8 @@ public sealed class StepProfile : IStepProfiler, IDisposable
     /// stopwatch after a synchronize.</summary>
     public bool Events { get; }
     public int Steps { get; private set; }
+    /// <summary>Totals over the steps: ms to issue them, ms from each one's first mark to its last (on the GPU with
+    /// events), tensors created on their thread.</summary>
     public double HostMs { get; private set; }
     public double DeviceMs { get; private set; }
     public long TensorsCreated { get; private set; }
