@@ -237,6 +237,8 @@ static class NcclNative
     [DllImport(Cudart)] public static extern int cudaEventDestroy(IntPtr cudaEvent);
     [DllImport(Cudart)] public static extern int cudaEventRecord(IntPtr cudaEvent, IntPtr stream);
     [DllImport(Cudart)] public static extern int cudaStreamWaitEvent(IntPtr stream, IntPtr cudaEvent, uint flags);
+    [DllImport(Cudart)] public static extern int cudaEventSynchronize(IntPtr cudaEvent);
+    [DllImport(Cudart)] public static extern int cudaEventElapsedTime(out float ms, IntPtr start, IntPtr end);
     /// <summary>Free and total bytes of a GPU (cudaMemGetInfo): what the processes on it hold, contexts and caches included.</summary>
     public static (long Free, long Total) MemoryInfo(int device)
     {

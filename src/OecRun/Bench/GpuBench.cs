@@ -30,6 +30,9 @@ public sealed record GpuBenchOptions
     /// <summary>Dense bf16 peak of the GPU for MFU, TFLOP/s (989: H100/H200 SXM).</summary>
     public double PeakTflops { get; init; } = 989;
     public double LearningRate { get; init; } = 6e-4;
+    /// <summary>Profile oecrun's step (oec.method = none) over <see cref="ProfiledSteps"/> more steps after its timed ones.</summary>
+    public bool Profile { get; init; }
+    public int ProfiledSteps => Math.Clamp(Steps, 1, 10);
 }
 
 /// <summary>One measured configuration: median step time over the timed steps, and memory as each framework sees it.</summary>
@@ -58,8 +61,9 @@ public static class GpuBench
             try { rows.Add(PyTorch(o, mode, console)); }
             catch (Exception e) when (e is InvalidOperationException or TimeoutException) { failed.Add($"pytorch {mode}: {e.Message}"); }
         }
-        rows.Add(Ours(o, OecMethod.None));
-        rows.Add(Ours(o, OecMethod.MuCentering));
+        using var profile = o.Profile ? new StepProfile(o.Device == "cuda" ? new Device(DeviceType.CUDA, 0) : CPU) : null;
+        rows.Add(Ours(o, OecMethod.None, profile));
+        rows.Add(Ours(o, OecMethod.MuCentering, null));
         if (rows.Select(r => r.Parameters).Distinct().Count() != 1)
             throw new InvalidOperationException($"the frameworks built different models: parameters {string.Join(" vs ", rows.Select(r => $"{r.Framework} {r.Parameters:N0}"))}");
 
@@ -76,6 +80,7 @@ public static class GpuBench
         var model = new Rank.Model.ModelOptions { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads };
         var (adamw, flat) = TrainingBench.TimeOptimizers(() => new Rank.Model.Gpt(model, o.Vocab, o.Sequence), device, o.Steps);
         console.WriteLine($"the optimizer step alone on {o.Device}: TorchSharp's AdamW {adamw:F2} ms, FlatAdamW (what oecrun runs) {flat:F2} ms, ratio {flat / adamw:F2}");
+        profile?.Write(console, $"oecrun's step profile (oec.method = none, {o.Precision}; block 0 stands for each block)");
         foreach (string failure in failed) console.WriteLine($"failed: {failure}");
         return rows;
     }
@@ -101,7 +106,9 @@ public static class GpuBench
         Run = new() { OutDir = Path.Combine(Path.GetTempPath(), "oec-bench-gpu") },
     };
 
-    static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method)
+    /// <summary>oecrun's row: o.Warmup + o.Steps steps, each synchronised, the last o.Steps timed; then, with a profile,
+    /// o.ProfiledSteps more steps profiled.</summary>
+    static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method, StepProfile? profile)
     {
         using var trainer = new Trainer(Config(o, method));
         long parameters = trainer.Model.parameters().Sum(p => p.numel());
@@ -116,6 +123,7 @@ public static class GpuBench
             if (step >= o.Warmup) times.Add(clock.Elapsed.TotalMilliseconds);
             losses.Add(loss);
         }
+        profile?.Profile(trainer, o.Warmup + o.Steps, o.ProfiledSteps);
         double ms = TrainingBench.Median(times), tokensPerSecond = o.Batch * o.Sequence / ms * 1000, flops = FlopsPerToken(o, parameters);
         bool gpu = trainer.Device.type == DeviceType.CUDA;
         return new GpuBenchRow("oecrun", $"{o.Precision}, oec.method = {JsonNamingPolicy.SnakeCaseLower.ConvertName(method.ToString())}", parameters, flops, ms, tokensPerSecond,

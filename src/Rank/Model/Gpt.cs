@@ -67,11 +67,18 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     /// once the gradients of everything after it are final (<see cref="Boundary"/>). Null: no boundaries in the graph.</summary>
     public Action<int>? BoundaryReached { get; set; }
 
+    /// <summary>Told where the forward's phases end, when the step is profiled: the embedding, block 0's attention and
+    /// MLP (block 0 stands for every block), the other blocks with ln_f. Null: not profiled.</summary>
+    public Action<string>? PhaseEnded { get; set; }
+
     public override Tensor forward(Tensor idx)
     {
         var x = Lookup(idx);                                           // [B, T, d]
-        for (int k = 0; k < h.Count; k++) x = h[k].forward(Mark(x, k));
-        return ln_f.forward(Mark(x, h.Count));                         // [B, T, d]
+        PhaseEnded?.Invoke("embedding");
+        for (int k = 0; k < h.Count; k++) x = h[k].Forward(Mark(x, k), k == 0 ? PhaseEnded : null);
+        x = ln_f.forward(Mark(x, h.Count));                            // [B, T, d]
+        PhaseEnded?.Invoke("blocks 1.. and ln_f");
+        return x;
     }
 
     Tensor Mark(Tensor x, int boundary) =>
@@ -143,11 +150,16 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>x [B, T, d] fp32 (the residual stream) -> fp32: a branch's output in the compute dtype promotes to fp32 in the add.</summary>
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => Forward(x, null);
+
+    /// <summary>As forward, telling <paramref name="phaseEnded"/> where attention and the MLP end (a profiled step).</summary>
+    public Tensor Forward(Tensor x, Action<string>? phaseEnded)
     {
         using var scope = NewDisposeScope();
         x = x + attn.forward(ln_1.forward(x));
+        phaseEnded?.Invoke("block 0: attention");
         x = x + mlp.forward(ln_2.forward(x));
+        phaseEnded?.Invoke("block 0: MLP");
         return x.MoveToOuterDisposeScope();
     }
 }

@@ -45,6 +45,13 @@ public sealed class Trainer : IDisposable
     /// <summary>Gradient groups whose all-reduce the last step started during backward (train.overlap_grad_reduce):
     /// n_layer + 1 when it overlaps, 0 when every all-reduce waited for the end of backward.</summary>
     public int GroupsStartedInBackward => gradients?.GroupsStartedInBackward ?? 0;
+    /// <summary>Told where each phase of <see cref="Step"/> ends (the model's forward included); observes only. Null: no profile.</summary>
+    public IStepProfiler? Profiler
+    {
+        get => profiler;
+        set => (profiler, Model.PhaseEnded) = (value, value is null ? null : value.Mark);
+    }
+    IStepProfiler? profiler;
     static readonly Lock InitGate = new();
     readonly ICommunicator? comm;
     readonly ParallelGroups groups;
@@ -114,21 +121,26 @@ public sealed class Trainer : IDisposable
         trainBatches.Plan.FillRows(mine, inputs, targets);
         using var x = tensor(inputs, dtype: ScalarType.Int64, device: Device).view(accum, B, T);
         using var y = tensor(targets, dtype: ScalarType.Int64, device: Device).view(accum, B * T);
+        Profiler?.Mark("inputs");
         double crossEntropy = 0;
         LogitStatistics? stats = null;
         for (int micro = 0; micro < accum; micro++)
         {
             using var scope = NewDisposeScope();
             var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d] fp32
+            if (Profiler is { } profiled) hidden = Boundary.apply(hidden, (Action)(() => profiled.Mark("backward: head and loss")));
             var loss = LossOf(hidden, y[micro], statistics && micro == accum - 1);        // logits chunk by chunk, never [B*T, V] at once
+            Profiler?.Mark("head and loss");
             gradients?.BeforeBackward(lastMicroBatch: micro == accum - 1);                  // its backward starts the all-reduces layer by layer
             (loss.Loss / accum).backward();                                                  // mean over this rank's share
+            Profiler?.Mark("backward: blocks and embedding");
             gradients?.AfterBackward(step);
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
             stats = loss.Statistics ?? stats;
         }
 
         gradients?.Average();                                                                // mean over the global batch (data group)
+        Profiler?.Mark("gradient reduction");
         bool stop = stopRequested;
         double gradNorm;
         using (NewDisposeScope()) // roots the temporaries (see OutputEmbedding.Center on TorchSharp's finalizers)
@@ -142,10 +154,13 @@ public sealed class Trainer : IDisposable
             }
             gradNorm = groups.Vocab is { } vocabGroup ? ShardedClipping.ClipGradNorm(Model, vocabGroup, train.GradClip) : optimizer.ClipGradNorm(train.GradClip);
         }
+        Profiler?.Mark("clip");
         optimizer.Step(LearningRateAt(step));
         optimizer.ZeroGrad();
+        Profiler?.Mark("optimizer");
         method.AfterStep(Model.OutputEmbedding, Vocab);                                     // mu-centering: E -> E - mu
         Model.Weights.Invalidate();                                                          // the next step casts the new weights
+        Profiler?.Mark("centering");
         return (crossEntropy, gradNorm, stats, stop);
     }
 
