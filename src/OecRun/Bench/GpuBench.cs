@@ -30,6 +30,8 @@ public sealed record GpuBenchOptions
     /// <summary>Dense bf16 peak of the GPU for MFU, TFLOP/s (989: H100/H200 SXM).</summary>
     public double PeakTflops { get; init; } = 989;
     public double LearningRate { get; init; } = 6e-4;
+    /// <summary>oecrun's train.loss_chunk_tokens: tokens per chunk of the fused head; 0 = its automatic size.</summary>
+    public long LossChunkTokens { get; init; }
     /// <summary>Profile oecrun's step (oec.method = none) over <see cref="ProfiledSteps"/> more steps after its timed ones.</summary>
     public bool Profile { get; init; }
     public int ProfiledSteps => Math.Clamp(Steps, 1, 10);
@@ -69,7 +71,7 @@ public static class GpuBench
 
         var eager = rows.FirstOrDefault(r => r.Framework.StartsWith("pytorch", StringComparison.Ordinal) && r.Mode.StartsWith("eager", StringComparison.Ordinal));
         console.WriteLine($"GPT d {o.Dim}, {o.Layers} layers, {o.Heads} heads, vocabulary {o.Vocab}, T {o.Sequence}, batch {o.Batch}, {rows[0].Parameters:N0} parameters, " +
-                          $"{o.Precision}, {o.Steps} timed steps after {o.Warmup}; MFU against {o.PeakTflops} TFLOP/s");
+                          $"{o.Precision}, {o.Steps} timed steps after {o.Warmup}; oecrun's loss chunk {Oec.ChunkedHead.ChunkTokens(o.LossChunkTokens, o.Vocab)} tokens; MFU against {o.PeakTflops} TFLOP/s");
         console.WriteLine("| framework | mode | median ms/step | tokens/s | MFU | device memory used | peak allocated | tokens/s vs PyTorch eager |");
         console.WriteLine("|---|---|---|---|---|---|---|---|");
         foreach (var r in rows)
@@ -101,7 +103,7 @@ public static class GpuBench
         Train = new()
         {
             Steps = o.Warmup + o.Steps, BatchSize = o.Batch, SequenceLength = o.Sequence, LearningRate = o.LearningRate, WarmupSteps = 0,
-            EvalEvery = 0, Device = o.Device, Precision = o.Precision == "bf16" ? Precision.Bf16 : Precision.Fp32,
+            EvalEvery = 0, Device = o.Device, Precision = o.Precision == "bf16" ? Precision.Bf16 : Precision.Fp32, LossChunkTokens = o.LossChunkTokens,
         },
         Run = new() { OutDir = Path.Combine(Path.GetTempPath(), "oec-bench-gpu") },
     };

@@ -31,6 +31,8 @@ public static class BenchGpuCommand
         b.Add(new Option<string>("--python") { Description = "The python with torch.", DefaultValueFactory = _ => d.Python }, (o, v) => o with { Python = v });
         b.Add(new Option<double>("--peak-tflops") { Description = "The GPU's dense bf16 peak in TFLOP/s, for MFU.", DefaultValueFactory = _ => d.PeakTflops },
             (o, v) => o with { PeakTflops = v });
+        b.Add(new Option<long>("--loss-chunk-tokens") { Description = "oecrun's train.loss_chunk_tokens (tokens per chunk of the fused head; 0: automatic)." },
+            (o, v) => o with { LossChunkTokens = v });
         b.Add(new Option<bool>("--profile") { Description = "Also profile oecrun's step (phases by CUDA events on the GPU) and print it under the table." },
             (o, v) => o with { Profile = v });
         command.SetGuardedAction(parse =>
