@@ -55,7 +55,7 @@ public class DeviceTests(ITestOutputHelper log)
         var again = whole with { Run = new() { OutDir = Path.Combine(temp.Path, "resumed") } };
         string checkpoint = Path.Combine(whole.Run.OutDir!, "checkpoints", "step_00000010");
         using (var resumed = new Trainer(again))
-            resumed.Run(TextWriter.Null, new LocalSession(again.Run.OutDir!, 3, again.ToJson(), startStep: 10, resumeFrom: checkpoint));
+            resumed.Run(TextWriter.Null, new LocalSession(again.Run.OutDir!, 3, again.ToJson(), resumed.DataCursorAt, startStep: 10, resumeFrom: checkpoint));
         var expected = MetricsLog.Read(Path.Combine(whole.Run.OutDir!, "metrics.jsonl")).Where(m => m.Step > 10).ToList();
         var actual = MetricsLog.Read(Path.Combine(again.Run.OutDir!, "metrics.jsonl")).ToList();
         Assert.Equal(expected.Select(m => m.Step), actual.Select(m => m.Step));

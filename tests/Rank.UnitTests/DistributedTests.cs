@@ -112,9 +112,10 @@ public class DistributedTests(ITestOutputHelper log)
         whole.Run(TextWriter.Null);
 
         var halves = config with { Run = new RunOptions { OutDir = temp.File("halves") } };
-        var first = new StopAfter(7, new LocalSession(halves.Run.OutDir!, 3, halves.ToJson()));
+        StopAfter first;
         using (var trainer = new Trainer(halves))
         {
+            first = new StopAfter(7, new LocalSession(halves.Run.OutDir!, 3, halves.ToJson(), trainer.DataCursorAt));
             var stopped = trainer.Run(TextWriter.Null, first);
             Assert.True(stopped.Stopped);
             Assert.Equal(7, stopped.Steps);
@@ -122,7 +123,7 @@ public class DistributedTests(ITestOutputHelper log)
         var checkpoint = first.CheckpointDirectory(7);
         Assert.Equal(["manifest.json", "model.safetensors", "optimizer.bin", "rng.rank0.bin"], Directory.GetFiles(checkpoint).Select(Path.GetFileName).Order());
         using var resumed = new Trainer(halves);
-        var result = resumed.Run(TextWriter.Null, new LocalSession(halves.Run.OutDir!, 3, halves.ToJson(), startStep: 7, resumeFrom: checkpoint));
+        var result = resumed.Run(TextWriter.Null, new LocalSession(halves.Run.OutDir!, 3, halves.ToJson(), resumed.DataCursorAt, startStep: 7, resumeFrom: checkpoint));
 
         Assert.Equal(16, result.Steps);
         Assert.Equal(0, Tensors.MaxParameterDifference(whole.Model, resumed.Model)); // bitwise on the CPU
@@ -159,6 +160,6 @@ public class DistributedTests(ITestOutputHelper log)
         public bool StopRequested => done + 1 >= step;
         public string CheckpointDirectory(long s) => inner.CheckpointDirectory(s);
         public void Progress(long stepsDone, StepMetrics? metrics) => done = stepsDone;
-        public void CheckpointWritten(long s, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files) => inner.CheckpointWritten(s, cursor, files);
+        public void CheckpointWritten(long s, IReadOnlyList<CheckpointFile> files) => inner.CheckpointWritten(s, files);
     }
 }

@@ -94,7 +94,7 @@ public static class GpuBench
     static double FlopsPerToken(GpuBenchOptions o, long parameters) => 6.0 * parameters + 12.0 * o.Layers * o.Sequence * o.Dim;
 
     /// <summary>oecrun's side of the comparison: one rank (no job), the same model and steps, on o.Device.</summary>
-    public static RunConfig Config(GpuBenchOptions o, OecMethod method) => new()
+    public static RunConfig Config(GpuBenchOptions o, OecMethod method) => new RunConfig
     {
         Job = new() { WorldSize = 1 },
         Model = new() { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads },
@@ -106,7 +106,7 @@ public static class GpuBench
             EvalEvery = 0, Device = o.Device, Precision = o.Precision == "bf16" ? Precision.Bf16 : Precision.Fp32, LossChunkTokens = o.LossChunkTokens,
         },
         Run = new() { OutDir = Path.Combine(Path.GetTempPath(), "oec-bench-gpu") },
-    };
+    }.Validated();
 
     /// <summary>oecrun's row: o.Warmup + o.Steps steps, each synchronised, the last o.Steps timed; then, with a profile,
     /// o.ProfiledSteps more steps profiled.</summary>

@@ -83,8 +83,7 @@ public static class Launch
         string id = config.Job.Id.Length > 0 ? config.Job.Id
             : Environment.GetEnvironmentVariable("OEC_JOB_ID") is { Length: > 0 } e ? e
             : $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDir)))}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3))}";
-        config = config with { Job = config.Job with { Id = id } };
-        config.Job.Validate();
+        config = config with { Job = config.Job with { Id = id } }; // the id is checked with the job's spec (JobSpec.Validate)
         var train = config.Train;
         data = new TrainingData(config.Data, train.SequenceLength);
         var plan = new BatchPlan(data.Train, train.BatchSize * train.GradAccum, train.Seed);

@@ -58,7 +58,7 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
         }
     }
 
-    public void CheckpointWritten(long step, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files) => client.Commit(step, files);
+    public void CheckpointWritten(long step, IReadOnlyList<CheckpointFile> files) => client.Commit(step, files);
 
     /// <summary>One heartbeat now with every step logged so far, before Finish: the coordinator judges the last steps
     /// by its divergence rules before it hears that the run ended. Throws RpcException when it does not get through.</summary>

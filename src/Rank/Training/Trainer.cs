@@ -67,7 +67,9 @@ public sealed class Trainer : IDisposable
     public Trainer(RunConfig config, ICommunicator? comm = null, Func<long, long[]>? rows = null, int localRank = 0)
     {
         TorchRuntime.EnsureLoaded();
-        Config = config.Validated();
+        // Validated once, where the process took it in (RunConfig.Load, FromJson, Validated): here only checked for that.
+        Config = config.Run.OutDir is not null && config.Model.NLayer is not null ? config
+            : throw new ArgumentException("the trainer takes a validated configuration (RunConfig.Load, RunConfig.FromJson or Validated()): this one has no resolved model or run.out_dir");
         Device = ComputeDevice.Select(Config.Train.Device, localRank);
         var (model, data, train) = (Config.Model, Config.Data, Config.Train);
         (this.comm, Rank, WorldSize) = (comm, comm?.Rank ?? 0, comm?.WorldSize ?? 1);
@@ -208,7 +210,7 @@ public sealed class Trainer : IDisposable
     {
         var train = Config.Train;
         string outDir = Config.Run.OutDir!; // set by Validated
-        session ??= new LocalSession(outDir, Config.Job.KeepCheckpoints, Config.ToJson());
+        session ??= new LocalSession(outDir, Config.Job.KeepCheckpoints, Config.ToJson(), DataCursorAt);
         bool lead = Rank == 0;
         long start = session.StartStep;
         if (session.ResumeFrom is { } from) LoadCheckpoint(from);
@@ -259,7 +261,7 @@ public sealed class Trainer : IDisposable
             if (stop || (every > 0 && ((step + 1) % every == 0 || step + 1 == train.Steps)))
             {
                 string dir = session.CheckpointDirectory(step + 1);
-                session.CheckpointWritten(step + 1, trainBatches.CursorAt(step + 1), SaveCheckpoint(dir));
+                session.CheckpointWritten(step + 1, SaveCheckpoint(dir));
                 if (lead) console.WriteLine($"checkpoint: step {step + 1} in {dir}");
             }
             if (stop)
@@ -275,6 +277,9 @@ public sealed class Trainer : IDisposable
         }
         return new TrainResult(train.Steps, loss, valLoss, Diverged: false, outDir);
     }
+
+    /// <summary>Where the training data stands after `step` steps (epoch, position in it), for a run without rollbacks.</summary>
+    public (long Epoch, long Position) DataCursorAt(long step) => trainBatches.CursorAt(step);
 
     double LearningRateAt(long step) => Config.Train.LearningRateAt((int)step) * LearningRateScale;
 

@@ -20,14 +20,15 @@ public interface ITrainingSession
     /// <summary>True once this rank was asked to stop; the ranks agree on the step in the step's reduction.</summary>
     bool StopRequested { get; }
 
-    /// <summary>This rank's part of the checkpoint after `step` steps is on disk. `cursor` is the data cursor after
-    /// `step` for a run without rollbacks: LocalSession writes it into its manifest. Under a coordinator the
-    /// coordinator's cursor is authoritative (it applies the rollbacks' data skips) and this one is not sent.</summary>
-    void CheckpointWritten(long step, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files);
+    /// <summary>This rank's part of the checkpoint after `step` steps is on disk. Whoever commits it computes the data
+    /// cursor for its manifest: the coordinator (through the rollbacks' data skips), or LocalSession.</summary>
+    void CheckpointWritten(long step, IReadOnlyList<CheckpointFile> files);
 }
 
-/// <summary>One process without a coordinator (tests, benchmarks): it commits its own checkpoints.</summary>
-public sealed class LocalSession(string outDir, int keepCheckpoints, string configJson, long startStep = 0, string? resumeFrom = null) : ITrainingSession
+/// <summary>One process without a coordinator (tests, benchmarks): it commits its own checkpoints, with the data cursor
+/// after each step from <paramref name="cursorAt"/> (the run's BatchPlan.CursorAt: no rollbacks, no skips).</summary>
+public sealed class LocalSession(string outDir, int keepCheckpoints, string configJson, Func<long, (long Epoch, long Position)> cursorAt,
+                                 long startStep = 0, string? resumeFrom = null) : ITrainingSession
 {
     readonly CheckpointCatalog catalog = new(Path.Combine(outDir, "checkpoints"), _ => { });
 
@@ -37,6 +38,9 @@ public sealed class LocalSession(string outDir, int keepCheckpoints, string conf
     public string CheckpointDirectory(long step) => catalog.DirectoryFor(step);
     public void Progress(long stepsDone, StepMetrics? metrics) { }
 
-    public void CheckpointWritten(long step, (long Epoch, long Position) cursor, IReadOnlyList<CheckpointFile> files) =>
-        catalog.Commit(new CheckpointManifest(step, "local", 1, 1, cursor.Epoch, cursor.Position, files, configJson), keepCheckpoints);
+    public void CheckpointWritten(long step, IReadOnlyList<CheckpointFile> files)
+    {
+        var (epoch, position) = cursorAt(step);
+        catalog.Commit(new CheckpointManifest(step, "local", 1, 1, epoch, position, files, configJson), keepCheckpoints);
+    }
 }
