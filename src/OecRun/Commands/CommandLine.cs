@@ -1,5 +1,6 @@
-// What every command shares: the configuration file and overrides, the error guard (exit code 2) and Ctrl+C.
+// What every command shares: the configuration file and overrides, the error guard (exit code 2) and the stop signals.
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Rank.Configuration;
 
 namespace OecRun.Commands;
@@ -50,23 +51,41 @@ public static class CommandLine
     }
 
     /// <summary>
-    /// Cancelled by the first Ctrl+C, which then leaves the process running so that the job (or sweep) stops at a
-    /// checkpoint; a second Ctrl+C ends the process at once (a job's ranks then lose the coordinator and exit; a sweep's
-    /// half-done cells start afresh next time).
+    /// Cancelled by the first SIGINT (Ctrl+C), SIGTERM (Kubernetes, systemd, any supervisor) or SIGHUP (the terminal
+    /// closed), which then leaves the process running so that the job (or sweep) stops at a checkpoint; a second such
+    /// signal ends the process at once (a job's ranks then lose the coordinator and exit; a sweep's half-done cells
+    /// start afresh next time).
     /// </summary>
-    public static CancellationTokenSource FirstInterrupt()
-    {
-        var interrupt = new CancellationTokenSource();
-        int interrupts = 0;
-        Console.CancelKeyPress += (_, e) =>
-        {
-            if (++interrupts > 1) return;
-            e.Cancel = true;
-            interrupt.Cancel();
-        };
-        return interrupt;
-    }
+    public static StopSignals FirstInterrupt() => new();
 
     /// <summary>A comma-separated list, its entries trimmed and empty ones dropped.</summary>
     public static string[] SplitList(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+}
+
+/// <summary>The stop signals of a command that stops at a checkpoint: Token is cancelled by the first; the handlers
+/// are removed on Dispose.</summary>
+public sealed class StopSignals : IDisposable
+{
+    readonly CancellationTokenSource first = new();
+    readonly PosixSignalRegistration[] registrations;
+    int received;
+
+    public StopSignals() => registrations = [.. new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM, PosixSignal.SIGHUP }
+        .Select(signal => PosixSignalRegistration.Create(signal, OnSignal))];
+
+    public CancellationToken Token => first.Token;
+
+    void OnSignal(PosixSignalContext context)
+    {
+        if (Interlocked.Increment(ref received) > 1) return; // the default action: the process ends
+        context.Cancel = true;
+        Console.Error.WriteLine($"{context.Signal}: stopping at the next step all ranks agree on, after a checkpoint (again to end at once)");
+        first.Cancel();
+    }
+
+    public void Dispose()
+    {
+        foreach (var r in registrations) r.Dispose();
+        first.Dispose();
+    }
 }

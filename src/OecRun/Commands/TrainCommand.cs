@@ -9,7 +9,7 @@ public static class TrainCommand
     public static Command Create()
     {
         var command = new Command("train", "Run a whole job on this machine: the coordinator and job.world_size rank processes (2 by default, on the CPU). " +
-                                           "Without arguments, the embedded default (tiny model, synthetic corpus, mu-centering). Ctrl+C stops at a checkpoint.");
+                                           "Without arguments, the embedded default (tiny model, synthetic corpus, mu-centering). Ctrl+C, SIGTERM or SIGHUP stops at a checkpoint.");
         var settings = CommandLine.RunSettings(command);
         command.SetGuardedAction(parse =>
         {
