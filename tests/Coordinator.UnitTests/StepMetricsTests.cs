@@ -35,4 +35,44 @@ public class StepMetricsTests
         Assert.False(unvalidated.ToProto().HasValLoss);
         Assert.Equal(unvalidated, unvalidated.ToProto().ToRecord());
     }
+
+    [Fact]
+    public void A_resumed_log_keeps_the_steps_through_the_checkpoint_and_drops_a_last_line_torn_by_a_crash()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"step-metrics-{Guid.NewGuid():N}.jsonl");
+        try
+        {
+            using (var log = new MetricsLog(path)) foreach (int step in new[] { 5, 10, 15 }) log.Write(Sample with { Step = step });
+            string whole = File.ReadAllText(path);
+            File.WriteAllText(path, whole + whole.Split('\n')[0][..20]); // a crash mid-write: half a line, no newline
+
+            using (var resumed = new MetricsLog(path, keepThrough: 10)) resumed.Write(Sample with { Step = 11 });
+
+            Assert.Equal([5, 10, 11], MetricsLog.Read(path).Select(m => m.Step));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void A_torn_line_before_the_last_stops_a_resume_naming_the_file_and_the_line()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"step-metrics-{Guid.NewGuid():N}.jsonl");
+        try
+        {
+            using (var log = new MetricsLog(path)) foreach (int step in new[] { 5, 10 }) log.Write(Sample with { Step = step });
+            var lines = File.ReadAllLines(path);
+            File.WriteAllLines(path, [lines[0], lines[1][..20], lines[1]]);
+
+            var e = Assert.Throws<Data.DataFormatException>(() => new MetricsLog(path, keepThrough: 10));
+            Assert.StartsWith($"{path} line 2: not a metrics record", e.Message);
+            Assert.Equal(3, File.ReadAllLines(path).Length); // nothing rewritten
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
 }

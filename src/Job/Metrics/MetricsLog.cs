@@ -16,16 +16,26 @@ public sealed class MetricsLog : IDisposable
     readonly StreamWriter writer;
 
     /// <param name="keepThrough">0: a new log. Else a resumed run: the lines of steps up to this one are kept and
-    /// later ones (written after the checkpoint the run resumes from) dropped.</param>
+    /// later ones (written after the checkpoint the run resumes from) dropped. A torn last line (the one write a crash
+    /// can tear: each line is appended and flushed whole) is dropped with them; a torn line before it is an error naming
+    /// the file and the line.</param>
     public MetricsLog(string path, long keepThrough = 0)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         if (keepThrough > 0 && File.Exists(path))
         {
-            var kept = File.ReadLines(path).Where(line => Parse(line).Step <= keepThrough).ToList();
+            var lines = File.ReadAllLines(path);
+            if (lines.Length > 0 && !IsRecord(lines[^1])) lines = lines[..^1]; // torn by a crash mid-write
+            var kept = lines.Where((line, i) => ParseAt(path, line, i + 1).Step <= keepThrough).ToList();
             AtomicFile.Write(path, s => { using var w = new StreamWriter(s, leaveOpen: true); foreach (var line in kept) w.WriteLine(line); });
         }
         writer = new StreamWriter(path, append: keepThrough > 0);
+    }
+
+    static bool IsRecord(string line)
+    {
+        try { Parse(line); return true; }
+        catch (JsonException) { return false; }
     }
 
     static StepMetrics Parse(string line) =>
@@ -44,22 +54,25 @@ public sealed class MetricsLog : IDisposable
     {
         var steps = new List<StepMetrics>();
         int number = 0;
-        foreach (string line in File.ReadLines(path))
-        {
-            number++;
-            try
-            {
-                steps.Add(Parse(line));
-            }
-            catch (JsonException e)
-            {
-                // The serializer's own position ("LineNumber: 0 | BytePositionInLine: 7") counts within the line.
-                string reason = e.Message.Split(" Path: ")[0];
-                string at = e.BytePositionInLine is long b ? $" at byte {b}" : "";
-                throw new Data.DataFormatException($"{path} line {number}: not a metrics record{at}: {reason}");
-            }
-        }
+        foreach (string line in File.ReadLines(path)) steps.Add(ParseAt(path, line, ++number));
         return steps;
+    }
+
+    /// <summary>Line <paramref name="number"/> (from 1) of <paramref name="path"/> as a record, or a DataFormatException
+    /// naming both.</summary>
+    static StepMetrics ParseAt(string path, string line, int number)
+    {
+        try
+        {
+            return Parse(line);
+        }
+        catch (JsonException e)
+        {
+            // The serializer's own position ("LineNumber: 0 | BytePositionInLine: 7") counts within the line.
+            string reason = e.Message.Split(" Path: ")[0];
+            string at = e.BytePositionInLine is long b ? $" at byte {b}" : "";
+            throw new Data.DataFormatException($"{path} line {number}: not a metrics record{at}: {reason}");
+        }
     }
 
     public void Dispose() => writer.Dispose();
