@@ -56,11 +56,22 @@ public sealed partial class JobState
             if (latest is not null)
                 throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a checkpoint at step {latest.Value.Manifest.Step}: " +
                                             "set job.resume=true to continue that run, or choose another run.out_dir");
+            // A finished run without checkpoints, or one whose checkpoints are all broken: a fresh job would overwrite it.
+            var run = new[] { "config.json", "metrics.jsonl", "model.safetensors" }.Where(f => File.Exists(Path.Combine(spec.OutDir, f)))
+                .Concat(catalog.Committed().Select(d => Path.GetRelativePath(spec.OutDir, d))).ToList();
+            if (run.Count > 0)
+                throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a run ({string.Join(", ", run)}): " +
+                                            "set job.resume=true to continue it, or choose another run.out_dir");
             return (0, null, null);
         }
         if (latest is null)
         {
-            log.Info($"job.resume = true, but {catalog.Root} holds no valid checkpoint: starting at step 0");
+            // Checkpoints that are all broken are not a reason to start over on top of them (rotation would delete them).
+            if (catalog.Committed().ToList() is { Count: > 0 } broken)
+                throw new ArgumentException($"job.resume = true, but none of the checkpoints in {catalog.Root} is valid " +
+                                            $"({string.Join(", ", broken.Select(Path.GetFileName))}; coordinator.log says why each was skipped): " +
+                                            "move them aside to start over, or repair them");
+            log.Info($"job.resume = true, but {catalog.Root} holds no checkpoint: starting at step 0");
             return (0, null, null);
         }
         var (manifest, dir) = latest.Value;

@@ -181,4 +181,40 @@ public sealed class CheckpointTests
         using var accepted = new JobState(resume with { ResumeConflict = _ => null }, log);
         Assert.Equal(JobPhase.Registering, accepted.Phase);
     }
+
+    [Fact]
+    public void A_fresh_job_into_a_directory_that_holds_a_finished_run_without_checkpoints_is_refused_naming_what_is_there()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(Path.Combine(dir.Path, "metrics.jsonl"), "");
+        File.WriteAllText(Path.Combine(dir.Path, "model.safetensors"), "");
+        using var log = new JobLog(null, null);
+
+        var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions()), log));
+
+        Assert.Contains($"run.out_dir = '{dir.Path}' holds a run (metrics.jsonl, model.safetensors)", e.Message);
+        Assert.Contains("job.resume=true", e.Message);
+        Assert.True(File.Exists(Path.Combine(dir.Path, "model.safetensors"))); // nothing touched
+    }
+
+    [Fact]
+    public async Task A_resume_whose_checkpoints_are_all_broken_is_refused_and_keeps_them()
+    {
+        using var dir = new TempDir();
+        await CommitAtStep6(dir.Path);
+        string checkpoint = Path.Combine(dir.Path, "checkpoints", "step_00000006");
+        string file = Directory.GetFiles(checkpoint).First(f => !f.EndsWith(CheckpointCatalog.ManifestName));
+        File.AppendAllText(file, "torn");
+        using var log = new JobLog(null, null);
+
+        var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions { Resume = true }), log));
+
+        Assert.Contains("none of the checkpoints in", e.Message);
+        Assert.Contains("step_00000006", e.Message);
+        Assert.True(Directory.Exists(checkpoint));
+
+        using var empty = new TempDir(); // nothing to resume from at all (a first start with job.resume=true): from step 0
+        using var fresh = new JobState(TestJob.SpecFor(empty.Path, new JobOptions { Resume = true }), log);
+        Assert.Equal(JobPhase.Registering, fresh.Phase);
+    }
 }

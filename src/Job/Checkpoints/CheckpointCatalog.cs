@@ -116,6 +116,10 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
             if (long.TryParse(Path.GetFileName(dir)["step_".Length..], out long step)) yield return (step, dir);
     }
 
+    /// <summary>The checkpoint directories that were committed (hold a manifest), valid or not, oldest first.</summary>
+    public IEnumerable<string> Committed() =>
+        Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderBy(d => d.Step).Select(d => d.Dir);
+
     void Prune(long newest, int keep)
     {
         var committed = Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderByDescending(d => d.Step).ToList();
