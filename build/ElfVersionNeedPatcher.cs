@@ -4,7 +4,7 @@
 //
 // Why: TorchSharp 0.107's libLibTorchSharp.so declares a need for GLIBCXX_3.4.32 that covers only
 // std::ios_base_library_init(), a symbol no relocation references. With VER_FLG_WEAK set on that
-// one need entry, the dynamic loader accepts a libstdc++ without the version (../shared/notes/platform.md).
+// one need entry, the dynamic loader accepts a libstdc++ without the version (docs/architecture.md, "TorchSharp on Debian 12").
 // It must compile against netstandard2.0 (what RoslynCodeTaskFactory offers): no spans, no records.
 #nullable enable
 using System;

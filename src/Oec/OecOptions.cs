@@ -1,7 +1,7 @@
 // Options of the output-embedding-centering methods and their baselines.
 namespace Oec;
 
-/// <summary>The mitigation applied to the language-modelling head (../shared/notes/oec-method.md); each is a type
+/// <summary>The mitigation applied to the language-modelling head (README.md, "The method"); each is a type
 /// (<see cref="IOecMethod"/>) that <see cref="OecOptions.Resolve"/> names.</summary>
 public enum OecMethod
 {
