@@ -1,7 +1,10 @@
-// A layout with both data and vocabulary parallelism, each rank a process: its split groups rendezvous through the
-// coordinator and the job trains as one process does.
+// Rank processes rendezvousing through the coordinator: a layout with both data and vocabulary parallelism, whose split
+// groups exchange their endpoints among themselves, trains as one process does; a peer that never publishes fails the
+// generation (exit 1), not as a lost coordinator.
 using Job;
+using Coordinator;
 using Rank.Configuration;
+using Rank.Distributed;
 using OecRun.Launching;
 using Rank.Model;
 using Rank.Training;
@@ -45,5 +48,35 @@ public sealed class LayoutProcessTests(ITestOutputHelper log)
         Assert.True(lossError < 1e-5, $"the losses differ from one process by up to {lossError}");
         Assert.True(differences[^1] < 1e-3, $"largest parameter difference {differences[^1]}");
         Assert.True(p999 < 1e-5, $"99.9th percentile of parameter differences {p999}");
+    }
+
+    [Fact]
+    public async Task A_rank_whose_peer_never_publishes_its_endpoint_fails_the_generation_with_exit_1_not_as_a_lost_coordinator()
+    {
+        using var temp = new TempDirectory();
+        var config = RunConfig.Load(null, ["train.steps=20", "train.warmup_steps=2", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=0",
+            "train.threads=1", "data.synthetic_tokens=30000", "job.world_size=2", "job.checkpoint_every=0", "job.rendezvous_timeout_s=2",
+            "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=60", "job.max_restarts=0", "run.out_dir=" + temp.Path]);
+        using var data = new TrainingData(config.Data, config.Train.SequenceLength);
+        using var coordinatorLog = new JobLog(null, null);
+        string token = new string('t', 32);
+        using var job = new JobState(new JobSpec("silent", token, config.Job with { Id = "silent" }, config.ToJson(),
+            new Data.BatchPlan(data.Train, config.Train.BatchSize, config.Train.Seed), 1, config.Train.Steps, temp.Path), coordinatorLog);
+        await using var host = await CoordinatorHost.StartAsync(job, coordinatorLog, System.Net.IPAddress.Loopback, 0);
+        using var rank = ChildProcesses.Start(Launch.SelfRankCommand(),
+            new() { ["OEC_COORDINATOR"] = host.Address.ToString(), ["OEC_JOB_ID"] = "silent", ["OEC_JOB_TOKEN"] = token, ["RANK"] = "0" });
+        var output = rank.StandardOutput.ReadToEndAsync();
+        using var silent = new CoordinatorClient(host.Address, "silent", token); // rank 1: registers, never publishes
+        await Task.Run(() => silent.Register(1, 2, "127.0.0.1", TimeSpan.FromMinutes(1))).WaitAsync(TimeSpan.FromMinutes(1));
+
+        await rank.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        log.WriteLine($"exit code {rank.ExitCode}:\n{await output}");
+
+        Assert.Equal(ExitCodes.Failed, rank.ExitCode);
+        Assert.Contains("ranks [1] never published", await output);
+        Assert.DoesNotContain("lost the coordinator", await output);
+        var outcome = await job.Outcome.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(JobPhase.Failed, outcome.Phase);
+        Assert.Contains("rank 0 failed: exchange 'silent/g1/endpoints'", outcome.Reason);
     }
 }
