@@ -55,18 +55,13 @@ public sealed class LayoutProcessTests(ITestOutputHelper log)
     {
         using var temp = new TempDirectory();
         var config = RunConfig.Load(null, ["train.steps=20", "train.warmup_steps=2", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=0",
-            "train.threads=1", "data.synthetic_tokens=30000", "job.world_size=2", "job.checkpoint_every=0", "job.rendezvous_timeout_s=2",
+            "train.threads=1", "data.synthetic_tokens=30000", "job.world_size=2", "job.checkpoint_every=0", "job.rendezvous_timeout_s=8",
             "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=60", "job.max_restarts=0", "run.out_dir=" + temp.Path]);
-        using var data = new TrainingData(config.Data, config.Train.SequenceLength);
-        using var coordinatorLog = new JobLog(null, null);
-        string token = new string('t', 32);
-        using var job = new JobState(new JobSpec("silent", token, config.Job with { Id = "silent" }, config.ToJson(),
-            new Data.BatchPlan(data.Train, config.Train.BatchSize, config.Train.Seed), 1, config.Train.Steps, temp.Path), coordinatorLog);
-        await using var host = await CoordinatorHost.StartAsync(job, coordinatorLog, System.Net.IPAddress.Loopback, 0);
-        using var rank = ChildProcesses.Start(Launch.SelfRankCommand(),
-            new() { ["OEC_COORDINATOR"] = host.Address.ToString(), ["OEC_JOB_ID"] = "silent", ["OEC_JOB_TOKEN"] = token, ["RANK"] = "0" });
+        await using var coordinator = await BareCoordinator.StartAsync(config, "silent");
+        using var rank = coordinator.StartRank(new() { ["RANK"] = "0" });
         var output = rank.StandardOutput.ReadToEndAsync();
-        using var silent = new CoordinatorClient(host.Address, "silent", token); // rank 1: registers, never publishes
+        // job.rendezvous_timeout_s bounds registration too (from the job's start): long enough for a loaded machine to start a rank.
+        using var silent = new CoordinatorClient(coordinator.Host.Address, coordinator.JobId, coordinator.Token); // rank 1: registers, never publishes
         await Task.Run(() => silent.Register(1, 2, "127.0.0.1", TimeSpan.FromMinutes(1))).WaitAsync(TimeSpan.FromMinutes(1));
 
         await rank.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
@@ -75,7 +70,7 @@ public sealed class LayoutProcessTests(ITestOutputHelper log)
         Assert.Equal(ExitCodes.Failed, rank.ExitCode);
         Assert.Contains("ranks [1] never published", await output);
         Assert.DoesNotContain("lost the coordinator", await output);
-        var outcome = await job.Outcome.WaitAsync(TimeSpan.FromSeconds(30));
+        var outcome = await coordinator.Job.Outcome.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(JobPhase.Failed, outcome.Phase);
         Assert.Contains("rank 0 failed: exchange 'silent/g1/endpoints'", outcome.Reason);
     }
