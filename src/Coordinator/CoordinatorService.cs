@@ -49,7 +49,7 @@ sealed class CoordinatorService(JobState job) : Protocol.Coordinator.Coordinator
     }
 
     public async Task<ExchangeReply> Exchange(ExchangeRequest r, string peer, CancellationToken cancel) =>
-        new() { Values = { await Answer(() => job.Exchange(new Caller(r.JobId, r.Generation, r.Rank, peer), r.Key, r.Value, cancel)) } };
+        new() { Values = { await Answer(() => job.Exchange(new Caller(r.JobId, r.Generation, r.Rank, peer), r.Key, r.Value, r.WorldSize, cancel)) } };
 
     public BatchesReply Batches(BatchesRequest r, string peer)
     {

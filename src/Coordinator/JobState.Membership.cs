@@ -65,8 +65,9 @@ public sealed partial class JobState
         }
     }
 
-    /// <summary>Publishes this rank's value under `key`; completes with every rank's value, in rank order.</summary>
-    public async Task<string[]> Exchange(Caller c, string key, string value, CancellationToken cancel)
+    /// <summary>Publishes the value of rank `c.Rank` of a group of `size` callers (0: the whole world) under `key`;
+    /// completes with every member's value, in group rank order.</summary>
+    public async Task<string[]> Exchange(Caller c, string key, string value, int size, CancellationToken cancel)
     {
         Task<string[]> all;
         lock (gate)
@@ -74,7 +75,10 @@ public sealed partial class JobState
             var g = Member(c);
             CheckText("key", key, MaxKey);
             CheckText("value", value, MaxText);
-            if (!g.Exchanges.TryGetValue(key, out var x)) g.Exchanges[key] = x = new Gather(World);
+            size = GroupSize(c, key, size);
+            if (!g.Exchanges.TryGetValue(key, out var x)) g.Exchanges[key] = x = new Gather(size);
+            if (x.Values.Length != size)
+                throw Refuse(RefusalKind.InvalidArgument, $"exchange '{key}': rank {c.Rank} says the group has {size} ranks, an earlier caller said {x.Values.Length}");
             if (x.Values[c.Rank] is not null) throw Refuse(RefusalKind.AlreadyExists, $"exchange '{key}': rank {c.Rank} published twice");
             x.Values[c.Rank] = value;
             if (x.Values.All(v => v is not null)) x.Done.TrySetResult(x.Values.Select(v => v!).ToArray());
@@ -93,6 +97,17 @@ public sealed partial class JobState
             throw new JobRefusal(RefusalKind.DeadlineExceeded,
                 $"exchange '{key}': rank {c.Rank} waited {timeout.TotalSeconds:0} s; ranks [{string.Join(", ", missing)}] never published");
         }
+    }
+
+    // Caller holds the lock. An exchange's group size, 1..World (0 stands for World), with the caller's rank inside it.
+    int GroupSize(Caller c, string key, int size)
+    {
+        if (size == 0) size = World;
+        if (size < 1 || size > World)
+            throw Refuse(RefusalKind.InvalidArgument, $"exchange '{key}': a group of {size} ranks in a world of {World} (expected 1..{World})");
+        if (c.Rank >= size)
+            throw Refuse(RefusalKind.InvalidArgument, $"exchange '{key}': rank {c.Rank} outside its group of {size} ranks");
+        return size;
     }
 
     /// <summary>A rank is alive with `step` steps done and these logged steps (oldest first); answers what it must do.</summary>

@@ -1,5 +1,6 @@
-// Over real gRPC: registration waits for the whole world, exchanges return every rank's value in rank order, and a
-// rendezvous that never completes fails the generation naming the missing rank.
+// Over real gRPC: registration waits for the whole world, exchanges return every rank's value in rank order (a split's
+// group's exchange waits for its group alone), and a rendezvous that never completes fails the generation naming the
+// missing rank.
 using Job;
 using Coordinator.Protocol;
 using Grpc.Core;
@@ -65,4 +66,56 @@ public sealed class RendezvousTests
         Assert.Contains("ranks [1] of 2 never registered", outcome.Reason);
         Assert.Equal(JobPhase.Failed, grpc.Job.State.Phase);
     }
+
+    [Fact]
+    public async Task An_exchange_of_a_group_smaller_than_the_world_completes_with_the_group_alone()
+    {
+        await using var grpc = await GrpcJob.StartAsync();
+        var groupKey = (await RegisterWorld(grpc))[0].Bootstrap.GroupKey;
+
+        // World rank 1 is rank 0 of a one-rank split group: it must not wait for world rank 0.
+        var alone = await grpc.Client.ExchangeAsync(Publish(groupKey + "/split0/color1/endpoints", 0, "10.0.0.1:6001", size: 1), GrpcJob.Call()).ResponseAsync.Within();
+
+        Assert.Equal(["10.0.0.1:6001"], alone.Values);
+        Assert.Equal(JobPhase.Running, grpc.Job.State.Phase);
+    }
+
+    [Fact]
+    public async Task Callers_of_one_key_that_disagree_on_its_group_size_are_refused_naming_the_key_and_both_sizes()
+    {
+        await using var grpc = await GrpcJob.StartAsync();
+        var key = (await RegisterWorld(grpc))[0].Bootstrap.GroupKey + "/split0/color0/endpoints";
+        var first = grpc.Client.ExchangeAsync(Publish(key, 0, "10.0.0.0:6000", size: 2), GrpcJob.Call()).ResponseAsync;
+
+        var e = await Assert.ThrowsAsync<RpcException>(() =>
+            grpc.Client.ExchangeAsync(Publish(key, 0, "10.0.0.1:6001", size: 1), GrpcJob.Call()).ResponseAsync.Within());
+
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains($"exchange '{key}'", e.Status.Detail);
+        Assert.Contains("says the group has 1 ranks, an earlier caller said 2", e.Status.Detail);
+        Assert.False(first.IsCompleted, "the exchange of two returned with one rank published");
+    }
+
+    [Theory]
+    [InlineData(3, 0, "a group of 3 ranks in a world of 2")]
+    [InlineData(-1, 0, "a group of -1 ranks in a world of 2")]
+    [InlineData(1, 1, "rank 1 outside its group of 1 ranks")]
+    public async Task An_exchange_group_beyond_the_world_or_a_rank_outside_its_group_is_refused(int size, int rank, string expected)
+    {
+        await using var grpc = await GrpcJob.StartAsync();
+        var key = (await RegisterWorld(grpc))[0].Bootstrap.GroupKey + "/split0/color0/endpoints";
+
+        var e = await Assert.ThrowsAsync<RpcException>(() =>
+            grpc.Client.ExchangeAsync(Publish(key, rank, "10.0.0.0:6000", size), GrpcJob.Call()).ResponseAsync.Within());
+
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains(expected, e.Status.Detail);
+    }
+
+    static async Task<RegisterReply[]> RegisterWorld(GrpcJob grpc) =>
+        await Task.WhenAll(Enumerable.Range(0, TestJob.World)
+            .Select(r => grpc.Client.RegisterAsync(TestJob.RegisterRequest(r), GrpcJob.Call()).ResponseAsync)).Within();
+
+    static ExchangeRequest Publish(string key, int rank, string value, int size) =>
+        new() { JobId = TestJob.JobId, Generation = 1, Rank = rank, Key = key, Value = value, WorldSize = size };
 }

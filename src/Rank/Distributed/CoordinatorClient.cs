@@ -91,9 +91,22 @@ public sealed class CoordinatorClient : IRendezvous, IDisposable
         catch (RpcException) { }
     }
 
-    public IReadOnlyList<string> AllGather(string key, int rank, int worldSize, string value, TimeSpan timeout) =>
-        client.Exchange(new ExchangeRequest { JobId = JobId, Generation = Generation, Rank = rank, Key = key, Value = value },
-            deadline: Deadline(timeout + CallTimeout)).Values;
+    /// <summary>The coordinator waits job.rendezvous_timeout_s for the group; its DeadlineExceeded before this call's
+    /// own deadline is the group's timeout (a peer never published: TimeoutException, a failure of the generation), not
+    /// a lost coordinator.</summary>
+    public IReadOnlyList<string> AllGather(string key, int rank, int worldSize, string value, TimeSpan timeout)
+    {
+        var deadline = Deadline(timeout + CallTimeout);
+        try
+        {
+            return client.Exchange(new ExchangeRequest { JobId = JobId, Generation = Generation, Rank = rank, Key = key, Value = value, WorldSize = worldSize },
+                deadline: deadline).Values;
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.DeadlineExceeded && DateTime.UtcNow < deadline)
+        {
+            throw new TimeoutException(e.Status.Detail, e);
+        }
+    }
 
     public void ReportFailure(string key, string message) =>
         client.ReportFailure(new FailureRequest { JobId = JobId, Generation = Generation, Rank = Rank, Key = key, Message = Clip(message) },
