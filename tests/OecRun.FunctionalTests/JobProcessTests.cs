@@ -196,4 +196,22 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         Assert.Equal(2, rank.ExitCode);
         Assert.Contains("OEC_JOB_TOKEN", error);
     }
+
+    [Fact]
+    public async Task A_rank_started_before_its_coordinator_answers_keeps_asking_then_exits_as_having_lost_it()
+    {
+        var clock = Stopwatch.StartNew();
+        using var rank = ChildProcesses.Start(Launch.SelfRankCommand(), new()
+        {
+            ["OEC_COORDINATOR"] = "http://127.0.0.1:9", ["OEC_JOB_ID"] = "early", ["OEC_JOB_TOKEN"] = new string('t', 32),
+            ["OEC_REGISTER_TIMEOUT_S"] = "3",
+        });
+        var output = rank.StandardOutput.ReadToEndAsync();
+        await rank.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+
+        // Refused with 2 at once before (which a Kubernetes Job takes as fatal); now it asks for 3 s, then exits 5.
+        Assert.Equal(ExitCodes.LostCoordinator, rank.ExitCode);
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(3), $"exited after {clock.Elapsed.TotalSeconds:F1} s: it did not keep asking");
+        Assert.Contains("no coordinator answered at http://127.0.0.1:9/ for 3 s", await output);
+    }
 }

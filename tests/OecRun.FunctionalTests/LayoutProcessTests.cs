@@ -55,7 +55,7 @@ public sealed class LayoutProcessTests(ITestOutputHelper log)
         var output = rank.StandardOutput.ReadToEndAsync();
         // job.rendezvous_timeout_s bounds registration too (from the job's start): long enough for a loaded machine to start a rank.
         using var silent = new CoordinatorClient(coordinator.Host.Address, coordinator.JobId, coordinator.Token); // rank 1: registers, never publishes
-        await Task.Run(() => silent.Register(1, 2, "127.0.0.1", TimeSpan.FromMinutes(1))).WaitAsync(TimeSpan.FromMinutes(1));
+        await Task.Run(() => silent.Register(1, 2, "127.0.0.1", TimeSpan.FromMinutes(1), unreachableFor: TimeSpan.Zero)).WaitAsync(TimeSpan.FromMinutes(1));
 
         await rank.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
         log.WriteLine($"exit code {rank.ExitCode}:\n{await output}");

@@ -40,15 +40,27 @@ public sealed class CoordinatorClient : IRendezvous, IDisposable
 
     static DateTime Deadline(TimeSpan timeout) => DateTime.UtcNow + timeout;
 
-    /// <summary>Blocks until the generation's world is complete (the coordinator's job.rendezvous_timeout_s bounds it).</summary>
-    public RegisterReply Register(int requestedRank, int worldSize, string host, TimeSpan timeout)
+    /// <summary>Blocks until the generation's world is complete (the coordinator's job.rendezvous_timeout_s bounds it).
+    /// A coordinator not answering yet (a rank started first, or the coordinator restarting) is asked again, after
+    /// 0.25 s, 0.5 s, ... up to 5 s between tries, for <paramref name="unreachableFor"/>; then the last Unavailable
+    /// is thrown. Any other refusal is thrown at once.</summary>
+    public RegisterReply Register(int requestedRank, int worldSize, string host, TimeSpan timeout, TimeSpan unreachableFor)
     {
-        var reply = client.Register(new RegisterRequest
+        var request = new RegisterRequest { JobId = JobId, RequestedRank = requestedRank, WorldSize = worldSize, Host = host, Pid = Environment.ProcessId };
+        var giveUp = DateTime.UtcNow + unreachableFor;
+        for (var pause = TimeSpan.FromSeconds(0.25); ; pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, TimeSpan.FromSeconds(5).Ticks)))
         {
-            JobId = JobId, RequestedRank = requestedRank, WorldSize = worldSize, Host = host, Pid = Environment.ProcessId,
-        }, deadline: Deadline(timeout));
-        (Generation, Rank) = (reply.Generation, reply.Rank);
-        return reply;
+            try
+            {
+                var reply = client.Register(request, deadline: Deadline(timeout));
+                (Generation, Rank) = (reply.Generation, reply.Rank);
+                return reply;
+            }
+            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable && DateTime.UtcNow < giveUp)
+            {
+                Thread.Sleep(TimeSpan.FromTicks(Math.Clamp((giveUp - DateTime.UtcNow).Ticks, 0, pause.Ticks)));
+            }
+        }
     }
 
     /// <summary>This rank's sequences of a step, fetched ahead in blocks.</summary>

@@ -31,9 +31,15 @@ public static class RankProcess
 
         using var client = new CoordinatorClient(uri, jobId, token);
         Coordinator.Protocol.RegisterReply registration;
+        var unreachableFor = TimeSpan.FromSeconds(Double("OEC_REGISTER_TIMEOUT_S") ?? 120); // job.rendezvous_timeout_s's default: the job's own is not known yet
         try
         {
-            registration = client.Register(requested, worldSize, host, TimeSpan.FromMinutes(30));
+            registration = client.Register(requested, worldSize, host, TimeSpan.FromMinutes(30), unreachableFor);
+        }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable)
+        {
+            console.WriteLine($"rank: no coordinator answered at {uri} for {unreachableFor.TotalSeconds:0} s (OEC_REGISTER_TIMEOUT_S): {e.Status.Detail}; exiting");
+            return ExitCodes.LostCoordinator; // a supervisor starts it again: the coordinator may come back
         }
         catch (RpcException e)
         {
@@ -99,6 +105,11 @@ public static class RankProcess
 
     static int? Int(string name) => Env(name) is { } v
         ? int.TryParse(v, out int n) ? n : throw new ArgumentException($"{name} = '{v}': not an integer")
+        : null;
+
+    static double? Double(string name) => Env(name) is { } v
+        ? double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double x) && x >= 0 ? x
+            : throw new ArgumentException($"{name} = '{v}': not a number of seconds >= 0")
         : null;
 
     static string DefaultHost(Uri coordinator)
