@@ -1,4 +1,4 @@
-// The divergence rules over a job's logged steps: non-finite loss, loss spike, max |logit| and ||mu|| limits and rates.
+// The divergence rules over a job's logged steps: non-finite loss, loss above the untrained loss, loss spike, max |logit| and ||mu|| limits and rates.
 using Job;
 using System.Globalization;
 
@@ -15,7 +15,8 @@ public sealed record DivergenceEvent(string Rule, long Step, string Values)
 /// against the healthy steps before it. A step that breaks no rule joins the history; one that breaks a rule does not
 /// (the caller decides: a rollback truncates the history to the checkpoint's step, a warning records the step anyway). Not thread-safe: JobState calls it under its lock.
 /// </summary>
-public sealed class DivergenceMonitor(DivergenceOptions options)
+/// <param name="untrainedLoss">ln V of the job's padded vocabulary, for divergence.loss_above_untrained; null: that rule is off.</param>
+public sealed class DivergenceMonitor(DivergenceOptions options, double? untrainedLoss = null)
 {
     const int MaxHistory = 100_000;
 
@@ -69,6 +70,10 @@ public sealed class DivergenceMonitor(DivergenceOptions options)
             return Fire("mu_norm_limit", $"mu_norm {F(p.MuNorm)} > {F(options.MuNormLimit)}");
         if (Rate("max_abs_logit", options.MaxAbsLogitRate, p, q => q.MaxAbsLogit) is { } logits) return Fire("max_abs_logit_rate", logits);
         if (Rate("mu_norm", options.MuNormRate, p, q => q.MuNorm) is { } mu) return Fire("mu_norm_rate", mu);
+        // The backstop, after the rules a user sets: a loss no trained or untrained model has.
+        if (options.LossAboveUntrained > 0 && untrainedLoss is double l0 && p.TrainLoss > l0 + options.LossAboveUntrained)
+            return Fire("loss_above_untrained", $"train_loss {F(p.TrainLoss)} > {F(l0 + options.LossAboveUntrained)}: the untrained loss ln V = {F(l0)} " +
+                                                $"plus divergence.loss_above_untrained = {F(options.LossAboveUntrained)}");
         return null;
 
         string? Rate(string name, double limit, StepMetrics now, Func<StepMetrics, double> read)

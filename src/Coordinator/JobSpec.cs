@@ -15,6 +15,10 @@ public sealed record JobSpec(string JobId, string Token, JobOptions Options, str
     /// <summary>The divergence rules and what happens when one fires (the run's `divergence` section).</summary>
     public DivergenceOptions Divergence { get; init; } = new();
 
+    /// <summary>ln V of the padded vocabulary: the loss of an untrained model, which divergence.loss_above_untrained
+    /// measures from. Null (the coordinator was not told): that rule is off.</summary>
+    public double? UntrainedLoss { get; init; }
+
     /// <summary>The resume check: the configuration JSON of the checkpoint a resumed job starts from -> a message naming
     /// the section and values that differ from this run's, or null when the run may continue it. Null: the model and
     /// data sections are compared as JSON text.</summary>

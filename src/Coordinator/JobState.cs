@@ -40,7 +40,7 @@ public sealed partial class JobState : IDisposable
         spec.Validate();
         (this.spec, this.log) = (spec, log);
         catalog = new CheckpointCatalog(Path.Combine(spec.OutDir, "checkpoints"), log.Info);
-        monitor = new DivergenceMonitor(spec.Divergence);
+        monitor = new DivergenceMonitor(spec.Divergence, spec.UntrainedLoss);
         var (step, from, manifest) = InitialCheckpoint();
         schedule = new DataSchedule(manifest?.DataSkips);
         learningRateScale = manifest?.LearningRateScale ?? 1;

@@ -25,6 +25,10 @@ public sealed record DivergenceOptions
     /// <summary>train_loss above this many times the mean of the loss_window logged steps before it.</summary>
     public double LossSpikeFactor { get; init; } = 2;
     public int LossWindow { get; init; } = 5;
+    /// <summary>train_loss above the untrained loss (ln V: a uniform prediction over the padded vocabulary) by more than
+    /// this many nats. It catches a run that diverged before the spike rule had a healthy window to compare with, or
+    /// whose window diverged with it; an untrained model starts within a fraction of a nat of ln V.</summary>
+    public double LossAboveUntrained { get; init; } = 1;
     /// <summary>max |logit| above this value.</summary>
     public double MaxAbsLogitLimit { get; init; }
     /// <summary>||mu|| above this value.</summary>
@@ -43,6 +47,8 @@ public sealed record DivergenceOptions
     {
         if (!Enum.IsDefined(Action)) throw new ArgumentException($"divergence.action = {Action}: expected rollback, stop or warn");
         if (!(LossSpikeFactor == 0 || LossSpikeFactor > 1)) throw new ArgumentException($"divergence.loss_spike_factor = {LossSpikeFactor}: must be 0 (off) or above 1");
+        if (!(LossAboveUntrained >= 0) || double.IsInfinity(LossAboveUntrained))
+            throw new ArgumentException($"divergence.loss_above_untrained = {LossAboveUntrained}: must be 0 (off) or a positive number of nats");
         if (LossWindow < 1) throw new ArgumentException($"divergence.loss_window = {LossWindow}: must be >= 1");
         foreach (var (key, value) in new[] { ("max_abs_logit_limit", MaxAbsLogitLimit), ("mu_norm_limit", MuNormLimit), ("max_abs_logit_rate", MaxAbsLogitRate), ("mu_norm_rate", MuNormRate) })
             if (!(value >= 0) || double.IsInfinity(value)) throw new ArgumentException($"divergence.{key} = {value}: must be 0 (off) or a positive number");

@@ -44,6 +44,25 @@ public class DivergenceMonitorTests
     }
 
     [Fact]
+    public void A_loss_far_above_the_untrained_loss_fires_even_when_the_spike_rule_has_only_diverged_steps_to_compare_with()
+    {
+        double lnV = Math.Log(512);
+        // issue 17's run at learning rate 30 without OEC: 807 at the first logged step, then a window of diverged losses
+        var monitor = new DivergenceMonitor(Rules(o => o with { LossAboveUntrained = 0 }), lnV);
+        foreach (var (step, loss) in new[] { (10, 807.0), (20, 32_691.0), (30, 20_000.0), (40, 30_000.0), (50, 304.0) })
+            Assert.Null(monitor.Check(Point(step, loss, 1, 1))); // the spike rule alone lets every one of them pass
+
+        var rules = new DivergenceMonitor(Rules(), lnV); // the default: 1 nat above ln V
+        var fired = rules.Check(Point(10, 807, 1, 1));
+        Assert.Equal(("loss_above_untrained", 10L), (fired?.Rule, fired?.Step));
+        Assert.Contains("train_loss 807 > 7.23832: the untrained loss ln V = 6.23832 plus divergence.loss_above_untrained = 1", fired!.Values);
+
+        // an untrained model starts within a fraction of a nat of ln V: no alarm; without ln V the rule is off
+        Assert.Null(rules.Check(Point(20, lnV + 0.5, 1, 1)));
+        Assert.Null(new DivergenceMonitor(Rules()).Check(Point(10, 807, 1, 1)));
+    }
+
+    [Fact]
     public void Limits_fire_above_their_value_and_NaN_statistics_break_no_rule()
     {
         var monitor = new DivergenceMonitor(Rules(o => o with { MaxAbsLogitLimit = 100, MuNormLimit = 5 }));

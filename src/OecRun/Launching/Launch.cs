@@ -90,7 +90,13 @@ public static class Launch
         log = new JobLog(console, Path.Combine(outDir, "coordinator.log"));
         try
         {
-            return new JobState(new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir) { Divergence = config.Divergence, ResumeConflict = config.ResumeConflict }, log);
+            var spec = new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir)
+            {
+                Divergence = config.Divergence,
+                ResumeConflict = config.ResumeConflict,
+                UntrainedLoss = Math.Log(config.Model.PaddedVocab(config.Data.ResolvedVocabSize)), // ln V: a uniform prediction
+            };
+            return new JobState(spec, log);
         }
         catch
         {
