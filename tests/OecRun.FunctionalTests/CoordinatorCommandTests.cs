@@ -4,11 +4,8 @@ using OecRun.Launching;
 
 namespace OecRun.FunctionalTests;
 
-public partial class CoordinatorCommandTests
+public class CoordinatorCommandTests
 {
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill")]
-    private static partial int Kill(int pid, int signal);
-
     [Fact]
     public void The_coordinator_command_stops_on_SIGTERM_and_exits_with_0()
     {
@@ -21,7 +18,7 @@ public partial class CoordinatorCommandTests
         while ((line = coordinator.StandardOutput.ReadLine()) is not null && !line.Contains("listening on") && clock.Elapsed < TimeSpan.FromSeconds(60)) { }
         Assert.Contains("listening on", line);
 
-        Assert.Equal(0, Kill(coordinator.Id, 15)); // SIGTERM
+        ChildProcesses.Signal(coordinator, 15); // SIGTERM
         Assert.True(coordinator.WaitForExit(TimeSpan.FromSeconds(30)), "the coordinator still runs 30 s after SIGTERM");
 
         Assert.Equal(0, coordinator.ExitCode);

@@ -1,17 +1,13 @@
 // The cluster shape on one machine: `oecrun coordinator --linger` and two pods of `oecrun rank --local-ranks 2`.
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using OecRun.Launching;
 using Xunit.Abstractions;
 
 namespace OecRun.FunctionalTests;
 
-public partial class PodRanksTests(ITestOutputHelper log)
+public class PodRanksTests(ITestOutputHelper log)
 {
-    [LibraryImport("libc", EntryPoint = "kill")]
-    private static partial int Kill(int pid, int signal);
-
     static readonly string[] Job =
     [
         "job.id=pods", "job.world_size=4", "train.steps=20", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32",
@@ -57,7 +53,7 @@ public partial class PodRanksTests(ITestOutputHelper log)
             string metrics = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
             Assert.Contains("oec_step{otel_scope_name=\"Oec.Coordinator\",job=\"pods\",rank=\"3\"} 20", metrics);
 
-            Assert.Equal(0, Kill(coordinator.Id, 15)); // SIGTERM
+            ChildProcesses.Signal(coordinator, 15); // SIGTERM
             Assert.True(coordinator.WaitForExit(TimeSpan.FromSeconds(30)), "the lingering coordinator still runs 30 s after SIGTERM");
             Assert.Equal(0, coordinator.ExitCode);
         }

@@ -4,11 +4,8 @@ using OecRun.Launching;
 
 namespace OecRun.FunctionalTests;
 
-public partial class TrainSignalTests
+public class TrainSignalTests
 {
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill")]
-    private static partial int Kill(int pid, int signal);
-
     [Theory]
     [InlineData(15)] // SIGTERM: Kubernetes, systemd and every process supervisor stop with it
     [InlineData(1)]  // SIGHUP: the terminal closed
@@ -25,7 +22,7 @@ public partial class TrainSignalTests
         while ((line = train.StandardOutput.ReadLine()) is not null && !line.Contains("step     3/") && clock.Elapsed < TimeSpan.FromSeconds(90)) { }
         Assert.NotNull(line); // it trains
 
-        Assert.Equal(0, Kill(train.Id, signal));
+        ChildProcesses.Signal(train, signal);
         string rest = await train.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(60));
         Assert.True(train.WaitForExit(TimeSpan.FromSeconds(60)), $"oecrun train still runs 60 s after signal {signal}");
 

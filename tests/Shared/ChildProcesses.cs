@@ -4,8 +4,17 @@ using OecRun.Launching;
 
 namespace Tests;
 
-internal static class ChildProcesses
+internal static partial class ChildProcesses
 {
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill")]
+    private static partial int Kill(int pid, int signal);
+
+    /// <summary>Sends a POSIX signal (15 SIGTERM, 1 SIGHUP, 2 SIGINT) to a child, as a supervisor would; throws if it cannot.</summary>
+    public static void Signal(Process process, int signal)
+    {
+        if (Kill(process.Id, signal) != 0) throw new InvalidOperationException($"kill({process.Id}, {signal}) failed");
+    }
+
     /// <summary>Starts a command with its output redirected; an environment value of null removes the variable.</summary>
     public static Process Start(ProcessCommand command, Dictionary<string, string?> environment)
     {
