@@ -32,9 +32,9 @@ public sealed class GradientBucketer : IDisposable
     }
 
     /// <summary>Number of buckets (each is one all-reduce per AverageGradients).</summary>
-    public int BucketCount => this.buckets.Length;
+    public int BucketCount => buckets.Length;
 
-    public int GroupCount => this.groups.Length;
+    public int GroupCount => groups.Length;
 
     /// <summary>Overwrites every parameter with root's values, so all replicas start identical.</summary>
     public void BroadcastParameters(int root = 0)
@@ -43,10 +43,10 @@ public sealed class GradientBucketer : IDisposable
         lock (gate)
             if (pending.Any(p => p is not null))
                 throw new InvalidOperationException("BroadcastParameters during a round of Ready: call AverageGradients first");
-        foreach (var b in this.buckets)
+        foreach (var b in buckets)
         {
             Pack(b, p => p);
-            this.comm.Broadcast(b.Flat, root);
+            comm.Broadcast(b.Flat, root);
             Unpack(b, (p, slice) => p.copy_(slice));
         }
     }
@@ -55,8 +55,8 @@ public sealed class GradientBucketer : IDisposable
     /// (Average). Called during backward, at most once per group and round; any group order, the same on all ranks.</summary>
     public void Ready(int group)
     {
-        if (group < 0 || group >= this.groups.Length)
-            throw new ArgumentOutOfRangeException(nameof(group), $"group {group} outside [0, {this.groups.Length})");
+        if (group < 0 || group >= groups.Length)
+            throw new ArgumentOutOfRangeException(nameof(group), $"group {group} outside [0, {groups.Length})");
         lock (gate)
         {
             if (pending[group] is not null)
@@ -75,7 +75,7 @@ public sealed class GradientBucketer : IDisposable
         {
             if (pending.All(p => p is null))
             {
-                foreach (var b in this.buckets)
+                foreach (var b in buckets)
                 {
                     Pack(b, p => p.grad);
                     comm.AllReduce(b.Flat, ReduceOp.Average);
@@ -83,10 +83,10 @@ public sealed class GradientBucketer : IDisposable
                 }
                 return;
             }
-            for (var g = 0; g < this.groups.Length; g++)
-                if (this.pending[g] is null) Start(g);
+            for (var g = 0; g < groups.Length; g++)
+                if (pending[g] is null) Start(g);
             WaitAll();
-            foreach (var b in this.buckets) Unpack(b, SetGrad);
+            foreach (var b in buckets) Unpack(b, SetGrad);
         }
     }
 
@@ -97,13 +97,13 @@ public sealed class GradientBucketer : IDisposable
             try { WaitAll(); } // no all-reduce may still write a buffer that is freed here
             catch (CollectiveException) { }
         }
-        foreach (var b in this.buckets) b.Flat.Dispose();
+        foreach (var b in buckets) b.Flat.Dispose();
     }
 
     private void Start(int group)
     {
         using var _ = torch.no_grad();
-        this.pending[group] = this.groups[group].Select(b =>
+        pending[group] = groups[group].Select(b =>
         {
             Pack(b, p => p.grad);
             return comm.AllReduceAsync(b.Flat, ReduceOp.Average);
@@ -114,12 +114,12 @@ public sealed class GradientBucketer : IDisposable
     private void WaitAll()
     {
         CollectiveException? first = null;
-        foreach (var pending in this.pending.Where(p => p is not null).SelectMany(p => p!))
+        foreach (var pending in pending.Where(p => p is not null).SelectMany(p => p!))
         {
             try { pending.Wait(); }
             catch (CollectiveException e) { first ??= e; }
         }
-        Array.Clear(this.pending);
+        Array.Clear(pending);
         if (first is not null) throw first;
     }
 

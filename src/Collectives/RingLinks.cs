@@ -61,7 +61,7 @@ internal sealed class RingLinks : IDisposable
     {
         try
         {
-            while (!bytes.IsEmpty) bytes = bytes[this.toNext.Send(bytes)..];
+            while (!bytes.IsEmpty) bytes = bytes[toNext.Send(bytes)..];
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
@@ -76,7 +76,7 @@ internal sealed class RingLinks : IDisposable
         {
             while (!bytes.IsEmpty)
             {
-                var n = this.fromPrev.Receive(bytes);
+                var n = fromPrev.Receive(bytes);
                 if (n == 0) throw new PeerIoException(Prev, PrevEndpoint, $"rank {Prev} closed the connection");
                 bytes = bytes[n..];
             }
@@ -90,7 +90,7 @@ internal sealed class RingLinks : IDisposable
     /// <summary>Closes both sockets; blocked sends and receives on other threads fail at once.</summary>
     public void Dispose()
     {
-        Close(this.toNext);
+        Close(toNext);
         Close(fromPrev);
     }
 

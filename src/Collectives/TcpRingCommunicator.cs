@@ -64,8 +64,8 @@ public sealed class TcpRingCommunicator : ICommunicator
         ObjectDisposedException.ThrowIf(disposed, this);
         lock (queueGate)
         {
-            this.queue ??= new Worker($"ring-async {this.groupKey} r{Rank}");
-            return new Pending(this, lastQueued = this.queue.Post(() => RunAllReduce(tensor, op)));
+            queue ??= new Worker($"ring-async {groupKey} r{Rank}");
+            return new Pending(this, lastQueued = queue.Post(() => RunAllReduce(tensor, op)));
         }
     }
 
@@ -134,15 +134,15 @@ public sealed class TcpRingCommunicator : ICommunicator
 
     public void Dispose()
     {
-        if (this.disposed) return;
-        this.disposed = true;
+        if (disposed) return;
+        disposed = true;
         active?.Abort();
         links?.Dispose();
         sender?.Dispose();
-        this.queue?.Dispose(); // queued all-reduces that did not run yet fail (disposed) and their Wait throws
+        queue?.Dispose(); // queued all-reduces that did not run yet fail (disposed) and their Wait throws
     }
 
-    public override string ToString() => $"TcpRingCommunicator(group '{this.groupKey}', rank {Rank} of {WorldSize})";
+    public override string ToString() => $"TcpRingCommunicator(group '{groupKey}', rank {Rank} of {WorldSize})";
 
     // Synchronous operations run after every queued all-reduce, so all ranks see one order of operations.
     private void Drain()
@@ -157,8 +157,8 @@ public sealed class TcpRingCommunicator : ICommunicator
     private void Await(Job job)
     {
         var timeout = options.EffectiveTimeout + TimeSpan.FromMilliseconds(Math.Min(1000, options.EffectiveTimeout.TotalMilliseconds / 4));
-        for (var seen = this.queue!.Finished; !job.Wait(timeout); seen = this.queue.Finished)
-            if (this.queue.Finished == seen)
+        for (var seen = queue!.Finished; !job.Wait(timeout); seen = queue.Finished)
+            if (queue.Finished == seen)
                 throw new CollectiveException(Fail("a queued AllReduce",
                     new TimeoutException($"no queued all-reduce finished within {timeout.TotalSeconds:0.###} s")));
     }
@@ -197,7 +197,7 @@ public sealed class TcpRingCommunicator : ICommunicator
     private void Execute(Opcode opcode, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
     {
         ObjectDisposedException.ThrowIf(this.disposed, this);
-        if (this.broken is not null) throw new CollectiveException($"rank {Rank}: communicator is broken by an earlier failure: {this.broken}");
+        if (broken is not null) throw new CollectiveException($"rank {Rank}: communicator is broken by an earlier failure: {broken}");
         var pass = new RingPass(this, opcode, ++sequence, flat, chunks, steps, op);
         var progress = active = new Progress();
         try
@@ -206,13 +206,13 @@ public sealed class TcpRingCommunicator : ICommunicator
             if (steps.Any(s => s.Recv >= 0)) pass.ReceiveAll(progress);
             if (job is not null) AwaitSend(job, pass.Name);
         }
-        catch (Exception e) when (e is not CollectiveException || this.broken is null)
+        catch (Exception e) when (e is not CollectiveException || broken is null)
         {
             throw new CollectiveException(Fail(pass.Name, e), e);
         }
         catch (CollectiveException e)
         {
-            throw new CollectiveException(this.broken!, e);
+            throw new CollectiveException(broken!, e);
         }
         finally
         {
@@ -234,18 +234,18 @@ public sealed class TcpRingCommunicator : ICommunicator
     {
         lock (failGate)
         {
-            if (this.broken is not null) return this.broken;
-            if (this.disposed) return this.broken = $"group '{groupKey}': rank {Rank} was disposed during {opName}";
+            if (broken is not null) return broken;
+            if (disposed) return broken = $"group '{groupKey}': rank {Rank} was disposed during {opName}";
             var root = Unwrap(cause);
             if (root is PeerIoException { TimedOut: true } stall) root = BlameStalled(stall);
             var local = root is PeerIoException p
                 ? $"rank {p.PeerRank} ({p.PeerEndpoint}) failed: {p.What}; seen by rank {Rank} during {opName}"
                 : $"rank {Rank} failed during {opName}: {root.Message}";
             var first = FirstFailure() ?? ReportAndRead(local);
-            this.broken = first == local ? $"group '{groupKey}': {local}" : $"group '{groupKey}': {first} (then rank {Rank} saw: {local})";
+            broken = first == local ? $"group '{groupKey}': {local}" : $"group '{groupKey}': {first} (then rank {Rank} saw: {local})";
             active?.Abort();
             links?.Dispose(); // after the report, so a neighbour that sees our EOF finds the original cause
-            return this.broken;
+            return broken;
         }
     }
 
@@ -256,12 +256,12 @@ public sealed class TcpRingCommunicator : ICommunicator
     {
         try
         {
-            this.rendezvous.ReportFailure($"{groupKey}/stalled/{Rank}", stall.PeerRank.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            rendezvous.ReportFailure($"{groupKey}/stalled/{Rank}", stall.PeerRank.ToString(System.Globalization.CultureInfo.InvariantCulture));
             Thread.Sleep(TimeSpan.FromMilliseconds(Math.Min(1000, options.EffectiveTimeout.TotalMilliseconds / 4)));
             var suspect = stall.PeerRank;
             for (var hops = 0; hops < WorldSize; hops++)
             {
-                if (!int.TryParse(this.rendezvous.Failure($"{groupKey}/stalled/{suspect}"), out var next) || next == Rank) break;
+                if (!int.TryParse(rendezvous.Failure($"{groupKey}/stalled/{suspect}"), out var next) || next == Rank) break;
                 suspect = next;
             }
             if (suspect == stall.PeerRank) return stall;
@@ -279,13 +279,13 @@ public sealed class TcpRingCommunicator : ICommunicator
 
     private string? FirstFailure()
     {
-        try { return this.rendezvous.Failure(groupKey); }
+        try { return rendezvous.Failure(groupKey); }
         catch (Exception) { return null; } // the rendezvous itself may be gone; the local view still names a peer
     }
 
     private string ReportAndRead(string local)
     {
-        try { this.rendezvous.ReportFailure(groupKey, local); }
+        try { rendezvous.ReportFailure(groupKey, local); }
         catch (Exception) { return local; }
         return FirstFailure() ?? local;
     }
@@ -304,32 +304,32 @@ public sealed class TcpRingCommunicator : ICommunicator
         private readonly int elementBytes;
         private readonly long[] recvBase;   // segments received before step t
 
-        public string Name => $"{this.opcode} #{this.sequence} ({this.flat.numel()} x {this.flat.dtype})";
+        public string Name => $"{opcode} #{sequence} ({flat.numel()} x {flat.dtype})";
 
         public RingPass(TcpRingCommunicator c, Opcode opcode, int sequence, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
         {
             (this.c, this.opcode, this.sequence, this.flat, this.chunks, this.steps, this.op) = (c, opcode, sequence, flat, chunks, steps, op);
             elementBytes = TensorMemory.ElementBytes(flat);
-            this.segment = Math.Max(1, c.options.ChunkBytes / elementBytes);
+            segment = Math.Max(1, c.options.ChunkBytes / elementBytes);
             recvBase = new long[steps.Length + 1];
             for (var t = 0; t < steps.Length; t++)
-                recvBase[t + 1] = recvBase[t] + (steps[t].Recv >= 0 ? RingPlan.Segments(chunks[steps[t].Recv], this.segment) : 0);
+                recvBase[t + 1] = recvBase[t] + (steps[t].Recv >= 0 ? RingPlan.Segments(chunks[steps[t].Recv], segment) : 0);
         }
 
         public void SendAll(Progress progress)
         {
-            var links = this.c.links!;
+            var links = c.links!;
             links.Send(Header());
-            for (var t = 0; t < this.steps.Length; t++)
+            for (var t = 0; t < steps.Length; t++)
             {
-                var send = this.steps[t].Send;
+                var send = steps[t].Send;
                 if (send < 0) continue;
-                var forwards = t > 0 && this.steps[t - 1].Recv == send;
-                var chunk = this.chunks[send];
-                for (long k = 0; k < RingPlan.Segments(chunk, this.segment); k++)
+                var forwards = t > 0 && steps[t - 1].Recv == send;
+                var chunk = chunks[send];
+                for (long k = 0; k < RingPlan.Segments(chunk, segment); k++)
                 {
-                    if (forwards && !progress.WaitFor(recvBase[t - 1] + k + 1, this.c.options.EffectiveTimeout))
-                        throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {this.c.options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
+                    if (forwards && !progress.WaitFor(recvBase[t - 1] + k + 1, c.options.EffectiveTimeout))
+                        throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {c.options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
                     links.Send(Bytes(SegmentOf(chunk, k)));
                 }
             }
@@ -337,15 +337,15 @@ public sealed class TcpRingCommunicator : ICommunicator
 
         public void ReceiveAll(Progress progress)
         {
-            var links = this.c.links!;
+            var links = c.links!;
             Span<byte> header = stackalloc byte[HeaderBytes];
             links.Receive(header);
             CheckHeader(header);
-            using var scratch = this.steps.Any(s => s.Reduce && s.Recv >= 0) ? torch.empty(ScratchLength(), this.flat.dtype) : null;
-            foreach (var step in this.steps)
+            using var scratch = steps.Any(s => s.Reduce && s.Recv >= 0) ? torch.empty(ScratchLength(), flat.dtype) : null;
+            foreach (var step in steps)
             {
                 if (step.Recv < 0) continue;
-                var chunk = this.chunks[step.Recv];
+                var chunk = chunks[step.Recv];
                 for (long k = 0; k < RingPlan.Segments(chunk, segment); k++)
                 {
                     var seg = SegmentOf(chunk, k);
@@ -361,7 +361,7 @@ public sealed class TcpRingCommunicator : ICommunicator
         private void ReceiveAndReduce(Chunk seg, Tensor scratch)
         {
             using var source = scratch.narrow(0, 0, seg.Count);
-            this.c.links!.Receive(BytesOf(source, seg.Count));
+            c.links!.Receive(BytesOf(source, seg.Count));
             using var target = flat.narrow(0, seg.Start, seg.Count);
             TensorMemory.Reduce(target, source, op);
         }
@@ -381,8 +381,8 @@ public sealed class TcpRingCommunicator : ICommunicator
         private byte[] Header()
         {
             var h = new byte[HeaderBytes];
-            BinaryPrimitives.WriteInt32LittleEndian(h, (int)this.opcode);
-            BinaryPrimitives.WriteInt32LittleEndian(h.AsSpan(4), this.sequence);
+            BinaryPrimitives.WriteInt32LittleEndian(h, (int)opcode);
+            BinaryPrimitives.WriteInt32LittleEndian(h.AsSpan(4), sequence);
             BinaryPrimitives.WriteInt64LittleEndian(h.AsSpan(8), flat.numel() * elementBytes);
             return h;
         }

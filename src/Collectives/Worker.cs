@@ -26,18 +26,18 @@ internal sealed class Worker : IDisposable
     private long finished;
 
     /// <summary>Jobs run so far (successful or not): a waiter's sign of progress.</summary>
-    public long Finished => Interlocked.Read(ref this.finished);
+    public long Finished => Interlocked.Read(ref finished);
 
     public Worker(string name)
     {
-        this.thread = new Thread(Loop) { IsBackground = true, Name = name };
-        this.thread.Start();
+        thread = new Thread(Loop) { IsBackground = true, Name = name };
+        thread.Start();
     }
 
     public Job Post(Action body)
     {
         var job = new Job(body);
-        this.jobs.Add(job);
+        jobs.Add(job);
         return job;
     }
 
@@ -52,7 +52,7 @@ internal sealed class Worker : IDisposable
         foreach (var job in jobs.GetConsumingEnumerable())
         {
             job.Run();
-            Interlocked.Increment(ref this.finished);
+            Interlocked.Increment(ref finished);
         }
     }
 }
@@ -66,12 +66,12 @@ internal sealed class Progress
 
     public void Advance()
     {
-        lock (gate) { this.done++; Monitor.PulseAll(gate); }
+        lock (gate) { done++; Monitor.PulseAll(gate); }
     }
 
     public void Abort()
     {
-        lock (gate) { this.aborted = true; Monitor.PulseAll(gate); }
+        lock (gate) { aborted = true; Monitor.PulseAll(gate); }
     }
 
     /// <summary>Waits until at least <paramref name="count"/> segments are done; false on timeout; throws when aborted.</summary>
@@ -80,9 +80,9 @@ internal sealed class Progress
         var deadline = DateTime.UtcNow + timeout;
         lock (gate)
         {
-            while (this.done < count)
+            while (done < count)
             {
-                if (this.aborted) throw new OperationCanceledException("ring operation aborted");
+                if (aborted) throw new OperationCanceledException("ring operation aborted");
                 var left = deadline - DateTime.UtcNow;
                 if (left <= TimeSpan.Zero) return false;
                 Monitor.Wait(gate, left);

@@ -11,7 +11,7 @@ internal sealed class AliasTable
     {
         int n = weights.Length;
         keep = new double[n];
-        this.alias = new int[n];
+        alias = new int[n];
         double sum = 0;
         foreach (double w in weights)
         {
@@ -32,7 +32,7 @@ internal sealed class AliasTable
     public int Sample(ref SplitMix64 rng)
     {
         int i = (int)rng.NextBelow((ulong)keep.Length);
-        return rng.NextDouble() < keep[i] ? i : this.alias[i];
+        return rng.NextDouble() < keep[i] ? i : alias[i];
     }
 
     /// <summary>Fills each under-full column with mass from an over-full one; leftovers are full up to rounding.</summary>

@@ -127,20 +127,20 @@ public sealed class BatchPlan
     {
         lock (gate)
         {
-            if (this.recent.Epoch == epoch)
+            if (recent.Epoch == epoch)
             {
-                return this.recent.Order;
+                return recent.Order;
             }
 
             if (older.Epoch == epoch)
             {
                 (this.recent, older) = (older, this.recent);
-                return this.recent.Order;
+                return recent.Order;
             }
 
-            older = this.recent;
-            this.recent = (epoch, Permutation(epoch));
-            return this.recent.Order;
+            older = recent;
+            recent = (epoch, Permutation(epoch));
+            return recent.Order;
         }
     }
 

@@ -69,7 +69,7 @@ public sealed class SequencePlan
     /// differ between machines), hashed. Two processes that agree on it fill the same index with the same tokens.</summary>
     public string Fingerprint()
     {
-        var text = $"T={SequenceLength};N={Count};" + string.Join(",", this.sources.Select(s => s.TokenCount));
+        var text = $"T={SequenceLength};N={Count};" + string.Join(",", sources.Select(s => s.TokenCount));
         return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)))[..16];
     }
 
@@ -99,7 +99,7 @@ public sealed class SequencePlan
         }
 
         (int source, long start) = this[index];
-        ITokenSource tokens = this.sources[source];
+        ITokenSource tokens = sources[source];
         tokens.Read(start, inputs);
         inputs[1..].CopyTo(targets);
         tokens.Read(start + SequenceLength, targets[^1..]);
@@ -111,7 +111,7 @@ public sealed class SequencePlan
     private int SourceOf(long index)
     {
         int low = 0;
-        int high = this.sources.Length;
+        int high = sources.Length;
         while (high - low > 1)
         {
             int middle = (low + high) / 2;

@@ -44,9 +44,9 @@ internal sealed class ShardSink(string directory, string name, string split, int
             return;
         }
 
-        string path = ShardPath(directory, name, split, this.written.Count);
+        string path = ShardPath(directory, name, split, written.Count);
         ShardWriter.Write(path, buffer.AsSpan(0, count));
-        this.written.Add(path);
+        written.Add(path);
         count = 0;
     }
 

@@ -23,8 +23,8 @@ internal struct SplitMix64(ulong state)
 
     public ulong Next()
     {
-        this.state += Golden;
-        return Mix(this.state);
+        state += Golden;
+        return Mix(state);
     }
 
     /// <summary>Uniform double in [0, 1) with 53 random bits.</summary>

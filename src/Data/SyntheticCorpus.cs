@@ -51,7 +51,7 @@ public sealed class SyntheticCorpus : ITokenSource
         successorZipf = Zipf(SuccessorCount);
         var vocabulary = new AliasTable(vocabularyZipf);
         successors = BuildSuccessors(vocabulary);
-        this.tokens = Generate(vocabulary, (int)tokenCount);
+        tokens = Generate(vocabulary, (int)tokenCount);
         entropyRate = new Lazy<double>(ComputeEntropyRate);
     }
 
@@ -68,7 +68,7 @@ public sealed class SyntheticCorpus : ITokenSource
     public string Name => $"synthetic(vocab={VocabSize}, tokens={TokenCount}, seed={Seed})";
 
     /// <inheritdoc/>
-    public long TokenCount => this.tokens.LongLength;
+    public long TokenCount => tokens.LongLength;
 
     /// <summary>
     /// The entropy rate of the stationary process in nats per token: sum over t of pi(t) H(x[n] | x[n-1] = t), where the
@@ -83,7 +83,7 @@ public sealed class SyntheticCorpus : ITokenSource
     public void Read(long start, Span<int> destination)
     {
         TokenRange.Check(Name, TokenCount, start, destination.Length);
-        TokenRange.Widen(this.tokens.AsSpan((int)start, destination.Length), destination);
+        TokenRange.Widen(tokens.AsSpan((int)start, destination.Length), destination);
     }
 
     /// <summary>Normalised Zipf probabilities over ranks [0, n).</summary>
@@ -168,7 +168,7 @@ public sealed class SyntheticCorpus : ITokenSource
             bool reset = rng.NextBelow(ResetPeriod) == 0;
             tokens[i] = reset
                 ? (ushort)vocabulary.Sample(ref rng)
-                : this.successors[(tokens[i - 1] * k) + successor.Sample(ref rng)];
+                : successors[(tokens[i - 1] * k) + successor.Sample(ref rng)];
         }
 
         return tokens;
@@ -200,7 +200,7 @@ public sealed class SyntheticCorpus : ITokenSource
     {
         const double Reset = 1.0 / ResetPeriod;
         double h = resetEntropy;
-        ReadOnlySpan<ushort> row = this.successors.AsSpan(t * SuccessorCount, SuccessorCount);
+        ReadOnlySpan<ushort> row = successors.AsSpan(t * SuccessorCount, SuccessorCount);
         for (int j = 0; j < row.Length; j++)
         {
             double resetMass = Reset * vocabularyZipf[row[j]];
@@ -234,7 +234,7 @@ public sealed class SyntheticCorpus : ITokenSource
                 double mass = (1 - Reset) * current[t];
                 for (int j = 0; j < k; j++)
                 {
-                    next[this.successors[(t * k) + j]] += mass * successorZipf[j];
+                    next[successors[(t * k) + j]] += mass * successorZipf[j];
                 }
             }
 

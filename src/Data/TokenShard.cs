@@ -30,16 +30,16 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
     {
         Path = path;
         long length = stream.Length;
-        this.file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-        view = this.file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+        view = file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
         byte* data = null;
         view.SafeMemoryMappedViewHandle.AcquirePointer(ref data);
         try
         {
             data += view.PointerOffset;
             (Format, long offset, TokenCount) = Layout(path, data, length, format);
-            this.tokens = (ushort*)(data + offset);
-            CheckVocabulary(path, this.tokens, TokenCount, vocabSize);
+            tokens = (ushort*)(data + offset);
+            CheckVocabulary(path, tokens, TokenCount, vocabSize);
         }
         catch
         {
@@ -120,7 +120,7 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
         TokenRange.Check(Path, TokenCount, start, destination.Length);
-        TokenRange.Widen(new ReadOnlySpan<ushort>(this.tokens + start, destination.Length), destination);
+        TokenRange.Widen(new ReadOnlySpan<ushort>(tokens + start, destination.Length), destination);
     }
 
     /// <summary>Unmaps the file.</summary>
@@ -133,7 +133,7 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
 
         view.SafeMemoryMappedViewHandle.ReleasePointer();
         view.Dispose();
-        this.file.Dispose();
+        file.Dispose();
     }
 
     private static void CheckArguments(string path, int vocabSize, ShardFormat format)
