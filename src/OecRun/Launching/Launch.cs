@@ -87,21 +87,27 @@ public static class Launch
         var train = config.Train;
         data = new TrainingData(config.Data, train.SequenceLength);
         var plan = new BatchPlan(data.Train, train.BatchSize * train.GradAccum, train.Seed);
+        var spec = new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir)
+        {
+            Divergence = config.Divergence,
+            ResumeConflict = config.ResumeConflict,
+            UntrainedLoss = Math.Log(config.Model.PaddedVocab(config.Data.ResolvedVocabSize)), // ln V: a uniform prediction
+        };
+        // A configuration error is told before the run directory or its log exists; a job refused after that (a resume
+        // with nothing to resume from) removes the directory it created rather than leave an empty run behind.
+        try { spec.Validate(); }
+        catch { data.Dispose(); throw; }
+        bool created = !Directory.Exists(outDir);
         log = new JobLog(console, Path.Combine(outDir, "coordinator.log"));
         try
         {
-            var spec = new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir)
-            {
-                Divergence = config.Divergence,
-                ResumeConflict = config.ResumeConflict,
-                UntrainedLoss = Math.Log(config.Model.PaddedVocab(config.Data.ResolvedVocabSize)), // ln V: a uniform prediction
-            };
             return new JobState(spec, log);
         }
         catch
         {
             log.Dispose();
             data.Dispose();
+            if (created) Directory.Delete(outDir, recursive: true);
             throw;
         }
     }
