@@ -49,7 +49,7 @@ internal sealed class RingHandshake(string groupKey, int rank, int worldSize, st
         Exchange(next, endpoint, () => ReceiveExactly(s, challenge));
         if (!CryptographicOperations.FixedTimeEquals(challenge.AsSpan(NonceBytes), Mac('A', helloNonce, next)))
             throw new CollectiveException($"rank {rank} of group '{groupKey}': rank {next} at {endpoint} did not prove the job token "
-                + "(a different OEC_JOB_TOKEN, or not a rank of this job); connection refused");
+                + "(another job token, or not a rank of this job); connection refused");
         var proof = Mac('C', challenge.AsSpan(0, NonceBytes), rank);
         Exchange(next, endpoint, () => s.Send(proof));
     }
