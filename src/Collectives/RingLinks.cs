@@ -187,16 +187,13 @@ internal sealed class RingLinks : IDisposable
             if (!listener.Poll(waitUs, SelectMode.SelectRead)) continue;
             var s = listener.Accept();
             Configure(s, timeout);
-            try
-            {
-                lastProblem = Authenticate(s, handshake, prev, ref pending);
-                if (lastProblem is null) return s;
-            }
+            try { lastProblem = Authenticate(s, handshake, prev, ref pending); }
             catch
             {
-                s.Dispose();
+                s.Dispose(); // proving this rank to rank+1 failed
                 throw;
             }
+            if (lastProblem is null) return s;
             s.Dispose();
         }
         throw new CollectiveException($"rank {rank} of group '{groupKey}': rank {prev} ({prevEndpoint}) did not connect within "
