@@ -43,11 +43,11 @@ public static class Launch
         return outcome.ExitCode;
     }
 
-    /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens on every interface. With
+    /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens at <paramref name="listen"/>. With
     /// <paramref name="linger"/> it keeps serving health, /metrics and the live page after the job ended by itself,
     /// until SIGTERM or Ctrl+C, so that it can run as a Deployment (whose pods are restarted whenever they exit); a job
     /// stopped by such a signal ends the program once stopped.</summary>
-    public static async Task<int> Cluster(RunConfig config, int port, int metricsPort, TextWriter console, bool linger = false)
+    public static async Task<int> Cluster(RunConfig config, IPAddress listen, int port, int metricsPort, TextWriter console, bool linger = false)
     {
         string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
             : throw new ArgumentException("OEC_JOB_TOKEN must be set to the job token (at least 16 characters) that ranks will present");
@@ -66,7 +66,7 @@ public static class Launch
         }
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-        await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port, metricsPort);
+        await using var host = await CoordinatorHost.StartAsync(job, log, listen, port, metricsPort);
         var outcome = await job.Outcome;
         await Task.Delay(TimeSpan.FromSeconds(config.Job.HeartbeatIntervalS * 2)); // lets the ranks hear the end
         if (linger && Volatile.Read(ref signals) == 0) // a signal that stopped the job (a pod being deleted) also ends the program
