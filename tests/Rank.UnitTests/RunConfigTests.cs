@@ -184,6 +184,7 @@ public class RunConfigTests
     [InlineData(new[] { "train.learning_rate=-1" }, "train.learning_rate", "-1")]
     [InlineData(new[] { "train.steps=10", "train.warmup_steps=20" }, "train.warmup_steps", "20")]
     [InlineData(new[] { "model.d_model=100" }, "model.d_model", "100")]
+    [InlineData(new[] { "data.format=bin" }, "data.format", "bin")]
     [InlineData(new[] { "model.preset=huge" }, "model.preset", "huge")]
     [InlineData(new[] { "data.source=shards" }, "data.train_shards", "shards")]
     [InlineData(new[] { "train.batch_size=0" }, "train.batch_size", "0")]
