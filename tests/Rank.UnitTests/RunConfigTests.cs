@@ -268,6 +268,20 @@ public class RunConfigTests
     }
 
     [Fact]
+    public void A_config_file_with_a_key_given_twice_fails_naming_the_file_and_the_key()
+    {
+        using var temp = new TempDirectory();
+        string file = temp.File("twice.json");
+        File.WriteAllText(file, """{ "train": { "steps": 5, "learning_rate": 0.001, "steps": 50 } }""");
+
+        var e = Assert.Throws<ArgumentException>(() => RunConfig.Load(file, []));
+
+        Assert.Contains(file, e.Message);
+        Assert.Contains("'train.steps'", e.Message);
+        Assert.Contains("more than once", e.Message);
+    }
+
+    [Fact]
     public void ToJson_written_to_a_file_loads_back_to_an_equal_config()
     {
         using var temp = new TempDirectory();

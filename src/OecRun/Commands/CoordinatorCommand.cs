@@ -17,15 +17,17 @@ public static class CoordinatorCommand
         b.Add(CommandLine.ConfigOption(), (o, v) => o with { Run = o.Run with { ConfigFile = v } });
         b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Run = o.Run with { Overrides = v ?? [] } });
         b.Add(new Option<int>("--port") { Description = "Port to listen on for the ranks (gRPC, all interfaces).", DefaultValueFactory = _ => b.Defaults.Port },
-            (o, v) => o with { Port = v });
+            (o, v) => o with { Port = CommandLine.Port("--port", v) });
         b.Add(new Option<int>("--metrics-port") { Description = "Port of the Prometheus endpoint /metrics and the live page /live (HTTP/1.1, all interfaces).", DefaultValueFactory = _ => b.Defaults.MetricsPort },
-            (o, v) => o with { MetricsPort = v });
+            (o, v) => o with { MetricsPort = CommandLine.Port("--metrics-port", v) });
         b.Add(new Option<bool>("--linger") { Description = "Keep serving health, /metrics and the live page after the job ended, until SIGTERM (for a Kubernetes Deployment)." },
             (o, v) => o with { Linger = v });
         command.SetGuardedAction(parse =>
         {
             var o = b.Bind(parse);
-            return Launch.Cluster(o.Run.Load(), o.Port, o.MetricsPort, Console.Out, o.Linger).GetAwaiter().GetResult();
+            var run = o.Run.Load();
+            CommandLine.OutputDirectory(run.Run.OutDir!, "run.out_dir");
+            return Launch.Cluster(run, o.Port, o.MetricsPort, Console.Out, o.Linger).GetAwaiter().GetResult();
         });
         return command;
     }
