@@ -93,7 +93,7 @@ public sealed class LocalLauncher(JobState job, JobLog log, ProcessCommand comma
             ExitCodes.LostCoordinator => " (lost the coordinator)",
             _ => "",
         };
-        job.FailGeneration(generation, $"rank {spawned.Rank} (pid {spawned.Process.Id}) exited with code {code}{how}");
+        job.RankExited(generation, spawned.Rank, code, $"rank {spawned.Rank} (pid {spawned.Process.Id}) exited with code {code}{how}");
     }
 
     /// <summary>Waits for the processes (killing those that outlive <see cref="Grace"/>) and for their exits to be

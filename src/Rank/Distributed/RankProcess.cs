@@ -62,6 +62,7 @@ public static class RankProcess
         });
         try
         {
+            MemoryBudget.Check(config, ranksHere: localWorld); // before any allocation: a model too large fails the job, not a restart
             TorchRuntime.EnsureLoaded();
             var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
             using var comm = Communicators.Create(Communicators.Parse(registration.Bootstrap.Backend), client, registration.Bootstrap.GroupKey,
@@ -93,13 +94,22 @@ public static class RankProcess
             console.WriteLine($"rank {rank}: lost the coordinator at {uri}: {e.Status.StatusCode}: {e.Status.Detail}; exiting");
             return ExitCodes.LostCoordinator;
         }
-        catch (Exception e) when (e is not OutOfMemoryException)
+        catch (Exception e)
         {
-            console.WriteLine($"rank {rank}: failed: {(Env("OEC_TRACE") == "1" ? e.ToString() : e.Message)}");
-            client.TryReportFailure(e.Message);
-            return ExitCodes.Failed;
+            var kind = FailureClassifier.Classify(e);
+            console.WriteLine($"rank {rank}: failed ({Describe(kind)}): {(Env("OEC_TRACE") == "1" ? e.ToString() : e.Message)}");
+            client.TryReportFailure(e.Message, kind);
+            return kind == FailureClass.Configuration ? ExitCodes.Refused : ExitCodes.Failed;
         }
     }
+
+    static string Describe(FailureClass kind) => kind switch
+    {
+        FailureClass.Configuration => "bad configuration or data, not restarted",
+        FailureClass.Resource => "out of a resource, not restarted",
+        FailureClass.PeerLost => "lost a peer",
+        _ => "may be restarted",
+    };
 
     static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
 
