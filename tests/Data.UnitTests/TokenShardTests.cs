@@ -94,12 +94,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void Auto_refuses_a_file_of_llm_c_size_whose_magic_is_wrong_naming_the_file_and_both_magics()
     {
-        string path = temp.File("damaged.bin");
-        ShardWriter.Write(path, [1, 2, 3]);
-        using (var stream = new FileStream(path, FileMode.Open))
-        {
-            stream.Write(BitConverter.GetBytes(20240521));
-        }
+        string path = WriteDamagedMagic("damaged.bin");
 
         var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, 65536));
 
@@ -111,12 +106,7 @@ public sealed class TokenShardTests : IDisposable
     [Fact]
     public void A_file_of_llm_c_size_with_a_wrong_magic_is_read_as_raw_when_raw_is_asked_for()
     {
-        string path = temp.File("damaged.bin");
-        ShardWriter.Write(path, [1, 2, 3]);
-        using (var stream = new FileStream(path, FileMode.Open))
-        {
-            stream.Write(BitConverter.GetBytes(20240521));
-        }
+        string path = WriteDamagedMagic("damaged.bin");
 
         using var shard = TokenShard.Open(path, 65536, ShardFormat.Raw);
 
@@ -324,6 +314,16 @@ public sealed class TokenShardTests : IDisposable
     {
         string path = temp.File(name);
         File.WriteAllBytes(path, MemoryMarshal.AsBytes<ushort>(tokens).ToArray());
+        return path;
+    }
+
+    /// <summary>An llm.c shard of 3 tokens whose magic is 20240521: its size still fits the header's token count.</summary>
+    private string WriteDamagedMagic(string name)
+    {
+        string path = temp.File(name);
+        ShardWriter.Write(path, [1, 2, 3]);
+        using var stream = new FileStream(path, FileMode.Open);
+        stream.Write(BitConverter.GetBytes(20240521));
         return path;
     }
 
