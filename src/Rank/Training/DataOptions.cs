@@ -20,6 +20,7 @@ public sealed record DataOptions
     public ulong SyntheticSeed { get; init; } = 1;
 
     /// <summary>The layout <see cref="Format"/> names.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public Data.ShardFormat ShardFormat => Format switch { "llmc" => Data.ShardFormat.LlmC, "raw" => Data.ShardFormat.Raw, _ => Data.ShardFormat.Auto };
 
     public int ResolvedVocabSize => VocabSize ?? (Source == "shards" ? 50257 : 512);
