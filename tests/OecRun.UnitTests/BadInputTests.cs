@@ -92,6 +92,22 @@ public class BadInputTests
     }
 
     [SkippableFact]
+    public void Prepare_into_an_output_that_may_not_be_written_exits_with_2_naming_the_path()
+    {
+        using var temp = new TempDirectory();
+        string input = temp.File("corpus.txt");
+        File.WriteAllText(input, "hello world");
+        using var locked = new UnwritableDirectory(temp.File("locked"));
+        string output = Path.Combine(locked.Path, "shards");
+
+        var (code, _, error) = Invoke("prepare", input, "--output", output);
+
+        Assert.Equal(2, code);
+        Assert.Contains(output, error);
+        Assert.DoesNotContain("   at ", error);
+    }
+
+    [SkippableFact]
     public void Report_into_an_out_that_may_not_be_written_exits_with_2_naming_the_path()
     {
         using var temp = new TempDirectory();
