@@ -17,7 +17,8 @@ public static class RankProcess
     /// WORLD_SIZE (checked against the job's), LOCAL_RANK (the GPU for NCCL), LOCAL_WORLD_SIZE (ranks sharing this
     /// machine's cores); OEC_RANK_HOST, the address peers reach this rank at (default: loopback when the coordinator is
     /// on loopback, else this host's first IPv4 address). Exit codes (<see cref="ExitCodes"/>): Success done or stopped,
-    /// Failed, Refused (registration refused), Restart (told to restart or abort), LostCoordinator.
+    /// Failed, Refused (registration refused, or bad configuration or data found while training), Restart (told to restart
+    /// or abort), LostCoordinator.
     /// </summary>
     public static int Run(string? coordinator, TextWriter console)
     {
