@@ -65,7 +65,7 @@ sealed class CoordinatorService(JobState job) : Protocol.Coordinator.Coordinator
 
     public void ReportFailure(FailureRequest r, string peer)
     {
-        try { job.ReportFailure(new Caller(r.JobId, r.Generation, r.Rank, peer), r.Key, r.Message); }
+        try { job.ReportFailure(new Caller(r.JobId, r.Generation, r.Rank, peer), r.Key, r.Message, Class(r.FailureClass)); }
         catch (JobRefusal e) { throw Refused(e); }
     }
 
@@ -84,6 +84,14 @@ sealed class CoordinatorService(JobState job) : Protocol.Coordinator.Coordinator
         var order = Answer(() => job.Finish(new Caller(r.JobId, r.Generation, r.Rank, peer), new FinishReport(r.Step, r.TrainLoss, r.HasValLoss ? r.ValLoss : null, r.Stopped)));
         return new FinishReply { Command = Wire(order.Kind), Reason = order.Reason };
     }
+
+    static Job.FailureClass Class(Protocol.FailureClass wire) => wire switch
+    {
+        Protocol.FailureClass.Configuration => Job.FailureClass.Configuration,
+        Protocol.FailureClass.Resource => Job.FailureClass.Resource,
+        Protocol.FailureClass.PeerLost => Job.FailureClass.PeerLost,
+        _ => Job.FailureClass.Other,
+    };
 
     static Command Wire(OrderKind command) => command switch
     {

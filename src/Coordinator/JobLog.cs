@@ -6,6 +6,7 @@ public sealed class JobLog : IDisposable
     readonly Lock gate = new();
     readonly TextWriter? console;
     readonly StreamWriter? file;
+    bool broken;
 
     /// <param name="console">Where lines are echoed (null: nowhere).</param>
     /// <param name="path">Appended to (null: no file); flushed after every line so a crash keeps all of it.</param>
@@ -25,7 +26,22 @@ public sealed class JobLog : IDisposable
         lock (gate)
         {
             console?.WriteLine(line);
-            file?.WriteLine(line);
+            Append(line);
+        }
+    }
+
+    // Caller holds the gate. A full disk stops the file, not the coordinator: its lines go on on the console.
+    void Append(string line)
+    {
+        if (file is null || broken) return;
+        try
+        {
+            file.WriteLine(line);
+        }
+        catch (IOException e)
+        {
+            broken = true;
+            console?.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} coordinator: cannot write coordinator.log ({e.Message}); its lines go on here only");
         }
     }
 
@@ -37,6 +53,10 @@ public sealed class JobLog : IDisposable
 
     public void Dispose()
     {
-        lock (gate) file?.Dispose();
+        lock (gate)
+        {
+            try { file?.Dispose(); }
+            catch (IOException) { } // the last buffered bytes did not fit: what was written stays
+        }
     }
 }

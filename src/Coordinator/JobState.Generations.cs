@@ -166,6 +166,26 @@ public sealed partial class JobState
         Announce(opened);
     }
 
+    /// <summary>How long a lost peer's report waits for its cause (another rank's report, its exit, its silence): two
+    /// heartbeats, at least 2 s.</summary>
+    TimeSpan PeerLostGrace => TimeSpan.FromSeconds(Math.Max(2, 2 * spec.Options.HeartbeatIntervalS));
+
+    /// <summary>Rank <paramref name="rank"/>'s process of <paramref name="generation"/> exited with <paramref name="code"/>
+    /// (not 0), as its launcher saw. A rank that reported a lost peer exits 1 because of it: that exit waits with the
+    /// report; any other exit fails the generation with <paramref name="reason"/>.</summary>
+    public void RankExited(int generation, int rank, int code, string reason)
+    {
+        lock (gate)
+        {
+            if (code is ExitCodes.Failed or ExitCodes.Restart && generation == current.Number && current.PeerLostReporters.Contains(rank))
+            {
+                log.Info($"generation {generation}: {reason}, after it reported a lost peer");
+                return;
+            }
+        }
+        FailGeneration(generation, reason);
+    }
+
     /// <summary>Asks the ranks to stop at a step they agree on, checkpoint there, and exit; the job ends Stopped.</summary>
     public void RequestStop(string reason)
     {
@@ -207,10 +227,23 @@ public sealed partial class JobState
                 var missing = Enumerable.Range(0, World).Where(r => g.Slots[r] is null);
                 (failing, reason) = (g.Number, $"rendezvous timed out after {spec.Options.RendezvousTimeoutS:0.#} s: ranks [{string.Join(", ", missing)}] of {World} never registered");
             }
+            else if (phase == JobPhase.Running && g.PeerLost is { } lost && now - lost.At > PeerLostGrace)
+                (failing, reason) = (g.Number, LostPeerReason(g, lost, now));
             else if (phase == JobPhase.Running && Stuck(g, now) is { } why)
                 (failing, reason) = (g.Number, why);
         }
         if (failing is int n) FailGeneration(n, reason);
+    }
+
+    // Caller holds the lock. A lost peer whose cause did not show itself in time: ranks silent for more than 1.5
+    // heartbeats first (they vanished), then what the first rank that lost its peer said.
+    string LostPeerReason(Attempt g, LostPeer lost, TimeSpan now)
+    {
+        double interval = spec.Options.HeartbeatIntervalS;
+        var vanished = g.Slots.Select((s, r) => (Slot: s!, Rank: r, Silent: (now - s!.LastBeat).TotalSeconds))
+            .Where(x => x.Slot.Finish is null && !g.PeerLostReporters.Contains(x.Rank) && x.Silent > 1.5 * interval)
+            .Select(x => $"rank {x.Rank} ({x.Slot.Host} pid {x.Slot.Pid}) vanished: no heartbeat for {x.Silent:0.0} s; ");
+        return $"{string.Concat(vanished)}{lost.Message} (reported by rank {lost.Rank})";
     }
 
     // Caller holds the lock. Why the running generation `g` has failed by now: a silent rank, or no step for too long.

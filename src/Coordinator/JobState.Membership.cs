@@ -157,8 +157,12 @@ public sealed partial class JobState
 
     RankOrder Replaced(int generation) => new(OrderKind.Restart, $"generation {generation} is over; generation {current.Number} replaces it");
 
-    /// <summary>A rank's failure: under a key (a note other ranks may read), or the end of its generation.</summary>
-    public void ReportFailure(Caller c, string key, string message)
+    /// <summary>A rank's failure: under a key (a note other ranks may read; a collective group's report is a lost peer),
+    /// or the end of its generation. A configuration or resource failure ends the job at once, also when it arrives
+    /// after a lost peer's report already failed its generation. A lost peer fails the generation only after
+    /// <see cref="PeerLostGrace"/>, so that the rank that vanished is named first when its own report, its process's
+    /// exit (<see cref="RankExited"/>) or its missing heartbeats show it by then.</summary>
+    public void ReportFailure(Caller c, string key, string message, FailureClass kind = FailureClass.Other)
     {
         int generation;
         lock (gate)
@@ -166,9 +170,13 @@ public sealed partial class JobState
             CheckJob(c.JobId, c.Peer);
             CheckText("message", message, MaxText);
             CheckText("key", key, MaxKey);
+            if (c.Generation < 1 || c.Generation > current.Number)
+                throw Refuse(RefusalKind.InvalidArgument, $"rank {c.Rank} reports a failure of generation {c.Generation}, which does not exist (the current one is {current.Number})");
+            bool fatal = kind is FailureClass.Configuration or FailureClass.Resource;
             if (c.Generation != current.Number)
             {
                 log.Info($"(after generation {c.Generation}) rank {c.Rank} reported: {message}");
+                if (fatal && !IsOver) EndFatal(c.Rank, message, kind);
                 return;
             }
             var g = Member(c);
@@ -176,11 +184,29 @@ public sealed partial class JobState
             {
                 g.Failures.TryAdd(key, message);
                 if (key.Contains("/stalled/", StringComparison.Ordinal)) return; // a note for blaming, not a failure yet
+                kind = FailureClass.PeerLost;
+            }
+            if (IsOver) return;
+            if (fatal)
+            {
+                EndFatal(c.Rank, message, kind);
+                return;
+            }
+            if (kind == FailureClass.PeerLost)
+            {
+                g.PeerLost ??= new LostPeer(c.Rank, message, clock.Elapsed);
+                g.PeerLostReporters.Add(c.Rank);
+                return;
             }
             generation = g.Number;
         }
         FailGeneration(generation, $"rank {c.Rank} failed: {message}");
     }
+
+    // Caller holds the lock. A failure no restart cures: the job fails, the rank and its cause first.
+    void EndFatal(int rank, string message, FailureClass kind) =>
+        End(new JobOutcome(JobPhase.Failed, $"rank {rank}: {message} ({(kind == FailureClass.Resource ? "out of a resource" : "bad configuration or data")}: " +
+            "not restarted, another try would fail the same way)", current.StepsDone, double.NaN, null));
 
     /// <summary>The message reported under `key` in the caller's generation, or null.</summary>
     public string? ReadFailure(Caller c, string key)

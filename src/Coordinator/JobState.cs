@@ -157,6 +157,10 @@ public sealed partial class JobState : IDisposable
         public Dictionary<string, Gather> Exchanges { get; } = new();
         public Dictionary<string, string> Failures { get; } = new();
         public Dictionary<long, CheckpointFile[]?[]> Commits { get; } = new();
+        /// <summary>The first report of a lost peer, held for PeerLostGrace while the cause may still show itself.</summary>
+        public LostPeer? PeerLost { get; set; }
+        /// <summary>The ranks that reported a lost peer: their own exit follows from it.</summary>
+        public HashSet<int> PeerLostReporters { get; } = [];
 
         /// <summary>The most steps any of its ranks reported.</summary>
         public long StepsDone => Slots.Max(s => s?.Step ?? 0);
@@ -169,6 +173,9 @@ public sealed partial class JobState : IDisposable
             foreach (var x in Exchanges.Values) x.Done.TrySetException(aborted);
         }
     }
+
+    /// <summary>A rank's report that it lost a peer: who, what it said, when (the job's clock).</summary>
+    sealed record LostPeer(int Rank, string Message, TimeSpan At);
 
     sealed class RankSlot(string host, int pid, TimeSpan lastBeat)
     {

@@ -60,27 +60,27 @@ public static class Prepare
     {
         if (options.Inputs is null || options.Inputs.Count == 0)
         {
-            throw new ArgumentException("PrepareOptions.Inputs is empty: give at least one text file", nameof(options));
+            throw new ArgumentException("inputs: none given; give at least one text file");
         }
 
         if (string.IsNullOrWhiteSpace(options.OutputDirectory))
         {
-            throw new ArgumentException($"PrepareOptions.OutputDirectory '{options.OutputDirectory}' is empty", nameof(options));
+            throw new ArgumentException($"--output '{options.OutputDirectory}': empty; give a directory path");
         }
 
         if (string.IsNullOrEmpty(options.Name) || options.Name.IndexOfAny([.. Path.GetInvalidFileNameChars(), '*', '?', '/', '\\']) >= 0)
         {
-            throw new ArgumentException($"PrepareOptions.Name '{options.Name}' must be a plain file-name prefix", nameof(options));
+            throw new ArgumentException($"--name '{options.Name}': must be a plain file-name prefix (no path separators or wildcards)");
         }
 
         if (!(options.ValFraction >= 0 && options.ValFraction < 1))
         {
-            throw new ArgumentOutOfRangeException(nameof(options), $"PrepareOptions.ValFraction {options.ValFraction} must be in [0, 1)");
+            throw new ArgumentOutOfRangeException(null, $"--val-fraction {options.ValFraction}: must be in [0, 1)");
         }
 
         if (options.ShardTokens < 1 || options.ShardTokens > Array.MaxLength)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), $"PrepareOptions.ShardTokens {options.ShardTokens} must be in [1, {Array.MaxLength}]");
+            throw new ArgumentOutOfRangeException(null, $"--shard-tokens {options.ShardTokens}: must be in [1, {Array.MaxLength}]");
         }
 
         foreach (string input in options.Inputs)
@@ -103,7 +103,7 @@ public static class Prepare
         if (existing is not null)
         {
             throw new IOException(
-                $"{existing}: shard from an earlier run is in the way; delete the old {patterns[0]} and {patterns[1]} shards or choose another PrepareOptions.Name");
+                $"{existing}: shard from an earlier run is in the way; delete the old {patterns[0]} and {patterns[1]} shards or choose another --name");
         }
     }
 

@@ -12,7 +12,8 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
 {
     /// <summary>llm.c header[0]. Auto detection is safe for GPT-2 data: read as two little-endian uint16 the magic is
     /// tokens 55432, 308, and 55432 is above GPT-2's vocabulary of 50257, so a raw GPT-2 stream cannot start with it.
-    /// (Raw files of a vocabulary above 55432 should be opened with ShardFormat.Raw.)</summary>
+    /// (Raw files of a vocabulary above 55432 should be opened with ShardFormat.Raw.) A file without the magic whose
+    /// header[2] is exactly its token count after a 1024-byte header is an llm.c shard with a damaged magic: Auto refuses it.</summary>
     public const int LlmCMagic = 20240520;
 
     /// <summary>llm.c header[1]: version 1 stores uint16 tokens.</summary>
@@ -94,7 +95,7 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
     /// Opens every file matching pattern, a path whose file name may hold * and ? (e.g. data/brown_train_*.bin),
     /// in ordinal order of path. Throws DataFormatException naming the pattern when nothing matches.
     /// </summary>
-    public static TokenShard[] OpenShards(string pattern, int vocabSize)
+    public static TokenShard[] OpenShards(string pattern, int vocabSize, ShardFormat format = ShardFormat.Auto)
     {
         ArgumentNullException.ThrowIfNull(pattern);
         string[] paths = MatchPattern(pattern);
@@ -103,7 +104,7 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
         {
             foreach (string path in paths)
             {
-                shards.Add(Open(path, vocabSize));
+                shards.Add(Open(path, vocabSize, format));
             }
         }
         catch
@@ -177,12 +178,22 @@ public sealed unsafe class TokenShard : ITokenSource, IDisposable
         if (format == ShardFormat.Auto)
         {
             format = length >= sizeof(int) && *(int*)data == LlmCMagic ? ShardFormat.LlmC : ShardFormat.Raw;
+            if (format == ShardFormat.Raw && FitsLlmCLayout((int*)data, length))
+            {
+                throw new DataFormatException(
+                    $"{path}: has the size of an llm.c shard ({length} bytes: a {LlmCHeaderBytes}-byte header whose token count {((int*)data)[2]} fills the rest) " +
+                    $"but its magic is {*(int*)data}, expected {LlmCMagic}: a damaged header; read it as headerless uint16 tokens only if it is one (data.format = raw)");
+            }
         }
 
         return format == ShardFormat.LlmC
             ? (format, LlmCHeaderBytes, LlmCTokenCount(path, (int*)data, length))
             : (format, 0, RawTokenCount(path, length));
     }
+
+    /// <summary>True when header[2], read as an llm.c token count, is exactly what follows a 1024-byte header.</summary>
+    private static bool FitsLlmCLayout(int* header, long length) =>
+        length > LlmCHeaderBytes && header[2] > 0 && length == LlmCHeaderBytes + (2L * header[2]);
 
     private static long LlmCTokenCount(string path, int* header, long length)
     {

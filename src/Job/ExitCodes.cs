@@ -16,7 +16,8 @@ public static class ExitCodes
     public const int Refused = 2;
     /// <summary>The job diverged and its divergence rules said stop, or rollbacks were used up.</summary>
     public const int Diverged = 3;
-    /// <summary>A rank told by the coordinator to end: its generation is over (a restart or a rollback).</summary>
+    /// <summary>A rank told by the coordinator to end (its generation is over: a restart or a rollback), or one whose
+    /// peer in a collective was lost, which ends the generation as well.</summary>
     public const int Restart = 4;
     /// <summary>A rank that could not reach the coordinator for job.heartbeat_timeout_s.</summary>
     public const int LostCoordinator = 5;

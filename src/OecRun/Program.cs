@@ -14,5 +14,18 @@ public static class Program
         BenchVocabCommand.Create(), BenchCollectivesCommand.Create(), BenchCoordinatorCommand.Create(),
     };
 
-    public static int Main(string[] args) => Root().Parse(args).Invoke();
+    public static int Main(string[] args) => Run(args);
+
+    /// <summary>The command line run as Main runs it: a first word that is no command exits 2 with the list of commands.</summary>
+    public static int Run(string[] args)
+    {
+        var root = Root();
+        var parse = root.Parse(args);
+        if (args.Length > 0 && !args[0].StartsWith('-') && parse.CommandResult.Command == root)
+        {
+            Console.Error.WriteLine($"error: unknown command '{args[0]}'; the commands are {string.Join(", ", root.Subcommands.Select(c => c.Name))} (oecrun --help says what each does)");
+            return Job.ExitCodes.Refused;
+        }
+        return parse.Invoke();
+    }
 }

@@ -1,7 +1,10 @@
 // JobState directly: a reported failure opens the next generation until job.max_restarts are used up, stragglers of
-// an old generation are told to restart, and a silent rank fails its generation by heartbeat timeout.
+// an old generation are told to restart, and a silent rank fails its generation by heartbeat timeout; configuration and
+// resource failures end the job at once, a lost peer waits for its cause, a generation that does not exist is refused.
 using Job;
 using Coordinator.Protocol;
+using Grpc.Core;
+using FailureClass = Coordinator.Protocol.FailureClass;
 
 namespace Coordinator.UnitTests;
 
@@ -68,6 +71,92 @@ public sealed class FailureTests
         var read = job.Service.ReadFailure(new ReadFailureRequest { JobId = TestJob.JobId, Generation = 1, Rank = 1, Key = "test-job/g1/stalled/0" }, TestJob.Peer);
         Assert.True(read.Found);
         Assert.Equal("rank 1 is slow", read.Message);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(2)]
+    [InlineData(-1)]
+    public async Task A_failure_of_a_generation_that_does_not_exist_is_refused_naming_it(int generation)
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+
+        var e = Assert.Throws<RpcException>(() => job.ReportFailure(generation, 1, "made up"));
+
+        Assert.Equal(StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains($"generation {generation}, which does not exist (the current one is 1)", e.Status.Detail);
+        Assert.Equal(1, job.State.Generation);
+        Assert.Equal(JobPhase.Running, job.State.Phase);
+    }
+
+    [Theory]
+    [InlineData(FailureClass.Configuration, "model.d_model = 1000000000: needs 8 EiB", "bad configuration or data")]
+    [InlineData(FailureClass.Resource, "No space left on device : '/run/checkpoints/step_000010/rank1.pt'", "out of a resource")]
+    public async Task A_configuration_or_resource_failure_ends_the_job_at_once_naming_the_rank_and_cause_first(FailureClass kind, string message, string what)
+    {
+        using var job = new TestJob(new JobOptions { MaxRestarts = 3 });
+        await job.RegisterAll();
+
+        job.ReportFailure(1, 1, message, failureClass: kind);
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal(JobPhase.Failed, outcome.Phase);
+        Assert.StartsWith($"rank 1: {message} ({what}: not restarted", outcome.Reason);
+        Assert.Equal(0, job.State.Restarts);
+        Assert.Equal(1, job.State.Generation);
+        Assert.Equal(Command.Abort, job.Heartbeat(1, 0).Command);
+    }
+
+    [Fact]
+    public async Task A_full_disk_reported_after_a_peer_lost_its_connection_is_the_reason_and_nothing_restarts()
+    {
+        using var job = new TestJob(new JobOptions { MaxRestarts = 3 });
+        await job.RegisterAll();
+
+        job.ReportFailure(1, 0, "rank 1 (127.0.0.1:4000) failed: rank 1 closed the connection; seen by rank 0 during AllReduce", key: "test-job/g1",
+            failureClass: FailureClass.PeerLost);
+        job.ReportFailure(1, 1, "No space left on device : '/run/checkpoints/step_000010/rank1.pt'", failureClass: FailureClass.Resource);
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.StartsWith("rank 1: No space left on device", outcome.Reason);
+        Assert.Equal(0, job.State.Restarts);
+    }
+
+    [Fact]
+    public async Task A_killed_rank_is_named_though_its_surviving_peer_reported_first()
+    {
+        using var job = new TestJob(new JobOptions { MaxRestarts = 3 });
+        var opened = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        job.State.GenerationOpened += g => opened.TrySetResult(g);
+        await job.RegisterAll();
+
+        job.ReportFailure(1, 0, "rank 1 (127.0.0.1:4000) failed: rank 1 closed the connection; seen by rank 0 during AllReduce", key: "test-job/g1");
+        job.State.FailGeneration(1, "rank 1 (pid 4242) exited with code 137 (killed by signal 9)");
+
+        Assert.Equal(2, await opened.Task.Within());
+        Assert.Contains("generation 1 failed: rank 1 (pid 4242) exited with code 137", job.LogText());
+        Assert.DoesNotContain("rank 0 failed", job.LogText());
+    }
+
+    [Fact]
+    public async Task A_lost_peer_with_no_other_sign_fails_the_generation_after_the_grace_naming_the_silent_rank_first()
+    {
+        using var job = new TestJob(new JobOptions { HeartbeatIntervalS = 0.1, HeartbeatTimeoutS = 30, MaxRestarts = 1 });
+        var opened = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        job.State.GenerationOpened += g => opened.TrySetResult(g);
+        await job.RegisterAll();
+        using var stop = new CancellationTokenSource();
+        var beating = BeatUntil(stop.Token, () => job.Heartbeat(1, 0, step: 1)); // rank 1 is gone: it never beats again
+
+        job.ReportFailure(1, 0, "rank 0 lost rank 1: connection reset", failureClass: FailureClass.PeerLost);
+        job.State.RankExited(1, 0, ExitCodes.Failed, "rank 0 (pid 7) exited with code 1");
+
+        Assert.Equal(2, await opened.Task.Within());
+        await stop.CancelAsync();
+        await beating.Within();
+        string failed = job.LogText().Split('\n').Single(l => l.Contains("generation 1 failed"));
+        Assert.Matches(@"generation 1 failed: rank 1 \(.* pid \d+\) vanished: no heartbeat for [\d.]+ s; rank 0 lost rank 1: connection reset \(reported by rank 0\)", failed);
     }
 
     /// <summary>Runs <paramref name="beat"/> every 50 ms on a thread of its own until <paramref name="stop"/>.</summary>

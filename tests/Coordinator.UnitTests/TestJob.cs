@@ -5,6 +5,7 @@ using Coordinator.Protocol;
 using Data;
 using ProtoFile = Coordinator.Protocol.CheckpointFile;
 using StepMetrics = Coordinator.Protocol.StepMetrics;
+using FailureClass = Coordinator.Protocol.FailureClass;
 
 namespace Coordinator.UnitTests;
 
@@ -102,8 +103,8 @@ internal sealed class TestJob : IDisposable
     public HeartbeatReply Heartbeat(int generation, int rank, long step = 0) =>
         Service.Heartbeat(new HeartbeatRequest { JobId = JobId, Generation = generation, Rank = rank, Step = step }, Peer);
 
-    public void ReportFailure(int generation, int rank, string message, string key = "") =>
-        Service.ReportFailure(new FailureRequest { JobId = JobId, Generation = generation, Rank = rank, Message = message, Key = key }, Peer);
+    public void ReportFailure(int generation, int rank, string message, string key = "", FailureClass failureClass = FailureClass.Unspecified) =>
+        Service.ReportFailure(new FailureRequest { JobId = JobId, Generation = generation, Rank = rank, Message = message, Key = key, FailureClass = failureClass }, Peer);
 
     public BatchesReply Batches(int generation, int rank, long firstStep, int count) =>
         Service.Batches(new BatchesRequest { JobId = JobId, Generation = generation, Rank = rank, FirstStep = firstStep, Count = count }, Peer);

@@ -92,6 +92,29 @@ public sealed class TokenShardTests : IDisposable
     }
 
     [Fact]
+    public void Auto_refuses_a_file_of_llm_c_size_whose_magic_is_wrong_naming_the_file_and_both_magics()
+    {
+        string path = WriteDamagedMagic("damaged.bin");
+
+        var error = Assert.Throws<DataFormatException>(() => TokenShard.Open(path, 65536));
+
+        Assert.StartsWith(path, error.Message);
+        Assert.Contains("magic is 20240521, expected 20240520", error.Message);
+        Assert.Contains("data.format = raw", error.Message);
+    }
+
+    [Fact]
+    public void A_file_of_llm_c_size_with_a_wrong_magic_is_read_as_raw_when_raw_is_asked_for()
+    {
+        string path = WriteDamagedMagic("damaged.bin");
+
+        using var shard = TokenShard.Open(path, 65536, ShardFormat.Raw);
+
+        Assert.Equal(ShardFormat.Raw, shard.Format);
+        Assert.Equal((1024 + 6) / 2, shard.TokenCount);
+    }
+
+    [Fact]
     public void A_truncated_shard_reports_the_file_size_and_the_size_the_header_needs()
     {
         string path = temp.File("short.bin");
@@ -291,6 +314,16 @@ public sealed class TokenShardTests : IDisposable
     {
         string path = temp.File(name);
         File.WriteAllBytes(path, MemoryMarshal.AsBytes<ushort>(tokens).ToArray());
+        return path;
+    }
+
+    /// <summary>An llm.c shard of 3 tokens whose magic is 20240521: its size still fits the header's token count.</summary>
+    private string WriteDamagedMagic(string name)
+    {
+        string path = temp.File(name);
+        ShardWriter.Write(path, [1, 2, 3]);
+        using var stream = new FileStream(path, FileMode.Open);
+        stream.Write(BitConverter.GetBytes(20240521));
         return path;
     }
 

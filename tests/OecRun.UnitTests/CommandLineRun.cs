@@ -12,7 +12,7 @@ internal static class CommandLineRun
         Console.SetError(error);
         try
         {
-            int code = Program.Root().Parse(args).Invoke();
+            int code = Program.Run(args);
             return (code, output.ToString(), error.ToString());
         }
         finally

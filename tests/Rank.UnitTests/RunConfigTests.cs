@@ -184,6 +184,7 @@ public class RunConfigTests
     [InlineData(new[] { "train.learning_rate=-1" }, "train.learning_rate", "-1")]
     [InlineData(new[] { "train.steps=10", "train.warmup_steps=20" }, "train.warmup_steps", "20")]
     [InlineData(new[] { "model.d_model=100" }, "model.d_model", "100")]
+    [InlineData(new[] { "data.format=bin" }, "data.format", "bin")]
     [InlineData(new[] { "model.preset=huge" }, "model.preset", "huge")]
     [InlineData(new[] { "data.source=shards" }, "data.train_shards", "shards")]
     [InlineData(new[] { "train.batch_size=0" }, "train.batch_size", "0")]
@@ -264,6 +265,20 @@ public class RunConfigTests
         var e = Assert.Throws<ArgumentException>(() => RunConfig.Load(file, []));
 
         Assert.Contains(file, e.Message);
+    }
+
+    [Fact]
+    public void A_config_file_with_a_key_given_twice_fails_naming_the_file_and_the_key()
+    {
+        using var temp = new TempDirectory();
+        string file = temp.File("twice.json");
+        File.WriteAllText(file, """{ "train": { "steps": 5, "learning_rate": 0.001, "steps": 50 } }""");
+
+        var e = Assert.Throws<ArgumentException>(() => RunConfig.Load(file, []));
+
+        Assert.Contains(file, e.Message);
+        Assert.Contains("'train.steps'", e.Message);
+        Assert.Contains("more than once", e.Message);
     }
 
     [Fact]

@@ -16,7 +16,7 @@ public static class BenchCoordinatorCommand
         b.Add(new Option<int>("--ranks") { Description = "Simulated ranks that register and heartbeat once a second.", DefaultValueFactory = _ => b.Defaults.Ranks }, (o, v) => o with { Ranks = v });
         b.Add(new Option<double>("--seconds") { Description = "Steady heartbeat window in seconds (after 5 s of warm-up).", DefaultValueFactory = _ => b.Defaults.Seconds },
             (o, v) => o with { Seconds = v });
-        b.Add(new Option<int>("--port") { Description = "The coordinator's port; 0 picks a free one.", DefaultValueFactory = _ => b.Defaults.Port }, (o, v) => o with { Port = v });
+        b.Add(new Option<int>("--port") { Description = "The coordinator's port; 0 picks a free one.", DefaultValueFactory = _ => b.Defaults.Port }, (o, v) => o with { Port = CommandLine.Port("--port", v) });
         command.SetGuardedAction(parse =>
         {
             var o = b.Bind(parse);

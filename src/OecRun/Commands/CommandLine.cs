@@ -36,14 +36,15 @@ public static class CommandLine
     public static void SetGuardedAction(this Command command, Func<ParseResult, int> action) =>
         command.SetAction(parse => Guard(() => action(parse)));
 
-    /// <summary>Bad settings and bad data end the program with one clear line and exit code 2 (OEC_TRACE=1 adds the stack).</summary>
+    /// <summary>Bad settings, bad data and paths this user may not write end the program with one clear line and exit
+    /// code 2 (OEC_TRACE=1 adds the stack).</summary>
     public static int Guard(Func<int> action)
     {
         try
         {
             return action();
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or Data.DataFormatException or IOException)
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or Data.DataFormatException or IOException or UnauthorizedAccessException)
         {
             Console.Error.WriteLine(Environment.GetEnvironmentVariable("OEC_TRACE") == "1" ? $"error: {e}" : $"error: {e.Message}");
             return Job.ExitCodes.Refused;
@@ -57,6 +58,23 @@ public static class CommandLine
     /// start afresh next time).
     /// </summary>
     public static StopSignals FirstInterrupt() => new();
+
+    /// <summary><paramref name="path"/>, the directory a command writes to (<paramref name="setting"/> names where it
+    /// was given): refused when it, or a folder it would lie in, is a file. Creates nothing.</summary>
+    public static string OutputDirectory(string path, string setting)
+    {
+        for (string? p = Path.GetFullPath(path); p is not null && !Directory.Exists(p); p = Path.GetDirectoryName(p))
+        {
+            if (File.Exists(p))
+                throw new ArgumentException(Path.GetFullPath(path) == p ? $"{setting} = '{path}': is a file, expected a directory"
+                    : $"{setting} = '{path}': lies under '{p}', which is a file, not a directory");
+        }
+        return path;
+    }
+
+    /// <summary>A TCP port given as <paramref name="flag"/>: 0 (any free port) to 65535.</summary>
+    public static int Port(string flag, int port) =>
+        port is >= 0 and <= 65535 ? port : throw new ArgumentException($"{flag} {port}: not a TCP port; expected 0 (any free port) to 65535");
 
     /// <summary>A comma-separated list, its entries trimmed and empty ones dropped.</summary>
     public static string[] SplitList(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

@@ -20,16 +20,18 @@ public static class CoordinatorCommand
         b.Add(new Option<string>("--host") { Description = "Address to listen on, for the ranks and for /metrics and /live: 0.0.0.0 (every interface), 127.0.0.1 (this machine only) or one interface's address.", DefaultValueFactory = _ => b.Defaults.Host },
             (o, v) => o with { Host = v });
         b.Add(new Option<int>("--port") { Description = "Port to listen on for the ranks (gRPC, at --host).", DefaultValueFactory = _ => b.Defaults.Port },
-            (o, v) => o with { Port = v });
+            (o, v) => o with { Port = CommandLine.Port("--port", v) });
         b.Add(new Option<int>("--metrics-port") { Description = "Port of the Prometheus endpoint /metrics and the live page /live (HTTP/1.1, at --host).", DefaultValueFactory = _ => b.Defaults.MetricsPort },
-            (o, v) => o with { MetricsPort = v });
+            (o, v) => o with { MetricsPort = CommandLine.Port("--metrics-port", v) });
         b.Add(new Option<bool>("--linger") { Description = "Keep serving health, /metrics and the live page after the job ended, until SIGTERM (for a Kubernetes Deployment)." },
             (o, v) => o with { Linger = v });
         command.SetGuardedAction(parse =>
         {
             var o = b.Bind(parse);
             var listen = ListenAddress(o.Host);
-            return Launch.Cluster(o.Run.Load(), listen, o.Port, o.MetricsPort, Console.Out, o.Linger).GetAwaiter().GetResult();
+            var run = o.Run.Load();
+            CommandLine.OutputDirectory(run.Run.OutDir!, "run.out_dir");
+            return Launch.Cluster(run, listen, o.Port, o.MetricsPort, Console.Out, o.Linger).GetAwaiter().GetResult();
         });
         return command;
     }

@@ -35,8 +35,8 @@ public static class KubernetesCommand
         b.Add(new Option<bool>("--nccl-ib-disable") { Description = "NCCL_IB_DISABLE=1 in GPU jobs: never use InfiniBand/RoCE (default 0: NCCL uses it where the pod has it)." },
             (o, v) => o with { NcclIbDisable = v });
         b.Add(new Option<string>("--nccl-debug") { Description = "NCCL_DEBUG of GPU jobs: VERSION, WARN, INFO or TRACE.", DefaultValueFactory = _ => d.NcclDebug }, (o, v) => o with { NcclDebug = v });
-        b.Add(new Option<int>("--port") { Description = "The coordinator's gRPC port.", DefaultValueFactory = _ => d.Port }, (o, v) => o with { Port = v });
-        b.Add(new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort }, (o, v) => o with { MetricsPort = v });
+        b.Add(new Option<int>("--port") { Description = "The coordinator's gRPC port.", DefaultValueFactory = _ => d.Port }, (o, v) => o with { Port = CommandLine.Port("--port", v) });
+        b.Add(new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort }, (o, v) => o with { MetricsPort = CommandLine.Port("--metrics-port", v) });
         b.Add(new Option<string?>("--token-secret") { Description = "An existing Secret with the job token under the key 'token' (default: render a Secret NAME-token with a fresh random token)." },
             (o, v) => o with { TokenSecret = v });
         var output = new Option<string?>("--out") { Description = "Directory for one YAML file per object and a kustomization.yaml (default: one stream to stdout)." };

@@ -12,7 +12,7 @@ public static class PrepareCommand
         var b = new OptionBinder<PrepareOptions>(command, new PrepareOptions([], ""));
         b.Add(new Argument<string[]>("inputs") { Description = "UTF-8 text files; documents are separated by blank lines.", Arity = ArgumentArity.OneOrMore },
             (o, v) => o with { Inputs = v });
-        b.Add(new Option<string>("--output") { Description = "Directory for the shards.", Required = true }, (o, v) => o with { OutputDirectory = v });
+        b.Add(new Option<string>("--output") { Description = "Directory for the shards.", Required = true }, (o, v) => o with { OutputDirectory = CommandLine.OutputDirectory(v, "--output") });
         b.Add(new Option<string>("--name") { Description = "Shard name prefix.", DefaultValueFactory = _ => b.Defaults.Name }, (o, v) => o with { Name = v });
         b.Add(new Option<double>("--val-fraction") { Description = "Fraction of documents for validation.", DefaultValueFactory = _ => b.Defaults.ValFraction },
             (o, v) => o with { ValFraction = v });

@@ -16,7 +16,7 @@ public static class ReportCommand
         var b = new OptionBinder<Options>(command, new Options([]));
         b.Add(new Argument<string[]>("runs") { Description = "Run directories holding metrics.jsonl, or metrics.jsonl files; each run is named after its directory.", Arity = ArgumentArity.OneOrMore },
             (o, v) => o with { Runs = v });
-        b.Add(new Option<string?>("--out") { Description = "Folder for the PNGs (default: the first run's directory)." }, (o, v) => o with { OutDir = v });
+        b.Add(new Option<string?>("--out") { Description = "Folder for the PNGs (default: the first run's directory)." }, (o, v) => o with { OutDir = v is null ? null : CommandLine.OutputDirectory(v, "--out") });
         b.Add(new Option<int>("--width") { Description = "Width of each PNG in pixels.", DefaultValueFactory = _ => b.Defaults.Width }, (o, v) => o with { Width = v });
         b.Add(new Option<int>("--height") { Description = "Height of each PNG in pixels.", DefaultValueFactory = _ => b.Defaults.Height }, (o, v) => o with { Height = v });
         command.SetGuardedAction(parse =>

@@ -28,7 +28,7 @@ public static class SweepCommand
         b.Add(new Option<int?>("--parallel") { Description = "Cells run side by side (default: cores / (ranks x train.threads), at least 1; 1 with train.device = cuda)." },
             (o, v) => o with { Parallel = v });
         b.Add(new Option<string?>("--out") { Description = "The sweep's directory: sweep.json, cells/<cell>/, results.md, the charts. Run again with the same --out to resume (default: runs/sweep-<UTC date-time>)." },
-            (o, v) => o with { OutDir = v ?? $"runs/sweep-{DateTime.UtcNow:yyyyMMdd-HHmmss}" });
+            (o, v) => o with { OutDir = CommandLine.OutputDirectory(v ?? $"runs/sweep-{DateTime.UtcNow:yyyyMMdd-HHmmss}", "--out") });
         command.SetGuardedAction(parse =>
         {
             var options = b.Bind(parse);

@@ -14,6 +14,8 @@ public static class TrainCommand
         command.SetGuardedAction(parse =>
         {
             var run = settings.Bind(parse).Load();
+            CommandLine.OutputDirectory(run.Run.OutDir!, "run.out_dir");
+            Rank.Configuration.MemoryBudget.Check(run, ranksHere: run.Job.WorldSize); // every rank runs here
             Console.WriteLine($"resolved configuration:\n{run.ToJson()}");
             using var interrupt = CommandLine.FirstInterrupt();
             return Launch.Local(run, Launch.SelfRankCommand(), Console.Out, interrupt.Token).GetAwaiter().GetResult();

@@ -89,11 +89,11 @@ public sealed class LocalLauncher(JobState job, JobLog log, ProcessCommand comma
         string how = code > 128 ? $" (killed by signal {code - 128})" : code switch
         {
             ExitCodes.Refused => " (bad configuration or data)",
-            ExitCodes.Restart => " (told to stop by the coordinator)",
+            ExitCodes.Restart => " (its generation ended: told by the coordinator, or a peer was lost)",
             ExitCodes.LostCoordinator => " (lost the coordinator)",
             _ => "",
         };
-        job.FailGeneration(generation, $"rank {spawned.Rank} (pid {spawned.Process.Id}) exited with code {code}{how}");
+        job.RankExited(generation, spawned.Rank, code, $"rank {spawned.Rank} (pid {spawned.Process.Id}) exited with code {code}{how}");
     }
 
     /// <summary>Waits for the processes (killing those that outlive <see cref="Grace"/>) and for their exits to be

@@ -80,12 +80,38 @@ public sealed record RunConfig
         {
             if (!File.Exists(file)) throw new ArgumentException($"config file '{file}': not found");
             JsonObject given;
-            try { given = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new ArgumentException($"config file '{file}': not a JSON object"); }
+            string text = File.ReadAllText(file);
+            try { given = JsonNode.Parse(text, documentOptions: Strict) as JsonObject ?? throw new ArgumentException($"config file '{file}': not a JSON object"); }
+            catch (JsonException) when (FirstDuplicate(text) is { } key) { throw new ArgumentException($"config file '{file}': the key '{key}' is given more than once (which one holds?)"); }
             catch (JsonException e) { throw new ArgumentException($"config file '{file}': invalid JSON: {e.Message}"); }
             Merge(root, given);
         }
         foreach (var o in overrides) Apply(root, o);
         return root;
+    }
+
+    // A key given twice in one object is refused: JSON readers disagree on which value holds.
+    static readonly JsonDocumentOptions Strict = new() { AllowDuplicateProperties = false };
+
+    // The section.key of the first key given twice in one object of `text`, e.g. "train.steps"; null when there is none
+    // before the text stops being JSON.
+    static string? FirstDuplicate(string text)
+    {
+        var reader = new Utf8JsonReader(System.Text.Encoding.UTF8.GetBytes(text));
+        var objects = new Stack<(string Name, HashSet<string> Keys)>();
+        string name = "";
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType == JsonTokenType.StartObject) objects.Push((name, []));
+                else if (reader.TokenType == JsonTokenType.EndObject) objects.Pop();
+                else if (reader.TokenType == JsonTokenType.PropertyName && !objects.Peek().Keys.Add(name = reader.GetString()!))
+                    return string.Join(".", objects.Reverse().Skip(1).Select(o => o.Name).Append(name));
+            }
+        }
+        catch (JsonException) { }
+        return null;
     }
 
     static void Merge(JsonObject into, JsonObject from)

@@ -97,11 +97,23 @@ public sealed class CoordinatorClient : IRendezvous, IDisposable
     }
 
     /// <summary>Reports this rank's fatal error; never throws (the coordinator may be what failed).</summary>
-    public void TryReportFailure(string message)
+    public void TryReportFailure(string message, Job.FailureClass kind)
     {
-        try { ReportFailure("", message); }
+        try
+        {
+            client.ReportFailure(new FailureRequest { JobId = JobId, Generation = Generation, Rank = Rank, Message = Clip(message), FailureClass = Wire(kind) },
+                deadline: Deadline(CallTimeout));
+        }
         catch (RpcException) { }
     }
+
+    static FailureClass Wire(Job.FailureClass kind) => kind switch
+    {
+        Job.FailureClass.Configuration => FailureClass.Configuration,
+        Job.FailureClass.Resource => FailureClass.Resource,
+        Job.FailureClass.PeerLost => FailureClass.PeerLost,
+        _ => FailureClass.Unspecified,
+    };
 
     /// <summary>The coordinator waits job.rendezvous_timeout_s for the group; its DeadlineExceeded before this call's
     /// own deadline is the group's timeout (a peer never published: TimeoutException, a failure of the generation), not

@@ -18,7 +18,7 @@ public static class RankProcess
     /// machine's cores); OEC_RANK_HOST, the address peers reach this rank at (default: loopback when the coordinator is
     /// on loopback, else this host's first IPv4 address); OEC_RING_BIND, the address the TCP ring listens on (default:
     /// OEC_RANK_HOST when it is a loopback address, else every interface). The ring's links prove OEC_JOB_TOKEN. Exit
-    /// codes (<see cref="ExitCodes"/>): Success done or stopped, Failed, Refused (registration refused), Restart (told
+    /// codes (<see cref="ExitCodes"/>): Success done or stopped, Failed, Refused (registration refused, or bad configuration or data found while training), Restart (told
     /// to restart or abort), LostCoordinator.
     /// </summary>
     public static int Run(string? coordinator, TextWriter console)
@@ -65,6 +65,7 @@ public static class RankProcess
         });
         try
         {
+            MemoryBudget.Check(config, ranksHere: localWorld); // before any allocation: a model too large fails the job, not a restart
             TorchRuntime.EnsureLoaded();
             var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
             using var comm = Communicators.Create(Communicators.Parse(registration.Bootstrap.Backend), client, registration.Bootstrap.GroupKey,
@@ -96,13 +97,24 @@ public static class RankProcess
             console.WriteLine($"rank {rank}: lost the coordinator at {uri}: {e.Status.StatusCode}: {e.Status.Detail}; exiting");
             return ExitCodes.LostCoordinator;
         }
-        catch (Exception e) when (e is not OutOfMemoryException)
+        catch (Exception e)
         {
-            console.WriteLine($"rank {rank}: failed: {(Env("OEC_TRACE") == "1" ? e.ToString() : e.Message)}");
-            client.TryReportFailure(e.Message);
-            return ExitCodes.Failed;
+            var kind = FailureClassifier.Classify(e);
+            console.WriteLine($"rank {rank}: failed ({Describe(kind)}): {(Env("OEC_TRACE") == "1" ? e.ToString() : e.Message)}");
+            client.TryReportFailure(e.Message, kind);
+            // A lost peer ends this generation through no fault of this rank: its supervisor may start it again (with the
+            // coordinator gone too, no one else would say so).
+            return kind switch { FailureClass.Configuration => ExitCodes.Refused, FailureClass.PeerLost => ExitCodes.Restart, _ => ExitCodes.Failed };
         }
     }
+
+    static string Describe(FailureClass kind) => kind switch
+    {
+        FailureClass.Configuration => "bad configuration or data, not restarted",
+        FailureClass.Resource => "out of a resource, not restarted",
+        FailureClass.PeerLost => "lost a peer",
+        _ => "may be restarted",
+    };
 
     static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
 

@@ -220,7 +220,8 @@ public sealed class Trainer : IDisposable
             File.WriteAllText(Path.Combine(outDir, "config.json"), Config.ToJson());
             console.WriteLine($"model: {Model.parameters().Sum(p => p.numel()):N0} parameters, vocabulary {Model.VocabSize} (padded), oec.method = {Config.Oec.Method}");
             console.WriteLine($"data: {Data.Train.Count:N0} train and {Data.Validation.Count:N0} validation sequences of {train.SequenceLength} tokens" +
-                              (Data.Corpus is null ? "" : $"; the synthetic corpus's entropy rate, the best achievable loss, is {Data.Corpus.EntropyRateNats:F3} nats"));
+                              (Data.Corpus is null ? "" : $"; the synthetic corpus's entropy rate, the best achievable loss, is {Data.Corpus.EntropyRateNats:F3} nats") +
+                              (Data.Formats is null ? "" : $"; shard files: {Data.Formats}"));
             if (session.ResumeFrom is not null) console.WriteLine($"resumed from {session.ResumeFrom} at step {start}");
         }
 
