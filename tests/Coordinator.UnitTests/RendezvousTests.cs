@@ -85,7 +85,9 @@ public sealed class RendezvousTests
     {
         await using var grpc = await GrpcJob.StartAsync();
         var key = (await RegisterWorld(grpc))[0].Bootstrap.GroupKey + "/split0/color0/endpoints";
-        var first = grpc.Client.ExchangeAsync(Publish(key, 0, "10.0.0.0:6000", size: 2), GrpcJob.Call()).ResponseAsync;
+        // The first caller publishes in-process: JobState records it before Exchange returns, so the gRPC call below
+        // is the later one whatever the load (two gRPC calls in flight may arrive in either order).
+        var first = grpc.Job.State.Exchange(new Caller(TestJob.JobId, 1, 0, "test"), key, "10.0.0.0:6000", 2, CancellationToken.None);
 
         var e = await Assert.ThrowsAsync<RpcException>(() =>
             grpc.Client.ExchangeAsync(Publish(key, 0, "10.0.0.1:6001", size: 1), GrpcJob.Call()).ResponseAsync.Within());

@@ -41,6 +41,13 @@ public static partial class FaultJob
         Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
     }
 
+    /// <summary>Whether a run's final model equals the reference's to the bit (for the figures; tests assert with AssertSameModel).</summary>
+    public static bool SameModel(string referenceDir, string runDir)
+    {
+        try { AssertSameModel(referenceDir, runDir); return true; }
+        catch (Exception e) when (e is Xunit.Sdk.XunitException or IOException) { return false; }
+    }
+
     /// <summary>The time of the first coordinator.log line matching <paramref name="pattern"/> at or after
     /// <paramref name="since"/> (the log's clock is UTC time of day, HH:mm:ss.fff), or null.</summary>
     public static DateTime? LoggedAt(string outDir, string pattern, DateTime since)

@@ -28,7 +28,7 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
             var times = FaultJob.Timed(outDir, fault.At);
             string failure = File.ReadLines(Path.Combine(outDir, "coordinator.log")).First(l => l.Contains("generation 1 failed"));
             log.WriteLine($"trial {trial}: rank {victim} killed at step {fault.Step} (aimed {atStep}); detected in {times.DetectionS:F2} s, training again in {times.RecoveryS:F2} s; {failure}");
-            FaultJob.Report("kill -9 rank", trial, fault.Exit == 0, fault.Exit == 0 && SameModel(referenceDir, outDir), times, failure);
+            FaultJob.Report("kill -9 rank", trial, fault.Exit == 0, fault.Exit == 0 && FaultJob.SameModel(referenceDir, outDir), times, failure);
 
             Assert.Equal(ExitCodes.Success, fault.Exit);
             Assert.Equal(1, fault.Job.Restarts);
@@ -49,7 +49,7 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         var times = FaultJob.Timed(outDir, fault.At);
         string failure = File.ReadLines(Path.Combine(outDir, "coordinator.log")).First(l => l.Contains("generation 1 failed"));
         log.WriteLine($"rank 1 stopped at step {fault.Step}: detected in {times.DetectionS:F2} s, training again in {times.RecoveryS:F2} s; {failure}");
-        FaultJob.Report("SIGSTOP rank", 0, fault.Exit == 0, fault.Exit == 0 && SameModel(referenceDir, outDir), times, failure);
+        FaultJob.Report("SIGSTOP rank", 0, fault.Exit == 0, fault.Exit == 0 && FaultJob.SameModel(referenceDir, outDir), times, failure);
 
         Assert.Equal(ExitCodes.Success, fault.Exit);
         Assert.Equal(1, fault.Job.Restarts);
@@ -121,7 +121,7 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
             string codes = string.Join("; ", job.ExitCodesByRank.OrderBy(p => p.Key).Select(p => $"rank {p.Key}: {string.Join(", ", p.Value)}"));
             log.WriteLine($"trial {trial}: coordinator killed at step {killedStep}; training again in {times.RecoveryS:F2} s; rank exit codes {codes}");
             bool recovered = coordinator == 0 && ranks.All(c => c == 0);
-            FaultJob.Report("kill -9 coordinator", trial, recovered, recovered && SameModel(referenceDir, outDir), times, codes);
+            FaultJob.Report("kill -9 coordinator", trial, recovered, recovered && FaultJob.SameModel(referenceDir, outDir), times, codes);
 
             Assert.Equal(0, coordinator);
             Assert.All(ranks, c => Assert.Equal(ExitCodes.Success, c));
@@ -148,11 +148,6 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         return outDir;
     }
 
-    static bool SameModel(string referenceDir, string runDir)
-    {
-        try { FaultJob.AssertSameModel(referenceDir, runDir); return true; }
-        catch (Exception e) when (e is Xunit.Sdk.XunitException or IOException) { return false; }
-    }
 
     sealed record Fault(int Exit, JobState Job, DateTime At, long Step, int Pid);
 
