@@ -61,11 +61,13 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         JobState? job = null;
         Task? killer = null;
         var pids = new System.Collections.Concurrent.ConcurrentBag<int>();
+        var environments = new System.Collections.Concurrent.ConcurrentBag<string[]>();
         int exit = await Launch.Local(faulty, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
             created: j => job = j,
             started: (generation, rank, process) =>
             {
                 pids.Add(process.Id);
+                environments.Add(File.ReadAllText($"/proc/{process.Id}/environ").Split('\0'));
                 if (generation != 1 || rank != 1) return;
                 killer = Task.Run(async () =>
                 {
@@ -89,6 +91,7 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         AssertSameResult(clean, faulty); // the replacement generation's result is the uninterrupted job's, to the bit
         // No rank, the killed one included, left .NET's debugger pipes or diagnostics socket (clr-debug-pipe-PID-*,
         // dotnet-diagnostic-PID-*) in the temporary directory.
+        Assert.All(environments, e => Assert.Contains("OMP_WAIT_POLICY=PASSIVE", e)); // OpenMP threads that sleep, not spin
         Assert.Empty(pids.SelectMany(pid => new[] { "clr-debug-pipe", "dotnet-diagnostic" }
             .SelectMany(kind => Directory.EnumerateFileSystemEntries(Path.GetTempPath(), $"{kind}-{pid}-*"))));
     }

@@ -12,6 +12,17 @@ public sealed class SpawnedRank : IDisposable
         Exited = process.WaitForExitAsync();
     }
 
+    /// <summary>Set for every rank this program starts, unless its own environment sets them already.</summary>
+    public static readonly IReadOnlyDictionary<string, string> Defaults = new Dictionary<string, string>
+    {
+        // No debugger pipes or diagnostics socket in /tmp: a rank killed by a signal would leave them behind (three
+        // files a process). DOTNET_EnableDiagnostics=1 lets dotnet-trace or a debugger attach.
+        ["DOTNET_EnableDiagnostics"] = "0",
+        // libtorch's OpenMP threads sleep at a barrier instead of spinning: on a loaded machine a spinning thread holds
+        // the core that its descheduled partner needs (a lone 2-thread rank on 2 busy cores ran 2.5-3x slower; docs/benchmarks.md).
+        ["OMP_WAIT_POLICY"] = "PASSIVE",
+    };
+
     public int Rank { get; }
     public Process Process { get; }
     /// <summary>Completes when the process has exited.</summary>
@@ -24,9 +35,7 @@ public sealed class SpawnedRank : IDisposable
     {
         var info = new ProcessStartInfo(command.FileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in command.Arguments) info.ArgumentList.Add(a);
-        // No debugger pipes or diagnostics socket in /tmp: a rank killed by a signal would leave them behind (three
-        // files per process). Set DOTNET_EnableDiagnostics=1 in the environment to attach dotnet-trace or a debugger.
-        info.Environment.TryAdd("DOTNET_EnableDiagnostics", "0");
+        foreach (var (name, value) in Defaults) info.Environment.TryAdd(name, value);
         foreach (var (name, value) in environment) info.Environment[name] = value;
         var process = new Process { StartInfo = info };
         string prefix = $"[rank {rank}] ";
