@@ -23,13 +23,15 @@ public static class Prepare
 
     /// <summary>
     /// Tokenises options.Inputs into OutputDirectory. Refuses to run when shards named {Name}_train_*.bin or
-    /// {Name}_val_*.bin already exist there; on any failure deletes the shards this run wrote, so nothing partial remains.
+    /// {Name}_val_*.bin already exist there; on any failure deletes the shards this run wrote, and the output directory
+    /// if this run created it, so nothing partial remains.
     /// </summary>
     public static PrepareSummary Run(PrepareOptions options, TextWriter log)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(log);
         Validate(options);
+        string? created = FirstMissing(Path.GetFullPath(options.OutputDirectory));
         Directory.CreateDirectory(options.OutputDirectory);
         RefuseExistingShards(options);
         var clock = Stopwatch.StartNew();
@@ -48,8 +50,17 @@ public static class Prepare
         {
             train.DeleteWritten();
             val.DeleteWritten();
+            if (created is not null) Directory.Delete(created, recursive: true);
             throw;
         }
+    }
+
+    // The outermost directory of `path` that does not exist yet (null when `path` exists): what CreateDirectory adds.
+    private static string? FirstMissing(string path)
+    {
+        string? missing = null;
+        for (string? dir = path; dir is not null && !Directory.Exists(dir); dir = Path.GetDirectoryName(dir)) missing = dir;
+        return missing;
     }
 
     /// <summary>True when document `index` belongs to the validation split for fraction f.</summary>
@@ -198,7 +209,7 @@ public static class Prepare
         log.WriteLine($"prepare: shards in {options.OutputDirectory}: {options.Name}_train_*.bin, {options.Name}_val_*.bin");
         if (options.ValFraction > 0 && summary.ValShards.Count == 0)
         {
-            log.WriteLine(string.Create(c, $"prepare: warning: ValFraction {options.ValFraction} put none of the {summary.Documents} documents into validation"));
+            log.WriteLine(string.Create(c, $"prepare: warning: --val-fraction {options.ValFraction} put none of the {summary.Documents} documents into validation"));
         }
     }
 }

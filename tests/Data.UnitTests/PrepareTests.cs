@@ -96,7 +96,7 @@ public sealed class PrepareTests : IDisposable
     }
 
     [Fact]
-    public void An_empty_file_fails_naming_it_and_leaves_no_shard()
+    public void An_empty_file_fails_naming_it_and_leaves_no_shard_nor_the_directory_it_created()
     {
         string input = WriteText("empty.txt", "\n\n  \n");
         string output = temp.File("out");
@@ -105,7 +105,7 @@ public sealed class PrepareTests : IDisposable
 
         Assert.StartsWith(input, error.Message);
         Assert.Contains("no documents", error.Message);
-        Assert.Empty(Directory.GetFiles(output));
+        Assert.False(Directory.Exists(output));
     }
 
     [Fact]
@@ -121,7 +121,20 @@ public sealed class PrepareTests : IDisposable
 
         Assert.StartsWith(bad, error.Message);
         Assert.Contains("invalid UTF-8", error.Message);
-        Assert.Empty(Directory.GetFiles(output));
+        Assert.False(Directory.Exists(output));
+    }
+
+    [Fact]
+    public void A_failure_into_a_directory_that_existed_deletes_only_the_shards_and_keeps_the_directory_and_its_files()
+    {
+        string output = temp.File("out");
+        Directory.CreateDirectory(output);
+        File.WriteAllText(Path.Combine(output, "notes.txt"), "kept");
+        string input = WriteText("empty.txt", "\n\n");
+
+        Assert.Throws<DataFormatException>(() => Prepare.Run(new PrepareOptions([input], output), TextWriter.Null));
+
+        Assert.Equal([Path.Combine(output, "notes.txt")], Directory.GetFiles(output));
     }
 
     [Fact]
