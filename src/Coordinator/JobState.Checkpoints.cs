@@ -51,27 +51,28 @@ public sealed partial class JobState
     (long Step, string? From, CheckpointManifest? Manifest) InitialCheckpoint()
     {
         var latest = catalog.LatestValid();
-        if (!spec.Options.Resume)
+        var resume = spec.Options.Resume;
+        if (latest is null || resume == ResumeMode.No)
         {
             if (latest is not null)
                 throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a checkpoint at step {latest.Value.Manifest.Step}: " +
                                             "set job.resume=true to continue that run, or choose another run.out_dir");
+            // Checkpoints that are all broken are not a reason to start over on top of them (rotation would delete them).
+            if (resume != ResumeMode.No && catalog.Committed().ToList() is { Count: > 0 } broken)
+                throw new ArgumentException($"job.resume = {Setting(resume)}, but none of the checkpoints in {catalog.Root} is valid " +
+                                            $"({string.Join(", ", broken.Select(Path.GetFileName))}; coordinator.log says why each was skipped): " +
+                                            "move them aside to start over, or repair them");
             // A finished run without checkpoints, or one whose checkpoints are all broken: a fresh job would overwrite it.
             var run = new[] { "config.json", "metrics.jsonl", "model.safetensors" }.Where(f => File.Exists(Path.Combine(spec.OutDir, f)))
                 .Concat(catalog.Committed().Select(d => Path.GetRelativePath(spec.OutDir, d))).ToList();
             if (run.Count > 0)
-                throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a run ({string.Join(", ", run)}): " +
-                                            "set job.resume=true to continue it, or choose another run.out_dir");
-            return (0, null, null);
-        }
-        if (latest is null)
-        {
-            // Checkpoints that are all broken are not a reason to start over on top of them (rotation would delete them).
-            if (catalog.Committed().ToList() is { Count: > 0 } broken)
-                throw new ArgumentException($"job.resume = true, but none of the checkpoints in {catalog.Root} is valid " +
-                                            $"({string.Join(", ", broken.Select(Path.GetFileName))}; coordinator.log says why each was skipped): " +
-                                            "move them aside to start over, or repair them");
-            log.Info($"job.resume = true, but {catalog.Root} holds no checkpoint: starting at step 0");
+                throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a run ({string.Join(", ", run)}) " +
+                                            (resume == ResumeMode.No ? "" : "but no checkpoint to continue it from ") +
+                                            "and a fresh job would write over it: choose another run.out_dir");
+            if (resume == ResumeMode.Yes)
+                throw new ArgumentException($"job.resume = true, but run.out_dir = '{spec.OutDir}' holds no checkpoint (none under {catalog.Root}): " +
+                                            "check the path, or set job.resume=auto to start afresh when there is nothing to continue");
+            if (resume == ResumeMode.Auto) log.Info($"job.resume = auto and {catalog.Root} holds no checkpoint: starting at step 0");
             return (0, null, null);
         }
         var (manifest, dir) = latest.Value;
@@ -79,6 +80,8 @@ public sealed partial class JobState
             throw new ArgumentException($"cannot resume from {dir}: {conflict}");
         return (manifest.Step, dir, manifest);
     }
+
+    static string Setting(ResumeMode mode) => mode == ResumeMode.Auto ? "auto" : "true";
 
     // Without a typed comparison (spec.ResumeConflict): the model and data sections compared as JSON text.
     string? SectionsDiffer(string checkpointConfig)

@@ -27,8 +27,9 @@ public sealed record JobOptions
     public int CheckpointEvery { get; init; } = 100;
     /// <summary>Committed checkpoints kept (the newest).</summary>
     public int KeepCheckpoints { get; init; } = 3;
-    /// <summary>Continue from the newest valid checkpoint in run.out_dir instead of starting afresh.</summary>
-    public bool Resume { get; init; }
+    /// <summary>Whether to continue from the newest valid checkpoint in run.out_dir (<see cref="ResumeMode"/>).</summary>
+    [System.Text.Json.Serialization.JsonConverter(typeof(ResumeModeConverter))] // over the options' enum converter
+    public ResumeMode Resume { get; init; }
 
     public void Validate()
     {

@@ -151,7 +151,7 @@ public sealed class CheckpointTests
             Assert.Contains("job.resume", e.Message);
         }
 
-        using var resumed = new TestJob(new JobOptions { Resume = true }, outDir: dir.Path);
+        using var resumed = new TestJob(new JobOptions { Resume = ResumeMode.Yes }, outDir: dir.Path);
         var replies = await resumed.RegisterAll();
         Assert.All(replies, r =>
         {
@@ -166,7 +166,7 @@ public sealed class CheckpointTests
         using var dir = new TempDir();
         await CommitAtStep6(dir.Path);
         using var log = new JobLog(null, null);
-        var resume = TestJob.SpecFor(dir.Path, new JobOptions { Resume = true });
+        var resume = TestJob.SpecFor(dir.Path, new JobOptions { Resume = ResumeMode.Yes });
 
         // Without a typed check: the sections compared as JSON text.
         var e = Assert.Throws<ArgumentException>(() => new JobState(resume with { ConfigJson = TestJob.ConfigJson.Replace("\"layers\":2", "\"layers\":3") }, log));
@@ -193,7 +193,7 @@ public sealed class CheckpointTests
         var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions()), log));
 
         Assert.Contains($"run.out_dir = '{dir.Path}' holds a run (metrics.jsonl, model.safetensors)", e.Message);
-        Assert.Contains("job.resume=true", e.Message);
+        Assert.Contains("choose another run.out_dir", e.Message);
         Assert.True(File.Exists(Path.Combine(dir.Path, "model.safetensors"))); // nothing touched
     }
 
@@ -207,14 +207,37 @@ public sealed class CheckpointTests
         File.AppendAllText(file, "torn");
         using var log = new JobLog(null, null);
 
-        var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions { Resume = true }), log));
+        var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions { Resume = ResumeMode.Yes }), log));
 
         Assert.Contains("none of the checkpoints in", e.Message);
         Assert.Contains("step_00000006", e.Message);
         Assert.True(Directory.Exists(checkpoint));
 
-        using var empty = new TempDir(); // nothing to resume from at all (a first start with job.resume=true): from step 0
-        using var fresh = new JobState(TestJob.SpecFor(empty.Path, new JobOptions { Resume = true }), log);
+    }
+
+    [Fact]
+    public void With_nothing_to_resume_true_is_refused_naming_the_directory_and_auto_starts_at_step_0()
+    {
+        using var empty = new TempDir(); // a mistyped run.out_dir, or a run that never checkpointed
+        using var log = new JobLog(null, null);
+
+        var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(empty.Path, new JobOptions { Resume = ResumeMode.Yes }), log));
+        Assert.Contains($"job.resume = true, but run.out_dir = '{empty.Path}' holds no checkpoint", e.Message);
+        Assert.Contains("job.resume=auto", e.Message);
+
+        using var fresh = new JobState(TestJob.SpecFor(empty.Path, new JobOptions { Resume = ResumeMode.Auto }), log); // a cluster job's first start
         Assert.Equal(JobPhase.Registering, fresh.Phase);
+    }
+
+    [Fact]
+    public void Auto_into_a_directory_holding_a_run_without_checkpoints_is_refused_as_a_fresh_job_is()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(Path.Combine(dir.Path, "metrics.jsonl"), "");
+        using var log = new JobLog(null, null);
+
+        var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions { Resume = ResumeMode.Auto }), log));
+
+        Assert.Contains("holds a run (metrics.jsonl) but no checkpoint to continue it from", e.Message);
     }
 }

@@ -233,7 +233,7 @@ public class DivergenceActionTests
             first.CommitBoth(2, 6);
         }
 
-        using var resumed = new TestJob(new JobOptions { Resume = true }, outDir: dir.Path, divergence: Spike);
+        using var resumed = new TestJob(new JobOptions { Resume = ResumeMode.Yes }, outDir: dir.Path, divergence: Spike);
         var replies = await resumed.RegisterAll();
 
         Assert.All(replies, r => Assert.Equal((6L, 0.5), (r.StartStep, r.LearningRateScale)));

@@ -122,7 +122,7 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         Assert.InRange(stopped.Step, 60, 159);
         Assert.False(File.Exists(Path.Combine(halves.Run.OutDir!, "model.safetensors")));
 
-        var resumed = halves with { Job = halves.Job with { Resume = true } };
+        var resumed = halves with { Job = halves.Job with { Resume = ResumeMode.Yes } };
         int second = await Launch.Local(resumed, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5));
 
         Assert.Equal(0, second);
@@ -160,7 +160,7 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         }).WaitAsync(TimeSpan.FromMinutes(5)));
         await watcher.WaitAsync(TimeSpan.FromMinutes(1));
         Assert.Equal(JobPhase.Stopped, (await job!.Outcome).Phase);
-        Assert.Equal(0, await Launch.Local(halves with { Job = halves.Job with { Resume = true } }, Launch.SelfRankCommand(), TextWriter.Null,
+        Assert.Equal(0, await Launch.Local(halves with { Job = halves.Job with { Resume = ResumeMode.Yes } }, Launch.SelfRankCommand(), TextWriter.Null,
             CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
         AssertSameResult(whole, halves); // resumed from per-shard checkpoints, to the bit
 

@@ -46,6 +46,7 @@ public class CliTests
 
     [Theory]
     [InlineData("train.batch_size=3", "job.world_size=2")]   // found by the job's spec, after the corpus is read
+    [InlineData("job.resume=true", "job.world_size=2")]      // refused by the job: nothing to resume in a new directory
     public void Train_refused_for_its_configuration_leaves_no_run_directory_behind(params string[] settings)
     {
         using var temp = new TempDirectory();

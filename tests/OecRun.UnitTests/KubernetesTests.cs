@@ -82,7 +82,7 @@ public class KubernetesTests
         var run = RunConfig.Load(temp.File("job.json"), []);
 
         Assert.Equal((50, 1e-3), (run.Train.Steps, run.Train.LearningRate));
-        Assert.Equal((4, CpuName, true, Job.Backend.Tcp), (run.Job.WorldSize, run.Job.Id, run.Job.Resume, run.Job.Backend));
+        Assert.Equal((4, CpuName, Job.ResumeMode.Auto, Job.Backend.Tcp), (run.Job.WorldSize, run.Job.Id, run.Job.Resume, run.Job.Backend));
         Assert.Equal($"/shared/runs/{CpuName}", run.Run.OutDir);
         Assert.Equal(7, Assert.Single(objects.OfType<V1Job>()).Spec.BackoffLimit);
     }

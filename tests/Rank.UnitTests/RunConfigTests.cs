@@ -232,7 +232,7 @@ public class RunConfigTests
 
         Assert.Equal(4, config.Job.WorldSize);
         Assert.Equal(7, config.Job.CheckpointEvery);
-        Assert.True(config.Job.Resume);
+        Assert.Equal(ResumeMode.Yes, config.Job.Resume);
         Assert.Equal("exp-1", config.Job.Id);
     }
 

@@ -19,7 +19,7 @@ public static class KubernetesCommand
         b.Add(new Option<int>("--ranks-per-pod") { Description = "Rank processes per pod; must divide --ranks.", DefaultValueFactory = _ => d.RanksPerPod }, (o, v) => o with { RanksPerPod = v });
         b.Add(new Option<int>("--gpus-per-rank") { Description = "GPUs per rank: 0 = a CPU job (job.backend = tcp); 1 = a GPU job (job.backend = nccl, nvidia.com/gpu = ranks per pod).", DefaultValueFactory = _ => d.GpusPerRank },
             (o, v) => o with { GpusPerRank = v });
-        b.Add(CommandLine.ConfigOption("The run configuration (JSON); validated now. job.world_size, job.id, job.backend, job.resume = true and run.out_dir are set by this command."),
+        b.Add(CommandLine.ConfigOption("The run configuration (JSON); validated now. job.world_size, job.id, job.backend, job.resume = auto and run.out_dir are set by this command."),
             (o, v) => o with { ConfigFile = v });
         b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
         b.Add(new Option<string?>("--namespace") { Description = "Namespace of every object (default: the one kubectl applies to)." }, (o, v) => o with { Namespace = v });

@@ -68,7 +68,7 @@ public static class JobManifests
     public static RunConfig Resolve(ManifestOptions o)
     {
         string[] device = o.GpusPerRank > 0 ? ["train.device=cuda", "job.backend=nccl"] : ["train.device=cpu", "job.backend=tcp"];
-        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=true", .. device];
+        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=auto", .. device];
         var run = RunConfig.Load(o.ConfigFile, [.. o.Overrides, .. rendered]);
         ParallelLayout.Of(run.Job).ReplicaBatch(run.Train.BatchSize); // fails at render time, not in the pod
         foreach (var (key, pattern) in new[] { ("data.train_shards", run.Data.TrainShards), ("data.val_shards", run.Data.ValShards) })

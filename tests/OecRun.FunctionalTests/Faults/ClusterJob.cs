@@ -50,7 +50,7 @@ public sealed class ClusterJob : IDisposable
     public void StartCoordinator()
     {
         coordinator = Spawn("coordinator", coordinatorNode.Command(
-            ["coordinator", "--port", port.ToString(), "--metrics-port", "0", .. settings, "job.resume=true", "run.out_dir=" + outDir]),
+            ["coordinator", "--port", port.ToString(), "--metrics-port", "0", .. settings, "job.resume=auto", "run.out_dir=" + outDir]),
             new() { ["OEC_JOB_TOKEN"] = token });
     }
 

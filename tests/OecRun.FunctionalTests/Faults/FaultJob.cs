@@ -77,12 +77,14 @@ public static partial class FaultJob
         if (Environment.GetEnvironmentVariable("OEC_FAULT_REPORT") is not { Length: > 0 } path) return;
         var line = System.Text.Json.JsonSerializer.Serialize(new
         {
-            fault, trial, recovered, bitwise_equal = bitwiseEqual, detection_s = times.DetectionS, recovery_s = times.RecoveryS, detail,
+            fault, trial, recovered, bitwise_equal = bitwiseEqual, detection_s = Seconds(times.DetectionS), recovery_s = Seconds(times.RecoveryS), detail,
         });
         lock (ReportGate) File.AppendAllText(path, line + "\n");
     }
 
     static readonly Lock ReportGate = new();
+
+    static double? Seconds(double s) => double.IsNaN(s) ? null : Math.Round(s, 3); // JSON has no NaN: not measured
 
     [GeneratedRegex(@"^(\d\d:\d\d:\d\d\.\d{3}) coordinator: (.*)$")]
     private static partial Regex LogLine();

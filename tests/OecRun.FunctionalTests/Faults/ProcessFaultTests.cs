@@ -20,13 +20,14 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         {
             var random = new Random(1000 + trial);
             int victim = random.Next(2);
-            long atStep = random.Next(5, FaultJob.Steps - 5);
+            long atStep = random.Next(5, FaultJob.Steps - 25); // the rank's step reaches the test a heartbeat late: leave it time to be killed
             using var temp = new TempDirectory();
             string outDir = temp.File("run");
             var fault = await RunLocal(outDir, victim, atStep, process => process.Kill());
 
             var times = FaultJob.Timed(outDir, fault.At);
-            string failure = File.ReadLines(Path.Combine(outDir, "coordinator.log")).First(l => l.Contains("generation 1 failed"));
+            string failure = File.ReadLines(Path.Combine(outDir, "coordinator.log")).FirstOrDefault(l => l.Contains("generation 1 failed"))
+                             ?? throw new Xunit.Sdk.XunitException($"trial {trial}: no failure logged: the job ended before rank {victim} was killed at step {fault.Step}");
             log.WriteLine($"trial {trial}: rank {victim} killed at step {fault.Step} (aimed {atStep}); detected in {times.DetectionS:F2} s, training again in {times.RecoveryS:F2} s; {failure}");
             FaultJob.Report("kill -9 rank", trial, fault.Exit == 0, fault.Exit == 0 && FaultJob.SameModel(referenceDir, outDir), times, failure);
 
