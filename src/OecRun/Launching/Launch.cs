@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Coordinator;
 using Data;
+using Job;
 using Rank.Configuration;
 using Rank.Training;
 
@@ -31,6 +32,7 @@ public static class Launch
     {
         // The ranks run here, rank r on cuda:r: a machine without them fails now, once, not in every rank and restart.
         if (config.Train.Device == "cuda") ComputeDevice.Select("cuda", localRank: config.Job.WorldSize - 1);
+        using var runLock = RunDirectoryLock.Acquire(config.Run.OutDir!);
         using var job = Create(config, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)), console, out var log, out var data);
         using var _ = log;
         using var __ = data;
@@ -51,6 +53,7 @@ public static class Launch
     {
         string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
             : throw new ArgumentException("OEC_JOB_TOKEN must be set to the job token (at least 16 characters) that ranks will present");
+        using var runLock = RunDirectoryLock.Acquire(config.Run.OutDir!);
         using var job = Create(config, token, console, out var log, out var data);
         using var _ = log;
         using var __ = data;
@@ -82,6 +85,8 @@ public static class Launch
         string outDir = config.Run.OutDir!;
         string id = config.Job.Id.Length > 0 ? config.Job.Id
             : Environment.GetEnvironmentVariable("OEC_JOB_ID") is { Length: > 0 } e ? e
+            // A resumed run keeps the id its checkpoints were taken under: one Prometheus series across stops and resumes.
+            : config.Job.Resume && new CheckpointCatalog(Path.Combine(outDir, "checkpoints"), _ => { }).NewestJobId() is { } kept ? kept
             : $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDir)))}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3))}";
         config = config with { Job = config.Job with { Id = id } }; // the id is checked with the job's spec (JobSpec.Validate)
         var train = config.Train;
