@@ -72,7 +72,7 @@ public class RunDirectoryTests
         await first.ReadUntil("step     3/");
         var firstOutput = first.Process.StandardOutput.ReadToEndAsync(); // keeps its pipe drained
 
-        using var second = StartTrain(outDir);
+        using var second = StartTrain(outDir, "job.resume=true"); // what the check for a directory holding a run lets through
         _ = second.Process.StandardOutput.ReadToEndAsync();
         string secondErrors = await second.Errors.WaitAsync(Patience);
         Assert.True(second.Process.WaitForExit(Patience), "the second job still runs");
