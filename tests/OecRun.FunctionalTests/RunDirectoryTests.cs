@@ -109,24 +109,10 @@ public class RunDirectoryTests
     {
         using var temp = new TempDirectory();
         var config = RunConfig.Load(null, [.. Settings, "train.steps=200", "job.checkpoint_every=0", "run.out_dir=" + temp.File("run")]);
-        using var interrupt = new CancellationTokenSource();
-        JobState? first = null, second = null;
-        var watcher = Task.CompletedTask;
-
-        int stopped = await Launch.Local(config, Launch.SelfRankCommand(), TextWriter.Null, interrupt.Token, created: j =>
-        {
-            first = j;
-            watcher = Task.Run(async () =>
-            {
-                while (j.Ranks().FirstOrDefault()?.Step is not >= 3 && !j.Outcome.IsCompleted) await Task.Delay(20);
-                interrupt.Cancel(); // as Ctrl+C does
-            });
-        }).WaitAsync(TimeSpan.FromMinutes(5));
-        await watcher.WaitAsync(TimeSpan.FromMinutes(1));
-        Assert.Equal(0, stopped);
-        Assert.Equal(JobPhase.Stopped, (await first!.Outcome).Phase);
+        var first = await JobProcessTests.StopAfter(config, 3);
 
         var resume = config with { Job = config.Job with { Resume = true } };
+        JobState? second = null;
         int finished = await Launch.Local(resume, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None, created: j => second = j)
             .WaitAsync(TimeSpan.FromMinutes(5));
 
