@@ -1,8 +1,6 @@
-// The two sockets of one rank in a ring: to the next rank (we connect) and from the previous rank (we accept), with the handshake.
-using System.Buffers.Binary;
+// The two sockets of one rank in a ring: to the next rank (we connect) and from the previous rank (we accept).
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 
 namespace Collectives;
 
@@ -19,7 +17,6 @@ internal sealed class PeerIoException(int peerRank, string peerEndpoint, string 
 
 internal sealed class RingLinks : IDisposable
 {
-    private const int HandshakeMagic = 0x52_49_4E_47; // "RING"
     private readonly Socket toNext;
     private readonly Socket fromPrev;
 
@@ -34,19 +31,23 @@ internal sealed class RingLinks : IDisposable
         (this.toNext, this.fromPrev, Next, Prev, NextEndpoint, PrevEndpoint) = (toNext, fromPrev, next, prev, nextEndpoint, prevEndpoint);
     }
 
-    /// <summary>Listens, publishes host:port under "{groupKey}/endpoints", connects to rank+1 and accepts rank-1.</summary>
+    /// <summary>Listens, publishes host:port under "{groupKey}/endpoints", connects to rank+1 and accepts rank-1; both
+    /// links prove the job token (<see cref="RingHandshake"/>). The connecting half of the handshake waits for rank+1's
+    /// challenge only once this rank has sent its own to rank-1, so that no rank of the ring waits on another in a cycle.</summary>
     public static RingLinks Open(IRendezvous rendezvous, string groupKey, int rank, int worldSize, TcpOptions options)
     {
         var timeout = options.EffectiveTimeout;
-        using var listener = Listen(options.Port);
+        using var listener = Listen(options.EffectiveBind, options.Port);
         var port = ((IPEndPoint)listener.LocalEndPoint!).Port;
         var endpoints = rendezvous.AllGather($"{groupKey}/endpoints", rank, worldSize, $"{options.Host}:{port}", timeout);
         int next = (rank + 1) % worldSize, prev = (rank - 1 + worldSize) % worldSize;
+        var handshake = new RingHandshake(groupKey, rank, worldSize, options.Token);
         var toNext = Connect(endpoints[next], next, timeout);
         try
         {
-            SendHandshake(toNext, groupKey, rank, worldSize, next, endpoints[next]);
-            var fromPrev = Accept(listener, groupKey, rank, worldSize, prev, endpoints[prev], timeout);
+            var helloNonce = handshake.SendHello(toNext, next, endpoints[next]);
+            var fromPrev = Accept(listener, handshake, groupKey, rank, prev, endpoints[prev], timeout,
+                                  () => handshake.Prove(toNext, helloNonce, next, endpoints[next]));
             return new RingLinks(toNext, fromPrev, next, prev, endpoints[next], endpoints[prev]) { Endpoints = endpoints };
         }
         catch
@@ -106,10 +107,10 @@ internal sealed class RingLinks : IDisposable
     private static string Describe(Exception e) =>
         IsTimeout(e) ? "timed out" : e is SocketException se ? se.SocketErrorCode.ToString() : "socket closed locally";
 
-    private static Socket Listen(int port)
+    private static Socket Listen(IPAddress bind, int port)
     {
         var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        s.Bind(new IPEndPoint(IPAddress.Any, port));
+        s.Bind(new IPEndPoint(bind, port));
         s.Listen(16);
         return s;
     }
@@ -171,32 +172,27 @@ internal sealed class RingLinks : IDisposable
         return (endpoint[..colon], port);
     }
 
-    // Handshake: magic, sender rank, world size, group key length, group key (UTF-8). Little-endian int32s.
-    private static void SendHandshake(Socket s, string groupKey, int rank, int worldSize, int peer, string endpoint)
-    {
-        var key = Encoding.UTF8.GetBytes(groupKey);
-        var buf = new byte[16 + key.Length];
-        BinaryPrimitives.WriteInt32LittleEndian(buf, HandshakeMagic);
-        BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(4), rank);
-        BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(8), worldSize);
-        BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(12), key.Length);
-        key.CopyTo(buf, 16);
-        try { s.Send(buf); }
-        catch (SocketException e) { throw new CollectiveException($"rank {rank}: handshake to rank {peer} at {endpoint} failed: {e.SocketErrorCode}", e); }
-    }
-
-    // Accepts until the expected previous rank of this group shows up or the timeout passes; strangers are dropped.
-    private static Socket Accept(Socket listener, string groupKey, int rank, int worldSize, int prev, string prevEndpoint, TimeSpan timeout)
+    /// <summary>Accepts until the expected previous rank of this group shows up and proves the job token, or the
+    /// timeout passes; strangers are dropped. <paramref name="proveToNext"/> runs once, after the first challenge
+    /// went out and before its proof is read.</summary>
+    private static Socket Accept(Socket listener, RingHandshake handshake, string groupKey, int rank, int prev, string prevEndpoint,
+                                 TimeSpan timeout, Action proveToNext)
     {
         var deadline = DateTime.UtcNow + timeout;
         string? lastProblem = null;
+        Action? pending = proveToNext;
         while (DateTime.UtcNow < deadline)
         {
             var waitUs = (int)Math.Clamp((deadline - DateTime.UtcNow).TotalMicroseconds, 1, 200_000);
             if (!listener.Poll(waitUs, SelectMode.SelectRead)) continue;
             var s = listener.Accept();
             Configure(s, timeout);
-            lastProblem = CheckHandshake(s, groupKey, worldSize, prev);
+            try { lastProblem = Authenticate(s, handshake, prev, ref pending); }
+            catch
+            {
+                s.Dispose(); // proving this rank to rank+1 failed
+                throw;
+            }
             if (lastProblem is null) return s;
             s.Dispose();
         }
@@ -204,37 +200,28 @@ internal sealed class RingLinks : IDisposable
             + $"{timeout.TotalSeconds:0.###} s" + (lastProblem is null ? "" : $"; rejected: {lastProblem}"));
     }
 
-    // Null when the handshake says (group, world size, previous rank); otherwise what was wrong.
-    private static string? CheckHandshake(Socket s, string groupKey, int worldSize, int prev)
+    // Null when the peer is the previous rank of this group and proved the job token; otherwise what was wrong.
+    // Runs (and clears) proveToNext between the challenge and the proof.
+    private static string? Authenticate(Socket s, RingHandshake handshake, int prev, ref Action? proveToNext)
     {
+        var remote = s.RemoteEndPoint;
+        byte[] challengeNonce;
         try
         {
-            var head = new byte[16];
-            ReceiveExactly(s, head);
-            var magic = BinaryPrimitives.ReadInt32LittleEndian(head);
-            int peerRank = BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(4)), peerWorld = BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(8));
-            var keyLength = BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(12));
-            if (magic != HandshakeMagic || keyLength is < 0 or > 1 << 16) return $"connection from {s.RemoteEndPoint} is not a ring peer";
-            var key = new byte[keyLength];
-            ReceiveExactly(s, key);
-            var peerGroup = Encoding.UTF8.GetString(key);
-            if (peerGroup != groupKey || peerRank != prev || peerWorld != worldSize)
-                return $"{s.RemoteEndPoint} says rank {peerRank} of {peerWorld} in group '{peerGroup}', expected rank {prev} of {worldSize} in '{groupKey}'";
-            return null;
+            var problem = handshake.ReadHello(s, prev, out var helloNonce);
+            if (problem is not null) return problem;
+            challengeNonce = handshake.SendChallenge(s, helloNonce);
         }
         catch (Exception e) when (e is SocketException or EndOfStreamException)
         {
-            return $"handshake from {s.RemoteEndPoint} failed: {e.Message}";
+            return $"handshake from {remote} failed: {e.Message}";
         }
-    }
-
-    private static void ReceiveExactly(Socket s, Span<byte> bytes)
-    {
-        while (!bytes.IsEmpty)
+        proveToNext?.Invoke();
+        proveToNext = null;
+        try { return handshake.CheckProof(s, challengeNonce, prev); }
+        catch (Exception e) when (e is SocketException or EndOfStreamException)
         {
-            var n = s.Receive(bytes);
-            if (n == 0) throw new EndOfStreamException("connection closed during handshake");
-            bytes = bytes[n..];
+            return $"handshake from {remote} failed: {e.Message}";
         }
     }
 }

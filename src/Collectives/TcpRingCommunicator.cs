@@ -35,7 +35,8 @@ public sealed class TcpRingCommunicator : ICommunicator
         if (links is not null) sender = new Worker($"ring-send {groupKey} r{rank}");
     }
 
-    /// <summary>Listens, exchanges endpoints through the rendezvous under "{groupKey}/endpoints", connects the ring.
+    /// <summary>Listens, exchanges endpoints through the rendezvous under "{groupKey}/endpoints", connects the ring; each
+    /// link proves <see cref="TcpOptions.Token"/> both ways, and a peer that does not is refused naming it.
     /// Collective: all worldSize ranks call it with the same groupKey (unique per group and lifetime of the rendezvous).</summary>
     public static TcpRingCommunicator Create(IRendezvous rendezvous, string groupKey, int rank, int worldSize, TcpOptions options)
     {
@@ -44,6 +45,9 @@ public sealed class TcpRingCommunicator : ICommunicator
             throw new ArgumentOutOfRangeException(nameof(rank), $"group '{groupKey}': rank {rank} outside world size {worldSize}");
         if (options.ChunkBytes < 64)
             throw new ArgumentOutOfRangeException(nameof(options), $"ChunkBytes {options.ChunkBytes} < 64");
+        if (options.Token is not { Length: >= TcpOptions.MinTokenLength })
+            throw new ArgumentException($"group '{groupKey}': the job token has {options.Token?.Length ?? 0} characters, at least "
+                + $"{TcpOptions.MinTokenLength} are needed: every ring connection proves it", nameof(options));
         var links = worldSize == 1 ? null : RingLinks.Open(rendezvous, groupKey, rank, worldSize, options);
         return new TcpRingCommunicator(rendezvous, groupKey, rank, worldSize, options, links);
     }

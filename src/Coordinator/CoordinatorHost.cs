@@ -36,7 +36,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
     /// <summary>The step metrics the live page draws; Truncate it after a rollback.</summary>
     public MetricsHistory History { get; }
 
-    /// <param name="listen">The address to bind: loopback for a local launch, Any in a cluster.</param>
+    /// <param name="listen">The address to bind: loopback for a local launch; `oecrun coordinator --host` (default Any) in a cluster.</param>
     /// <param name="port">gRPC (HTTP/2) port; 0 takes a free port.</param>
     /// <param name="metricsPort">HTTP/1.1 port for Prometheus' /metrics and the live page; 0 takes a free port.</param>
     public static async Task<CoordinatorHost> StartAsync(JobState job, JobLog log, IPAddress listen, int port, int metricsPort = 0)

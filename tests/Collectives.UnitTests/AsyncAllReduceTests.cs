@@ -12,7 +12,7 @@ public class AsyncAllReduceTests
     private static readonly (long Length, ScalarType DType)[] Cases =
         [(1000, ScalarType.Float32), (0, ScalarType.Float32), (100_003, ScalarType.Float32), (7, ScalarType.Int64), (1, ScalarType.Float64)];
 
-    private static readonly TcpOptions Small = new(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 4096);
+    private static readonly TcpOptions Small = new(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 4096);
 
     [Theory]
     [InlineData(2, ReduceOp.Sum)]
@@ -80,7 +80,7 @@ public class AsyncAllReduceTests
     public void Dead_peer_makes_wait_throw_quickly_and_breaks_the_communicator()
     {
         const int world = 3, dead = 1;
-        var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
+        var options = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
         var (results, errors) = Ranks.TryRun(world, (rank, comm) =>
         {
             comm.Barrier();
@@ -108,7 +108,7 @@ public class AsyncAllReduceTests
     [Fact]
     public void Silent_peer_makes_wait_time_out_naming_it()
     {
-        var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(1));
+        var options = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(1));
         var (results, errors) = Ranks.TryRun(3, (rank, comm) =>
         {
             if (rank == 1) { Thread.Sleep(2000); return ""; } // alive but never joins

@@ -93,7 +93,7 @@ public class CollectiveOpsTests
             using var expected = Reference(all, ReduceOp.Sum, ScalarType.Float64);
             AssertClose(expected, t, $"rank {rank}");
             return 0;
-        }, new TcpOptions(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 64));
+        }, new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 64));
     }
 
     [Theory]
@@ -163,7 +163,7 @@ public class CollectiveOpsTests
             using var t = torch.ones(rank == 0 ? 10 : 11);
             comm.AllReduce(t);
             return 0;
-        }, new TcpOptions(Timeout: TimeSpan.FromSeconds(5)));
+        }, new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(5)));
         Assert.All(errors, e => Assert.IsType<CollectiveException>(e));
         Assert.Contains(errors, e => e!.Message.Contains("mismatched collective"));
     }

@@ -14,7 +14,7 @@ public class FailureTests
     [InlineData(4, 0)]
     public void Dead_peer_is_named_on_every_rank(int world, int dead)
     {
-        var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
+        var options = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
         var (results, errors) = Ranks.TryRun(world, (rank, comm) =>
         {
             comm.Barrier(); // everyone is connected and running
@@ -40,7 +40,7 @@ public class FailureTests
     [Fact]
     public void Silent_peer_times_out_naming_it()
     {
-        var options = new TcpOptions(Timeout: TimeSpan.FromSeconds(1));
+        var options = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(1));
         var (results, errors) = Ranks.TryRun(3, (rank, comm) =>
         {
             if (rank == 1) { Thread.Sleep(3000); return ""; } // alive but never joins: the others time out

@@ -7,11 +7,13 @@ internal static class Ranks
 {
     public static readonly TimeSpan Guard = TimeSpan.FromSeconds(60);
 
-    /// <summary>Runs body(rank, comm) on worldSize threads; returns per-rank results or the per-rank exceptions.</summary>
+    /// <summary>Runs body(rank, comm) on worldSize threads; returns per-rank results or the per-rank exceptions. Every
+    /// rank gets <paramref name="options"/> unless <paramref name="optionsOf"/> gives a rank its own.</summary>
     public static (T?[] Results, Exception?[] Errors) TryRun<T>(int worldSize, Func<int, TcpRingCommunicator, T> body,
-        TcpOptions? options = null, IRendezvous? rendezvous = null, bool dispose = true)
+        TcpOptions? options = null, IRendezvous? rendezvous = null, bool dispose = true, Func<int, TcpOptions>? optionsOf = null)
     {
         rendezvous ??= new InProcessRendezvous();
+        options ??= new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20)); // one job token for all ranks
         var group = "test-" + Guid.NewGuid().ToString("N");
         var results = new T?[worldSize];
         var errors = new Exception?[worldSize];
@@ -19,7 +21,7 @@ internal static class Ranks
         {
             try
             {
-                var comm = TcpRingCommunicator.Create(rendezvous, group, rank, worldSize, options ?? new TcpOptions(Timeout: TimeSpan.FromSeconds(20)));
+                var comm = TcpRingCommunicator.Create(rendezvous, group, rank, worldSize, optionsOf?.Invoke(rank) ?? options);
                 try { results[rank] = body(rank, comm); }
                 finally { if (dispose) comm.Dispose(); }
             }

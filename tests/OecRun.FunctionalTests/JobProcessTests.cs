@@ -82,10 +82,12 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
 
         JobState? job = null;
         Task? killer = null;
+        var pids = new System.Collections.Concurrent.ConcurrentBag<int>();
         int exit = await Launch.Local(faulty, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
             created: j => job = j,
             started: (generation, rank, process) =>
             {
+                pids.Add(process.Id);
                 if (generation != 1 || rank != 1) return;
                 killer = Task.Run(async () =>
                 {
@@ -107,6 +109,10 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         Assert.Contains("succeeded: finished 160 steps", coordinatorLog);
 
         AssertSameResult(clean, faulty); // the replacement generation's result is the uninterrupted job's, to the bit
+        // No rank, the killed one included, left .NET's debugger pipes or diagnostics socket (clr-debug-pipe-PID-*,
+        // dotnet-diagnostic-PID-*) in the temporary directory.
+        Assert.Empty(pids.SelectMany(pid => new[] { "clr-debug-pipe", "dotnet-diagnostic" }
+            .SelectMany(kind => Directory.EnumerateFileSystemEntries(Path.GetTempPath(), $"{kind}-{pid}-*"))));
     }
 
     [Fact]

@@ -44,6 +44,19 @@ public class CliTests
         Assert.Contains(option, error);
     }
 
+    [Theory]
+    [InlineData("train.batch_size=3", "job.world_size=2")]   // found by the job's spec, after the corpus is read
+    public void Train_refused_for_its_configuration_leaves_no_run_directory_behind(params string[] settings)
+    {
+        using var temp = new TempDirectory();
+        string run = temp.File("run");
+        var (code, _, error) = Invoke(["train", .. settings, $"run.out_dir={run}"]);
+
+        Assert.Equal(2, code);
+        Assert.StartsWith("error: ", error);
+        Assert.False(Directory.Exists(run), $"{run} was left behind: {string.Join(", ", Directory.Exists(run) ? Directory.GetFileSystemEntries(run) : [])}");
+    }
+
     [Fact]
     public void Train_with_a_missing_config_file_exits_with_2_and_names_it()
     {

@@ -130,6 +130,19 @@ public class KubernetesTests
         Assert.Contains("\"centre\"", error);
     }
 
+    [Fact, System.Runtime.Versioning.SupportedOSPlatform("linux")] // Unix file modes
+    public void The_token_Secret_is_written_readable_by_its_owner_only_and_the_other_objects_by_all()
+    {
+        using var temp = new TempDirectory();
+        string dir = temp.File("job");
+        Assert.Equal(0, Invoke([.. CpuArgs, "--out", dir]).ExitCode);
+
+        const UnixFileMode ownerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        Assert.Equal(ownerOnly, File.GetUnixFileMode(Path.Combine(dir, "token-secret.yaml")));
+        Assert.All(FileNames(dir).Where(f => f != "token-secret.yaml"),
+            f => Assert.True(File.GetUnixFileMode(Path.Combine(dir, f)).HasFlag(UnixFileMode.OtherRead), f));
+    }
+
     [Fact]
     public void The_out_directory_holds_one_file_per_object_listed_by_its_kustomization_and_replaces_only_a_rendering()
     {

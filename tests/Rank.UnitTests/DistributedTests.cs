@@ -25,12 +25,13 @@ public class DistributedTests(ITestOutputHelper log)
         var reference = Enumerable.Range(0, steps).Select(s => single.Step(s).CrossEntropy).ToArray();
 
         var rendezvous = new InProcessRendezvous();
+        var ring = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(30));
         var losses = new double[2][];
         var models = new Gpt[2];
         var trainers = new Trainer[2];
         var threads = Enumerable.Range(0, 2).Select(rank => new Thread(() =>
         {
-            var comm = TcpRingCommunicator.Create(rendezvous, "equivalence", rank, 2, new TcpOptions(Timeout: TimeSpan.FromSeconds(30)));
+            var comm = TcpRingCommunicator.Create(rendezvous, "equivalence", rank, 2, ring);
             trainers[rank] = new Trainer(config, comm);
             losses[rank] = Enumerable.Range(0, steps).Select(s => trainers[rank].Step(s).CrossEntropy).ToArray();
         })).ToList();
@@ -72,10 +73,11 @@ public class DistributedTests(ITestOutputHelper log)
         Trainer[] Run(bool overlap, int[] started)
         {
             var rendezvous = new InProcessRendezvous();
+            var ring = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(30));
             var trainers = new Trainer[2];
             var threads = Enumerable.Range(0, 2).Select(rank => new Thread(() =>
             {
-                var comm = TcpRingCommunicator.Create(rendezvous, "overlap", rank, 2, new TcpOptions(Timeout: TimeSpan.FromSeconds(30)));
+                var comm = TcpRingCommunicator.Create(rendezvous, "overlap", rank, 2, ring);
                 trainers[rank] = new Trainer(config.WithTrain(t => t with { OverlapGradReduce = overlap }), comm);
                 for (int s = 0; s < steps; s++) trainers[rank].Step(s);
                 started[rank] = trainers[rank].GroupsStartedInBackward;

@@ -67,6 +67,7 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
     internal static T[] RunRanks<T>(int tp, Func<int, ICommunicator, T> body)
     {
         var rendezvous = new InProcessRendezvous();
+        var ring = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(30));
         var key = "sharded-vocabulary-" + Guid.NewGuid().ToString("N");
         var results = new T[tp];
         var errors = new Exception?[tp];
@@ -74,7 +75,7 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
         {
             try
             {
-                using var group = TcpRingCommunicator.Create(rendezvous, key, rank, tp, new TcpOptions(Timeout: TimeSpan.FromSeconds(30)));
+                using var group = TcpRingCommunicator.Create(rendezvous, key, rank, tp, ring);
                 results[rank] = body(rank, group);
             }
             catch (Exception e)

@@ -18,6 +18,7 @@ public class VocabParallelTests(ITestOutputHelper log)
         int world = dp * tp;
         var layout = config with { Job = config.Job with { WorldSize = world, VocabParallel = tp } };
         var rendezvous = new InProcessRendezvous();
+        var ring = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(30));
         var losses = new double[world][];
         var trainers = new Trainer[world];
         var errors = new Exception?[world];
@@ -25,7 +26,7 @@ public class VocabParallelTests(ITestOutputHelper log)
         {
             try
             {
-                var comm = TcpRingCommunicator.Create(rendezvous, $"layout-{dp}x{tp}", rank, world, new TcpOptions(Timeout: TimeSpan.FromSeconds(30)));
+                var comm = TcpRingCommunicator.Create(rendezvous, $"layout-{dp}x{tp}", rank, world, ring);
                 trainers[rank] = new Trainer(layout, comm);
                 losses[rank] = Enumerable.Range(0, Steps).Select(s => trainers[rank].Step(s).CrossEntropy).ToArray();
             }

@@ -36,13 +36,14 @@ public static class CollectiveBench
     static List<(long Bytes, int Iterations, double Seconds)> AllReduceTimes(int worldSize, IReadOnlyList<long> sizes)
     {
         var rendezvous = new InProcessRendezvous();
+        var ring = new TcpOptions(TcpOptions.NewToken());
         var results = new List<(long, int, double)>();
         var errors = new Exception?[worldSize];
         var threads = Enumerable.Range(0, worldSize).Select(rank => new Thread(() =>
         {
             try
             {
-                using var comm = TcpRingCommunicator.Create(rendezvous, $"bench-{worldSize}", rank, worldSize, new TcpOptions());
+                using var comm = TcpRingCommunicator.Create(rendezvous, $"bench-{worldSize}", rank, worldSize, ring);
                 foreach (long bytes in sizes)
                 {
                     using var tensor = ones(bytes / sizeof(float), dtype: ScalarType.Float32);

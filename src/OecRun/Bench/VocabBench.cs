@@ -104,12 +104,13 @@ public static class VocabBench
         List<double>[] PerMethod() => Methods.Select(_ => new List<double>()).ToArray();
         var layout = new Layout(tp, PerMethod(), PerMethod(), Enumerable.Range(0, tp).Select(_ => PerMethod()).ToArray(), new Memory[tp]);
         var rendezvous = new InProcessRendezvous();
+        var ring = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(120));
         var errors = new Exception?[tp];
         var threads = Enumerable.Range(0, tp).Select(rank => new Thread(() =>
         {
             var clocks = Methods.Select(_ => new StrongBox<long>()).ToArray(); // Stopwatch ticks inside collectives, per method
             var comms = Methods.Select((m, i) => tp == 1 ? null
-                : new TimedCommunicator(TcpRingCommunicator.Create(rendezvous, $"vocab-{tp}-{m}", rank, tp, new TcpOptions(Timeout: TimeSpan.FromSeconds(120))), clocks[i])).ToArray();
+                : new TimedCommunicator(TcpRingCommunicator.Create(rendezvous, $"vocab-{tp}-{m}", rank, tp, ring), clocks[i])).ToArray();
             var trainers = new List<Trainer>();
             try
             {

@@ -35,7 +35,7 @@ public static class ManifestFiles
         Directory.CreateDirectory(staging);
         try
         {
-            foreach (var m in manifests) File.WriteAllText(Path.Combine(staging, m.File), Yaml(m.Object));
+            foreach (var m in manifests) WriteObject(Path.Combine(staging, m.File), m.Object);
             var kustomization = new Dictionary<string, object>
             {
                 ["apiVersion"] = "kustomize.config.k8s.io/v1beta1",
@@ -58,6 +58,17 @@ public static class ManifestFiles
             if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
             throw;
         }
+    }
+
+    // A Secret holds the job token: readable by its owner alone from the moment it exists (0600), never 0644 first.
+    static void WriteObject(string path, object value)
+    {
+        var mode = value is k8s.Models.V1Secret ? UnixFileMode.UserRead | UnixFileMode.UserWrite
+            : UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = mode;
+        using var file = new StreamWriter(new FileStream(path, options));
+        file.Write(Yaml(value));
     }
 
     static bool IsRendering(string dir)

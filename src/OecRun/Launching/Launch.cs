@@ -45,11 +45,11 @@ public static class Launch
         return outcome.ExitCode;
     }
 
-    /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens on every interface. With
+    /// <summary>The coordinator alone, for ranks started elsewhere (Kubernetes): listens at <paramref name="listen"/>. With
     /// <paramref name="linger"/> it keeps serving health, /metrics and the live page after the job ended by itself,
     /// until SIGTERM or Ctrl+C, so that it can run as a Deployment (whose pods are restarted whenever they exit); a job
     /// stopped by such a signal ends the program once stopped.</summary>
-    public static async Task<int> Cluster(RunConfig config, int port, int metricsPort, TextWriter console, bool linger = false)
+    public static async Task<int> Cluster(RunConfig config, IPAddress listen, int port, int metricsPort, TextWriter console, bool linger = false)
     {
         string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
             : throw new ArgumentException("OEC_JOB_TOKEN must be set to the job token (at least 16 characters) that ranks will present");
@@ -69,7 +69,7 @@ public static class Launch
         }
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-        await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Any, port, metricsPort);
+        await using var host = await CoordinatorHost.StartAsync(job, log, listen, port, metricsPort);
         var outcome = await job.Outcome;
         await Task.Delay(TimeSpan.FromSeconds(config.Job.HeartbeatIntervalS * 2)); // lets the ranks hear the end
         if (linger && Volatile.Read(ref signals) == 0) // a signal that stopped the job (a pod being deleted) also ends the program
@@ -92,21 +92,27 @@ public static class Launch
         var train = config.Train;
         data = new TrainingData(config.Data, train.SequenceLength);
         var plan = new BatchPlan(data.Train, train.BatchSize * train.GradAccum, train.Seed);
+        var spec = new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir)
+        {
+            Divergence = config.Divergence,
+            ResumeConflict = config.ResumeConflict,
+            UntrainedLoss = Math.Log(config.Model.PaddedVocab(config.Data.ResolvedVocabSize)), // ln V: a uniform prediction
+        };
+        // A configuration error is told before the run directory or its log exists; a job refused after that (a resume
+        // with nothing to resume from) removes the directory it created rather than leave an empty run behind.
+        try { spec.Validate(); }
+        catch { data.Dispose(); throw; }
+        bool created = !Directory.Exists(outDir);
         log = new JobLog(console, Path.Combine(outDir, "coordinator.log"));
         try
         {
-            var spec = new JobSpec(id, token, config.Job, config.ToJson(), plan, train.GradAccum, train.Steps, outDir)
-            {
-                Divergence = config.Divergence,
-                ResumeConflict = config.ResumeConflict,
-                UntrainedLoss = Math.Log(config.Model.PaddedVocab(config.Data.ResolvedVocabSize)), // ln V: a uniform prediction
-            };
             return new JobState(spec, log);
         }
         catch
         {
             log.Dispose();
             data.Dispose();
+            if (created) Directory.Delete(outDir, recursive: true);
             throw;
         }
     }

@@ -24,6 +24,9 @@ public sealed class SpawnedRank : IDisposable
     {
         var info = new ProcessStartInfo(command.FileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in command.Arguments) info.ArgumentList.Add(a);
+        // No debugger pipes or diagnostics socket in /tmp: a rank killed by a signal would leave them behind (three
+        // files per process). Set DOTNET_EnableDiagnostics=1 in the environment to attach dotnet-trace or a debugger.
+        info.Environment.TryAdd("DOTNET_EnableDiagnostics", "0");
         foreach (var (name, value) in environment) info.Environment[name] = value;
         var process = new Process { StartInfo = info };
         string prefix = $"[rank {rank}] ";

@@ -16,8 +16,10 @@ public static class RankProcess
     /// Environment: OEC_COORDINATOR (unless given), OEC_JOB_ID, OEC_JOB_TOKEN; torchrun's RANK (ask for this rank),
     /// WORLD_SIZE (checked against the job's), LOCAL_RANK (the GPU for NCCL), LOCAL_WORLD_SIZE (ranks sharing this
     /// machine's cores); OEC_RANK_HOST, the address peers reach this rank at (default: loopback when the coordinator is
-    /// on loopback, else this host's first IPv4 address). Exit codes (<see cref="ExitCodes"/>): Success done or stopped,
-    /// Failed, Refused (registration refused), Restart (told to restart or abort), LostCoordinator.
+    /// on loopback, else this host's first IPv4 address); OEC_RING_BIND, the address the TCP ring listens on (default:
+    /// OEC_RANK_HOST when it is a loopback address, else every interface). The ring's links prove OEC_JOB_TOKEN. Exit
+    /// codes (<see cref="ExitCodes"/>): Success done or stopped, Failed, Refused (registration refused), Restart (told
+    /// to restart or abort), LostCoordinator.
     /// </summary>
     public static int Run(string? coordinator, TextWriter console)
     {
@@ -28,6 +30,7 @@ public static class RankProcess
         string token = Env("OEC_JOB_TOKEN") ?? throw new ArgumentException("OEC_JOB_TOKEN is not set: the rank needs the job token");
         int requested = Int("RANK") ?? -1, worldSize = Int("WORLD_SIZE") ?? 0, localRank = Int("LOCAL_RANK") ?? 0, localWorld = Int("LOCAL_WORLD_SIZE") ?? 1;
         string host = Env("OEC_RANK_HOST") ?? DefaultHost(uri);
+        var ring = new Collectives.TcpOptions(token, Host: host, Bind: Address("OEC_RING_BIND"));
 
         using var client = new CoordinatorClient(uri, jobId, token);
         Coordinator.Protocol.RegisterReply registration;
@@ -65,7 +68,7 @@ public static class RankProcess
             TorchRuntime.EnsureLoaded();
             var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
             using var comm = Communicators.Create(Communicators.Parse(registration.Bootstrap.Backend), client, registration.Bootstrap.GroupKey,
-                                                  rank, registration.WorldSize, localRank, host, timeout);
+                                                  rank, registration.WorldSize, localRank, ring, timeout);
             if (!(registration.LearningRateScale > 0 && registration.LearningRateScale <= 1))
                 throw new InvalidOperationException($"the coordinator sent learning_rate_scale = {registration.LearningRateScale}: expected (0, 1]");
             using var trainer = new Trainer(config, comm, client.Rows, localRank) { LearningRateScale = registration.LearningRateScale };
@@ -110,6 +113,11 @@ public static class RankProcess
     static double? Double(string name) => Env(name) is { } v
         ? double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double x) && x >= 0 ? x
             : throw new ArgumentException($"{name} = '{v}': not a number of seconds >= 0")
+        : null;
+
+    static IPAddress? Address(string name) => Env(name) is { } v
+        ? IPAddress.TryParse(v, out var ip) && ip.AddressFamily == AddressFamily.InterNetwork ? ip
+            : throw new ArgumentException($"{name} = '{v}': not an IPv4 address")
         : null;
 
     static string DefaultHost(Uri coordinator)

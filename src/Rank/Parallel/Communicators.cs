@@ -18,13 +18,14 @@ public static class Communicators
     /// <summary>
     /// This rank's communicator over all <paramref name="worldSize"/> ranks, meeting them through
     /// <paramref name="rendezvous"/> under <paramref name="groupKey"/>: NCCL on GPU <paramref name="localRank"/>
-    /// (waiting up to <paramref name="timeout"/> for the others), or the TCP ring, reached by peers at <paramref name="host"/>.
+    /// (waiting up to <paramref name="timeout"/> for the others), or the TCP ring with <paramref name="ring"/>'s job
+    /// token and addresses.
     /// </summary>
     public static ICommunicator Create(Backend backend, IRendezvous rendezvous, string groupKey, int rank, int worldSize,
-                                       int localRank, string host, TimeSpan timeout) => backend switch
+                                       int localRank, TcpOptions ring, TimeSpan timeout) => backend switch
     {
         Backend.Nccl => NcclCommunicator.Create(rendezvous, groupKey, rank, worldSize, localRank, timeout),
-        Backend.Tcp => TcpRingCommunicator.Create(rendezvous, groupKey, rank, worldSize, new TcpOptions(Host: host)),
+        Backend.Tcp => TcpRingCommunicator.Create(rendezvous, groupKey, rank, worldSize, ring),
         _ => throw new ArgumentOutOfRangeException(nameof(backend), backend, "not a backend"),
     };
 }
