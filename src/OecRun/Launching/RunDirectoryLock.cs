@@ -27,17 +27,23 @@ public sealed class RunDirectoryLock : IDisposable
         Directory.CreateDirectory(outDir);
         string path = Path.GetFullPath(Path.Combine(outDir, FileName));
         if (!HeldHere.TryAdd(path, true)) throw Taken(outDir, path, $"this process (pid {Environment.ProcessId})");
-        var file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        FileStream? file = null;
         try
         {
+            file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
             if (!OperatingSystem.IsMacOS()) file.Lock(0, 1); // .NET has no record locks on macOS: there only this process's set guards
         }
-        catch (IOException)
+        catch (IOException) when (file is not null)
         {
             string holder = new StreamReader(file).ReadToEnd().Trim();
             file.Dispose();
             HeldHere.TryRemove(path, out _);
             throw Taken(outDir, path, holder.Length > 0 ? holder : "a process that has not yet recorded itself");
+        }
+        catch
+        {
+            HeldHere.TryRemove(path, out _); // the file could not be opened: the exception names it
+            throw;
         }
         file.SetLength(0);
         using (var w = new StreamWriter(file, leaveOpen: true))
