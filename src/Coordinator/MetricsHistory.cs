@@ -1,4 +1,5 @@
-// The step metrics every rank reported during this coordinator's life, per rank and in step order, for the live page.
+// The step metrics every rank reported during this coordinator's life, per rank and in step order, for the live page;
+// the steps a rollback or restart undid kept apart, marked with the step the job went back to.
 using System.Text.Json;
 using Job;
 
@@ -8,7 +9,9 @@ namespace Coordinator;
 /// Keeps the StepMetrics of each rank in step order. Memory is bounded: a rank that has MaxPointsPerRank points when
 /// one more arrives loses every other point (the first stays, and the new one is appended), so a long run keeps its
 /// whole curve at half the resolution each time it fills up. A step at or before a rank's newest one means the rank went
-/// back (a restart from a checkpoint): the points from that step on are replaced by the new one. Thread-safe.
+/// back (a restart from a checkpoint): the points from that step on are replaced by the new one. Truncate (a rollback or
+/// restart announced by the job) moves the points after its step out of the curve into the rank's rolled-back passes,
+/// at most MaxPointsPerRank of them per rank (the oldest passes go first). Thread-safe.
 /// </summary>
 public sealed class MetricsHistory : IDisposable
 {
@@ -19,13 +22,14 @@ public sealed class MetricsHistory : IDisposable
     readonly JobState job;
     readonly Lock gate = new();
     readonly SortedDictionary<int, List<StepMetrics>> ranks = new();
+    readonly Dictionary<int, List<RolledBackPass>> rolledBack = new();
     long epoch;
 
     public MetricsHistory(JobState job)
     {
         this.job = job;
         job.StepReported += Add;
-        job.Rewound += Truncate; // a restart or a divergence rollback: the steps after its checkpoint are void
+        job.Rewound += Truncate; // a restart or a divergence rollback: the steps after its checkpoint are undone
     }
 
     /// <summary>Counts the times points were dropped or replaced (thinning, Truncate, a rank going back): a client that
@@ -53,14 +57,31 @@ public sealed class MetricsHistory : IDisposable
         }
     }
 
-    /// <summary>Drops every point with Step > step, of every rank: after a rollback to the checkpoint at `step`.</summary>
+    /// <summary>Moves every point with Step > step, of every rank, out of the curve into a rolled-back pass marked with
+    /// `step`: after a rollback or restart to the checkpoint at `step`.</summary>
     public void Truncate(long step)
     {
         lock (gate)
         {
-            int removed = ranks.Values.Sum(points => points.RemoveAll(p => p.Step > step));
-            if (removed > 0) epoch++;
+            bool moved = false;
+            foreach (var (rank, points) in ranks)
+            {
+                var undone = points.Where(p => p.Step > step).ToArray();
+                if (undone.Length == 0) continue;
+                points.RemoveAll(p => p.Step > step);
+                if (!rolledBack.TryGetValue(rank, out var passes)) rolledBack[rank] = passes = [];
+                passes.Add(new RolledBackPass(step, undone));
+                while (passes.Sum(p => p.Points.Length) > MaxPointsPerRank) passes.RemoveAt(0);
+                moved = true;
+            }
+            if (moved) epoch++;
         }
+    }
+
+    /// <summary>A copy of one rank's rolled-back passes, oldest first.</summary>
+    public IReadOnlyList<RolledBackPass> RolledBack(int rank)
+    {
+        lock (gate) return rolledBack.TryGetValue(rank, out var passes) ? passes.ToArray() : [];
     }
 
     /// <summary>A copy of one rank's points, oldest first; empty for a rank that reported nothing.</summary>
@@ -71,17 +92,19 @@ public sealed class MetricsHistory : IDisposable
 
     /// <summary>
     /// The job's summary and, per rank, the points with Step > since as one array per quantity (the field names of
-    /// metrics.jsonl): {"job_id", "phase", ..., "epoch", "ranks": [{"rank": 0, "step": [...], "train_loss": [...], ...}]}.
-    /// Non-finite values and a missing val_loss are null: JSON has no NaN.
+    /// metrics.jsonl): {"job_id", "phase", ..., "epoch", "ranks": [{"rank": 0, "step": [...], "train_loss": [...], ...,
+    /// "rolled_back": [{"to": step, "step": [...], "train_loss": [...], ...}]}]}; the rolled-back passes (oldest first)
+    /// come whole whatever `since`. Non-finite values and a missing val_loss are null: JSON has no NaN.
     /// </summary>
     public void WriteJson(Utf8JsonWriter w, long since = -1)
     {
         long currentEpoch;
-        List<(int Rank, StepMetrics[] Points)> copy;
+        List<(int Rank, StepMetrics[] Points, RolledBackPass[] Passes)> copy;
         lock (gate)
         {
             currentEpoch = epoch;
-            copy = ranks.Select(r => (r.Key, r.Value.Where(p => p.Step > since).ToArray())).ToList();
+            copy = ranks.Select(r => (r.Key, r.Value.Where(p => p.Step > since).ToArray(),
+                rolledBack.TryGetValue(r.Key, out var passes) ? passes.ToArray() : [])).ToList();
         }
         var status = job.Ranks();
         w.WriteStartObject();
@@ -98,18 +121,32 @@ public sealed class MetricsHistory : IDisposable
         w.WriteNumber("skipped_sequences", job.SkippedSequences);
         w.WriteNumber("epoch", currentEpoch);
         w.WriteStartArray("ranks");
-        foreach (var (rank, points) in copy)
+        foreach (var (rank, points, passes) in copy)
         {
             w.WriteStartObject();
             w.WriteNumber("rank", rank);
-            w.WriteStartArray("step");
-            foreach (var p in points) w.WriteNumberValue(p.Step);
+            Columns(w, points);
+            w.WriteStartArray("rolled_back");
+            foreach (var pass in passes)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("to", pass.To);
+                Columns(w, pass.Points);
+                w.WriteEndObject();
+            }
             w.WriteEndArray();
-            foreach (var field in StepMetrics.Fields) Column(w, field.Name, points, field.Read);
             w.WriteEndObject();
         }
         w.WriteEndArray();
         w.WriteEndObject();
+    }
+
+    static void Columns(Utf8JsonWriter w, StepMetrics[] points)
+    {
+        w.WriteStartArray("step");
+        foreach (var p in points) w.WriteNumberValue(p.Step);
+        w.WriteEndArray();
+        foreach (var field in StepMetrics.Fields) Column(w, field.Name, points, field.Read);
     }
 
     static void Column(Utf8JsonWriter w, string name, StepMetrics[] points, Func<StepMetrics, double?> read)
@@ -129,3 +166,7 @@ public sealed class MetricsHistory : IDisposable
         job.Rewound -= Truncate;
     }
 }
+
+/// <summary>One rank's points that a rollback or restart undid: the step the job went back to, and the points after it
+/// in step order.</summary>
+public sealed record RolledBackPass(long To, StepMetrics[] Points);

@@ -1,5 +1,5 @@
 // Checkpoints through JobState and CheckpointCatalog: committed once every rank's part is on disk, pruned to the newest
-// job.keep_checkpoints, corrupt ones skipped on resume, bad file entries refused, an existing run never overwritten.
+// job.keep_checkpoints (corrupt ones moved aside, never deleted), corrupt ones skipped on resume, bad file entries refused, an existing run never overwritten.
 using Job;
 using Grpc.Core;
 using ProtoFile = Coordinator.Protocol.CheckpointFile;
@@ -60,6 +60,45 @@ public sealed class CheckpointTests
         Assert.True(Directory.Exists(catalog.DirectoryFor(8)));
         Assert.Equal(["step_00000004", "step_00000006", "step_00000008"],
             Directory.GetDirectories(catalog.Root).Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public async Task Rotation_moves_a_corrupt_or_incomplete_checkpoint_aside_instead_of_deleting_it()
+    {
+        using var job = new TestJob(new JobOptions { KeepCheckpoints = 1 });
+        await job.RegisterAll();
+        var catalog = job.State.Catalog;
+        job.CommitBoth(1, 2);
+        job.CommitBoth(1, 4);
+        Assert.False(Directory.Exists(catalog.DirectoryFor(2))); // valid and superseded: deleted
+        string torn = Path.Combine(catalog.DirectoryFor(4), "rank1.bin");
+        File.AppendAllText(torn, "x");
+        byte[] tornBytes = File.ReadAllBytes(torn);
+
+        job.CommitBoth(1, 6);
+        File.Delete(Path.Combine(catalog.DirectoryFor(6), "rank0.bin"));
+        job.CommitBoth(1, 8);
+
+        string corrupt = Path.Combine(catalog.Root, "corrupt");
+        Assert.Equal(["step_00000004", "step_00000006"], Directory.GetDirectories(corrupt).Select(Path.GetFileName).Order());
+        Assert.Equal(tornBytes, File.ReadAllBytes(Path.Combine(corrupt, "step_00000004", "rank1.bin")));
+        Assert.True(File.Exists(Path.Combine(corrupt, "step_00000006", CheckpointCatalog.ManifestName)));
+        Assert.Equal(["step_00000008"], Directory.GetDirectories(catalog.Root, "step_*").Select(Path.GetFileName));
+        string log = job.LogText();
+        Assert.Contains($"checkpoint {catalog.DirectoryFor(4)} fails its checks (rank1.bin has", log);
+        Assert.Contains($"checkpoint {catalog.DirectoryFor(6)} fails its checks (rank0.bin is missing): moved to {Path.Combine(corrupt, "step_00000006")}", log);
+    }
+
+    [Fact]
+    public async Task The_newest_committed_checkpoint_names_the_job_a_resume_keeps()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+        Assert.Null(job.State.Catalog.NewestJobId());
+
+        job.CommitBoth(1, 2);
+
+        Assert.Equal(TestJob.JobId, job.State.Catalog.NewestJobId());
     }
 
     [Fact]

@@ -1,4 +1,4 @@
-// The live page: MetricsHistory (order, replacement, bound, Truncate, JSON) and its HTTP endpoints on the metrics port;
+// The live page: MetricsHistory (order, replacement, bound, Truncate and the rolled-back passes, JSON) and its HTTP endpoints on the metrics port;
 // the page rendered by headless Chromium is in OecRun.FunctionalTests.
 using Job;
 using System.Net;
@@ -80,6 +80,26 @@ public class LivePageTests
         Assert.Equal(1, history.Epoch);
         history.Add(0, Metrics(0, 30).ToRecord());
         Assert.Equal([10, 20, 30], StepsOf(history, 0));
+    }
+
+    [Fact]
+    public void Truncate_keeps_the_undone_points_apart_marked_with_the_step_the_job_went_back_to()
+    {
+        using var job = new TestJob();
+        using var history = new MetricsHistory(job.State);
+        foreach (int step in new[] { 10, 20, 30, 40 }) history.Add(0, Metrics(0, step).ToRecord());
+        history.Truncate(20);
+        foreach (int step in new[] { 30, 40 }) history.Add(0, Metrics(0, step).ToRecord() with { TrainLoss = 1 });
+        history.Truncate(0);
+
+        Assert.Empty(history.Points(0));
+        Assert.Equal([(20L, new[] { 30, 40 }), (0L, new[] { 10, 20, 30, 40 })],
+            history.RolledBack(0).Select(p => (p.To, p.Points.Select(m => m.Step).ToArray())));
+        Assert.Equal(1, history.RolledBack(0)[1].Points[2].TrainLoss);
+        var passes = Json(history, since: 100).GetProperty("ranks")[0].GetProperty("rolled_back"); // whole whatever since
+        Assert.Equal([20, 0], passes.EnumerateArray().Select(p => p.GetProperty("to").GetInt64()));
+        Assert.Equal([10, 20, 30, 40], passes[1].GetProperty("step").EnumerateArray().Select(v => v.GetInt32()));
+        Assert.Equal(Metrics(0, 40).TrainLoss, passes[0].GetProperty("train_loss")[1].GetDouble());
     }
 
     [Fact]

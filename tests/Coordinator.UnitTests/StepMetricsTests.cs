@@ -1,5 +1,5 @@
 // The step metrics' one list of fields and their one mapping to the wire: names as metrics.jsonl writes them, values
-// unchanged both ways, val_loss absent when not measured.
+// unchanged both ways, val_loss absent when not measured; the log across resumes and rollbacks.
 using System.Text.Json;
 using Job;
 
@@ -49,6 +49,29 @@ public class StepMetricsTests
             using (var resumed = new MetricsLog(path, keepThrough: 10)) resumed.Write(Sample with { Step = 11 });
 
             Assert.Equal([5, 10, 11], MetricsLog.Read(path).Select(m => m.Step));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void The_steps_a_resume_or_rollback_undoes_stay_in_the_log_marked_with_the_step_it_went_back_to()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"step-metrics-{Guid.NewGuid():N}.jsonl");
+        try
+        {
+            using (var log = new MetricsLog(path)) foreach (int step in new[] { 5, 10, 15 }) log.Write(Sample with { Step = step });
+            using (var resumed = new MetricsLog(path, keepThrough: 10)) resumed.Write(Sample with { Step = 15, TrainLoss = 2 });
+            using (var rolledBack = new MetricsLog(path, keepThrough: 0)) rolledBack.Write(Sample with { Step = 5, TrainLoss = 1 });
+
+            var all = MetricsLog.ReadAll(path);
+            Assert.Equal([(5, 0L), (10, 0L), (15, 10L), (15, 0L), (5, null)], all.Select(m => (m.Step, m.RolledBackTo)));
+            Assert.Equal([(5, 1.0)], MetricsLog.Read(path).Select(m => (m.Step, m.TrainLoss))); // the curve
+            Assert.Contains("\"rolled_back_to\":10", File.ReadAllLines(path)[2]);
+            Assert.DoesNotContain("rolled_back_to", File.ReadAllLines(path)[^1]);
+            Assert.Equal([[5, 10, 15], [15]], MetricsLog.RolledBackRuns(all).Select(run => run.Select(m => m.Step)));
         }
         finally
         {

@@ -1,10 +1,12 @@
-// A real job driven into divergence (learning rate 3, no OEC): the coordinator's rule fires, and the job rolls back or stops.
+// A real job driven into divergence (learning rate 3, no OEC): the coordinator's rule fires, and the job rolls back (keeping
+// the steps it undid, marked) or stops.
 using Job;
 using System.Text.Json;
 using Coordinator;
 using Data;
 using Rank.Configuration;
 using OecRun.Launching;
+using OecRun.Reporting;
 using Rank.Distributed;
 using Rank.Training;
 using Xunit.Abstractions;
@@ -25,14 +27,15 @@ public class DivergenceJobTests(ITestOutputHelper log)
         "divergence.max_abs_logit_limit=100", "divergence.learning_rate_factor=0.25",
     ];
 
-    async Task<(int Exit, JobState Job, string Console)> Run(RunConfig config)
+    async Task<(int Exit, JobState Job, string Console, MetricsHistory Live)> Run(RunConfig config)
     {
         var console = new StringWriter();
         JobState? job = null;
-        int exit = await Launch.Local(config, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None, created: j => job = j)
-            .WaitAsync(TimeSpan.FromMinutes(5));
+        MetricsHistory? live = null;
+        int exit = await Launch.Local(config, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
+            created: j => job = j, hosted: h => live = h.History).WaitAsync(TimeSpan.FromMinutes(5));
         log.WriteLine(console.ToString());
-        return (exit, job!, console.ToString());
+        return (exit, job!, console.ToString(), live!);
     }
 
     [Fact]
@@ -41,7 +44,7 @@ public class DivergenceJobTests(ITestOutputHelper log)
         using var temp = new TempDirectory();
         var config = RunConfig.Load(null, [.. Settings, "run.out_dir=" + temp.File("run")]);
 
-        var (exit, job, console) = await Run(config);
+        var (exit, job, console, live) = await Run(config);
 
         Assert.Equal(0, exit);
         Assert.InRange(job.Rollbacks, 1, 3);
@@ -58,6 +61,20 @@ public class DivergenceJobTests(ITestOutputHelper log)
         double scale = Math.Pow(0.25, job.Rollbacks);
         Assert.All(steps, s => Assert.Equal(config.Train.LearningRateAt(s.Step - 1) * scale, s.LearningRate, 1e-12));
         Assert.True(double.IsFinite(steps[^1].TrainLoss) && steps[^1].TrainLoss < Math.Log(512), $"final loss {steps[^1].TrainLoss}");
+
+        // The steps that fired the rule stay: in metrics.jsonl marked as rolled back to the start, on the live page and in
+        // the report apart from the curve.
+        var undone = MetricsLog.ReadAll(Path.Combine(config.Run.OutDir!, "metrics.jsonl")).Where(s => s.RolledBackTo is not null).ToList();
+        Assert.Equal(job.Rollbacks, undone.Count(s => s.Step == 5));
+        Assert.All(undone, s => Assert.Equal(0, s.RolledBackTo));
+        Assert.Contains(undone, s => s.Step == 5 && s.MaxAbsLogit > 100);
+        var passes = live.RolledBack(0);
+        Assert.Equal(job.Rollbacks, passes.Count);
+        Assert.All(passes, p => Assert.Equal(0, p.To));
+        Assert.Contains(passes, p => p.Points.Any(s => s.Step == 5 && s.MaxAbsLogit > 100));
+        var report = new StringWriter();
+        MetricsReport.Write([config.Run.OutDir!], temp.File("report"), 640, 480, report);
+        Assert.Contains($"run: 8 logged steps from {Path.Combine(config.Run.OutDir!, "metrics.jsonl")}; {undone.Count} rolled-back steps drawn dotted (went back to step 0)", report.ToString());
 
         // The data cursor is exact: the last checkpoint is after 40 steps that read batches 5 x rollbacks onwards.
         var manifest = CheckpointCatalog.ReadVerified(Path.Combine(config.Run.OutDir!, "checkpoints", "step_00000040"));
@@ -76,7 +93,7 @@ public class DivergenceJobTests(ITestOutputHelper log)
         using var temp = new TempDirectory();
         var config = RunConfig.Load(null, [.. Settings, "divergence.action=stop", "run.out_dir=" + temp.File("run")]);
 
-        var (exit, job, console) = await Run(config);
+        var (exit, job, console, _) = await Run(config);
 
         Assert.Equal(3, exit);
         Assert.Equal((1, 0, JobPhase.Diverged), (job.DivergenceEvents, job.Rollbacks, job.Phase));

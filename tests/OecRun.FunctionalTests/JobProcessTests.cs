@@ -50,6 +50,28 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
                      MetricsLog.Read(Path.Combine(actual.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss)));
     }
 
+    /// <summary>Runs the job and interrupts it, as Ctrl+C does, once rank 0 has done <paramref name="step"/> steps;
+    /// asserts that it stopped at a checkpoint with exit code 0.</summary>
+    internal static async Task<JobState> StopAfter(RunConfig config, long step)
+    {
+        using var interrupt = new CancellationTokenSource();
+        JobState? job = null;
+        var watcher = Task.CompletedTask;
+        int exit = await Launch.Local(config, Launch.SelfRankCommand(), TextWriter.Null, interrupt.Token, created: j =>
+        {
+            job = j;
+            watcher = Task.Run(async () =>
+            {
+                while ((j.Ranks().FirstOrDefault()?.Step ?? 0) < step && !j.Outcome.IsCompleted) await Task.Delay(20);
+                interrupt.Cancel();
+            });
+        }).WaitAsync(TimeSpan.FromMinutes(5));
+        await watcher.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(0, exit);
+        Assert.Equal(JobPhase.Stopped, (await job!.Outcome).Phase);
+        return job;
+    }
+
     [Fact]
     public async Task A_rank_killed_with_signal_9_mid_run_is_replaced_and_the_job_ends_as_if_nothing_happened()
     {
@@ -102,23 +124,8 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         using var temp = new TempDirectory();
         var clean = await fixture.Job.Value;
         var halves = RunConfig.Load(null, [.. JobSettings, "run.out_dir=" + temp.File("halves")]);
-        using var interrupt = new CancellationTokenSource();
-        JobState? job = null;
-        var watcher = Task.CompletedTask;
 
-        int first = await Launch.Local(halves, Launch.SelfRankCommand(), TextWriter.Null, interrupt.Token, created: j =>
-        {
-            job = j;
-            watcher = Task.Run(async () =>
-            {
-                while (j.Ranks().FirstOrDefault()?.Step is not >= 60 && !j.Outcome.IsCompleted) await Task.Delay(20);
-                interrupt.Cancel(); // as Ctrl+C does
-            });
-        }).WaitAsync(TimeSpan.FromMinutes(5));
-        await watcher.WaitAsync(TimeSpan.FromMinutes(1));
-        var stopped = await job!.Outcome;
-        Assert.Equal(0, first);
-        Assert.Equal(JobPhase.Stopped, stopped.Phase);
+        var stopped = await (await StopAfter(halves, 60)).Outcome;
         Assert.InRange(stopped.Step, 60, 159);
         Assert.False(File.Exists(Path.Combine(halves.Run.OutDir!, "model.safetensors")));
 

@@ -14,6 +14,8 @@ public class LivePageChromiumTests(ITestOutputHelper output)
 {
     // The page's series colours (Live/live.html: RANK_COLORS[0], RANK_COLORS[1], VAL_COLOR).
     static readonly SKColor Rank0 = SKColor.Parse("#1f77b4"), Rank1 = SKColor.Parse("#d62728"), Val = SKColor.Parse("#ff7f0e");
+    // ROLLBACK_COLOR: the steps a rollback undid and the marker at the step the job went back to.
+    static readonly SKColor RolledBack = SKColor.Parse("#7f7f7f");
 
     [Fact]
     public async Task Chromium_shows_the_header_and_every_chart_with_its_curves_while_a_job_runs()
@@ -48,6 +50,27 @@ public class LivePageChromiumTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Chromium_draws_the_steps_a_rollback_undid_in_grey_with_a_marker_at_the_step_the_job_went_back_to()
+    {
+        await using var grpc = await GrpcJob.StartAsync(new JobOptions { HeartbeatTimeoutS = 300 }, steps: Steps, divergence: new DivergenceOptions { Action = DivergenceAction.Warn });
+        await grpc.Job.RegisterAll();
+        for (int step = 1; step <= Steps; step++) await grpc.Client.HeartbeatAsync(Beat(0, step, Metrics(0, step)), GrpcJob.Call());
+        using var dir = new TempDir();
+        string before = Path.Combine(dir.Path, "before.png"), after = Path.Combine(dir.Path, "after.png");
+
+        await Chromium.Screenshot(grpc.Host.LivePageAddress, before);
+        grpc.Host.History.Truncate(40); // as a rollback to the checkpoint at step 40 does
+        await Chromium.Screenshot(grpc.Host.LivePageAddress, after);
+        CopyForInspection(after, "live-rolled-back.png");
+
+        // 9 markers about 230 px tall, dashed, 2 px wide: over 150 pixels each; the dashed steps 41..60 add more.
+        int added = Pixels(after, RolledBack) - Pixels(before, RolledBack);
+        output.WriteLine($"{after}: {added} more pixels of the rolled-back colour than before the rollback");
+        Assert.True(added > 9 * 150, $"the rollback added {added} pixels of the rolled-back colour, expected a marker in each of 9 charts");
+        Assert.Contains("rolled back to 40", await Chromium.DumpDom(grpc.Host.LivePageAddress)); // the dashed series' legend
+    }
+
+    [Fact]
     public async Task Chromium_shows_no_curve_before_any_rank_reported_metrics()
     {
         await using var grpc = await GrpcJob.StartAsync(new JobOptions { HeartbeatTimeoutS = 300 }, steps: Steps);
@@ -79,6 +102,13 @@ public class LivePageChromiumTests(ITestOutputHelper output)
                 else if (Near(c, Val)) val++;
             }
         return (rank0, rank1, val, (left, rank0 - left));
+    }
+
+    /// <summary>Pixels within 30 per channel of `color`.</summary>
+    static int Pixels(string png, SKColor color)
+    {
+        using var bitmap = SKBitmap.Decode(png) ?? throw new Xunit.Sdk.XunitException($"{png} is not a PNG");
+        return bitmap.Pixels.Count(c => Math.Abs(c.Red - color.Red) <= 30 && Math.Abs(c.Green - color.Green) <= 30 && Math.Abs(c.Blue - color.Blue) <= 30);
     }
 
     /// <summary>Keeps a copy of the screenshot next to the test results (bin/.../live-page/) for a person to look at.</summary>

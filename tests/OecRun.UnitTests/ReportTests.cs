@@ -14,16 +14,17 @@ public class ReportTests
     {
         string path = Path.Combine(dir, "metrics.jsonl");
         using var log = new MetricsLog(path);
-        for (int step = 1; step <= 50; step++)
-        {
-            double loss = diverging && step == 30 ? double.NaN : (diverging ? 3.5 : 3) + 3 * Math.Exp(-step / 10.0);
-            double meanLogit = diverging && step == 40 ? double.PositiveInfinity : (diverging ? 0.02 : -0.01) * step;
-            double maxLogit = diverging ? 5 * Math.Exp(step / 8.0) : 10 + 0.1 * step;
-            double muNorm = diverging ? 1e-3 * step * step : 0.5 + 0.01 * step;
-            log.Write(new StepMetrics(step, loss, step % 10 == 0 ? loss + 0.1 : null, 3e-3, 1.0, 1e4, 0.05,
-                muNorm, meanLogit, 2.0, maxLogit, 6.2, 0.9));
-        }
+        for (int step = 1; step <= 50; step++) log.Write(Logged(step, diverging));
         return dir;
+    }
+
+    static StepMetrics Logged(int step, bool diverging)
+    {
+        double loss = diverging && step == 30 ? double.NaN : (diverging ? 3.5 : 3) + 3 * Math.Exp(-step / 10.0);
+        double meanLogit = diverging && step == 40 ? double.PositiveInfinity : (diverging ? 0.02 : -0.01) * step;
+        double maxLogit = diverging ? 5 * Math.Exp(step / 8.0) : 10 + 0.1 * step;
+        double muNorm = diverging ? 1e-3 * step * step : 0.5 + 0.01 * step;
+        return new StepMetrics(step, loss, step % 10 == 0 ? loss + 0.1 : null, 3e-3, 1.0, 1e4, 0.05, muNorm, meanLogit, 2.0, maxLogit, 6.2, 0.9);
     }
 
     static (string A, string B) TwoRuns(TempDirectory temp) =>
@@ -79,6 +80,41 @@ public class ReportTests
         Assert.StartsWith("diverging: 50 logged steps", lines[1]);
         Assert.EndsWith("non-finite values left out: train_loss 1, val_loss 1, mean_logit 1", lines[1].TrimEnd());
     }
+
+    [Fact]
+    public void Steps_a_rollback_undid_are_left_out_of_the_curve_and_drawn_apart_with_a_marker_where_the_run_went_back_to()
+    {
+        using var temp = new TempDirectory();
+        string plain = WriteRun(Directory.CreateDirectory(temp.File("plain")).FullName, diverging: false);
+        string rolled = WriteRun(Directory.CreateDirectory(temp.File("rolled")).FullName, diverging: false);
+        using (var again = new MetricsLog(Path.Combine(rolled, "metrics.jsonl"), keepThrough: 20))
+            for (int step = 21; step <= 50; step++) again.Write(Logged(step, diverging: false)); // the same curve again
+        var console = new StringWriter();
+
+        var run = RunMetrics.Read(rolled);
+        MetricsReport.Write([plain], temp.File("plain-report"), 640, 480, TextWriter.Null);
+        MetricsReport.Write([rolled], temp.File("rolled-report"), 640, 480, console);
+
+        Assert.Equal(Enumerable.Range(1, 50), run.Steps.Select(m => m.Step));
+        Assert.Equal(Enumerable.Range(21, 30), Assert.Single(run.RolledBack).Select(m => m.Step));
+        Assert.StartsWith("rolled: 50 logged steps", console.ToString());
+        Assert.Contains("; 30 rolled-back steps drawn dotted (went back to step 20)", console.ToString());
+        foreach (string chart in new[] { "loss.png", "mu_norm.png", "logits.png" })
+        {
+            using var before = SKBitmap.Decode(Path.Combine(temp.File("plain-report"), chart));
+            using var after = SKBitmap.Decode(Path.Combine(temp.File("rolled-report"), chart));
+            var (curve, marker) = (TallestColumn(before, MetricsReport.RunColor(0)), TallestColumn(after, MetricsReport.RunColor(0)));
+            Assert.True(marker > 100 && curve < 50, $"{chart}: the run's colour fills at most {curve} pixels of a column without the rollback and {marker} with it");
+        }
+    }
+
+    /// <summary>The most pixels of `color` in one column of the bitmap: a vertical line's, where there is one.</summary>
+    static int TallestColumn(SKBitmap bitmap, ScottPlot.Color color) =>
+        Enumerable.Range(0, bitmap.Width).Max(x => Enumerable.Range(0, bitmap.Height).Count(y =>
+        {
+            var p = bitmap.GetPixel(x, y);
+            return Math.Abs(p.Red - color.R) + Math.Abs(p.Green - color.G) + Math.Abs(p.Blue - color.B) <= 24;
+        }));
 
     [Fact]
     public void Reading_a_log_keeps_NaN_and_infinity_and_a_series_drops_them_and_skips_steps_without_the_field()

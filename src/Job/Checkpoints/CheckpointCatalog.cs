@@ -54,16 +54,7 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     public static CheckpointManifest ReadVerified(string dir, Func<CheckpointFile, bool>? which = null)
     {
         string path = Path.Combine(dir, ManifestName);
-        CheckpointManifest manifest;
-        try
-        {
-            manifest = JsonSerializer.Deserialize<CheckpointManifest>(File.ReadAllText(path), Json)
-                ?? throw new InvalidDataException($"{path}: empty manifest");
-        }
-        catch (Exception e) when (e is JsonException or IOException)
-        {
-            throw new InvalidDataException($"{path}: unreadable manifest: {e.Message}");
-        }
+        var manifest = ReadManifest(path);
         foreach (var f in manifest.Files.Where(which ?? (_ => true)))
         {
             if (f.Name.Contains('/') || f.Name.Contains('\\') || f.Name.StartsWith('.'))
@@ -75,6 +66,31 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
             if (sha != f.Sha256) throw new InvalidDataException($"{f.Name} has sha256 {sha[..12]}…, the manifest says {f.Sha256[..Math.Min(12, f.Sha256.Length)]}… (corrupt)");
         }
         return manifest;
+    }
+
+    static CheckpointManifest ReadManifest(string path)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<CheckpointManifest>(File.ReadAllText(path), Json)
+                ?? throw new InvalidDataException($"{path}: empty manifest");
+        }
+        catch (Exception e) when (e is JsonException or IOException)
+        {
+            throw new InvalidDataException($"{path}: unreadable manifest: {e.Message}");
+        }
+    }
+
+    /// <summary>The job id in the newest committed checkpoint's manifest that can be read (its files unchecked), or null:
+    /// the id a resumed run keeps.</summary>
+    public string? NewestJobId()
+    {
+        foreach (var dir in Committed().Reverse())
+        {
+            try { return ReadManifest(Path.Combine(dir, ManifestName)).JobId; }
+            catch (InvalidDataException) { } // unreadable: the one before may say
+        }
+        return null;
     }
 
     public static string Sha256(string path)
@@ -120,15 +136,45 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     public IEnumerable<string> Committed() =>
         Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderBy(d => d.Step).Select(d => d.Dir);
 
+    /// <summary>Deletes the committed checkpoints older than the newest <paramref name="keep"/> once they pass their checks,
+    /// and the uncommitted directories older than step <paramref name="newest"/> (a generation's unfinished writes). One
+    /// that fails its checks is moved into corrupt/ beside them, never deleted: it may be all that is left of the run.</summary>
     void Prune(long newest, int keep)
     {
-        var committed = Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderByDescending(d => d.Step).ToList();
-        var doomed = committed.Skip(keep)
-            .Concat(Directories().Where(d => d.Step < newest && !File.Exists(Path.Combine(d.Dir, ManifestName))));
-        foreach (var (step, dir) in doomed)
+        var superseded = Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderByDescending(d => d.Step).Skip(keep);
+        foreach (var (_, dir) in superseded)
         {
-            try { Directory.Delete(dir, recursive: true); }
-            catch (IOException e) { log($"could not delete old checkpoint {dir}: {e.Message}"); }
+            try { ReadVerified(dir); }
+            catch (InvalidDataException e)
+            {
+                MoveToCorrupt(dir, e.Message);
+                continue;
+            }
+            Delete(dir);
+        }
+        foreach (var (_, dir) in Directories().Where(d => d.Step < newest && !File.Exists(Path.Combine(d.Dir, ManifestName))).ToList())
+            Delete(dir);
+    }
+
+    void Delete(string dir)
+    {
+        try { Directory.Delete(dir, recursive: true); }
+        catch (IOException e) { log($"could not delete old checkpoint {dir}: {e.Message}"); }
+    }
+
+    void MoveToCorrupt(string dir, string failed)
+    {
+        string target = Path.Combine(Root, "corrupt", Path.GetFileName(dir));
+        for (int n = 1; Directory.Exists(target); n++) target = Path.Combine(Root, "corrupt", $"{Path.GetFileName(dir)}.{n}");
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            Directory.Move(dir, target);
+            log($"checkpoint {dir} fails its checks ({failed}): moved to {target} instead of being deleted by rotation");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            log($"checkpoint {dir} fails its checks ({failed}) and could not be moved aside: {e.Message}; it is kept in place");
         }
     }
 }

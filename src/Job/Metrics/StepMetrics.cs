@@ -1,5 +1,6 @@
 // The step metrics: what a rank measures at each logged step, in one record that every medium maps from.
 using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace Job;
 
@@ -23,6 +24,11 @@ public sealed record StepMetrics(
     double MeanLogZ,
     double RLog)
 {
+    /// <summary>Set on a step that was undone after it was logged: the run went back to the checkpoint at this step (0: the
+    /// start), after a divergence rollback or a restart, and ran the later steps again. Absent on the run's curve.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public long? RolledBackTo { get; init; }
+
     /// <summary>The twelve metrics after Step, in the record's order: the one list that every medium maps from.</summary>
     public static readonly IReadOnlyList<StepMetric> Fields =
     [

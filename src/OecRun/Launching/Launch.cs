@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Coordinator;
 using Data;
+using Job;
 using Rank.Configuration;
 using Rank.Training;
 
@@ -31,9 +32,10 @@ public static class Launch
     {
         // The ranks run here, rank r on cuda:r: a machine without them fails now, once, not in every rank and restart.
         if (config.Train.Device == "cuda") ComputeDevice.Select("cuda", localRank: config.Job.WorldSize - 1);
-        using var job = Create(config, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)), console, out var log, out var data);
+        using var job = Create(config, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)), console, out var log, out var data, out var runLock);
         using var _ = log;
         using var __ = data;
+        using var ___ = runLock;
         created?.Invoke(job);
         await using var host = await CoordinatorHost.StartAsync(job, log, IPAddress.Loopback, 0);
         hosted?.Invoke(host);
@@ -51,9 +53,10 @@ public static class Launch
     {
         string token = Environment.GetEnvironmentVariable("OEC_JOB_TOKEN") is { Length: >= 16 } t ? t
             : throw new ArgumentException("OEC_JOB_TOKEN must be set to the job token (at least 16 characters) that ranks will present");
-        using var job = Create(config, token, console, out var log, out var data);
+        using var job = Create(config, token, console, out var log, out var data, out var runLock);
         using var _ = log;
         using var __ = data;
+        using var ___ = runLock;
         // SIGTERM (Kubernetes deleting the pod) or Ctrl+C: stop the job at a checkpoint; a second signal ends at once.
         int signals = 0;
         var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -77,11 +80,14 @@ public static class Launch
         return outcome.ExitCode;
     }
 
-    static JobState Create(RunConfig config, string token, TextWriter console, out JobLog log, out TrainingData data)
+    /// <summary>The job, its log and data, and the run directory's lock, held from before the log is opened.</summary>
+    static JobState Create(RunConfig config, string token, TextWriter console, out JobLog log, out TrainingData data, out RunDirectoryLock runLock)
     {
         string outDir = config.Run.OutDir!;
         string id = config.Job.Id.Length > 0 ? config.Job.Id
             : Environment.GetEnvironmentVariable("OEC_JOB_ID") is { Length: > 0 } e ? e
+            // A resumed run keeps the id its checkpoints were taken under: one Prometheus series across stops and resumes.
+            : config.Job.Resume != ResumeMode.No && new CheckpointCatalog(Path.Combine(outDir, "checkpoints"), _ => { }).NewestJobId() is { } kept ? kept
             : $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDir)))}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3))}";
         config = config with { Job = config.Job with { Id = id } }; // the id is checked with the job's spec (JobSpec.Validate)
         var train = config.Train;
@@ -98,6 +104,8 @@ public static class Launch
         try { spec.Validate(); }
         catch { data.Dispose(); throw; }
         bool created = !Directory.Exists(outDir);
+        try { runLock = RunDirectoryLock.Acquire(outDir); }
+        catch { data.Dispose(); throw; }
         log = new JobLog(console, Path.Combine(outDir, "coordinator.log"));
         try
         {
@@ -107,6 +115,7 @@ public static class Launch
         {
             log.Dispose();
             data.Dispose();
+            runLock.Dispose();
             if (created) Directory.Delete(outDir, recursive: true);
             throw;
         }

@@ -1,5 +1,5 @@
-// `oecrun report`: the metrics logs of one or more runs as PNG charts (ScottPlot), every run on each chart, and the chart style
-// later reports share.
+// `oecrun report`: the metrics logs of one or more runs as PNG charts (ScottPlot), every run on each chart with the steps
+// a rollback undid dotted and a marker where it went back to, and the chart style later reports share.
 using Job;
 using Rank.Training;
 using ScottPlot;
@@ -40,18 +40,21 @@ public static class MetricsReport
         {
             using var plot = NewChart(chart.Title, chart.YAxis, chart.RightAxis);
             for (int r = 0; r < read.Count; r++)
+            {
                 foreach (var line in chart.Lines)
                 {
                     var series = read[r].Points(line.Field, line.Value);
                     if (series.Dropped > 0) dropped[r].Add($"{series.Field} {series.Dropped}");
                     AddLine(plot, series, $"{read[r].Name} {line.Label}".TrimEnd(), RunColor(r), line);
                 }
+                AddRolledBack(plot, read[r], RunColor(r), chart.Lines);
+            }
             string path = Path.Combine(outDir, chart.File);
             SavePng(plot, path, width, height);
             written.Add(path);
         }
         for (int r = 0; r < read.Count; r++)
-            console.WriteLine($"{read[r].Name}: {read[r].Steps.Count} logged steps from {read[r].LogPath}" +
+            console.WriteLine($"{read[r].Name}: {read[r].Steps.Count} logged steps from {read[r].LogPath}" + RolledBackSummary(read[r]) +
                               (dropped[r].Count > 0 ? $"; non-finite values left out: {string.Join(", ", dropped[r])}" : ""));
         return written;
     }
@@ -89,6 +92,26 @@ public static class MetricsReport
         line.MarkerSize = style.Markers ? 6 : 0;
         if (style.RightAxis) line.Axes.YAxis = plot.Axes.Right;
     }
+
+    /// <summary>The run's rolled-back steps: each pass dotted in the run's colour, and a dashed vertical line at each step
+    /// the run went back to; one legend entry for each kind.</summary>
+    static void AddRolledBack(Plot plot, RunMetrics run, Color color, Line[] lines)
+    {
+        for (int pass = 0; pass < run.RolledBack.Count; pass++)
+            foreach (var line in lines)
+            {
+                var series = RunMetrics.PointsOf(run.RolledBack[pass], line.Field, line.Value);
+                string legend = pass == 0 && line == lines[0] ? $"{run.Name} rolled back" : "";
+                AddLine(plot, series, legend, color.WithAlpha(0.6), line with { Pattern = LinePattern.Dotted });
+            }
+        var backTo = run.RolledBack.SelectMany(p => p).Select(m => m.RolledBackTo!.Value).Distinct().Order().ToList();
+        for (int i = 0; i < backTo.Count; i++)
+            plot.Add.VerticalLine(backTo[i], 2, color, LinePattern.Dashed).LegendText = i == 0 ? $"{run.Name} rolled back to" : "";
+    }
+
+    static string RolledBackSummary(RunMetrics run) => run.RolledBack.Count == 0 ? "" :
+        $"; {run.RolledBack.Sum(p => p.Count)} rolled-back steps drawn dotted (went back to step " +
+        $"{string.Join(", ", run.RolledBack.SelectMany(p => p).Select(m => m.RolledBackTo).Distinct().Order())})";
 
     /// <summary>Renders to PNG and writes it through a temporary name, so `path` is never a half-written file.</summary>
     public static void SavePng(Plot plot, string path, int width, int height)

@@ -1,4 +1,4 @@
-// One run's metrics log read for reports: the run's name, its logged steps, and any field as finite points over steps.
+// One run's metrics log read for reports: the run's name, its curve and rolled-back steps, and any field as finite points over steps.
 using Job;
 using Rank.Training;
 
@@ -10,7 +10,9 @@ public sealed record Series(string Field, double[] Steps, double[] Values, int D
 
 /// <param name="Name">The run directory's name: the run's name in legends.</param>
 /// <param name="LogPath">The metrics.jsonl that was read.</param>
-public sealed record RunMetrics(string Name, string LogPath, IReadOnlyList<StepMetrics> Steps)
+/// <param name="Steps">The run's curve: the logged steps that were not rolled back.</param>
+/// <param name="RolledBack">The steps undone by each rollback or restart, one list per pass (MetricsLog.RolledBackRuns).</param>
+public sealed record RunMetrics(string Name, string LogPath, IReadOnlyList<StepMetrics> Steps, IReadOnlyList<IReadOnlyList<StepMetrics>> RolledBack)
 {
     public const string LogFileName = "metrics.jsonl";
 
@@ -21,27 +23,30 @@ public sealed record RunMetrics(string Name, string LogPath, IReadOnlyList<StepM
         string log = Directory.Exists(run) ? Path.Combine(run, LogFileName) : run;
         if (!File.Exists(log))
             throw new ArgumentException($"no metrics log at {log} (give a run directory holding {LogFileName}, or the file itself)");
-        var steps = MetricsLog.Read(log);
-        if (steps.Count == 0) throw new Data.DataFormatException($"{log}: the metrics log is empty (no logged steps)");
-        return new RunMetrics(Path.GetFileName(RunDirectory(log)), log, steps);
+        var all = MetricsLog.ReadAll(log);
+        if (all.Count == 0) throw new Data.DataFormatException($"{log}: the metrics log is empty (no logged steps)");
+        return new RunMetrics(Path.GetFileName(RunDirectory(log)), log, [.. all.Where(m => m.RolledBackTo is null)], MetricsLog.RolledBackRuns(all));
     }
 
     /// <summary>The directory the log lies in: where the run's other files are, and the report's default output.</summary>
     public static string RunDirectory(string log) => Path.GetDirectoryName(Path.GetFullPath(log))!;
 
-    /// <summary>`field`'s finite values over steps. Steps where it is null (val_loss off validation steps) are no points
-    /// and not counted as dropped.</summary>
-    public Series Points(string field, Func<StepMetrics, double?> value)
+    /// <summary>`field`'s finite values over the curve's steps.</summary>
+    public Series Points(string field, Func<StepMetrics, double?> value) => PointsOf(Steps, field, value);
+
+    /// <summary>`field`'s finite values over <paramref name="steps"/>. Steps where it is null (val_loss off validation
+    /// steps) are no points and not counted as dropped.</summary>
+    public static Series PointsOf(IEnumerable<StepMetrics> steps, string field, Func<StepMetrics, double?> value)
     {
-        var (steps, values) = (new List<double>(), new List<double>());
+        var (xs, ys) = (new List<double>(), new List<double>());
         int dropped = 0;
-        foreach (var metrics in Steps)
+        foreach (var metrics in steps)
         {
             if (value(metrics) is not double y) continue;
             if (!double.IsFinite(y)) { dropped++; continue; }
-            steps.Add(metrics.Step);
-            values.Add(y);
+            xs.Add(metrics.Step);
+            ys.Add(y);
         }
-        return new Series(field, [.. steps], [.. values], dropped);
+        return new Series(field, [.. xs], [.. ys], dropped);
     }
 }
