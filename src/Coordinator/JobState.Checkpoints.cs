@@ -65,6 +65,11 @@ public sealed partial class JobState
             // A finished run without checkpoints, or one whose checkpoints are all broken: a fresh job would overwrite it.
             var run = new[] { "config.json", "metrics.jsonl", "model.safetensors" }.Where(f => File.Exists(Path.Combine(spec.OutDir, f)))
                 .Concat(catalog.Committed().Select(d => Path.GetRelativePath(spec.OutDir, d))).ToList();
+            if (run.Count > 0 && resume == ResumeMode.Auto && IsOwnFirstAttempt(run))
+            {
+                log.Info($"job.resume = auto: {spec.OutDir} holds this job's ({spec.JobId}) start, which ended before its first checkpoint: starting again at step 0");
+                return (0, null, null);
+            }
             if (run.Count > 0)
                 throw new ArgumentException($"run.out_dir = '{spec.OutDir}' holds a run ({string.Join(", ", run)}) " +
                                             (resume == ResumeMode.No ? "" : "but no checkpoint to continue it from ") +
@@ -79,6 +84,15 @@ public sealed partial class JobState
         if ((spec.ResumeConflict ?? SectionsDiffer)(manifest.Config) is { } conflict)
             throw new ArgumentException($"cannot resume from {dir}: {conflict}");
         return (manifest.Step, dir, manifest);
+    }
+
+    // A cluster job's coordinator that died before the first checkpoint leaves config.json (and metrics) of this very
+    // job, named by its id; starting it again loses nothing. Anything more (a model, a checkpoint) is another run's.
+    bool IsOwnFirstAttempt(List<string> run)
+    {
+        if (run.Except(["config.json", "metrics.jsonl"]).Any() || !run.Contains("config.json")) return false;
+        try { return JsonNode.Parse(File.ReadAllText(Path.Combine(spec.OutDir, "config.json")))?["job"]?["id"]?.GetValue<string>() == spec.JobId; }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException) { return false; }
     }
 
     static string Setting(ResumeMode mode) => mode == ResumeMode.Auto ? "auto" : "true";

@@ -34,7 +34,8 @@ public sealed partial class JobState
             return RankOrder.Continue;
         }
         // Every rank reports the global loss; the first non-finite one is judged (its heartbeat may not have got through).
-        if (!r.Stopped && !double.IsFinite(r.TrainLoss) && Judge(StepMetrics.LossOnly(r.Step, r.TrainLoss)) is { } back)
+        // A generation that resumed at the last step (a rank died after the final checkpoint) trained nothing: no loss.
+        if (!r.Stopped && r.Step > g.StartStep && !double.IsFinite(r.TrainLoss) && Judge(StepMetrics.LossOnly(r.Step, r.TrainLoss)) is { } back)
         {
             rolledBack = back;
             return new RankOrder(OrderKind.Restart, $"rolled back to step {back.Step}: generation {back.Generation} replaces generation {c.Generation}");
@@ -52,7 +53,7 @@ public sealed partial class JobState
     {
         var last = g.Slots[0]!.Finish!;
         var (end, reason) = g.Slots.Any(s => s!.Finish!.Stopped) ? (JobPhase.Stopped, $"stopped at step {last.Step} ({stopReason}); continue it with job.resume=true")
-            : !double.IsFinite(last.TrainLoss) ? (JobPhase.Diverged, $"diverged: training loss {last.TrainLoss} at step {last.Step}")
+            : !double.IsFinite(last.TrainLoss) && last.Step > g.StartStep ? (JobPhase.Diverged, $"diverged: training loss {last.TrainLoss} at step {last.Step}")
             : (JobPhase.Succeeded, $"finished {last.Step} steps");
         End(new JobOutcome(end, reason, last.Step, last.TrainLoss, last.ValLoss));
     }

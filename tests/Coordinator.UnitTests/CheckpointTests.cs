@@ -278,5 +278,13 @@ public sealed class CheckpointTests
         var e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions { Resume = ResumeMode.Auto }), log));
 
         Assert.Contains("holds a run (metrics.jsonl) but no checkpoint to continue it from", e.Message);
+
+        // Unless it is this job's own start, which ended before its first checkpoint (its coordinator was killed).
+        File.WriteAllText(Path.Combine(dir.Path, "config.json"), $$"""{ "job": { "id": "{{TestJob.JobId}}" } }""");
+        using var again = new JobState(TestJob.SpecFor(dir.Path, new JobOptions { Resume = ResumeMode.Auto }), log);
+        Assert.Equal(JobPhase.Registering, again.Phase);
+        File.WriteAllText(Path.Combine(dir.Path, "config.json"), """{ "job": { "id": "another-job" } }""");
+        e = Assert.Throws<ArgumentException>(() => new JobState(TestJob.SpecFor(dir.Path, new JobOptions { Resume = ResumeMode.Auto }), log));
+        Assert.Contains("holds a run (config.json, metrics.jsonl)", e.Message);
     }
 }

@@ -41,6 +41,25 @@ public sealed class FinishTests
     }
 
     [Fact]
+    public async Task A_generation_resumed_at_the_last_step_trains_nothing_and_its_missing_loss_is_success_not_divergence()
+    {
+        using var job = new TestJob();
+        await job.RegisterAll();
+        job.CommitBoth(1, TestJob.Steps); // the final checkpoint is committed, then a rank dies before it finishes
+        job.ReportFailure(1, 1, "killed");
+        Assert.Equal(2, job.State.Generation);
+        var replies = await job.RegisterAll();
+        Assert.All(replies, r => Assert.Equal(TestJob.Steps, r.StartStep));
+
+        job.Finish(2, 0, TestJob.Steps, double.NaN); // no step run: no loss to report
+        job.Finish(2, 1, TestJob.Steps, double.NaN);
+
+        var outcome = await job.State.Outcome.Within();
+        Assert.Equal(JobPhase.Succeeded, outcome.Phase);
+        Assert.Equal(0, job.State.DivergenceEvents);
+    }
+
+    [Fact]
     public async Task A_stopped_finish_is_stopped()
     {
         using var job = new TestJob();

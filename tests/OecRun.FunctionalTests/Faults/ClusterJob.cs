@@ -35,8 +35,18 @@ public sealed class ClusterJob : IDisposable
     Task<int[]>? ranks;
 
     /// <param name="rankNodes">Rank r runs on rankNodes[r]; job.world_size must be their number.</param>
-    public ClusterJob(string outDir, string[] settings, Node coordinatorNode, IReadOnlyList<Node> rankNodes) =>
+    ClusterJob(string outDir, string[] settings, Node coordinatorNode, IReadOnlyList<Node> rankNodes) =>
         (this.outDir, this.settings, this.coordinatorNode, this.rankNodes) = (outDir, settings, coordinatorNode, rankNodes);
+
+    /// <summary>The fault job (<see cref="FaultJob.Settings"/>) into <paramref name="outDir"/>: its coordinator and
+    /// its supervised ranks started.</summary>
+    public static ClusterJob Start(string outDir, Node coordinatorNode, IReadOnlyList<Node> rankNodes)
+    {
+        var job = new ClusterJob(outDir, FaultJob.Settings, coordinatorNode, rankNodes);
+        job.StartCoordinator();
+        job.StartRanks();
+        return job;
+    }
 
     /// <summary>Every line the coordinator and the ranks printed, oldest first, each with its process's name.</summary>
     public string Output => string.Join('\n', output);

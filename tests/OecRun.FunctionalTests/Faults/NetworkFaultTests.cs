@@ -12,15 +12,11 @@ public class NetworkFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
     [SkippableFact]
     public async Task A_rank_node_cut_off_for_longer_than_the_heartbeat_timeout_is_found_replaced_and_the_job_ends_with_the_reference_model()
     {
-        string? unavailable = NetworkNamespaces.Unavailable();
-        Skip.If(unavailable is not null, unavailable);
+        using var net = ThreeMachines();
         string referenceDir = await reference.RunDir;
-        using var net = NetworkNamespaces.Create(3);
         using var temp = new TempDirectory();
         string outDir = temp.File("run");
-        using var job = new ClusterJob(outDir, FaultJob.Settings, net.Nodes[0], [net.Nodes[1], net.Nodes[2]]);
-        job.StartCoordinator();
-        job.StartRanks();
+        using var job = ClusterJob.Start(outDir, net.Nodes[0], [net.Nodes[1], net.Nodes[2]]);
         await job.UntilStepAsync(30, TimeSpan.FromMinutes(3));
 
         net.Partition(2); // rank 1's machine: its heartbeats and its ring traffic are lost
@@ -46,10 +42,8 @@ public class NetworkFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
     [SkippableFact]
     public async Task A_job_over_links_with_delay_and_loss_ends_with_the_reference_model()
     {
-        string? unavailable = NetworkNamespaces.Unavailable();
-        Skip.If(unavailable is not null, unavailable);
+        using var net = ThreeMachines();
         string referenceDir = await reference.RunDir;
-        using var net = NetworkNamespaces.Create(3);
         foreach (int node in new[] { 1, 2 })
         {
             string? noNetem = net.Impair(node, "delay 5ms 2ms loss 1%");
@@ -57,9 +51,7 @@ public class NetworkFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         }
         using var temp = new TempDirectory();
         string outDir = temp.File("run");
-        using var job = new ClusterJob(outDir, FaultJob.Settings, net.Nodes[0], [net.Nodes[1], net.Nodes[2]]);
-        job.StartCoordinator();
-        job.StartRanks();
+        using var job = ClusterJob.Start(outDir, net.Nodes[0], [net.Nodes[1], net.Nodes[2]]);
         var (ranks, coordinator) = await job.WaitAsync(TimeSpan.FromMinutes(5), log);
 
         Assert.Equal(0, coordinator);
@@ -67,4 +59,11 @@ public class NetworkFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         FaultJob.AssertSameModel(referenceDir, outDir);
     }
 
+    // The coordinator's machine and two ranks' machines, or the test skipped saying why they cannot be made here.
+    static NetworkNamespaces ThreeMachines()
+    {
+        string? unavailable = NetworkNamespaces.Unavailable();
+        Skip.If(unavailable is not null, unavailable);
+        return NetworkNamespaces.Create(3);
+    }
 }

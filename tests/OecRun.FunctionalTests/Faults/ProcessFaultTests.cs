@@ -105,9 +105,7 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
             long atStep = 5 * new Random(2000 + trial).Next(1, FaultJob.Steps / 5 - 2); // a logged step, 5..70
             using var temp = new TempDirectory();
             string outDir = temp.File("run");
-            using var job = new ClusterJob(outDir, FaultJob.Settings, Node.Here, [Node.Here, Node.Here]);
-            job.StartCoordinator();
-            job.StartRanks();
+            using var job = ClusterJob.Start(outDir, Node.Here, [Node.Here, Node.Here]);
             await job.UntilStepAsync(atStep, TimeSpan.FromMinutes(3));
             var first = job.Coordinator;
             first.Kill(); // SIGKILL
