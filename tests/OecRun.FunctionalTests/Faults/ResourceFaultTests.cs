@@ -6,9 +6,9 @@ using OecRun.Launching;
 using Rank.Configuration;
 using Xunit.Abstractions;
 
-namespace OecRun.FunctionalTests;
+namespace OecRun.FunctionalTests.Faults;
 
-public class FaultJobTests(ITestOutputHelper log)
+public class ResourceFaultTests(ITestOutputHelper log)
 {
     static readonly string[] Small =
     [
