@@ -12,8 +12,8 @@ public sealed record ProcessCommand(string FileName, IReadOnlyList<string> Argum
 /// <summary>
 /// Starts job.world_size rank processes per generation with the torchrun-style environment (RANK, WORLD_SIZE,
 /// LOCAL_RANK, LOCAL_WORLD_SIZE) plus OEC_COORDINATOR, OEC_JOB_ID and OEC_JOB_TOKEN. A rank that exits with a non-zero
-/// code fails its generation; when the coordinator opens the next one, the old processes get a grace period to exit
-/// and are then killed, and a fresh set starts. Returns the job's outcome once every process is gone.
+/// code fails its generation; when the coordinator opens the next one, the old processes get job.heartbeat_timeout_s
+/// (at most <see cref="Grace"/>) to exit and are then killed, and a fresh set starts. Returns the job's outcome once every process is gone.
 /// </summary>
 public sealed class LocalLauncher(JobState job, JobLog log, ProcessCommand command, Uri coordinator)
 {
@@ -41,12 +41,12 @@ public sealed class LocalLauncher(JobState job, JobLog log, ProcessCommand comma
             var finished = await Task.WhenAny(job.Outcome, next);
             if (finished == job.Outcome)
             {
-                await Reap(running, "the job ended");
+                await Reap(running, "the job ended", Grace);
                 return await job.Outcome;
             }
             while (opened.Reader.TryRead(out int generation))
             {
-                await Reap(running, $"generation {generation - 1} ended");
+                await Reap(running, $"generation {generation - 1} ended", EndedGenerationGrace);
                 if (job.Outcome.IsCompleted) break;
                 running = Spawn(generation);
             }
@@ -96,12 +96,16 @@ public sealed class LocalLauncher(JobState job, JobLog log, ProcessCommand comma
         job.RankExited(generation, spawned.Rank, code, $"rank {spawned.Rank} (pid {spawned.Process.Id}) exited with code {code}{how}");
     }
 
-    /// <summary>Waits for the processes (killing those that outlive <see cref="Grace"/>) and for their exits to be
+    /// <summary>Waits for the processes (killing those that outlive <paramref name="grace"/>) and for their exits to be
     /// reported to the job, so that a failed generation is known before the next one starts.</summary>
-    async Task Reap(List<(SpawnedRank Rank, Task Watched)> running, string why)
+    // A rank of an ended generation hears so at its next heartbeat and exits at once; one still running after
+    // job.heartbeat_timeout_s cannot hear (stopped, or stuck in native code) and would only delay the next generation.
+    TimeSpan EndedGenerationGrace => TimeSpan.FromSeconds(Math.Min(Grace.TotalSeconds, job.Spec.Options.HeartbeatTimeoutS));
+
+    async Task Reap(List<(SpawnedRank Rank, Task Watched)> running, string why, TimeSpan grace)
     {
-        await SpawnedRank.ReapAsync(running.Select(r => r.Rank).ToList(), Grace,
-            r => log.Info($"{why}: rank process {r.Process.Id} still runs after {Grace.TotalSeconds:0} s; killing it"));
+        await SpawnedRank.ReapAsync(running.Select(r => r.Rank).ToList(), grace,
+            r => log.Info($"{why}: rank process {r.Process.Id} still runs after {grace.TotalSeconds:0} s; killing it"));
         await Task.WhenAll(running.Select(r => r.Watched));
         foreach (var (r, _) in running) r.Dispose();
     }

@@ -57,6 +57,9 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         Assert.Contains("rank 1", failure);
         // Silence is noticed after job.heartbeat_timeout_s; the watchdog and a loaded machine add a little.
         Assert.InRange(times.DetectionS, FaultJob.HeartbeatTimeoutS - 1, FaultJob.HeartbeatTimeoutS + 10);
+        // The stopped process cannot hear that its generation ended: it is killed after another heartbeat timeout, not
+        // after the launcher's whole grace period, and the next generation starts.
+        Assert.InRange(times.RecoveryS, FaultJob.HeartbeatTimeoutS, 2 * FaultJob.HeartbeatTimeoutS + 8);
         FaultJob.AssertSameModel(referenceDir, outDir);
     }
 
