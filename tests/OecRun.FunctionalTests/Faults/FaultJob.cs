@@ -1,12 +1,15 @@
 // The job every fault trial runs, its uninterrupted reference run, and what a trial measures: whether the faulty run
 // ended with the reference's model to the bit, and how long the coordinator took to see the fault and to recover.
+using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
+using Coordinator;
 using Job;
 using OecRun.Launching;
 using Rank.Configuration;
 using Rank.Model;
 using Rank.Training;
+using Xunit.Abstractions;
 using Rank.UnitTests;
 
 namespace OecRun.FunctionalTests.Faults;
@@ -39,6 +42,36 @@ public static partial class FaultJob
         Checkpoint.Load(a, Path.Combine(referenceDir, "model.safetensors"));
         Checkpoint.Load(b, Path.Combine(runDir, "model.safetensors"));
         Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
+    }
+
+    /// <summary>Runs a job locally and applies <paramref name="fault"/> to the victim rank's first process once that rank
+    /// has reported <paramref name="atStep"/>; what the job printed goes to <paramref name="log"/>.</summary>
+    public static async Task<InjectedFault> RunLocal(RunConfig config, int victim, long atStep, Action<Process> fault, ITestOutputHelper log)
+    {
+        var console = new StringWriter();
+        JobState? job = null;
+        Task<(DateTime, long, int)>? injector = null;
+        int exit = await Launch.Local(config, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
+            created: j => job = j,
+            started: (generation, rank, process) =>
+            {
+                if (generation != 1 || rank != victim) return;
+                injector = Task.Run(async () =>
+                {
+                    var clock = Stopwatch.StartNew();
+                    while (job!.Ranks().FirstOrDefault(r => r.Rank == victim)?.Step is not long step || step < atStep)
+                    {
+                        if (clock.Elapsed > TimeSpan.FromMinutes(2)) throw new TimeoutException($"rank {victim} did not reach step {atStep}");
+                        await Task.Delay(10);
+                    }
+                    long at = job.Ranks().First(r => r.Rank == victim).Step;
+                    fault(process);
+                    return (DateTime.UtcNow, at, process.Id);
+                });
+            }).WaitAsync(TimeSpan.FromMinutes(5));
+        log.WriteLine(console.ToString());
+        var (when, step, pid) = await (injector ?? throw new InvalidOperationException("the victim never started")).WaitAsync(TimeSpan.FromMinutes(1));
+        return new InjectedFault(exit, job!, when, step, pid, console.ToString());
     }
 
     /// <summary>Whether a run's final model equals the reference's to the bit (for the figures; tests assert with AssertSameModel).</summary>
@@ -89,6 +122,10 @@ public static partial class FaultJob
     [GeneratedRegex(@"^(\d\d:\d\d:\d\d\.\d{3}) coordinator: (.*)$")]
     private static partial Regex LogLine();
 }
+
+/// <summary>A job run with a fault: its exit code and state, when the fault hit (UTC) at which step of the victim, the
+/// victim's pid, and what the job printed.</summary>
+public sealed record InjectedFault(int Exit, JobState Job, DateTime At, long Step, int Pid, string Console);
 
 /// <summary>Seconds from the fault until the coordinator logged the failure, and until the next generation trained.</summary>
 public readonly record struct Recovery(double DetectionS, double RecoveryS);

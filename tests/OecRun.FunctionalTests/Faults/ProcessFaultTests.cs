@@ -1,8 +1,6 @@
 // Faults on one machine, injected into whole jobs: kill -9 of a rank and of the coordinator at seeded random steps,
 // SIGSTOP of a rank, and every file of a checkpoint corrupted or torn. Each job must recover by itself (or, for the
 // coordinator, when restarted as its Deployment would) and end with the uninterrupted run's model, to the bit.
-using System.Diagnostics;
-using Coordinator;
 using Job;
 using OecRun.Launching;
 using Xunit.Abstractions;
@@ -23,7 +21,7 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
             long atStep = random.Next(5, FaultJob.Steps - 25); // the rank's step reaches the test a heartbeat late: leave it time to be killed
             using var temp = new TempDirectory();
             string outDir = temp.File("run");
-            var fault = await RunLocal(outDir, victim, atStep, process => process.Kill());
+            var fault = await FaultJob.RunLocal(FaultJob.Config(outDir), victim, atStep, process => process.Kill(), log);
 
             var times = FaultJob.Timed(outDir, fault.At);
             string failure = File.ReadLines(Path.Combine(outDir, "coordinator.log")).FirstOrDefault(l => l.Contains("generation 1 failed"))
@@ -45,7 +43,7 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         string referenceDir = await reference.RunDir;
         using var temp = new TempDirectory();
         string outDir = temp.File("run");
-        var fault = await RunLocal(outDir, victim: 1, atStep: 30, process => ChildProcesses.Signal(process, 19)); // SIGSTOP
+        var fault = await FaultJob.RunLocal(FaultJob.Config(outDir), victim: 1, atStep: 30, process => ChildProcesses.Signal(process, 19), log); // SIGSTOP
 
         var times = FaultJob.Timed(outDir, fault.At);
         string failure = File.ReadLines(Path.Combine(outDir, "coordinator.log")).First(l => l.Contains("generation 1 failed"));
@@ -148,38 +146,5 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         File.WriteAllLines(Path.Combine(outDir, "metrics.jsonl"),
             File.ReadLines(Path.Combine(referenceDir, "metrics.jsonl")).Where((_, i) => steps[i] <= 70));
         return outDir;
-    }
-
-
-    sealed record Fault(int Exit, JobState Job, DateTime At, long Step, int Pid);
-
-    /// <summary>Runs the fault job locally and applies <paramref name="fault"/> to the victim rank's first process once
-    /// that rank has reported <paramref name="atStep"/>.</summary>
-    async Task<Fault> RunLocal(string outDir, int victim, long atStep, Action<Process> fault)
-    {
-        var console = new StringWriter();
-        JobState? job = null;
-        Task<(DateTime, long, int)>? injector = null;
-        int exit = await Launch.Local(FaultJob.Config(outDir), Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
-            created: j => job = j,
-            started: (generation, rank, process) =>
-            {
-                if (generation != 1 || rank != victim) return;
-                injector = Task.Run(async () =>
-                {
-                    var clock = Stopwatch.StartNew();
-                    while (job!.Ranks().FirstOrDefault(r => r.Rank == victim)?.Step is not long step || step < atStep)
-                    {
-                        if (clock.Elapsed > TimeSpan.FromMinutes(2)) throw new TimeoutException($"rank {victim} did not reach step {atStep}");
-                        await Task.Delay(10);
-                    }
-                    long at = job.Ranks().First(r => r.Rank == victim).Step;
-                    fault(process);
-                    return (DateTime.UtcNow, at, process.Id);
-                });
-            }).WaitAsync(TimeSpan.FromMinutes(5));
-        log.WriteLine(console.ToString());
-        var (when, step, pid) = await (injector ?? throw new InvalidOperationException("the victim never started")).WaitAsync(TimeSpan.FromMinutes(1));
-        return new Fault(exit, job!, when, step, pid);
     }
 }

@@ -60,29 +60,12 @@ public class ResourceFaultTests(ITestOutputHelper log)
         using var temp = new TempDirectory();
         var config = RunConfig.Load(null, [.. Small, "train.steps=100000", "job.world_size=2", "job.checkpoint_every=0", "job.max_restarts=0",
             "run.out_dir=" + temp.File("run")]);
-        var console = new StringWriter();
-        JobState? job = null;
-        Task? killer = null;
 
-        int exit = await Launch.Local(config, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
-            created: j => job = j,
-            started: (generation, rank, process) =>
-            {
-                if (rank != killed) return;
-                killer = Task.Run(async () =>
-                {
-                    var deadline = Stopwatch.StartNew();
-                    while ((job!.Ranks().FirstOrDefault(r => r.Rank == killed)?.Step ?? 0) < atStep && deadline.Elapsed < TimeSpan.FromMinutes(2))
-                        await Task.Delay(20);
-                    process.Kill(); // SIGKILL
-                });
-            }).WaitAsync(TimeSpan.FromMinutes(4));
-        await killer!.WaitAsync(TimeSpan.FromMinutes(1));
-        log.WriteLine(console.ToString());
+        var fault = await FaultJob.RunLocal(config, killed, atStep, process => process.Kill(), log); // SIGKILL
 
-        Assert.Equal(1, exit);
-        string failed = console.ToString().Split('\n').Single(l => l.Contains(": failed: "));
-        Assert.Matches($@"last failure: rank {killed} \(pid \d+\) exited with code 137 \(killed by signal 9\)", failed);
+        Assert.Equal(1, fault.Exit);
+        string failed = fault.Console.Split('\n').Single(l => l.Contains(": failed: "));
+        Assert.Matches($@"last failure: rank {killed} \(pid {fault.Pid}\) exited with code 137 \(killed by signal 9\)", failed);
     }
 
     /// <summary>A tmpfs of a given size mounted over a directory (root and mount -t tmpfs needed, else the test is skipped
