@@ -38,14 +38,20 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         "job.world_size=2", "job.checkpoint_every=40", "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=10",
     ];
 
+    /// <summary>Asserts that two finished runs of <paramref name="config"/>'s model wrote bitwise equal final models.</summary>
+    internal static void AssertSameModel(RunConfig config, string expectedDir, string actualDir)
+    {
+        using var a = new Gpt(config.Model, config.Data.ResolvedVocabSize, config.Train.SequenceLength);
+        using var b = new Gpt(config.Model, config.Data.ResolvedVocabSize, config.Train.SequenceLength);
+        Checkpoint.Load(a, Path.Combine(expectedDir, "model.safetensors"));
+        Checkpoint.Load(b, Path.Combine(actualDir, "model.safetensors"));
+        Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
+    }
+
     /// <summary>Asserts that two finished jobs have bitwise equal final models and the same metrics at every logged step.</summary>
     static void AssertSameResult(RunConfig expected, RunConfig actual)
     {
-        using var a = new Gpt(expected.Model, expected.Data.ResolvedVocabSize, expected.Train.SequenceLength);
-        using var b = new Gpt(actual.Model, actual.Data.ResolvedVocabSize, actual.Train.SequenceLength);
-        Checkpoint.Load(a, Path.Combine(expected.Run.OutDir!, "model.safetensors"));
-        Checkpoint.Load(b, Path.Combine(actual.Run.OutDir!, "model.safetensors"));
-        Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
+        AssertSameModel(expected, expected.Run.OutDir!, actual.Run.OutDir!);
         Assert.Equal(MetricsLog.Read(Path.Combine(expected.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss)),
                      MetricsLog.Read(Path.Combine(actual.Run.OutDir!, "metrics.jsonl")).Select(m => (m.Step, m.TrainLoss, m.ValLoss)));
     }

@@ -7,10 +7,7 @@ using Coordinator;
 using Job;
 using OecRun.Launching;
 using Rank.Configuration;
-using Rank.Model;
-using Rank.Training;
 using Xunit.Abstractions;
-using Rank.UnitTests;
 
 namespace OecRun.FunctionalTests.Faults;
 
@@ -34,15 +31,7 @@ public static partial class FaultJob
     public static RunConfig Config(string outDir, params string[] more) => RunConfig.Load(null, [.. Settings, .. more, "run.out_dir=" + outDir]);
 
     /// <summary>Asserts that a run's final model equals the reference's, parameter for parameter, to the bit.</summary>
-    public static void AssertSameModel(string referenceDir, string runDir)
-    {
-        var config = Config(runDir);
-        using var a = new Gpt(config.Model, config.Data.ResolvedVocabSize, config.Train.SequenceLength);
-        using var b = new Gpt(config.Model, config.Data.ResolvedVocabSize, config.Train.SequenceLength);
-        Checkpoint.Load(a, Path.Combine(referenceDir, "model.safetensors"));
-        Checkpoint.Load(b, Path.Combine(runDir, "model.safetensors"));
-        Assert.Equal(0, Tensors.MaxParameterDifference(a, b));
-    }
+    public static void AssertSameModel(string referenceDir, string runDir) => JobProcessTests.AssertSameModel(Config(runDir), referenceDir, runDir);
 
     /// <summary>Runs a job locally and applies <paramref name="fault"/> to the victim rank's first process once that rank
     /// has reported <paramref name="atStep"/>; what the job printed goes to <paramref name="log"/>.</summary>

@@ -142,7 +142,8 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
             foreach (string f in Directory.GetFiles(dir)) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
         }
         File.Copy(Path.Combine(referenceDir, "config.json"), Path.Combine(outDir, "config.json"));
-        var steps = MetricsLog.Read(Path.Combine(referenceDir, "metrics.jsonl")).Select(m => m.Step).ToList();
+        // Every line (ReadAll, not Read, which leaves out rolled-back ones), so that the indices are the file's lines.
+        var steps = MetricsLog.ReadAll(Path.Combine(referenceDir, "metrics.jsonl")).Select(m => m.Step).ToList();
         File.WriteAllLines(Path.Combine(outDir, "metrics.jsonl"),
             File.ReadLines(Path.Combine(referenceDir, "metrics.jsonl")).Where((_, i) => steps[i] <= 70));
         return outDir;
