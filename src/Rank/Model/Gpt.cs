@@ -71,14 +71,32 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     /// MLP (block 0 stands for every block), the other blocks with ln_f. Null: not profiled.</summary>
     public Action<string>? PhaseEnded { get; set; }
 
+    /// <summary>The blocks that keep only their input and recompute their forward in backward (train.activation_checkpointing).</summary>
+    public ActivationCheckpointing Checkpointing { get; set; } = ActivationCheckpointing.None;
+
+    /// <summary>Gathers and releases each block's parameters around its forwards when a sharding keeps them elsewhere
+    /// (ZeRO-3, which then recomputes every block). Null: the parameters are always here.</summary>
+    public IBlockParameters? BlockParameters { get; set; }
+
     public override Tensor forward(Tensor idx)
     {
         var x = Lookup(idx);                                           // [B, T, d]
         PhaseEnded?.Invoke("embedding");
-        for (int k = 0; k < h.Count; k++) x = h[k].Forward(Mark(x, k), k == 0 ? PhaseEnded : null);
+        for (int k = 0; k < h.Count; k++) x = ForwardBlock(k, Mark(x, k));
         x = ln_f.forward(Mark(x, h.Count));                            // [B, T, d]
         PhaseEnded?.Invoke("blocks 1.. and ln_f");
         return x;
+    }
+
+    // Block k of the forward: recomputed in backward when checkpointed (always when its parameters are sharded and a
+    // backward will follow), otherwise with its parameters gathered for the forward alone or always present.
+    Tensor ForwardBlock(int k, Tensor x)
+    {
+        bool backward = x.requires_grad && is_grad_enabled();
+        if (backward && (Checkpointing.Covers(k) || BlockParameters is not null)) return Recomputed.Apply(h[k], x, BlockParameters, k);
+        BlockParameters?.Gather(k, forBackward: false);
+        try { return h[k].Forward(x, k == 0 ? PhaseEnded : null); }
+        finally { BlockParameters?.Release(k); }
     }
 
     Tensor Mark(Tensor x, int boundary) =>

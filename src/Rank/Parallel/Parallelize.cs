@@ -13,7 +13,7 @@ namespace Rank.Parallel;
 /// <list type="number">
 /// <item><see cref="SplitGroups"/>: the vocabulary group and the data group of this rank (collective over all ranks).</item>
 /// <item><see cref="ApplyVocabParallel"/>: the embeddings keep this shard's rows; the head's reductions span the group.</item>
-/// <item>Activation checkpointing goes here, on the (narrowed) model, before it moves.</item>
+/// <item><see cref="ApplyActivationCheckpointing"/>: the blocks that recompute their forward in backward.</item>
 /// <item>The model moves to its device: what follows communicates its tensors (NCCL: GPU memory).</item>
 /// <item><see cref="ApplyDataParallel"/>: replicas start from replica 0's parameters and average their gradients;
 /// ZeRO/FSDP, which shard the optimizer state and parameters over the data group, take this step's place.</item>
@@ -56,6 +56,10 @@ public static class Parallelize
         model.Lookup = idx => shard.Lookup(model.TokenEmbedding, idx);
         return shard;
     }
+
+    /// <summary>Activation checkpointing: the blocks <paramref name="checkpointing"/> covers keep only their input
+    /// from the forward and run it again in backward (<see cref="Recomputed"/>).</summary>
+    public static void ApplyActivationCheckpointing(Gpt model, ActivationCheckpointing checkpointing) => model.Checkpointing = checkpointing;
 
     /// <summary>
     /// Data parallelism over the data group: every replica takes replica 0's parameters, and the gradients are averaged

@@ -86,6 +86,7 @@ public sealed class Trainer : IDisposable
         // The parallel layout, in Parallelize's order; initialised on the CPU, so that a GPU run starts from the CPU run's weights.
         groups = Parallelize.SplitGroups(comm, Layout);
         Vocab = Parallelize.ApplyVocabParallel(Model, groups.Vocab);
+        Parallelize.ApplyActivationCheckpointing(Model, train.Checkpointing);
         if (Device.type != DeviceType.CPU) Model.to(Device);
         gradients = Parallelize.ApplyDataParallel(Model, groups, overlap: train.Overlaps);
 
