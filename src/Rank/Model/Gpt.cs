@@ -93,11 +93,23 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     Tensor ForwardBlock(int k, Tensor x)
     {
         bool backward = x.requires_grad && is_grad_enabled();
-        if (backward && (Checkpointing.Covers(k) || BlockParameters is not null)) return Recomputed.Apply(h[k], x, BlockParameters, k);
+        if (backward && (Checkpointing.Covers(k) || BlockParameters is not null)) return Recomputed.Apply(h[k], x, recomputeFailure, BlockParameters, k);
         BlockParameters?.Gather(k, forBackward: false);
         try { return h[k].Forward(x, k == 0 ? PhaseEnded : null); }
         finally { BlockParameters?.Release(k); }
     }
+
+    /// <summary>After backward: throws what failed inside a block's recomputation (not thrown through libtorch's backward).</summary>
+    public void ThrowIfRecomputeFailed(long step)
+    {
+        if (recomputeFailure.Value is { } failure)
+        {
+            recomputeFailure.Value = null;
+            throw new InvalidOperationException($"step {step}: a block's recomputation in backward failed: {failure.Message}", failure);
+        }
+    }
+
+    readonly System.Runtime.CompilerServices.StrongBox<Exception?> recomputeFailure = new();
 
     Tensor Mark(Tensor x, int boundary) =>
         BoundaryReached is { } reached && x.requires_grad ? Boundary.apply(x, (Action)(() => reached(boundary))) : x;
@@ -354,6 +366,12 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
             copies[weight] = copy = weight.detach().to_type(compute).DetachFromDisposeScope();
         }
         return copy;
+    }
+
+    /// <summary>Drops the copy of one weight: it is about to be freed (ZeRO-3 releasing a block).</summary>
+    public void Forget(Tensor weight)
+    {
+        if (copies.Remove(weight, out var copy)) copy.Dispose();
     }
 
     /// <summary>Drops the copies: the weights changed (an optimizer step, centering, a checkpoint loaded).</summary>

@@ -1,4 +1,5 @@
 // Activation checkpointing: a block keeps only its input through the forward and runs its forward again in backward.
+using System.Runtime.CompilerServices;
 using Rank.Model;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -40,11 +41,13 @@ public sealed class Recomputed : torch.autograd.SingleTensorFunction<Recomputed>
 {
     public override string Name => "RecomputedBlock";
 
-    /// <summary>x [B, T, d] -> block(x), recomputed in backward; <paramref name="hooks"/> null: the parameters stay where they are.</summary>
-    public static Tensor Apply(Block block, Tensor x, IBlockParameters? hooks = null, int index = 0) =>
-        apply(x, new Call(block, hooks, index));
+    /// <summary>x [B, T, d] -> block(x), recomputed in backward; <paramref name="hooks"/> null: the parameters stay
+    /// where they are. What fails in backward goes into <paramref name="failure"/> (an exception must not cross
+    /// libtorch's frames), and the input's gradient is then zero.</summary>
+    public static Tensor Apply(Block block, Tensor x, StrongBox<Exception?> failure, IBlockParameters? hooks = null, int index = 0) =>
+        apply(x, new Call(block, failure, hooks, index));
 
-    sealed record Call(Block Block, IBlockParameters? Hooks, int Index);
+    sealed record Call(Block Block, StrongBox<Exception?> Failure, IBlockParameters? Hooks, int Index);
 
     public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
     {
@@ -60,18 +63,27 @@ public sealed class Recomputed : torch.autograd.SingleTensorFunction<Recomputed>
     {
         var call = (Call)ctx.get_data("call");
         using var input = ctx.get_saved_variables()[0];
-        call.Hooks?.Gather(call.Index, forBackward: true);
-        Tensor gradInput;
-        using (var scope = NewDisposeScope())
-        using (enable_grad())
+        try
         {
-            var x = input.detach().requires_grad_(true);          // [B, T, d], a leaf: its .grad is the block's input gradient
-            var y = call.Block.forward(x);
-            y.backward([gradOutput]);
-            gradInput = x.grad!.detach().MoveToOuterDisposeScope();
+            call.Hooks?.Gather(call.Index, forBackward: true);
+            Tensor gradInput;
+            using (var scope = NewDisposeScope())
+            using (enable_grad())
+            {
+                var x = input.detach().requires_grad_(true);      // [B, T, d], a leaf: its .grad is the block's input gradient
+                var y = call.Block.forward(x);
+                y.backward([gradOutput]);
+                gradInput = x.grad!.detach().MoveToOuterDisposeScope();
+            }
+            call.Hooks?.Backward(call.Index);
+            call.Hooks?.Release(call.Index);
+            return [gradInput, null!];
         }
-        call.Hooks?.Backward(call.Index);
-        return [gradInput, null!];
+        catch (Exception e)
+        {
+            call.Failure.Value ??= e;
+            return [zeros_like(input), null!];
+        }
     }
 }
 

@@ -16,9 +16,10 @@ namespace Rank.Parallel;
 /// <item><see cref="ApplyActivationCheckpointing"/>: the blocks that recompute their forward in backward.</item>
 /// <item>The model moves to its device: what follows communicates its tensors (NCCL: GPU memory).</item>
 /// <item><see cref="ApplyDataParallel"/>: replicas start from replica 0's parameters and average their gradients;
-/// ZeRO/FSDP, which shard the optimizer state and parameters over the data group, take this step's place.</item>
+/// or, with train.zero &gt; 0, <see cref="ApplyZero"/>: the optimizer's state, the gradients and the blocks' weights
+/// split over the data group (ZeRO stages 1-3), the optimizer and the reduction in one.</item>
 /// </list>
-/// The optimizer is built last, over the parameters as these steps leave them.
+/// The optimizer of stage 0 is built last, over the parameters as these steps leave them.
 /// </summary>
 public static class Parallelize
 {
@@ -77,6 +78,11 @@ public static class Parallelize
         gradients.BroadcastParameters();
         return gradients;
     }
+
+    /// <summary>ZeRO over the data group at <paramref name="stage"/> (1-3): a <see cref="ZeroAdamW"/> that reduces
+    /// the gradients and steps the optimizer; replicas start from replica 0's parameters. Null when there is no data group.</summary>
+    public static ZeroAdamW? ApplyZero(Gpt model, ParallelGroups groups, int stage, double weightDecay, double beta1, double beta2, double eps) =>
+        groups.Data is { } data ? new ZeroAdamW(model, data, groups.Vocab, stage, weightDecay, beta1, beta2, eps) : null;
 }
 
 /// <summary>This rank's communicators within the layout: Vocab, the vocabulary group (tp ranks, one replica's

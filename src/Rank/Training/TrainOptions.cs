@@ -55,6 +55,11 @@ public sealed record TrainOptions
     /// (blocks 0, k, 2k, ...). Less activation memory for about one more forward of those blocks.</summary>
     public string ActivationCheckpointing { get; init; } = "none";
 
+    /// <summary>ZeRO stage over the data group (Rank.Parallel.ZeroAdamW): 0, every rank holds everything; 1, AdamW's
+    /// state split over the dp ranks; 2, also the gradients; 3, also the blocks' weights (gathered per block; every
+    /// block then recomputes its forward in backward).</summary>
+    public int Zero { get; init; }
+
     /// <summary>train.activation_checkpointing parsed.</summary>
     public Rank.Parallel.ActivationCheckpointing Checkpointing => Rank.Parallel.ActivationCheckpointing.Parse(ActivationCheckpointing);
 
@@ -84,6 +89,7 @@ public sealed record TrainOptions
         if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
         if (!Enum.IsDefined(Precision)) Fail("train.precision", Precision, "expected fp32 or bf16");
         Rank.Parallel.ActivationCheckpointing.Parse(ActivationCheckpointing); // throws naming the option and its value
+        if (Zero is < 0 or > 3) Fail("train.zero", Zero, "must be 0, 1, 2 or 3");
         if (Device is not ("cpu" or "cuda")) Fail("train.device", $"'{Device}'", "expected cpu or cuda (each rank takes the GPU of its LOCAL_RANK)");
     }
 
