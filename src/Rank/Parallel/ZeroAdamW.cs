@@ -15,8 +15,9 @@ namespace Rank.Parallel;
 /// A unit's buffer is padded to a multiple of dp, and rank r of the group owns elements [r s, (r + 1) s), s = padded / dp:
 /// <list type="bullet">
 /// <item>stage 1: the AdamW moments of those elements; gradients are all-reduced whole;</item>
-/// <item>stage 2: also their averaged gradient, reduce-scattered after each micro-batch's backward (the whole gradient
-/// exists only during a backward);</item>
+/// <item>stage 2: also their averaged gradient, reduce-scattered during each micro-batch's backward, a block's as soon
+/// as its backward ends (at its <see cref="Boundary"/>), the root's after it: the whole gradient of a block exists
+/// only during its backward;</item>
 /// <item>stage 3: also, for blocks, their fp32 master weights: a block's parameters are all-gathered for its forward
 /// and again for its recomputation in backward (<see cref="Recomputed"/>: every block recomputes), then freed, and its
 /// gradient is reduce-scattered as soon as its backward ends. The root stays whole on every rank.</item>
@@ -56,6 +57,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     readonly Unit root;
     readonly Unit[] blocks;
     readonly double weightDecay, beta1, beta2, eps;
+    Exception? boundaryFailure; // a reduce-scatter that failed inside backward, thrown after it
 
     public int Stage { get; }
     public long Steps { get; private set; }
@@ -74,6 +76,15 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         blocks = Enumerable.Range(0, model.Layers)
             .Select(k => Build(named.Where(n => n.name.StartsWith($"h.{k}.", StringComparison.Ordinal)), shardWeights: stage == 3)).ToArray();
         if (stage == 3) model.BlockParameters = this;
+        if (stage == 2) model.BoundaryReached = ReduceScatterBlock;
+    }
+
+    // Stage 2, during backward at boundary k (the input of block k; n_layer: of ln_f): block k's gradient is final.
+    void ReduceScatterBlock(int boundary)
+    {
+        if (boundary >= blocks.Length || boundaryFailure is not null) return;
+        try { ReduceScatter(blocks[boundary]); }
+        catch (Exception e) { boundaryFailure = e; } // never through libtorch's backward
     }
 
     public HeldBytes Held => new(Units.Sum(u => Bytes(u.Full) + Bytes(u.Master)), Units.Sum(u => Bytes(u.FullGrad) + Bytes(u.ShardGrad)),
@@ -135,6 +146,11 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     /// shards and frees it. (Stage 3's collectives inside backward fail through <see cref="Recomputed"/>.)</summary>
     public void AfterBackward(long step)
     {
+        if (boundaryFailure is { } failure)
+        {
+            boundaryFailure = null;
+            throw new CollectiveException($"step {step}: a gradient reduce-scatter failed during backward: {failure.Message}", failure);
+        }
         if (Stage == 1) return;
         foreach (var unit in WholeUnits) ReduceScatter(unit);
     }
