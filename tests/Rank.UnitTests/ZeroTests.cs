@@ -82,4 +82,24 @@ public class ZeroTests(ITestOutputHelper log)
                 }
             }
     }
+
+    [Fact]
+    public void Stage_1_all_reduces_started_during_backward_give_the_same_bits()
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: 4).WithTrain(t => t with { Zero = 1, GradAccum = 2 });
+        var (afterLosses, after) = VocabParallelTests.RunLayout(config.WithTrain(t => t with { OverlapGradReduce = false }), 2, 1, steps: 4);
+        var (duringLosses, during) = VocabParallelTests.RunLayout(config.WithTrain(t => t with { OverlapGradReduce = true }), 2, 1, steps: 4);
+        try
+        {
+            Assert.All(during, t => Assert.Equal(2, t.GroupsStartedInBackward)); // both blocks of tiny; the root after backward
+            Assert.All(after, t => Assert.Equal(0, t.GroupsStartedInBackward));
+            Assert.Equal(afterLosses, duringLosses);
+            Assert.Equal(0, Tensors.MaxParameterDifference(after[0].Model, during[0].Model));
+        }
+        finally
+        {
+            foreach (var t in after.Concat(during)) t?.Dispose();
+        }
+    }
 }

@@ -81,8 +81,8 @@ public static class Parallelize
 
     /// <summary>ZeRO over the data group at <paramref name="stage"/> (1-3): a <see cref="ZeroAdamW"/> that reduces
     /// the gradients and steps the optimizer; replicas start from replica 0's parameters. Null when there is no data group.</summary>
-    public static ZeroAdamW? ApplyZero(Gpt model, ParallelGroups groups, int stage, double weightDecay, double beta1, double beta2, double eps) =>
-        groups.Data is { } data ? new ZeroAdamW(model, data, groups.Vocab, stage, weightDecay, beta1, beta2, eps) : null;
+    public static ZeroAdamW? ApplyZero(Gpt model, ParallelGroups groups, int stage, double weightDecay, double beta1, double beta2, double eps, bool overlap) =>
+        groups.Data is { } data ? new ZeroAdamW(model, data, groups.Vocab, stage, weightDecay, beta1, beta2, eps, overlap) : null;
 }
 
 /// <summary>This rank's communicators within the layout: Vocab, the vocabulary group (tp ranks, one replica's

@@ -14,7 +14,8 @@ namespace Rank.Parallel;
 /// embeddings, ln_f and the head: every step uses them first and last, and mu needs all of E) and one per block.
 /// A unit's buffer is padded to a multiple of dp, and rank r of the group owns elements [r s, (r + 1) s), s = padded / dp:
 /// <list type="bullet">
-/// <item>stage 1: the AdamW moments of those elements; gradients are all-reduced whole;</item>
+/// <item>stage 1: the AdamW moments of those elements; gradients are all-reduced whole (with
+/// train.overlap_grad_reduce a block's as soon as the last micro-batch's backward leaves it);</item>
 /// <item>stage 2: also their averaged gradient, reduce-scattered during each micro-batch's backward, a block's as soon
 /// as its backward ends (at its <see cref="Boundary"/>), the root's after it: the whole gradient of a block exists
 /// only during its backward;</item>
@@ -57,14 +58,19 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     readonly Unit root;
     readonly Unit[] blocks;
     readonly double weightDecay, beta1, beta2, eps;
-    Exception? boundaryFailure; // a reduce-scatter that failed inside backward, thrown after it
+    Exception? boundaryFailure; // a collective that failed to run or start inside backward, thrown after it
+    readonly List<IPendingCollective> pending = [];  // stage 1: all-reduces started during backward
+    bool lastMicroBatch;
 
     public int Stage { get; }
+    /// <summary>Stage 1: blocks whose all-reduce the last step started during backward (n_layer with overlap, else 0).</summary>
+    public int GroupsStartedInBackward { get; private set; }
     public long Steps { get; private set; }
 
     /// <param name="vocab">The vocabulary group when the embeddings are split by rows over it (their names:
     /// <see cref="Gpt.ShardedNames"/>); null otherwise.</param>
-    public ZeroAdamW(Gpt model, ICommunicator data, ICommunicator? vocab, int stage, double weightDecay, double beta1, double beta2, double eps)
+    /// <param name="overlap">Stage 1: start a block's all-reduce during the last backward (train.overlap_grad_reduce).</param>
+    public ZeroAdamW(Gpt model, ICommunicator data, ICommunicator? vocab, int stage, double weightDecay, double beta1, double beta2, double eps, bool overlap = false)
     {
         if (stage is < 1 or > 3) throw new ArgumentException($"train.zero = {stage}: ZeroAdamW shards stages 1, 2 and 3");
         (this.model, this.data, this.vocab, Stage) = (model, data, vocab, stage);
@@ -76,14 +82,19 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         blocks = Enumerable.Range(0, model.Layers)
             .Select(k => Build(named.Where(n => n.name.StartsWith($"h.{k}.", StringComparison.Ordinal)), shardWeights: stage == 3)).ToArray();
         if (stage == 3) model.BlockParameters = this;
-        if (stage == 2) model.BoundaryReached = ReduceScatterBlock;
+        if (stage == 2 || (stage == 1 && overlap)) model.BoundaryReached = BlockFinished;
     }
 
-    // Stage 2, during backward at boundary k (the input of block k; n_layer: of ln_f): block k's gradient is final.
-    void ReduceScatterBlock(int boundary)
+    // During backward at boundary k (the input of block k; n_layer: of ln_f): block k's gradient of this micro-batch
+    // is final. Stage 2 reduce-scatters it; stage 1 starts its all-reduce after the step's last micro-batch.
+    void BlockFinished(int boundary)
     {
         if (boundary >= blocks.Length || boundaryFailure is not null) return;
-        try { ReduceScatter(blocks[boundary]); }
+        try
+        {
+            if (Stage == 2) ReduceScatter(blocks[boundary]);
+            else if (lastMicroBatch) pending.Add(data.AllReduceAsync(blocks[boundary].FullGrad!, ReduceOp.Average));
+        }
         catch (Exception e) { boundaryFailure = e; } // never through libtorch's backward
     }
 
@@ -137,6 +148,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     /// zeroed buffer to accumulate into (stage 3's blocks get theirs when gathered for backward).</summary>
     public void BeforeBackward(bool lastMicroBatch)
     {
+        this.lastMicroBatch = lastMicroBatch;
         if (Stage == 1) return;
         using var noGrad = no_grad();
         foreach (var unit in WholeUnits) WholeGradient(unit);
@@ -155,12 +167,16 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         foreach (var unit in WholeUnits) ReduceScatter(unit);
     }
 
-    /// <summary>Stage 1: the whole gradients averaged over the group (after the last micro-batch). Stages 2-3: done by then.</summary>
+    /// <summary>Stage 1: the whole gradients averaged over the group (after the last micro-batch): the all-reduces
+    /// not started in backward are started, then all are waited for. Stages 2-3: done by then.</summary>
     public void Average()
     {
         if (Stage != 1) return;
-        var pending = Units.Select(u => data.AllReduceAsync(u.FullGrad!, ReduceOp.Average)).ToList();
-        pending.ForEach(p => p.Wait());
+        int started = GroupsStartedInBackward = pending.Count;           // blocks L-1 .. L-started, in backward's order
+        foreach (var unit in blocks.Take(blocks.Length - started).Reverse().Prepend(root))
+            pending.Add(data.AllReduceAsync(unit.FullGrad!, ReduceOp.Average));
+        try { pending.ForEach(p => p.Wait()); }
+        finally { pending.Clear(); }
     }
 
     /// <summary>torch's clip_grad_norm_ over the whole gradient from the shards: squared norms summed over the data

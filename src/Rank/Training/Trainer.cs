@@ -46,8 +46,8 @@ public sealed class Trainer : IDisposable
     /// optimizer state and every tensor a step makes live there; the token ids are copied there each step.</summary>
     public Device Device { get; }
     /// <summary>Gradient groups whose all-reduce the last step started during backward (train.overlap_grad_reduce):
-    /// n_layer + 1 when it overlaps, 0 when every all-reduce waited for the end of backward.</summary>
-    public int GroupsStartedInBackward => (gradients as DataParallelGradients)?.GroupsStartedInBackward ?? 0;
+    /// n_layer + 1 when it overlaps (ZeRO stage 1: n_layer, the root after backward), 0 when every all-reduce waited for the end of backward.</summary>
+    public int GroupsStartedInBackward => (gradients as DataParallelGradients)?.GroupsStartedInBackward ?? zero?.GroupsStartedInBackward ?? 0;
     /// <summary>Told where each phase of <see cref="Step"/> ends (the model's forward included); observes only. Null: no profile.</summary>
     public IStepProfiler? Profiler
     {
@@ -95,7 +95,7 @@ public sealed class Trainer : IDisposable
         ParameterCount = Model.parameters().Sum(p => p.numel());
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
         if (train.Zero > 0 && groups.Data is not null)
-            gradients = zero = Parallelize.ApplyZero(Model, groups, train.Zero, train.WeightDecay, train.Beta1, train.Beta2, train.Eps);
+            gradients = zero = Parallelize.ApplyZero(Model, groups, train.Zero, train.WeightDecay, train.Beta1, train.Beta2, train.Eps, overlap: train.Overlaps && groups.Vocab is null);
         else
         {
             gradients = Parallelize.ApplyDataParallel(Model, groups, overlap: train.Overlaps);
