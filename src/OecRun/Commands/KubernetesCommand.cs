@@ -56,8 +56,9 @@ public static class KubernetesCommand
         return command;
     }
 
-    /// <summary>The command line without the command and --out, so that the directory records how to render it again.</summary>
-    static List<string> RenderedWith(ParseResult parse, Command command)
+    /// <summary>The command line without the command and --out, so that a rendering (this one's directory, `oecrun slurm`'s
+    /// script) records how to render it again.</summary>
+    public static List<string> RenderedWith(ParseResult parse, Command command)
     {
         var tokens = parse.Tokens.Select(t => t.Value).ToList();
         if (tokens.FirstOrDefault() == command.Name) tokens.RemoveAt(0);

@@ -67,8 +67,7 @@ public static class JobManifests
     /// </summary>
     public static RunConfig Resolve(ManifestOptions o)
     {
-        string[] device = o.GpusPerRank > 0 ? ["train.device=cuda", "job.backend=nccl"] : ["train.device=cpu", "job.backend=tcp"];
-        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=auto", .. device];
+        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=auto", .. DeviceSettings(o.GpusPerRank > 0)];
         var run = RunConfig.Load(o.ConfigFile, [.. o.Overrides, .. rendered]);
         ParallelLayout.Of(run.Job).ReplicaBatch(run.Train.BatchSize); // fails at render time, not in the pod
         foreach (var (key, pattern) in new[] { ("data.train_shards", run.Data.TrainShards), ("data.val_shards", run.Data.ValShards) })
@@ -76,6 +75,9 @@ public static class JobManifests
                 throw new ArgumentException($"{key} = '{pattern}': must be under {SharedMount}/, the shared volume, where the coordinator and every rank read the same files");
         return run;
     }
+
+    /// <summary>The device and backend of a rendered job: a GPU job trains on cuda over NCCL, a CPU job over the TCP ring.</summary>
+    public static string[] DeviceSettings(bool gpu) => gpu ? ["train.device=cuda", "job.backend=nccl"] : ["train.device=cpu", "job.backend=tcp"];
 
     static Dictionary<string, string> Labels(ManifestOptions o, string component) => new()
     {

@@ -24,7 +24,9 @@ public static class RankProcess
     /// </summary>
     public static int Run(string? coordinator, TextWriter console)
     {
-        var (uri, requested, worldSize, localRank, localWorld, _) = RankEnvironment.Resolve(coordinator, RankEnvironment.Current());
+        var (uri, requested, worldSize, localRank, localWorld, source) = RankEnvironment.Resolve(coordinator, RankEnvironment.Current());
+        console.WriteLine($"rank: asking {uri} for {(requested >= 0 ? $"rank {requested}" : "a rank")} of {(worldSize > 0 ? $"{worldSize}" : "the job's")} " +
+                          $"(local rank {localRank} of {localWorld}; placement from {source})");
         string jobId = Env("OEC_JOB_ID") ?? throw new ArgumentException("OEC_JOB_ID is not set: the rank must name its job");
         string token = Env("OEC_JOB_TOKEN") ?? throw new ArgumentException("OEC_JOB_TOKEN is not set: the rank needs the job token");
         string host = Env("OEC_RANK_HOST") ?? DefaultHost(uri);
