@@ -81,6 +81,7 @@ public class RankEnvironmentTests
     [InlineData("RANK=1 LOCAL_RANK=2 LOCAL_WORLD_SIZE=2", "LOCAL_RANK = 2 is not in [0, LOCAL_WORLD_SIZE = 2)")]
     [InlineData("SLURM_PROCID=8 SLURM_NTASKS=8", "SLURM_PROCID = 8 is not below SLURM_NTASKS = 8")]
     [InlineData("SLURM_PROCID=-1", "SLURM_PROCID = -1: must be >= 0")]
+    [InlineData("RANK=-2", "RANK = -2: must be >= 0")]
     [InlineData("SLURM_PROCID=0 SLURM_LOCALID=4 SLURM_NTASKS_PER_NODE=4", "SLURM_LOCALID = 4 is not in [0, SLURM_NTASKS_PER_NODE = 4)")]
     [InlineData("RANK=two", "RANK = 'two': not an integer")]
     [InlineData("MASTER_PORT=70000", "MASTER_PORT = 70000: not a port")]

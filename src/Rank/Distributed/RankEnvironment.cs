@@ -110,7 +110,8 @@ public static partial class RankEnvironment
     /// machine (when the launcher said how many ranks the machine has: LOCAL_RANK alone is a GPU index).</summary>
     static RankPlacement Checked(RankPlacement p, bool localWorldSaid, string rank, string world, string localRank, string localWorld)
     {
-        if (p.Rank < -1 || (p.Rank == -1 && rank != "RANK")) throw new ArgumentException($"{rank} = {p.Rank}: must be >= 0");
+        bool assigned = p.Rank == -1 && rank == "RANK"; // RANK unset (or -1): the coordinator assigns one
+        if (p.Rank < 0 && !assigned) throw new ArgumentException($"{rank} = {p.Rank}: must be >= 0");
         if (p.WorldSize < 0) throw new ArgumentException($"{world} = {p.WorldSize}: must be >= 1");
         if (p.WorldSize > 0 && p.Rank >= p.WorldSize) throw new ArgumentException($"{rank} = {p.Rank} is not below {world} = {p.WorldSize}: ranks are 0..{p.WorldSize - 1}");
         if (p.LocalWorldSize < 1) throw new ArgumentException($"{localWorld} = {p.LocalWorldSize}: must be >= 1");
