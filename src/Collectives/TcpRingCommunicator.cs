@@ -22,7 +22,7 @@ public sealed class TcpRingCommunicator : ICommunicator
     private Job? lastQueued;                  // the latest of them; synchronous operations wait for it first
     private volatile bool disposed;
     private string? broken;                   // the failure message once an operation failed
-    private Progress? active;                 // the progress of the operation in flight, to abort it
+    private RingPass? active;                 // the operation in flight, to abort it
     private int sequence;                     // operations run so far; checked against the previous rank's
     private int splits;                       // Split calls so far; names the derived groups
 
@@ -106,19 +106,28 @@ public sealed class TcpRingCommunicator : ICommunicator
             Execute(Opcode.AllGather, flat, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum);
     }
 
+    /// <summary>The partial sums travel through <paramref name="output"/> (a chunk-sized accumulator), so the input is
+    /// only read and no copy of it is made; an output that overlaps the input gets a temporary accumulator.</summary>
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
     {
         CheckPair(output, input, input.numel(), output.numel(), "input.numel must be world * output.numel");
         Drain();
         using var _ = torch.no_grad();
-        var each = output.numel();
-        using var work = input.reshape(-1).clone(); // the ring reduces in place; the caller's input stays as it was
-        if (WorldSize > 1)
-            Execute(Opcode.ReduceScatter, work, RingPlan.Equal(each, WorldSize), RingPlan.ReduceScatter(Rank, WorldSize).ToArray(), op);
+        using var inFlat = input.view(-1);
         using var outFlat = output.view(-1);
-        using (var mine = work.narrow(0, Rank * each, each)) outFlat.copy_(mine);
+        if (WorldSize == 1) outFlat.copy_(inFlat);
+        else if (TensorMemory.Overlap(inFlat, outFlat))
+        {
+            using var acc = torch.empty_like(outFlat);
+            ReduceScatterInto(inFlat, acc, op);
+            outFlat.copy_(acc);
+        }
+        else ReduceScatterInto(inFlat, outFlat, op);
         if (op == ReduceOp.Average) TensorMemory.DivideBy(outFlat, WorldSize);
     }
+
+    private void ReduceScatterInto(Tensor input, Tensor acc, ReduceOp op) =>
+        Execute(Opcode.ReduceScatter, input, RingPlan.Equal(acc.numel(), WorldSize), RingPlan.ReduceScatter(Rank, WorldSize).ToArray(), op, acc);
 
     /// <summary>Returns once every rank of the group has entered (an all-reduce of one int32).</summary>
     public void Barrier()
@@ -198,21 +207,24 @@ public sealed class TcpRingCommunicator : ICommunicator
     }
 
     // Runs one ring pass: the send half on the worker thread, the receive half (and the reductions) on this thread.
-    private void Execute(Opcode opcode, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
+    // acc: see RingPass.
+    private void Execute(Opcode opcode, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op, Tensor? acc = null)
     {
         ObjectDisposedException.ThrowIf(this.disposed, this);
         if (broken is not null) throw new CollectiveException($"rank {Rank}: communicator is broken by an earlier failure: {broken}");
-        var pass = new RingPass(this, opcode, ++sequence, flat, chunks, steps, op);
-        var progress = active = new Progress();
+        var pass = active = new RingPass(this, opcode, ++sequence, flat, chunks, steps, op, acc);
+        Job? job = null;
         try
         {
-            var job = steps.Any(s => s.Send >= 0) ? sender!.Post(() => pass.SendAll(progress)) : null;
-            if (steps.Any(s => s.Recv >= 0)) pass.ReceiveAll(progress);
+            job = steps.Any(s => s.Send >= 0) ? sender!.Post(pass.SendAll) : null;
+            if (steps.Any(s => s.Recv >= 0)) pass.ReceiveAll();
             if (job is not null) AwaitSend(job, pass.Name);
         }
         catch (Exception e) when (e is not CollectiveException || broken is null)
         {
-            throw new CollectiveException(Fail(pass.Name, e), e);
+            // The receive half gives up when the send half failed: the send half's error names the cause.
+            var cause = e is OperationCanceledException && job?.Error is { } sendError ? sendError : e;
+            throw new CollectiveException(Fail(pass.Name, cause), cause);
         }
         catch (CollectiveException e)
         {
@@ -294,7 +306,11 @@ public sealed class TcpRingCommunicator : ICommunicator
         return FirstFailure() ?? local;
     }
 
-    // One ring operation over a flat tensor: the segment schedule plus the send and receive loops.
+    /// <summary>One ring operation over a flat tensor: the segment schedule plus the send and receive loops. Without
+    /// an accumulator, reductions land in the flat tensor and forwarded chunks are read from it. With one (reduce-scatter,
+    /// one chunk long), the flat tensor is only read: a received partial is reduced with the flat tensor's chunk into the
+    /// accumulator, and the next step forwards it from there; the last step's partial is the result. A segment of the
+    /// accumulator is overwritten only once the send half has sent what it held.</summary>
     private sealed class RingPass
     {
         private readonly TcpRingCommunicator c;
@@ -304,23 +320,52 @@ public sealed class TcpRingCommunicator : ICommunicator
         private readonly Chunk[] chunks;
         private readonly RingStep[] steps;
         private readonly ReduceOp op;
+        private readonly Tensor? acc;
         private readonly long segment;      // elements per segment
         private readonly int elementBytes;
         private readonly long[] recvBase;   // segments received before step t
+        private readonly long[] sendBase;   // segments sent before step t
+        private readonly Progress received = new();
+        private readonly Progress sent = new();
 
         public string Name => $"{opcode} #{sequence} ({flat.numel()} x {flat.dtype})";
 
-        public RingPass(TcpRingCommunicator c, Opcode opcode, int sequence, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
+        public RingPass(TcpRingCommunicator c, Opcode opcode, int sequence, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op, Tensor? acc)
         {
-            (this.c, this.opcode, this.sequence, this.flat, this.chunks, this.steps, this.op) = (c, opcode, sequence, flat, chunks, steps, op);
+            (this.c, this.opcode, this.sequence, this.flat, this.chunks, this.steps, this.op, this.acc) = (c, opcode, sequence, flat, chunks, steps, op, acc);
             elementBytes = TensorMemory.ElementBytes(flat);
             segment = Math.Max(1, c.options.ChunkBytes / elementBytes);
-            recvBase = new long[steps.Length + 1];
-            for (var t = 0; t < steps.Length; t++)
-                recvBase[t + 1] = recvBase[t] + (steps[t].Recv >= 0 ? RingPlan.Segments(chunks[steps[t].Recv], segment) : 0);
+            recvBase = Bases(s => s.Recv);
+            sendBase = Bases(s => s.Send);
         }
 
-        public void SendAll(Progress progress)
+        // Prefix sums of the segments of the chunk each step sends (or receives).
+        private long[] Bases(Func<RingStep, int> chunkOf)
+        {
+            var bases = new long[steps.Length + 1];
+            for (var t = 0; t < steps.Length; t++)
+                bases[t + 1] = bases[t] + (chunkOf(steps[t]) >= 0 ? RingPlan.Segments(chunks[chunkOf(steps[t])], segment) : 0);
+            return bases;
+        }
+
+        /// <summary>Stops both halves' waits (a failure, or the communicator disposed).</summary>
+        public void Abort()
+        {
+            received.Abort();
+            sent.Abort();
+        }
+
+        public void SendAll()
+        {
+            try { SendSteps(); }
+            catch
+            {
+                sent.Abort(); // the receive half may wait to overwrite a segment this half will never send
+                throw;
+            }
+        }
+
+        private void SendSteps()
         {
             var links = c.links!;
             links.Send(Header());
@@ -332,30 +377,34 @@ public sealed class TcpRingCommunicator : ICommunicator
                 var chunk = chunks[send];
                 for (long k = 0; k < RingPlan.Segments(chunk, segment); k++)
                 {
-                    if (forwards && !progress.WaitFor(recvBase[t - 1] + k + 1, c.options.EffectiveTimeout))
+                    if (forwards && !received.WaitFor(recvBase[t - 1] + k + 1, c.options.EffectiveTimeout))
                         throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {c.options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
-                    links.Send(Bytes(SegmentOf(chunk, k)));
+                    var seg = SegmentOf(chunk, k);
+                    links.Send(forwards && acc is not null ? BytesOf(acc, seg.Start - chunk.Start, seg.Count) : BytesOf(flat, seg.Start, seg.Count));
+                    sent.Advance();
                 }
             }
         }
 
-        public void ReceiveAll(Progress progress)
+        public void ReceiveAll()
         {
             var links = c.links!;
             Span<byte> header = stackalloc byte[HeaderBytes];
             links.Receive(header);
             CheckHeader(header);
             using var scratch = steps.Any(s => s.Reduce && s.Recv >= 0) ? torch.empty(ScratchLength(), flat.dtype) : null;
-            foreach (var step in steps)
+            for (var t = 0; t < steps.Length; t++)
             {
+                var step = steps[t];
                 if (step.Recv < 0) continue;
                 var chunk = chunks[step.Recv];
                 for (long k = 0; k < RingPlan.Segments(chunk, segment); k++)
                 {
                     var seg = SegmentOf(chunk, k);
-                    if (step.Reduce) ReceiveAndReduce(seg, scratch!);
-                    else links.Receive(Bytes(seg));
-                    progress.Advance();
+                    if (!step.Reduce) links.Receive(BytesOf(flat, seg.Start, seg.Count));
+                    else if (acc is null) ReceiveAndReduce(seg, scratch!);
+                    else ReceiveAndAccumulate(seg, seg.Start - chunk.Start, sendBase[t] + k + 1, scratch!);
+                    received.Advance();
                 }
             }
         }
@@ -365,9 +414,23 @@ public sealed class TcpRingCommunicator : ICommunicator
         private void ReceiveAndReduce(Chunk seg, Tensor scratch)
         {
             using var source = scratch.narrow(0, 0, seg.Count);
-            c.links!.Receive(BytesOf(source, seg.Count));
+            c.links!.Receive(BytesOf(source, 0, seg.Count));
             using var target = flat.narrow(0, seg.Start, seg.Count);
             TensorMemory.Reduce(target, source, op);
+        }
+
+        // acc[offset..] = received op flat[seg], once the send half has sent its first `sentBefore` segments (the
+        // last of them read this part of acc). The sum is received + local where the in-place path adds local +
+        // received: the same bits, addition being commutative.
+        private void ReceiveAndAccumulate(Chunk seg, long offset, long sentBefore, Tensor scratch)
+        {
+            using var partial = scratch.narrow(0, 0, seg.Count);
+            c.links!.Receive(BytesOf(partial, 0, seg.Count));
+            using (var local = flat.narrow(0, seg.Start, seg.Count)) TensorMemory.Reduce(partial, local, op);
+            if (!sent.WaitFor(sentBefore, c.options.EffectiveTimeout))
+                throw new PeerIoException(c.links.Next, c.links.NextEndpoint, $"sending to rank {c.links.Next} did not progress within {c.options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
+            using var target = acc!.narrow(0, offset, seg.Count);
+            target.copy_(partial);
         }
 
         private Chunk SegmentOf(Chunk chunk, long k)
@@ -376,11 +439,9 @@ public sealed class TcpRingCommunicator : ICommunicator
             return new Chunk(start, Math.Min(segment, chunk.Start + chunk.Count - start));
         }
 
-        private unsafe Span<byte> Bytes(Chunk seg) =>
-            new((byte*)TensorMemory.Data(flat) + seg.Start * elementBytes, checked((int)(seg.Count * elementBytes)));
-
-        private unsafe Span<byte> BytesOf(Tensor t, long count) =>
-            new((byte*)TensorMemory.Data(t), checked((int)(count * elementBytes)));
+        // count elements of t from element start.
+        private unsafe Span<byte> BytesOf(Tensor t, long start, long count) =>
+            new((byte*)TensorMemory.Data(t) + start * elementBytes, checked((int)(count * elementBytes)));
 
         private byte[] Header()
         {

@@ -20,6 +20,14 @@ internal static class TensorMemory
     /// <summary>Address of element 0; IntPtr.Zero for an empty tensor.</summary>
     public static IntPtr Data(Tensor tensor) => tensor.numel() == 0 ? IntPtr.Zero : THSTensor_data(tensor.Handle);
 
+    /// <summary>True when the two tensors' bytes share an address (a view of the other, or views of one storage).</summary>
+    public static bool Overlap(Tensor a, Tensor b)
+    {
+        if (a.numel() == 0 || b.numel() == 0) return false;
+        long pa = Data(a), pb = Data(b);
+        return pa < pb + b.numel() * ElementBytes(b) && pb < pa + a.numel() * ElementBytes(a);
+    }
+
     /// <summary>Bytes per element.</summary>
     public static int ElementBytes(Tensor tensor) => (int)tensor.ElementSize;
 

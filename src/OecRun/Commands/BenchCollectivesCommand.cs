@@ -1,4 +1,4 @@
-// `oecrun bench-collectives`: the TCP ring all-reduce (algbw, busbw) next to raw TCP loopback throughput.
+// `oecrun bench-collectives`: the TCP ring's all-reduce, reduce-scatter and all-gather (algbw, busbw) next to raw TCP loopback throughput.
 using System.CommandLine;
 using OecRun.Bench;
 using Rank;
@@ -12,7 +12,7 @@ public static class BenchCollectivesCommand
 
     public static Command Create()
     {
-        var command = new Command("bench-collectives", "Measure the TCP ring all-reduce (algbw, busbw) next to raw TCP loopback throughput.");
+        var command = new Command("bench-collectives", "Measure the TCP ring all-reduce, reduce-scatter and all-gather (algbw, busbw) next to raw TCP loopback throughput.");
         var b = new OptionBinder<Options>(command, new Options());
         b.Add(new Option<string>("--world-sizes") { Description = "Comma-separated numbers of ranks.", DefaultValueFactory = _ => b.Defaults.WorldSizes }, (o, v) => o with { WorldSizes = v });
         b.Add(new Option<int>("--max-mb") { Description = "Largest message in MB; sizes go from 1 KB up by factors of 4.", DefaultValueFactory = _ => b.Defaults.MaxMegabytes },
