@@ -41,19 +41,21 @@ public static class CollectiveBench
         }),
     ];
 
-    public static void Run(IReadOnlyList<int> worldSizes, IReadOnlyList<long> sizes, TextWriter output)
+    /// <summary>segmentBytes: the ring's <see cref="TcpOptions.ChunkBytes"/>.</summary>
+    public static void Run(IReadOnlyList<int> worldSizes, IReadOnlyList<long> sizes, TextWriter output, int segmentBytes = 1 << 20)
     {
         double single = RawLoopback(1, RawBytes);
         output.WriteLine($"raw TCP loopback, one stream, {RawBytes >> 20} MB: {single / 1e9:F2} GB/s");
         var ring = worldSizes.ToDictionary(n => n, n => RawLoopback(n, RawBytes));
         foreach (var (n, perStream) in ring)
             output.WriteLine($"raw TCP loopback, {n} streams at once (a ring of {n}), {RawBytes >> 20} MB each: {perStream / 1e9:F2} GB/s per stream");
+        output.WriteLine($"ring segment: {Format(segmentBytes)}");
         output.WriteLine();
         output.WriteLine("| op | ranks | bytes | iterations | time (ms) | algbw (GB/s) | busbw (GB/s) | busbw / one stream | busbw / ring of streams |");
         output.WriteLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var op in Ops)
         foreach (int n in worldSizes)
-        foreach (var (bytes, iterations, time) in Times(op, n, sizes))
+        foreach (var (bytes, iterations, time) in Times(op, n, sizes, segmentBytes))
         {
             double algbw = bytes / time, busbw = algbw * op.BusFactor(n);
             output.WriteLine($"| {op.Name} | {n} | {Format(bytes)} | {iterations} | {time * 1e3:F3} | {algbw / 1e9:F3} | {busbw / 1e9:F3} "
@@ -63,10 +65,10 @@ public static class CollectiveBench
 
     /// <summary>Per size: (bytes, iterations, seconds per call) as timed by rank 0 between barriers. Sizes round down
     /// to a multiple of 4n bytes, so that the tensors split evenly over the ranks.</summary>
-    private static List<(long Bytes, int Iterations, double Seconds)> Times(Op op, int worldSize, IReadOnlyList<long> sizes)
+    private static List<(long Bytes, int Iterations, double Seconds)> Times(Op op, int worldSize, IReadOnlyList<long> sizes, int segmentBytes)
     {
         var rendezvous = new InProcessRendezvous();
-        var ring = new TcpOptions(TcpOptions.NewToken());
+        var ring = new TcpOptions(TcpOptions.NewToken(), ChunkBytes: segmentBytes);
         var results = new List<(long, int, double)>();
         var errors = new Exception?[worldSize];
         var threads = Enumerable.Range(0, worldSize).Select(rank => new Thread(() =>
