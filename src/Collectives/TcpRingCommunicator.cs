@@ -56,29 +56,34 @@ public sealed class TcpRingCommunicator : ICommunicator
     {
         TensorMemory.Check(tensor, nameof(tensor), Rank);
         Drain();
-        RunAllReduce(tensor, op);
+        if (WorldSize == 1) return; // every op over one rank leaves the tensor as it is
+        using var staged = HostStaging.In(tensor);
+        RunAllReduce(staged.Host, op);
+        staged.Out();
     }
 
     /// <summary>Queues the all-reduce on this communicator's async worker and returns. Wait fails, and breaks the
     /// communicator, when the queue finishes no operation for <see cref="TcpOptions.EffectiveTimeout"/> plus a grace
-    /// of min(1 s, timeout/4), so that the ring's own timeout, which names the stalled peer, fires first.</summary>
+    /// of min(1 s, timeout/4), so that the ring's own timeout, which names the stalled peer, fires first. A CUDA
+    /// tensor is copied to the host here, on the caller's thread and stream, and back in Wait.</summary>
     public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         TensorMemory.Check(tensor, nameof(tensor), Rank);
         ObjectDisposedException.ThrowIf(disposed, this);
+        if (WorldSize == 1) return PendingCollective.Done;
+        var staged = HostStaging.In(tensor);
         lock (queueGate)
         {
             queue ??= new Worker($"ring-async {groupKey} r{Rank}");
-            return new Pending(this, lastQueued = queue.Post(() => RunAllReduce(tensor, op)));
+            return new Pending(this, lastQueued = queue.Post(() => RunAllReduce(staged.Host, op)), staged);
         }
     }
 
-    private void RunAllReduce(Tensor tensor, ReduceOp op)
+    // flat: 1-D host memory; world size > 1.
+    private void RunAllReduce(Tensor flat, ReduceOp op)
     {
         using var _ = torch.no_grad();
-        using var flat = tensor.view(-1);
-        if (WorldSize > 1)
-            Execute(Opcode.AllReduce, flat, RingPlan.Balanced(flat.numel(), WorldSize), RingPlan.AllReduce(Rank, WorldSize), op);
+        Execute(Opcode.AllReduce, flat, RingPlan.Balanced(flat.numel(), WorldSize), RingPlan.AllReduce(Rank, WorldSize), op);
         if (op == ReduceOp.Average) TensorMemory.DivideBy(flat, WorldSize);
     }
 
@@ -90,20 +95,25 @@ public sealed class TcpRingCommunicator : ICommunicator
         Drain();
         if (WorldSize == 1) return;
         using var _ = torch.no_grad();
-        using var flat = tensor.view(-1);
-        Execute(Opcode.Broadcast, flat, RingPlan.Whole(flat.numel()), RingPlan.Broadcast(Rank, root, WorldSize), ReduceOp.Sum);
+        using var staged = HostStaging.In(tensor, copyIn: Rank == root);
+        Execute(Opcode.Broadcast, staged.Host, RingPlan.Whole(staged.Host.numel()), RingPlan.Broadcast(Rank, root, WorldSize), ReduceOp.Sum);
+        staged.Out();
     }
 
+    /// <summary>The input is copied into this rank's slice of the output (of its host copy for a CUDA output), which
+    /// the ring then fills.</summary>
     public void AllGather(Tensor input, Tensor output)
     {
         CheckPair(input, output, output.numel(), input.numel(), "output.numel must be world * input.numel");
         Drain();
         using var _ = torch.no_grad();
-        using var flat = output.view(-1);
+        using var inFlat = input.view(-1);
+        using var staged = HostStaging.In(output, copyIn: false);
         var each = input.numel();
-        using (var mine = flat.narrow(0, Rank * each, each)) mine.copy_(input.reshape(-1));
+        using (var mine = staged.Host.narrow(0, Rank * each, each)) mine.copy_(inFlat);
         if (WorldSize > 1)
-            Execute(Opcode.AllGather, flat, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum);
+            Execute(Opcode.AllGather, staged.Host, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum);
+        staged.Out();
     }
 
     /// <summary>The partial sums travel through <paramref name="output"/> (a chunk-sized accumulator), so the input is
@@ -113,8 +123,9 @@ public sealed class TcpRingCommunicator : ICommunicator
         CheckPair(output, input, input.numel(), output.numel(), "input.numel must be world * output.numel");
         Drain();
         using var _ = torch.no_grad();
-        using var inFlat = input.view(-1);
-        using var outFlat = output.view(-1);
+        using var inHost = HostStaging.In(input);
+        using var outHost = HostStaging.In(output, copyIn: false);
+        var (inFlat, outFlat) = (inHost.Host, outHost.Host);
         if (WorldSize == 1) outFlat.copy_(inFlat);
         else if (TensorMemory.Overlap(inFlat, outFlat))
         {
@@ -124,6 +135,7 @@ public sealed class TcpRingCommunicator : ICommunicator
         }
         else ReduceScatterInto(inFlat, outFlat, op);
         if (op == ReduceOp.Average) TensorMemory.DivideBy(outFlat, WorldSize);
+        outHost.Out();
     }
 
     private void ReduceScatterInto(Tensor input, Tensor acc, ReduceOp op) =>
@@ -177,12 +189,18 @@ public sealed class TcpRingCommunicator : ICommunicator
     }
 
     // Wait: the job's failure (already a broken communicator), as a CollectiveException of the waiting thread.
-    private sealed class Pending(TcpRingCommunicator c, Job job) : IPendingCollective
+    // Wait copies a staged CUDA tensor back once the job finished (the first Wait that sees it succeed).
+    private sealed class Pending(TcpRingCommunicator c, Job job, HostStaging staged) : IPendingCollective
     {
         public void Wait()
         {
             c.Await(job);
-            if (job.Error is { } e) throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued all-reduce failed: {e.Message}", e);
+            if (job.Error is { } e)
+            {
+                staged.Dispose();
+                throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued all-reduce failed: {e.Message}", e);
+            }
+            staged.Out();
         }
     }
 
@@ -202,6 +220,8 @@ public sealed class TcpRingCommunicator : ICommunicator
         TensorMemory.Check(big, nameof(big), Rank);
         if (small.dtype != big.dtype)
             throw new ArgumentException($"rank {Rank}: dtypes differ: {small.dtype} and {big.dtype}");
+        if (small.device_type != big.device_type || small.device_index != big.device_index)
+            throw new ArgumentException($"rank {Rank}: devices differ: {small.device} and {big.device}");
         if (bigNumel != smallNumel * WorldSize)
             throw new ArgumentException($"rank {Rank}: {rule} (world {WorldSize}): got {bigNumel} and {smallNumel}");
     }

@@ -1,4 +1,4 @@
-// Raw access to the bytes of contiguous CPU tensors, argument checks, and the element-wise reduction of received segments.
+// Raw access to the bytes of contiguous CPU tensors, argument checks, overlap, and the element-wise reduction of received segments.
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -37,8 +37,8 @@ internal static class TensorMemory
     /// <summary>Throws ArgumentException naming the rank, the argument and the offending value.</summary>
     public static void Check(Tensor tensor, string name, int rank)
     {
-        if (tensor.device_type != DeviceType.CPU)
-            throw new ArgumentException($"rank {rank}: {name} is on {tensor.device}; the TCP ring needs CPU tensors", name);
+        if (tensor.device_type is not (DeviceType.CPU or DeviceType.CUDA))
+            throw new ArgumentException($"rank {rank}: {name} is on {tensor.device}; the TCP ring takes CPU tensors, and CUDA tensors through host memory", name);
         if (!tensor.is_contiguous())
             throw new ArgumentException($"rank {rank}: {name} (shape [{string.Join(", ", tensor.shape)}]) is not contiguous", name);
         if (!Supported.Contains(tensor.dtype))
