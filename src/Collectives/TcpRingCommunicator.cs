@@ -107,12 +107,12 @@ public sealed class TcpRingCommunicator : ICommunicator
         CheckPair(input, output, output.numel(), input.numel(), "output.numel must be world * input.numel");
         Drain();
         using var _ = torch.no_grad();
+        if (CopiedAlone(input, output)) return;
         using var inFlat = input.view(-1);
         using var staged = HostStaging.In(output, copyIn: false);
         var each = input.numel();
         using (var mine = staged.Host.narrow(0, Rank * each, each)) mine.copy_(inFlat);
-        if (WorldSize > 1)
-            Execute(Opcode.AllGather, staged.Host, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum);
+        Execute(Opcode.AllGather, staged.Host, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum);
         staged.Out();
     }
 
@@ -123,11 +123,11 @@ public sealed class TcpRingCommunicator : ICommunicator
         CheckPair(output, input, input.numel(), output.numel(), "input.numel must be world * output.numel");
         Drain();
         using var _ = torch.no_grad();
+        if (CopiedAlone(input, output)) return; // Average over one rank divides by 1
         using var inHost = HostStaging.In(input);
         using var outHost = HostStaging.In(output, copyIn: false);
         var (inFlat, outFlat) = (inHost.Host, outHost.Host);
-        if (WorldSize == 1) outFlat.copy_(inFlat);
-        else if (TensorMemory.Overlap(inFlat, outFlat))
+        if (TensorMemory.Overlap(inFlat, outFlat))
         {
             using var acc = torch.empty_like(outFlat);
             ReduceScatterInto(inFlat, acc, op);
@@ -136,6 +136,16 @@ public sealed class TcpRingCommunicator : ICommunicator
         else ReduceScatterInto(inFlat, outFlat, op);
         if (op == ReduceOp.Average) TensorMemory.DivideBy(outFlat, WorldSize);
         outHost.Out();
+    }
+
+    // At world size 1 all-gather and reduce-scatter copy the input to the output, on its device; true when so.
+    private bool CopiedAlone(Tensor input, Tensor output)
+    {
+        if (WorldSize > 1) return false;
+        using var outFlat = output.view(-1);
+        using var inFlat = input.view(-1);
+        outFlat.copy_(inFlat);
+        return true;
     }
 
     private void ReduceScatterInto(Tensor input, Tensor acc, ReduceOp op) =>
