@@ -18,13 +18,14 @@ internal sealed class HostStaging : IDisposable
 
     private HostStaging(Tensor host, Tensor? device) => (Host, this.device) = (host, device);
 
-    /// <summary>copyIn = false for a tensor the operation only writes (an output).</summary>
+    /// <summary>copyIn = false for a tensor the operation only writes (an output). The tensors made here belong to no
+    /// dispose scope of the caller's: a queued all-reduce uses them after the caller's scope has ended.</summary>
     public static HostStaging In(Tensor tensor, bool copyIn = true)
     {
-        var flat = tensor.view(-1);
+        var flat = tensor.view(-1).DetachFromDisposeScope();
         if (tensor.device_type == DeviceType.CPU) return new HostStaging(flat, null);
         using var pageable = torch.empty(flat.numel(), flat.dtype);
-        var host = pageable.pin_memory();
+        var host = pageable.pin_memory().DetachFromDisposeScope();
         if (copyIn) host.copy_(flat);
         return new HostStaging(host, flat);
     }

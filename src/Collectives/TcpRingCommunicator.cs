@@ -211,6 +211,7 @@ public sealed class TcpRingCommunicator : ICommunicator
                 throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued all-reduce failed: {e.Message}", e);
             }
             staged.Out();
+            staged.Dispose();
         }
     }
 
