@@ -14,6 +14,9 @@
 #   resume       resume.txt: a run resumed from its step-100 checkpoint against the uninterrupted one (and against
 #                how far a second uninterrupted run differs)
 #   bench-fp32   bench-gpu-fp32.md: the same benchmark in fp32 with TF32 matmuls, against PyTorch eager
+#   tcp-cuda     (only when SECTIONS names it) tcp-cuda.txt: 2 ranks on the one GPU with job.backend=tcp (the ring
+#                stages CUDA tensors through host memory) against 1 rank, same global batch: the loss curves equal
+#                within float rounding (judged against how far two 1-rank runs part)
 # SECTIONS (below) picks sections and their limits. Also nvidia-smi.txt, torch-info.txt and revision.txt (the commit the bundle was built from). Exit code: 0 when every section passed, else 1 (sections.txt says which).
 #
 # A dry run of the script itself on a CPU machine, before spending GPU time:
@@ -24,7 +27,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-gpu-check}}")
-mkdir -p "$out/curves" "$out/resume"
+mkdir -p "$out/curves" "$out/resume" "$out/tcp-cuda"
 device=${DEVICE:-cuda}
 export BENCH_ARGS=${BENCH_ARGS:-}
 export BENCH_16M=${BENCH_16M---d-model 224 --n-layer 6 --n-head 4 --vocab 50304 --seq 2048 --batch 16}
@@ -107,14 +110,35 @@ sys.exit(0 if worst(resumed) < limit else 1)
 PY
 }
 
+# 2 ranks sharing cuda:0 over the TCP ring against 1 rank, same train.batch_size (the global batch) and seed.
+tcp_cuda() {
+    local steps=(train.steps=100 train.log_every=1 job.checkpoint_every=0)
+    train tcp-cuda/one "${steps[@]}" || return 1
+    train tcp-cuda/again "${steps[@]}" || return 1 # how far two runs part anyway
+    train tcp-cuda/two "${steps[@]}" job.world_size=2 job.backend=tcp || return 1
+    python3 - "$out/tcp-cuda" <<'PY' | tee "$out/tcp-cuda.txt"
+import json, sys
+def run(name): return {m["step"]: m["train_loss"] for m in map(json.loads, open(f"{sys.argv[1]}/{name}/metrics.jsonl"))}
+one, again, two = run("one"), run("again"), run("two")
+def worst(other): return max(abs(one[s] - other[s]) for s in one)
+# Two ranks sum two half-batch gradients where one rank sums one batch: the same arithmetic up to float rounding,
+# which Adam grows over the steps. Pass under 1e-3 or under 3x what two 1-rank runs differ by (GPU atomics); a
+# wrong reduction, a stale device copy or data not split as the global batch is far beyond.
+limit = max(1e-3, 3 * worst(again))
+print(f"first step loss: 1 rank {one[min(one)]:.6f}, 2 ranks over tcp {two[min(two)]:.6f}; steps {min(one)}-{max(one)}")
+print(f"largest train-loss difference: 2 ranks over tcp {worst(two):.3g}, two 1-rank runs {worst(again):.3g} (pass: under {limit:.3g})")
+sys.exit(0 if sorted(two) == sorted(one) and worst(two) < limit else 1)
+PY
+}
+
 failed=0
 : > "$out/sections.txt"
-# 540 s in all: within a device call of 560 s. SECTIONS="name:limit ..." runs those instead (e.g. SECTIONS="curves:100").
+# 540 s in all: within a device call of 560 s; tcp_cuda runs when named (SECTIONS="tcp_cuda:90"). SECTIONS="name:limit ..." runs those instead (e.g. SECTIONS="curves:100").
 for section in ${SECTIONS:-bench_bf16:160 bench_16m:130 curves:90 resume:80 bench_fp32:80}; do
     name=${section%:*} limit=${section#*:}
     echo "== $name (at most $limit s)" >&2
     start=$SECONDS
-    export -f train bench_bf16 bench_16m bench_fp32 curves resume
+    export -f train bench_bf16 bench_16m bench_fp32 curves resume tcp_cuda
     export oecrun out device gpu_flat="${gpu[*]}"
     if timeout "$limit" bash -c "set -o pipefail; gpu=(\$gpu_flat); $name"; then result=passed; else result="FAILED (exit $?)"; failed=1; fi
     echo "$name: $result in $((SECONDS - start)) s" | tee -a "$out/sections.txt" >&2

@@ -29,8 +29,8 @@ public interface IPendingCollective
 /// <summary>A group of ranks that run collectives together. Every member must call the same operations in the same
 /// order with tensors of the same dtype and size; an AllReduceAsync counts in that order where it is called, not
 /// where it is waited for. Calls must not race each other (one thread at a time, e.g. the autograd thread while the
-/// owner is inside backward). Tensors: contiguous, modified in place; on the CPU for the TCP ring, on
-/// the communicator's GPU for NCCL.</summary>
+/// owner is inside backward). Tensors: contiguous, modified in place; for the TCP ring on the CPU or a
+/// GPU (copied to pinned host memory and back, synchronously), for NCCL on the communicator's GPU.</summary>
 public interface ICommunicator : IDisposable
 {
     int Rank { get; }

@@ -22,7 +22,7 @@ public sealed class TcpRingCommunicator : ICommunicator
     private Job? lastQueued;                  // the latest of them; synchronous operations wait for it first
     private volatile bool disposed;
     private string? broken;                   // the failure message once an operation failed
-    private Progress? active;                 // the progress of the operation in flight, to abort it
+    private RingPass? active;                 // the operation in flight, to abort it
     private int sequence;                     // operations run so far; checked against the previous rank's
     private int splits;                       // Split calls so far; names the derived groups
 
@@ -56,29 +56,34 @@ public sealed class TcpRingCommunicator : ICommunicator
     {
         TensorMemory.Check(tensor, nameof(tensor), Rank);
         Drain();
-        RunAllReduce(tensor, op);
+        if (WorldSize == 1) return; // every op over one rank leaves the tensor as it is
+        using var staged = HostStaging.In(tensor);
+        RunAllReduce(staged.Host, op);
+        staged.Out();
     }
 
     /// <summary>Queues the all-reduce on this communicator's async worker and returns. Wait fails, and breaks the
     /// communicator, when the queue finishes no operation for <see cref="TcpOptions.EffectiveTimeout"/> plus a grace
-    /// of min(1 s, timeout/4), so that the ring's own timeout, which names the stalled peer, fires first.</summary>
+    /// of min(1 s, timeout/4), so that the ring's own timeout, which names the stalled peer, fires first. A CUDA
+    /// tensor is copied to the host here, on the caller's thread and stream, and back in Wait.</summary>
     public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         TensorMemory.Check(tensor, nameof(tensor), Rank);
         ObjectDisposedException.ThrowIf(disposed, this);
+        if (WorldSize == 1) return PendingCollective.Done;
+        var staged = HostStaging.In(tensor);
         lock (queueGate)
         {
             queue ??= new Worker($"ring-async {groupKey} r{Rank}");
-            return new Pending(this, lastQueued = queue.Post(() => RunAllReduce(tensor, op)));
+            return new Pending(this, lastQueued = queue.Post(() => RunAllReduce(staged.Host, op)), staged);
         }
     }
 
-    private void RunAllReduce(Tensor tensor, ReduceOp op)
+    // flat: 1-D host memory; world size > 1.
+    private void RunAllReduce(Tensor flat, ReduceOp op)
     {
         using var _ = torch.no_grad();
-        using var flat = tensor.view(-1);
-        if (WorldSize > 1)
-            Execute(Opcode.AllReduce, flat, RingPlan.Balanced(flat.numel(), WorldSize), RingPlan.AllReduce(Rank, WorldSize), op);
+        Execute(Opcode.AllReduce, flat, RingPlan.Balanced(flat.numel(), WorldSize), RingPlan.AllReduce(Rank, WorldSize), op);
         if (op == ReduceOp.Average) TensorMemory.DivideBy(flat, WorldSize);
     }
 
@@ -90,35 +95,61 @@ public sealed class TcpRingCommunicator : ICommunicator
         Drain();
         if (WorldSize == 1) return;
         using var _ = torch.no_grad();
-        using var flat = tensor.view(-1);
-        Execute(Opcode.Broadcast, flat, RingPlan.Whole(flat.numel()), RingPlan.Broadcast(Rank, root, WorldSize), ReduceOp.Sum);
+        using var staged = HostStaging.In(tensor, copyIn: Rank == root);
+        Execute(Opcode.Broadcast, staged.Host, RingPlan.Whole(staged.Host.numel()), RingPlan.Broadcast(Rank, root, WorldSize), ReduceOp.Sum);
+        staged.Out();
     }
 
+    /// <summary>The input is copied into this rank's slice of the output (of its host copy for a CUDA output), which
+    /// the ring then fills.</summary>
     public void AllGather(Tensor input, Tensor output)
     {
         CheckPair(input, output, output.numel(), input.numel(), "output.numel must be world * input.numel");
         Drain();
         using var _ = torch.no_grad();
-        using var flat = output.view(-1);
+        if (CopiedAlone(input, output)) return;
+        using var inFlat = input.view(-1);
+        using var staged = HostStaging.In(output, copyIn: false);
         var each = input.numel();
-        using (var mine = flat.narrow(0, Rank * each, each)) mine.copy_(input.reshape(-1));
-        if (WorldSize > 1)
-            Execute(Opcode.AllGather, flat, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum);
+        using (var mine = staged.Host.narrow(0, Rank * each, each)) mine.copy_(inFlat);
+        Execute(Opcode.AllGather, staged.Host, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum);
+        staged.Out();
     }
 
+    /// <summary>The partial sums travel through <paramref name="output"/> (a chunk-sized accumulator), so the input is
+    /// only read and no copy of it is made; an output that overlaps the input gets a temporary accumulator.</summary>
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
     {
         CheckPair(output, input, input.numel(), output.numel(), "input.numel must be world * output.numel");
         Drain();
         using var _ = torch.no_grad();
-        var each = output.numel();
-        using var work = input.reshape(-1).clone(); // the ring reduces in place; the caller's input stays as it was
-        if (WorldSize > 1)
-            Execute(Opcode.ReduceScatter, work, RingPlan.Equal(each, WorldSize), RingPlan.ReduceScatter(Rank, WorldSize).ToArray(), op);
-        using var outFlat = output.view(-1);
-        using (var mine = work.narrow(0, Rank * each, each)) outFlat.copy_(mine);
+        if (CopiedAlone(input, output)) return; // Average over one rank divides by 1
+        using var inHost = HostStaging.In(input);
+        using var outHost = HostStaging.In(output, copyIn: false);
+        var (inFlat, outFlat) = (inHost.Host, outHost.Host);
+        if (TensorMemory.Overlap(inFlat, outFlat))
+        {
+            using var acc = torch.empty_like(outFlat);
+            ReduceScatterInto(inFlat, acc, op);
+            outFlat.copy_(acc);
+        }
+        else ReduceScatterInto(inFlat, outFlat, op);
         if (op == ReduceOp.Average) TensorMemory.DivideBy(outFlat, WorldSize);
+        outHost.Out();
     }
+
+    // At world size 1 all-gather and reduce-scatter copy the input to the output, on its device; true when so.
+    private bool CopiedAlone(Tensor input, Tensor output)
+    {
+        if (WorldSize > 1) return false;
+        using var outFlat = output.view(-1);
+        using var inFlat = input.view(-1);
+        outFlat.copy_(inFlat);
+        return true;
+    }
+
+    private void ReduceScatterInto(Tensor input, Tensor acc, ReduceOp op) =>
+        Execute(Opcode.ReduceScatter, input, RingPlan.Equal(acc.numel(), WorldSize), RingPlan.ReduceScatter(Rank, WorldSize).ToArray(), op, acc);
 
     /// <summary>Returns once every rank of the group has entered (an all-reduce of one int32).</summary>
     public void Barrier()
@@ -168,12 +199,19 @@ public sealed class TcpRingCommunicator : ICommunicator
     }
 
     // Wait: the job's failure (already a broken communicator), as a CollectiveException of the waiting thread.
-    private sealed class Pending(TcpRingCommunicator c, Job job) : IPendingCollective
+    // Wait copies a staged CUDA tensor back once the job finished (the first Wait that sees it succeed).
+    private sealed class Pending(TcpRingCommunicator c, Job job, HostStaging staged) : IPendingCollective
     {
         public void Wait()
         {
             c.Await(job);
-            if (job.Error is { } e) throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued all-reduce failed: {e.Message}", e);
+            if (job.Error is { } e)
+            {
+                staged.Dispose();
+                throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued all-reduce failed: {e.Message}", e);
+            }
+            staged.Out();
+            staged.Dispose();
         }
     }
 
@@ -193,26 +231,31 @@ public sealed class TcpRingCommunicator : ICommunicator
         TensorMemory.Check(big, nameof(big), Rank);
         if (small.dtype != big.dtype)
             throw new ArgumentException($"rank {Rank}: dtypes differ: {small.dtype} and {big.dtype}");
+        if (small.device_type != big.device_type || small.device_index != big.device_index)
+            throw new ArgumentException($"rank {Rank}: devices differ: {small.device} and {big.device}");
         if (bigNumel != smallNumel * WorldSize)
             throw new ArgumentException($"rank {Rank}: {rule} (world {WorldSize}): got {bigNumel} and {smallNumel}");
     }
 
     // Runs one ring pass: the send half on the worker thread, the receive half (and the reductions) on this thread.
-    private void Execute(Opcode opcode, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
+    // acc: see RingPass.
+    private void Execute(Opcode opcode, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op, Tensor? acc = null)
     {
         ObjectDisposedException.ThrowIf(this.disposed, this);
         if (broken is not null) throw new CollectiveException($"rank {Rank}: communicator is broken by an earlier failure: {broken}");
-        var pass = new RingPass(this, opcode, ++sequence, flat, chunks, steps, op);
-        var progress = active = new Progress();
+        var pass = active = new RingPass(this, opcode, ++sequence, flat, chunks, steps, op, acc);
+        Job? job = null;
         try
         {
-            var job = steps.Any(s => s.Send >= 0) ? sender!.Post(() => pass.SendAll(progress)) : null;
-            if (steps.Any(s => s.Recv >= 0)) pass.ReceiveAll(progress);
+            job = steps.Any(s => s.Send >= 0) ? sender!.Post(pass.SendAll) : null;
+            if (steps.Any(s => s.Recv >= 0)) pass.ReceiveAll();
             if (job is not null) AwaitSend(job, pass.Name);
         }
         catch (Exception e) when (e is not CollectiveException || broken is null)
         {
-            throw new CollectiveException(Fail(pass.Name, e), e);
+            // The receive half gives up when the send half failed: the send half's error names the cause.
+            var cause = e is OperationCanceledException && job?.Error is { } sendError ? sendError : e;
+            throw new CollectiveException(Fail(pass.Name, cause), cause);
         }
         catch (CollectiveException e)
         {
@@ -294,7 +337,11 @@ public sealed class TcpRingCommunicator : ICommunicator
         return FirstFailure() ?? local;
     }
 
-    // One ring operation over a flat tensor: the segment schedule plus the send and receive loops.
+    /// <summary>One ring operation over a flat tensor: the segment schedule plus the send and receive loops. Without
+    /// an accumulator, reductions land in the flat tensor and forwarded chunks are read from it. With one (reduce-scatter,
+    /// one chunk long), the flat tensor is only read: a received partial is reduced with the flat tensor's chunk into the
+    /// accumulator, and the next step forwards it from there; the last step's partial is the result. A segment of the
+    /// accumulator is overwritten only once the send half has sent what it held.</summary>
     private sealed class RingPass
     {
         private readonly TcpRingCommunicator c;
@@ -304,23 +351,52 @@ public sealed class TcpRingCommunicator : ICommunicator
         private readonly Chunk[] chunks;
         private readonly RingStep[] steps;
         private readonly ReduceOp op;
+        private readonly Tensor? acc;
         private readonly long segment;      // elements per segment
         private readonly int elementBytes;
         private readonly long[] recvBase;   // segments received before step t
+        private readonly long[] sendBase;   // segments sent before step t
+        private readonly Progress received = new();
+        private readonly Progress sent = new();
 
         public string Name => $"{opcode} #{sequence} ({flat.numel()} x {flat.dtype})";
 
-        public RingPass(TcpRingCommunicator c, Opcode opcode, int sequence, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op)
+        public RingPass(TcpRingCommunicator c, Opcode opcode, int sequence, Tensor flat, Chunk[] chunks, RingStep[] steps, ReduceOp op, Tensor? acc)
         {
-            (this.c, this.opcode, this.sequence, this.flat, this.chunks, this.steps, this.op) = (c, opcode, sequence, flat, chunks, steps, op);
+            (this.c, this.opcode, this.sequence, this.flat, this.chunks, this.steps, this.op, this.acc) = (c, opcode, sequence, flat, chunks, steps, op, acc);
             elementBytes = TensorMemory.ElementBytes(flat);
             segment = Math.Max(1, c.options.ChunkBytes / elementBytes);
-            recvBase = new long[steps.Length + 1];
-            for (var t = 0; t < steps.Length; t++)
-                recvBase[t + 1] = recvBase[t] + (steps[t].Recv >= 0 ? RingPlan.Segments(chunks[steps[t].Recv], segment) : 0);
+            recvBase = Bases(s => s.Recv);
+            sendBase = Bases(s => s.Send);
         }
 
-        public void SendAll(Progress progress)
+        // Prefix sums of the segments of the chunk each step sends (or receives).
+        private long[] Bases(Func<RingStep, int> chunkOf)
+        {
+            var bases = new long[steps.Length + 1];
+            for (var t = 0; t < steps.Length; t++)
+                bases[t + 1] = bases[t] + (chunkOf(steps[t]) >= 0 ? RingPlan.Segments(chunks[chunkOf(steps[t])], segment) : 0);
+            return bases;
+        }
+
+        /// <summary>Stops both halves' waits (a failure, or the communicator disposed).</summary>
+        public void Abort()
+        {
+            received.Abort();
+            sent.Abort();
+        }
+
+        public void SendAll()
+        {
+            try { SendSteps(); }
+            catch
+            {
+                sent.Abort(); // the receive half may wait to overwrite a segment this half will never send
+                throw;
+            }
+        }
+
+        private void SendSteps()
         {
             var links = c.links!;
             links.Send(Header());
@@ -332,30 +408,34 @@ public sealed class TcpRingCommunicator : ICommunicator
                 var chunk = chunks[send];
                 for (long k = 0; k < RingPlan.Segments(chunk, segment); k++)
                 {
-                    if (forwards && !progress.WaitFor(recvBase[t - 1] + k + 1, c.options.EffectiveTimeout))
+                    if (forwards && !received.WaitFor(recvBase[t - 1] + k + 1, c.options.EffectiveTimeout))
                         throw new PeerIoException(links.Prev, links.PrevEndpoint, $"no data from rank {links.Prev} within {c.options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
-                    links.Send(Bytes(SegmentOf(chunk, k)));
+                    var seg = SegmentOf(chunk, k);
+                    links.Send(forwards && acc is not null ? BytesOf(acc, seg.Start - chunk.Start, seg.Count) : BytesOf(flat, seg.Start, seg.Count));
+                    sent.Advance();
                 }
             }
         }
 
-        public void ReceiveAll(Progress progress)
+        public void ReceiveAll()
         {
             var links = c.links!;
             Span<byte> header = stackalloc byte[HeaderBytes];
             links.Receive(header);
             CheckHeader(header);
             using var scratch = steps.Any(s => s.Reduce && s.Recv >= 0) ? torch.empty(ScratchLength(), flat.dtype) : null;
-            foreach (var step in steps)
+            for (var t = 0; t < steps.Length; t++)
             {
+                var step = steps[t];
                 if (step.Recv < 0) continue;
                 var chunk = chunks[step.Recv];
                 for (long k = 0; k < RingPlan.Segments(chunk, segment); k++)
                 {
                     var seg = SegmentOf(chunk, k);
-                    if (step.Reduce) ReceiveAndReduce(seg, scratch!);
-                    else links.Receive(Bytes(seg));
-                    progress.Advance();
+                    if (!step.Reduce) links.Receive(BytesOf(flat, seg.Start, seg.Count));
+                    else if (acc is null) ReceiveAndReduce(seg, scratch!);
+                    else ReceiveAndAccumulate(seg, seg.Start - chunk.Start, sendBase[t] + k + 1, scratch!);
+                    received.Advance();
                 }
             }
         }
@@ -365,9 +445,23 @@ public sealed class TcpRingCommunicator : ICommunicator
         private void ReceiveAndReduce(Chunk seg, Tensor scratch)
         {
             using var source = scratch.narrow(0, 0, seg.Count);
-            c.links!.Receive(BytesOf(source, seg.Count));
+            c.links!.Receive(BytesOf(source, 0, seg.Count));
             using var target = flat.narrow(0, seg.Start, seg.Count);
             TensorMemory.Reduce(target, source, op);
+        }
+
+        // acc[offset..] = received op flat[seg], once the send half has sent its first `sentBefore` segments (the
+        // last of them read this part of acc). The sum is received + local where the in-place path adds local +
+        // received: the same bits, addition being commutative.
+        private void ReceiveAndAccumulate(Chunk seg, long offset, long sentBefore, Tensor scratch)
+        {
+            using var partial = scratch.narrow(0, 0, seg.Count);
+            c.links!.Receive(BytesOf(partial, 0, seg.Count));
+            using (var local = flat.narrow(0, seg.Start, seg.Count)) TensorMemory.Reduce(partial, local, op);
+            if (!sent.WaitFor(sentBefore, c.options.EffectiveTimeout))
+                throw new PeerIoException(c.links.Next, c.links.NextEndpoint, $"sending to rank {c.links.Next} did not progress within {c.options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
+            using var target = acc!.narrow(0, offset, seg.Count);
+            target.copy_(partial);
         }
 
         private Chunk SegmentOf(Chunk chunk, long k)
@@ -376,11 +470,9 @@ public sealed class TcpRingCommunicator : ICommunicator
             return new Chunk(start, Math.Min(segment, chunk.Start + chunk.Count - start));
         }
 
-        private unsafe Span<byte> Bytes(Chunk seg) =>
-            new((byte*)TensorMemory.Data(flat) + seg.Start * elementBytes, checked((int)(seg.Count * elementBytes)));
-
-        private unsafe Span<byte> BytesOf(Tensor t, long count) =>
-            new((byte*)TensorMemory.Data(t), checked((int)(count * elementBytes)));
+        // count elements of t from element start.
+        private unsafe Span<byte> BytesOf(Tensor t, long start, long count) =>
+            new((byte*)TensorMemory.Data(t) + start * elementBytes, checked((int)(count * elementBytes)));
 
         private byte[] Header()
         {

@@ -1,4 +1,4 @@
-// Raw access to the bytes of contiguous CPU tensors, argument checks, and the element-wise reduction of received segments.
+// Raw access to the bytes of contiguous CPU tensors, argument checks, overlap, and the element-wise reduction of received segments.
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,6 +20,14 @@ internal static class TensorMemory
     /// <summary>Address of element 0; IntPtr.Zero for an empty tensor.</summary>
     public static IntPtr Data(Tensor tensor) => tensor.numel() == 0 ? IntPtr.Zero : THSTensor_data(tensor.Handle);
 
+    /// <summary>True when the two tensors' bytes share an address (a view of the other, or views of one storage).</summary>
+    public static bool Overlap(Tensor a, Tensor b)
+    {
+        if (a.numel() == 0 || b.numel() == 0) return false;
+        long pa = Data(a), pb = Data(b);
+        return pa < pb + b.numel() * ElementBytes(b) && pb < pa + a.numel() * ElementBytes(a);
+    }
+
     /// <summary>Bytes per element.</summary>
     public static int ElementBytes(Tensor tensor) => (int)tensor.ElementSize;
 
@@ -29,8 +37,8 @@ internal static class TensorMemory
     /// <summary>Throws ArgumentException naming the rank, the argument and the offending value.</summary>
     public static void Check(Tensor tensor, string name, int rank)
     {
-        if (tensor.device_type != DeviceType.CPU)
-            throw new ArgumentException($"rank {rank}: {name} is on {tensor.device}; the TCP ring needs CPU tensors", name);
+        if (tensor.device_type is not (DeviceType.CPU or DeviceType.CUDA))
+            throw new ArgumentException($"rank {rank}: {name} is on {tensor.device}; the TCP ring takes CPU tensors, and CUDA tensors through host memory", name);
         if (!tensor.is_contiguous())
             throw new ArgumentException($"rank {rank}: {name} (shape [{string.Join(", ", tensor.shape)}]) is not contiguous", name);
         if (!Supported.Contains(tensor.dtype))

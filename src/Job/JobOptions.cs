@@ -10,7 +10,7 @@ public sealed record JobOptions
     /// <summary>Vocabulary-parallel size tp: world_size = data-parallel size x tp. Each group of tp consecutive ranks
     /// sees the same batch and holds the embeddings split by rows; 1 = unsharded.</summary>
     public int VocabParallel { get; init; } = 1;
-    /// <summary>Collectives backend: tcp (ring over TCP, CPU tensors) or nccl (GPUs).</summary>
+    /// <summary>Collectives backend: tcp (ring over TCP; CPU tensors, CUDA ones through host memory) or nccl (GPUs).</summary>
     public Backend Backend { get; init; } = Backend.Tcp;
     /// <summary>Generations started after a failure before the job is given up.</summary>
     public int MaxRestarts { get; init; } = 3;

@@ -36,6 +36,31 @@ public class AsyncAllReduceTests
         }, Small);
     }
 
+    [Fact]
+    public void An_all_reduce_queued_inside_a_dispose_scope_that_ends_before_it_runs_still_reduces()
+    {
+        // As the trainer starts bucket all-reduces from inside backward: the scope ends while the all-reduce still
+        // waits in the queue behind a big one, and must not take the communicator's view of the tensor with it.
+        Ranks.Run(2, (rank, comm) =>
+        {
+            using var big = torch.ones(1 << 20);
+            using var t = CollectiveOpsTests.Input(rank, 3, [1000], ScalarType.Float32);
+            IPendingCollective first, second;
+            using (torch.NewDisposeScope())
+            {
+                first = comm.AllReduceAsync(big);
+                second = comm.AllReduceAsync(t);
+            }
+            first.Wait();
+            second.Wait();
+            var all = Enumerable.Range(0, 2).Select(r => CollectiveOpsTests.Input(r, 3, [1000], ScalarType.Float32)).ToArray();
+            using var expected = CollectiveOpsTests.Reference(all, ReduceOp.Sum, ScalarType.Float32);
+            CollectiveOpsTests.AssertClose(expected, t, $"rank {rank}");
+            Assert.Equal(2f, big[12345].item<float>());
+            return 0;
+        }, Small);
+    }
+
     [Theory]
     [InlineData(2)]
     [InlineData(3)]

@@ -119,6 +119,46 @@ public class CollectiveOpsTests
         });
     }
 
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void Reduce_scatter_and_all_gather_of_odd_fp32_lengths_in_many_segments_equal_serial_reference(int world)
+    {
+        // ZeRO's use: 1-D fp32 tensors of any length divisible by the world size. 64-byte segments split each chunk
+        // into many, so reduce-scatter's accumulator is overwritten while the send half still forwards earlier partials.
+        Ranks.Run(world, (rank, comm) =>
+        {
+            foreach (var each in new long[] { 1, 13, 333, 1001 })
+            {
+                CheckAllGather(comm, rank, world, (int)each, [each], ScalarType.Float32);
+                foreach (var op in Ops) CheckReduceScatter(comm, rank, world, (int)each, [each], ScalarType.Float32, op);
+            }
+            return 0;
+        }, new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 64));
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void Reduce_scatter_into_its_own_slice_of_the_input_equals_serial_reference(int world)
+    {
+        // The output aliases the input's chunk of this rank, which later steps still read.
+        const long each = 333;
+        Ranks.Run(world, (rank, comm) =>
+        {
+            using var input = Input(rank, 5, [each * world], ScalarType.Float32);
+            using var output = input.narrow(0, rank * each, each);
+            comm.ReduceScatter(input, output);
+            var all = Enumerable.Range(0, world).Select(r => Input(r, 5, [each * world], ScalarType.Float32)).ToArray();
+            using var full = Reference(all, ReduceOp.Sum, ScalarType.Float32);
+            foreach (var x in all) x.Dispose();
+            using var expected = full.narrow(0, rank * each, each);
+            AssertClose(expected, output, $"rank {rank} of {world}: ReduceScatter into its input");
+            return 0;
+        }, new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 64));
+    }
+
     private static void CheckBroadcast(ICommunicator comm, int rank, int world, int caseId, long[] shape, ScalarType dtype)
     {
         var root = caseId % world;

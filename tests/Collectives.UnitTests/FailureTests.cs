@@ -1,4 +1,4 @@
-// A rank that disappears mid all-reduce makes every other rank throw CollectiveException quickly, naming the dead rank.
+// A rank that disappears mid all-reduce (or reduce-scatter) makes every other rank throw CollectiveException quickly, naming the dead rank.
 using System.Diagnostics;
 using Collectives;
 using TorchSharp;
@@ -9,10 +9,12 @@ namespace Collectives.UnitTests;
 public class FailureTests
 {
     [Theory]
-    [InlineData(3, 1)]
-    [InlineData(4, 2)]
-    [InlineData(4, 0)]
-    public void Dead_peer_is_named_on_every_rank(int world, int dead)
+    [InlineData(3, 1, false)]
+    [InlineData(4, 2, false)]
+    [InlineData(4, 0, false)]
+    [InlineData(3, 1, true)] // reduce-scatter's receive half also waits on its send half
+    [InlineData(4, 0, true)]
+    public void Dead_peer_is_named_on_every_rank(int world, int dead, bool reduceScatter)
     {
         var options = new TcpOptions(TcpOptions.NewToken(), Timeout: TimeSpan.FromSeconds(20), ChunkBytes: 1 << 16);
         var (results, errors) = Ranks.TryRun(world, (rank, comm) =>
@@ -24,9 +26,10 @@ public class FailureTests
                 comm.Dispose();
                 return TimeSpan.Zero;
             }
-            using var t = torch.ones(1 << 20);
+            using var t = torch.ones(world << 18);
+            using var shard = torch.empty(1 << 18);
             var watch = Stopwatch.StartNew();
-            var e = Assert.Throws<CollectiveException>(() => comm.AllReduce(t));
+            var e = Assert.Throws<CollectiveException>(() => { if (reduceScatter) comm.ReduceScatter(t, shard); else comm.AllReduce(t); });
             Assert.Contains($"rank {dead} (127.0.0.1:", e.Message);
             Assert.StartsWith($"group '", e.Message);
             var later = Assert.Throws<CollectiveException>(() => comm.Barrier()); // broken stays broken

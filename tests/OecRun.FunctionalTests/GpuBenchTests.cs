@@ -33,7 +33,7 @@ public class GpuBenchTests(Xunit.Abstractions.ITestOutputHelper log)
     {
         var config = GpuBench.Config(new GpuBenchOptions(), method).Validated(); // the defaults: cuda, bf16, GPT-2 small
 
-        Assert.Equal(1, config.Job.WorldSize); // the job's default of 2 ranks would be tcp with cuda, which is refused
+        Assert.Equal(1, config.Job.WorldSize); // one process on the GPU, not the job default of 2 ranks sharing it over tcp
         Assert.Equal(("cuda", Rank.Training.Precision.Bf16, method), (config.Train.Device, config.Train.Precision, config.Oec.Method));
         Assert.Equal((12, 768, 12, 50304, 1024, 16), (config.Model.NLayer, config.Model.DModel, config.Model.NHead, config.Data.VocabSize, config.Train.SequenceLength, config.Train.BatchSize));
     }

@@ -30,6 +30,15 @@ public class DeviceTests(ITestOutputHelper log)
         Assert.Contains(TorchRuntime.Source!.Directory is null ? "bundled with oecrun (CPU only" : TorchRuntime.Source.Directory!, e.Message);
     }
 
+    [Fact]
+    public void Ranks_sharing_GPUs_over_tcp_wrap_LOCAL_RANK_round_the_GPUs_and_without_one_keep_it_for_the_refusal()
+    {
+        int count = ComputeDevice.Probe().Count;
+
+        if (count == 0) Assert.Equal(3, ComputeDevice.SharedGpu(3));
+        else Assert.Equal((0, 1 % count), (ComputeDevice.SharedGpu(count), ComputeDevice.SharedGpu(count + 1)));
+    }
+
     [SkippableFact]
     public void On_a_GPU_the_CUDA_trainer_follows_the_CPU_trainer_and_a_resumed_run_the_uninterrupted_one()
     {

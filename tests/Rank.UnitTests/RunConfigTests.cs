@@ -194,7 +194,6 @@ public class RunConfigTests
     [InlineData(new[] { "job.backend=gloo" }, "job.backend", "gloo")]
     [InlineData(new[] { "job.backend=nccl" }, "job.backend", "nccl")]                                  // NCCL without train.device=cuda
     [InlineData(new[] { "train.device=gpu" }, "train.device", "gpu")]
-    [InlineData(new[] { "train.device=cuda", "job.world_size=2" }, "job.backend", "tcp")]               // the TCP ring with GPU ranks
     [InlineData(new[] { "job.keep_checkpoints=0" }, "job.keep_checkpoints", "0")]
     [InlineData(new[] { "job.heartbeat_timeout_s=1" }, "job.heartbeat_timeout_s", "1")]
     [InlineData(new[] { "job.step_timeout_s=1" }, "job.step_timeout_s", "1")]
@@ -207,12 +206,14 @@ public class RunConfigTests
     }
 
     [Fact]
-    public void GPU_ranks_take_nccl_and_a_single_GPU_process_needs_no_backend()
+    public void GPU_ranks_take_nccl_or_the_TCP_ring_through_host_memory_and_a_single_GPU_process_needs_no_backend()
     {
         var gpus = RunConfig.Load(null, ["train.device=cuda", "job.backend=nccl", "job.world_size=8"]);
+        var ring = RunConfig.Load(null, ["train.device=cuda", "job.world_size=2"]);
         var one = RunConfig.Load(null, ["train.device=cuda", "job.world_size=1"]);
 
         Assert.Equal(("cuda", Job.Backend.Nccl), (gpus.Train.Device, gpus.Job.Backend));
+        Assert.Equal(("cuda", Job.Backend.Tcp, 2), (ring.Train.Device, ring.Job.Backend, ring.Job.WorldSize));
         Assert.Equal(("cuda", Job.Backend.Tcp), (one.Train.Device, one.Job.Backend));
     }
 

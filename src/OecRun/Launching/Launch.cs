@@ -30,8 +30,9 @@ public static class Launch
     public static async Task<int> Local(RunConfig config, ProcessCommand rankCommand, TextWriter console, CancellationToken interrupt,
         Action<JobState>? created = null, Action<int, int, System.Diagnostics.Process>? started = null, Action<CoordinatorHost>? hosted = null)
     {
-        // The ranks run here, rank r on cuda:r: a machine without them fails now, once, not in every rank and restart.
-        if (config.Train.Device == "cuda") ComputeDevice.Select("cuda", localRank: config.Job.WorldSize - 1);
+        // The ranks run here, rank r on cuda:r with NCCL (on the GPUs they share with tcp): a machine without them fails
+        // now, once, not in every rank and restart.
+        if (config.Train.Device == "cuda") ComputeDevice.Select("cuda", localRank: config.Job.Backend == Backend.Nccl ? config.Job.WorldSize - 1 : 0);
         using var job = Create(config, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)), console, out var log, out var data, out var runLock);
         using var _ = log;
         using var __ = data;

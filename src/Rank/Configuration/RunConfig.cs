@@ -133,8 +133,6 @@ public sealed record RunConfig
         Divergence.Validate();
         if (Job.Backend == Backend.Nccl && Train.Device != "cuda") // NCCL reduces CUDA tensors in place
             throw new ArgumentException($"job.backend = nccl with train.device = {Train.Device}: NCCL needs the model on GPUs; set train.device=cuda, or job.backend=tcp for CPU ranks");
-        if (Job.Backend == Backend.Tcp && Train.Device == "cuda" && Job.WorldSize > 1) // the ring reads and writes host memory
-            throw new ArgumentException($"job.backend = tcp with train.device = cuda and job.world_size = {Job.WorldSize}: the TCP ring moves CPU tensors; set job.backend=nccl for GPU ranks");
         if (Run.OutDir is not null && string.IsNullOrWhiteSpace(Run.OutDir)) throw new ArgumentException("run.out_dir = (empty): must be a directory path");
         return this with { Model = Model.Resolve(), Run = Run with { OutDir = Run.OutDir ?? $"runs/{DateTime.UtcNow:yyyyMMdd-HHmmss}" } };
     }

@@ -68,11 +68,12 @@ public static class RankProcess
             MemoryBudget.Check(config, ranksHere: localWorld); // before any allocation: a model too large fails the job, not a restart
             TorchRuntime.EnsureLoaded();
             var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
-            using var comm = Communicators.Create(Communicators.Parse(registration.Bootstrap.Backend), client, registration.Bootstrap.GroupKey,
-                                                  rank, registration.WorldSize, localRank, ring, timeout);
+            var backend = Communicators.Parse(registration.Bootstrap.Backend);
+            using var comm = Communicators.Create(backend, client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, localRank, ring, timeout);
+            var gpu = backend == Backend.Tcp && config.Train.Device == "cuda" ? ComputeDevice.SharedGpu(localRank) : localRank;
             if (!(registration.LearningRateScale > 0 && registration.LearningRateScale <= 1))
                 throw new InvalidOperationException($"the coordinator sent learning_rate_scale = {registration.LearningRateScale}: expected (0, 1]");
-            using var trainer = new Trainer(config, comm, client.Rows, localRank) { LearningRateScale = registration.LearningRateScale };
+            using var trainer = new Trainer(config, comm, client.Rows, gpu) { LearningRateScale = registration.LearningRateScale };
             string fingerprint = trainer.Data.Train.Fingerprint();
             if (fingerprint != registration.PlanFingerprint || trainer.Data.Train.Count != registration.PlanSequences)
                 throw new InvalidOperationException($"rank {rank} cut its data into {trainer.Data.Train.Count} sequences ({fingerprint}), the coordinator into " +

@@ -24,6 +24,15 @@ public static class ComputeDevice
         return new Device(DeviceType.CUDA, localRank);
     }
 
+    /// <summary>The GPU of a rank whose ranks may share GPUs (job.backend = tcp: the ring stages CUDA tensors through host
+    /// memory, so ranks need not own a GPU each): LOCAL_RANK modulo the GPUs visible; LOCAL_RANK where none is, for
+    /// <see cref="Select"/> to refuse.</summary>
+    public static int SharedGpu(int localRank)
+    {
+        var (count, _) = Probe();
+        return count > 0 ? localRank % count : localRank;
+    }
+
     /// <summary>The CUDA devices libtorch sees (0 without CUDA), and CUDA's first line of complaint where it did not start.</summary>
     public static (int Count, string? Error) Probe()
     {
