@@ -16,7 +16,8 @@
 #   bench-fp32   bench-gpu-fp32.md: the same benchmark in fp32 with TF32 matmuls, against PyTorch eager
 #   tcp-cuda     (only when SECTIONS names it) tcp-cuda.txt: 2 ranks on the one GPU with job.backend=tcp (the ring
 #                stages CUDA tensors through host memory) against 1 rank, same global batch: the loss curves equal
-#                within float rounding (judged against how far two 1-rank runs part)
+#                within float rounding (judged against how far two 1-rank runs part); also 2 ranks with train.zero=3
+#                (each block's weights gathered from both ranks for its forward and its recomputation)
 # SECTIONS (below) picks sections and their limits. Also nvidia-smi.txt, torch-info.txt and revision.txt (the commit the bundle was built from). Exit code: 0 when every section passed, else 1 (sections.txt says which).
 #
 # A dry run of the script itself on a CPU machine, before spending GPU time:
@@ -116,18 +117,19 @@ tcp_cuda() {
     train tcp-cuda/one "${steps[@]}" || return 1
     train tcp-cuda/again "${steps[@]}" || return 1 # how far two runs part anyway
     train tcp-cuda/two "${steps[@]}" job.world_size=2 job.backend=tcp || return 1
+    train tcp-cuda/zero3 "${steps[@]}" job.world_size=2 job.backend=tcp train.zero=3 || return 1 # ZeRO-3's gathers on CUDA
     python3 - "$out/tcp-cuda" <<'PY' | tee "$out/tcp-cuda.txt"
 import json, sys
 def run(name): return {m["step"]: m["train_loss"] for m in map(json.loads, open(f"{sys.argv[1]}/{name}/metrics.jsonl"))}
-one, again, two = run("one"), run("again"), run("two")
+one, again, two, zero3 = run("one"), run("again"), run("two"), run("zero3")
 def worst(other): return max(abs(one[s] - other[s]) for s in one)
 # Two ranks sum two half-batch gradients where one rank sums one batch: the same arithmetic up to float rounding,
 # which Adam grows over the steps. Pass under 1e-3 or under 3x what two 1-rank runs differ by (GPU atomics); a
 # wrong reduction, a stale device copy or data not split as the global batch is far beyond.
 limit = max(1e-3, 3 * worst(again))
-print(f"first step loss: 1 rank {one[min(one)]:.6f}, 2 ranks over tcp {two[min(two)]:.6f}; steps {min(one)}-{max(one)}")
-print(f"largest train-loss difference: 2 ranks over tcp {worst(two):.3g}, two 1-rank runs {worst(again):.3g} (pass: under {limit:.3g})")
-sys.exit(0 if sorted(two) == sorted(one) and worst(two) < limit else 1)
+print(f"first step loss: 1 rank {one[min(one)]:.6f}, 2 ranks over tcp {two[min(two)]:.6f}, 2 ranks ZeRO-3 {zero3[min(zero3)]:.6f}; steps {min(one)}-{max(one)}")
+print(f"largest train-loss difference: 2 ranks over tcp {worst(two):.3g}, 2 ranks ZeRO-3 {worst(zero3):.3g}, two 1-rank runs {worst(again):.3g} (pass: under {limit:.3g})")
+sys.exit(0 if sorted(two) == sorted(one) == sorted(zero3) and max(worst(two), worst(zero3)) < limit else 1)
 PY
 }
 
