@@ -28,7 +28,8 @@ public static class CoordinatorBench
     /// <param name="port">The coordinator's port; 0 picks a free one.</param>
     public static int Run(int ranks, double seconds, TextWriter output, int port = 0)
     {
-        if (ranks < 1 || ranks > 4096) throw new ArgumentException($"--ranks {ranks}: must be in [1, 4096] (job.world_size's range)");
+        if (ranks < 1 || ranks > Job.JobOptions.MaxWorldSize)
+            throw new ArgumentException($"--ranks {ranks}: must be in [1, {Job.JobOptions.MaxWorldSize}] (job.world_size's range)");
         if (!(seconds >= 1)) throw new ArgumentException($"--seconds {seconds}: must be at least 1");
         if (port < 0 || port > 65535) throw new ArgumentException($"--port {port}: must be in [0, 65535]");
         if (!OperatingSystem.IsLinux()) throw new InvalidOperationException("bench-coordinator reads /proc: Linux only");
