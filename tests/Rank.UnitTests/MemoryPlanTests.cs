@@ -118,26 +118,28 @@ public sealed class MemoryPlanTests(ITestOutputHelper log)
     }
 
     [Theory]
-    [InlineData(Precision.Fp32)]
-    [InlineData(Precision.Bf16)]
-    public void The_planned_activations_per_sequence_are_within_25_percent_of_the_measured_slope(Precision precision)
+    [InlineData(Precision.Fp32, 4, 128)]
+    [InlineData(Precision.Bf16, 4, 128)]
+    [InlineData(Precision.Fp32, 8, 256)]
+    [InlineData(Precision.Bf16, 8, 256)]
+    public void The_planned_activations_per_sequence_are_within_25_percent_of_the_measured_slope(Precision precision, int layers, int sequenceLength)
     {
         const int Small = 2, Large = 10;
         using var temp = new TempDirectory();
-        var config = Measured(temp.Path, precision, Small);
+        var config = Measured(temp.Path, precision, layers, sequenceLength, Small);
         long small = PeakOfStep(config), large = PeakOfStep(config.WithTrain(t => t with { BatchSize = Large }));
         double slope = (double)(large - small) / (Large - Small), planned = MemoryPlan.Of(config).ActivationBytes;
 
-        log.WriteLine($"{precision}: step peak {small} B at B = {Small}, {large} B at B = {Large}: {slope:F0} B a sequence measured, " +
+        log.WriteLine($"{precision}, {layers} blocks, T {sequenceLength}: step peak {small} B at B = {Small}, {large} B at B = {Large}: {slope:F0} B a sequence measured, " +
                       $"{planned:F0} planned (ratio {slope / planned:F3})");
         Assert.InRange(slope / planned, 0.75, 1.25);
     }
 
-    /// <summary>4 blocks of d 128, T 128, vocabulary 512, a fixed loss chunk of 64 tokens (so that only the activations
+    /// <summary>Blocks of d 128 and 4 heads, vocabulary 512, a fixed loss chunk of 64 tokens (so that only the activations
     /// grow with the batch), one libtorch thread.</summary>
-    static RunConfig Measured(string outDir, Precision precision, int batch) =>
-        (TestConfigs.Tiny(outDir, steps: 10) with { Model = new ModelOptions { Preset = "tiny", NLayer = 4, DModel = 128 } })
-            .WithTrain(t => t with { BatchSize = batch, SequenceLength = 128, Precision = precision, LossChunkTokens = 64 });
+    static RunConfig Measured(string outDir, Precision precision, int layers, int sequenceLength, int batch) =>
+        (TestConfigs.Tiny(outDir, steps: 10) with { Model = new ModelOptions { Preset = "tiny", NLayer = layers, DModel = 128 } })
+            .WithTrain(t => t with { BatchSize = batch, SequenceLength = sequenceLength, Precision = precision, LossChunkTokens = 64 });
 
     /// <summary>The smallest of three steps' peaks, after two steps that allocate the gradients and AdamW's state.</summary>
     static long PeakOfStep(RunConfig config)
