@@ -62,32 +62,45 @@ public static class PlanCommand
         throw new ArgumentException($"{option} '{text}': expected a positive size in bytes, or with a unit such as 141GiB, 80GB or 24576MiB");
     }
 
+    const double GiB = 1L << 30;
+    static readonly CultureInfo C = CultureInfo.InvariantCulture;
+
     static void Write(MemoryPlan plan, RunConfig config, double gpuBytes, TextWriter output)
     {
-        var c = CultureInfo.InvariantCulture;
-        var (m, s) = (config.Model, plan.Shape);
-        int sequences = plan.MaxSequences(gpuBytes), shown = Math.Max(1, sequences);
-        output.WriteLine(string.Create(c, $"model.preset {m.Preset}: {s.Layers} layers, d {s.Dim}, {s.Heads} heads, V {s.Vocab} {(s.Tied ? "tied" : "untied")}, " +
+        int sequences = plan.MaxSequences(gpuBytes);
+        Header(plan, config, gpuBytes, output);
+        Table(plan, Math.Max(1, sequences), output);
+        output.WriteLine(sequences == 0
+            ? string.Create(C, $"does not fit: one sequence per rank needs {plan.TotalBytes(1) / GiB:0.###} GiB, {gpuBytes / GiB:0.###} GiB on the GPU; raise --zero or the world size")
+            : string.Create(C, $"largest micro-batch: {sequences} sequence(s) per rank, train.batch_size = {(long)sequences * plan.Layout.DataParallel} " +
+                               $"(x dp {plan.Layout.DataParallel}); the CUDA context and allocator fragmentation come on top"));
+    }
+
+    static void Header(MemoryPlan plan, RunConfig config, double gpuBytes, TextWriter output)
+    {
+        var s = plan.Shape;
+        output.WriteLine(string.Create(C, $"model.preset {config.Model.Preset}: {s.Layers} layers, d {s.Dim}, {s.Heads} heads, V {s.Vocab} {(s.Tied ? "tied" : "untied")}, " +
             $"{s.Parameters:N0} parameters ({plan.RankParameters:N0} on a rank); T {plan.SequenceLength}, train.precision {config.Train.Precision.ToString().ToLowerInvariant()}"));
-        output.WriteLine(string.Create(c, $"{plan.Layout}; ZeRO stage {plan.Zero}; activation checkpointing {plan.Checkpointing}; " +
-            $"loss chunk {plan.ChunkTokens:0} tokens; GPU memory {gpuBytes / (1L << 30):0.##} GiB"));
+        output.WriteLine(string.Create(C, $"{plan.Layout}; ZeRO stage {plan.Zero}; activation checkpointing {plan.Checkpointing}; " +
+            $"loss chunk {plan.ChunkTokens:0} tokens; GPU memory {gpuBytes / GiB:0.##} GiB"));
         output.WriteLine();
+    }
+
+    /// <summary>Bytes per rank, the loss and the totals at <paramref name="shown"/> sequences per rank.</summary>
+    static void Table(MemoryPlan plan, int shown, TextWriter output)
+    {
         output.WriteLine("| per rank | bytes | GiB |");
         output.WriteLine("|---|---|---|");
-        void Row(string what, double bytes) => output.WriteLine(string.Create(c, $"| {what} | {bytes:0} | {bytes / (1L << 30):0.###} |"));
+        void Row(string what, double bytes) => output.WriteLine(string.Create(C, $"| {what} | {bytes:0} | {bytes / GiB:0.###} |"));
         Row("fp32 weights", plan.WeightBytes);
         Row("bf16 weight copies", plan.Bf16WeightBytes);
         Row("fp32 gradients", plan.GradientBytes);
         Row("AdamW state (two fp32 moments)", plan.OptimizerBytes);
-        Row(string.Create(c, $"loss: dL/dE and one chunk of min({plan.ChunkTokens:0}, {shown} x T) tokens' logits and their backward"), plan.LossBytes(shown));
+        Row(string.Create(C, $"loss: dL/dE and one chunk of min({plan.ChunkTokens:0}, {shown} x T) tokens' logits and their backward"), plan.LossBytes(shown));
         Row("total without activations", plan.StateBytes + plan.LossBytes(shown));
         Row("activations per sequence, no checkpointing", plan.ActivationBytes);
         Row($"activations per sequence, checkpointing {plan.Checkpointing}", plan.CheckpointedActivationBytes);
         Row($"total at {shown} sequence(s) per rank", plan.TotalBytes(shown));
         output.WriteLine();
-        output.WriteLine(sequences == 0
-            ? string.Create(c, $"does not fit: one sequence per rank needs {plan.TotalBytes(1) / (1L << 30):0.###} GiB, {gpuBytes / (1L << 30):0.###} GiB on the GPU; raise --zero or the world size")
-            : string.Create(c, $"largest micro-batch: {sequences} sequence(s) per rank, train.batch_size = {sequences * plan.Layout.DataParallel} " +
-                               $"(x dp {plan.Layout.DataParallel}); the CUDA context and allocator fragmentation come on top"));
     }
 }
