@@ -9,7 +9,7 @@ public static class Program
     /// <summary>Every command of oecrun; each lives in Commands/ and only parses, composes and reports.</summary>
     public static RootCommand Root() => new("Output-embedding-centering GPT training: a coordinator and data-parallel ranks.")
     {
-        TrainCommand.Create(), SweepCommand.Create(), CoordinatorCommand.Create(), RankCommand.Create(), KubernetesCommand.Create(),
+        TrainCommand.Create(), SweepCommand.Create(), CoordinatorCommand.Create(), RankCommand.Create(), KubernetesCommand.Create(), SlurmCommand.Create(),
         PrepareCommand.Create(), ReportCommand.Create(), TorchInfoCommand.Create(), BenchCommand.Create(), BenchGpuCommand.Create(),
         BenchVocabCommand.Create(), BenchCollectivesCommand.Create(), BenchCoordinatorCommand.Create(), PlanCommand.Create(),
     };

@@ -5,26 +5,14 @@ hyper-parameters) and, per head in case.json's "heads" (tied, untied), DIR/HEAD.
 Checkpoint.Save writes them); writes DIR/HEAD.METHOD.safetensors for each method: logits [B*T, V] (after the method's
 transform), loss and cross_entropy (scalars), grad.NAME (the gradient of the loss) and step.NAME (the parameter after
 clipping, one torch.optim.AdamW step and the method's after-step) for every parameter NAME. fp32 throughout, on the CPU.
-The model is the benchmark's twin, gpt_reference.GPT; the OEC methods are written here from their definitions.
+The model and the methods' losses are the shipped module's, python/oec_gpt.py; the after-step is written here.
 """
 import json, os, struct, sys
 
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "OecRun", "Bench"))
-from gpt_reference import GPT  # noqa: E402
-
-DTYPES = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}
-
-
-def read_safetensors(path):  # -> {name: tensor}: 8-byte little-endian header length, JSON header, raw little-endian data
-    with open(path, "rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        data = f.read()
-    header.pop("__metadata__", None)
-    return {name: torch.frombuffer(bytearray(data[e["data_offsets"][0]:e["data_offsets"][1]]), dtype=DTYPES[e["dtype"]])
-            .reshape(e["shape"]) for name, e in header.items()}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from oec_gpt import GPT, head_loss, read_safetensors  # noqa: E402
 
 
 def write_safetensors(path, tensors):  # {name: fp32 tensor} -> the same format, header padded to 8 bytes with spaces
@@ -38,19 +26,6 @@ def write_safetensors(path, tensors):  # {name: fp32 tensor} -> the same format,
     text += b" " * (-len(text) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
-def head_loss(model, idx, targets, method, c):  # -> logits [B*T, V], training loss, cross-entropy
-    logits = model.logits(idx).flatten(0, 1)                              # [N, V] fp32
-    if method == "soft_cap":
-        logits = c["soft_cap"] * torch.tanh(logits / c["soft_cap"])
-    cross_entropy = F.cross_entropy(logits, targets)
-    loss = cross_entropy
-    if method == "z_loss":                                                # lambda * mean over tokens of (log Z)^2
-        loss = loss + c["z_loss_lambda"] * torch.logsumexp(logits, -1).square().mean()
-    if method == "mu_loss":                                               # lambda * ||mu||^2, mu over all V rows
-        loss = loss + c["mu_loss_lambda"] * model.E.mean(0).square().sum()
-    return logits, loss, cross_entropy
 
 
 def step(model, method, c):  # clip, one AdamW step (decay on matrices and embeddings only), then mu-centering
@@ -67,10 +42,10 @@ def step(model, method, c):  # clip, one AdamW step (decay on matrices and embed
 
 def run(directory, head, method, c):
     model = GPT(c["vocab"], c["d_model"], c["n_layer"], c["n_head"], c["seq"], tied=head == "tied")
-    model.load_state_dict(read_safetensors(os.path.join(directory, head + ".safetensors")))  # strict: names one to one
+    model.load_state_dict(read_safetensors(os.path.join(directory, head + ".safetensors"))[0])  # strict: names one to one
     idx = torch.tensor(c["inputs"], dtype=torch.int64)                    # [B, T]
     targets = torch.tensor(c["targets"], dtype=torch.int64)               # [B*T]
-    logits, loss, cross_entropy = head_loss(model, idx, targets, method, c)
+    logits, loss, cross_entropy = head_loss(model, idx, targets, dict(c, method=method))
     loss.backward()
     out = {"logits": logits, "loss": loss, "cross_entropy": cross_entropy}
     out.update({"grad." + name: p.grad.clone() for name, p in model.named_parameters()})

@@ -64,6 +64,7 @@ internal static class KubernetesObjects
             Assert.Equal(port, Assert.Single(coordinator.Ports, p => p.Name == servicePort.TargetPort.Value).ContainerPort);
         }
         Assert.Equal($"http://{service.Metadata.Name}:{grpcPort}", Env(rank, "OEC_COORDINATOR").Value);
+        Assert.Equal((service.Metadata.Name, $"{grpcPort}"), (Env(rank, "MASTER_ADDR").Value, Env(rank, "MASTER_PORT").Value)); // torchrun's names
         foreach (var probe in new[] { coordinator.ReadinessProbe, coordinator.LivenessProbe })
             Assert.Equal(grpcPort, probe.Grpc.Port);
         Assert.Contains("--linger", coordinator.Args);

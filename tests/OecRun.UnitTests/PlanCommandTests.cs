@@ -22,8 +22,8 @@ public class PlanCommandTests
                                             "--activation-checkpointing", checkpointing, .. Gpt13]);
         Assert.True(code == 0, error);
 
-        var config = RunConfig.Load(null, [.. Gpt13, "job.world_size=8"]);
-        var plan = MemoryPlan.Of(config, zero, ActivationCheckpointing.Parse(checkpointing, "test"));
+        var config = RunConfig.Load(null, [.. Gpt13, "job.world_size=8", $"train.zero={zero}", $"train.activation_checkpointing={checkpointing}"]);
+        var plan = MemoryPlan.Of(config);
         int sequences = plan.MaxSequences(141.0 * (1L << 30));
         Assert.True(sequences > 0);
         Assert.Contains(Row("fp32 weights", plan.WeightBytes), output);
@@ -31,7 +31,7 @@ public class PlanCommandTests
         Assert.Contains(Row("fp32 gradients", plan.GradientBytes), output);
         Assert.Contains(Row("AdamW state (two fp32 moments)", plan.OptimizerBytes), output);
         Assert.Contains(Row("activations per sequence, no checkpointing", plan.ActivationBytes), output);
-        Assert.Contains(Row($"activations per sequence, checkpointing {checkpointing}", plan.CheckpointedActivationBytes), output);
+        Assert.Contains(Row($"activations per sequence, {plan.CheckpointedBlocks} blocks recomputed", plan.CheckpointedActivationBytes), output);
         Assert.Contains(Row($"total at {sequences} sequence(s) per rank", plan.TotalBytes(sequences)), output);
         Assert.Contains($"largest micro-batch: {sequences} sequence(s) per rank, train.batch_size = {sequences * 8} (x dp 8)", output);
     }
@@ -51,6 +51,16 @@ public class PlanCommandTests
     }
 
     [Fact]
+    public void The_zero_stage_and_checkpointing_are_the_configurations_unless_given()
+    {
+        var fromConfig = Invoke(["plan", .. Gpt13, "train.zero=2", "train.activation_checkpointing=every:6"]);
+        var given = Invoke(["plan", "--zero", "3", "--activation-checkpointing", "none", .. Gpt13, "train.zero=2", "train.activation_checkpointing=every:6"]);
+
+        Assert.Contains("ZeRO stage 2; activation checkpointing every:6 (4 blocks recomputed)", fromConfig.Out); // blocks 0, 6, 12, 18
+        Assert.Contains("ZeRO stage 3; activation checkpointing none (24 blocks recomputed)", given.Out);        // stage 3 recomputes every block
+    }
+
+    [Fact]
     public void A_plan_that_cannot_fit_says_so()
     {
         var (code, output, _) = Invoke(["plan", "--gpu-memory", "1GiB", .. Gpt13]);
@@ -63,7 +73,7 @@ public class PlanCommandTests
     [InlineData("--zero 4: expected 0, 1, 2 or 3", "--zero", "4")]
     [InlineData("--gpu-memory '12XB': expected a positive size in bytes", "--gpu-memory", "12XB")]
     [InlineData("--gpu-memory '0GiB': expected a positive size in bytes", "--gpu-memory", "0GiB")]
-    [InlineData("--activation-checkpointing = 'every:0': expected none, all or every:k", "--activation-checkpointing", "every:0")]
+    [InlineData("--activation-checkpointing 'every:0': expected none, all or every:k", "--activation-checkpointing", "every:0")]
     [InlineData("--world-size 65537: must be in [1, 65536]", "--world-size", "65537")]
     [InlineData("--world-size 3: must be a multiple of job.vocab_parallel = 2", "--world-size", "3", "job.vocab_parallel=2")]
     [InlineData("unknown setting 'train.bogus' = 1", "train.bogus=1")]

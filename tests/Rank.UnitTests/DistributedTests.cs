@@ -123,7 +123,7 @@ public class DistributedTests(ITestOutputHelper log)
             Assert.Equal(7, stopped.Steps);
         }
         var checkpoint = first.CheckpointDirectory(7);
-        Assert.Equal(["manifest.json", "model.safetensors", "optimizer.bin", "rng.rank0.bin"], Directory.GetFiles(checkpoint).Select(Path.GetFileName).Order());
+        Assert.Equal(["manifest.json", "model.safetensors", "optimizer.safetensors", "rng.rank0.bin"], Directory.GetFiles(checkpoint).Select(Path.GetFileName).Order());
         using var resumed = new Trainer(halves);
         var result = resumed.Run(TextWriter.Null, new LocalSession(halves.Run.OutDir!, 3, halves.ToJson(), resumed.DataCursorAt, startStep: 7, resumeFrom: checkpoint));
 
@@ -141,7 +141,7 @@ public class DistributedTests(ITestOutputHelper log)
         var config = TestConfigs.Tiny(temp.Path, steps: 4) with { Job = new JobOptions { CheckpointEvery = 2 } };
         using (var trainer = new Trainer(config)) trainer.Run(TextWriter.Null);
         string dir = Path.Combine(temp.Path, "checkpoints", "step_00000002");
-        string optimizerFile = Path.Combine(dir, "optimizer.bin");
+        string optimizerFile = Path.Combine(dir, "optimizer.safetensors");
         var bytes = File.ReadAllBytes(optimizerFile);
         bytes[^1] ^= 1;
         File.WriteAllBytes(optimizerFile, bytes);
@@ -149,7 +149,7 @@ public class DistributedTests(ITestOutputHelper log)
         using var fresh = new Trainer(config);
         var e = Assert.Throws<InvalidDataException>(() => fresh.LoadCheckpoint(dir));
 
-        Assert.Contains("optimizer.bin", e.Message);
+        Assert.Contains("optimizer.safetensors", e.Message);
         Assert.Contains("corrupt", e.Message);
     }
 

@@ -127,10 +127,10 @@ public class FlatAdamWTests
         using (no_grad())
             foreach (var (pa, pb) in a.parameters().Zip(b.parameters())) pb.copy_(pa);
 
-        using var buffer = new MemoryStream();
-        first.Save(new BinaryWriter(buffer));
-        buffer.Position = 0;
-        second.Load(new BinaryReader(buffer), "test");
+        using var temp = new TempDirectory();
+        string path = Path.Combine(temp.Path, "optimizer.safetensors");
+        first.Save(path, a.named_parameters());
+        second.Load([path], b.named_parameters());
         Backward(a, 3);
         Backward(b, 3);
         first.Step(1e-2);
@@ -141,19 +141,35 @@ public class FlatAdamWTests
     }
 
     [Fact]
-    public void State_of_another_shape_is_refused_naming_the_source_and_the_group()
+    public void State_of_another_shape_is_refused_naming_the_file_and_the_parameter()
     {
         using var a = Model();
         using var other = new Gpt(new ModelOptions { Preset = "small" }, 512, maxSequenceLength: 16);
         using var ours = new FlatAdamW([(a.parameters().ToList(), 0)], 0.9, 0.95, 1e-8);
         using var theirs = new FlatAdamW([(other.parameters().ToList(), 0)], 0.9, 0.95, 1e-8);
-        using var buffer = new MemoryStream();
-        theirs.Save(new BinaryWriter(buffer));
-        buffer.Position = 0;
+        using var temp = new TempDirectory();
+        string path = Path.Combine(temp.Path, "optimizer.safetensors");
+        theirs.Save(path, other.named_parameters());
 
-        var e = Assert.Throws<InvalidDataException>(() => ours.Load(new BinaryReader(buffer), "checkpoints/step_00000010/optimizer.bin"));
+        var e = Assert.Throws<InvalidDataException>(() => ours.Load([path], a.named_parameters()));
 
-        Assert.Contains("checkpoints/step_00000010/optimizer.bin", e.Message);
-        Assert.Contains("group 0", e.Message);
+        Assert.Contains(path, e.Message);
+        Assert.Matches(@"\S+ has \d+ elements, this model.s has \d+", e.Message);
+    }
+
+    [Fact]
+    public void State_missing_elements_is_refused_naming_the_parameter()
+    {
+        using var a = Model();
+        using var ours = new FlatAdamW([(a.parameters().ToList(), 0)], 0.9, 0.95, 1e-8);
+        using var temp = new TempDirectory();
+        string path = Path.Combine(temp.Path, "optimizer.zero0of2.safetensors");
+        var named = a.named_parameters().ToList();
+        using (var half = zeros(10))
+            OptimizerCheckpoint.Write(path, 3, named.Select(n => new MomentChunk(n.name, n.parameter.numel(), 0, half, half)));
+
+        var e = Assert.Throws<InvalidDataException>(() => ours.Load([path], named));
+
+        Assert.Contains("covers 10 of elements [0, ", e.Message);
     }
 }

@@ -3,6 +3,7 @@
 using Job;
 using Rank.Configuration;
 using Rank.Model;
+using Rank.Parallel;
 using Rank.Training;
 using Xunit.Abstractions;
 
@@ -52,15 +53,18 @@ public sealed class MemoryPlanTests(ITestOutputHelper log)
     {
         var one = Plan(worldSize: 1, zero: zero);
         var eight = Plan(worldSize: 8, zero: zero);
-        double p = eight.RankParameters, shard = Math.Ceiling(p / 8);
-        double gathered = eight.Shape.BlockParameters + eight.Shape.EmbeddingParameters();
+        var s = eight.Shape;
+        double p = eight.RankParameters, root = s.EmbeddingParameters(), block = s.BlockParameters;
+        double blockShards = s.Layers * Math.Ceiling(block / 8), shards = blockShards + Math.Ceiling(root / 8); // units padded to dp
 
         Assert.Equal(one.StateBytes, one.WeightBytes + one.Bf16WeightBytes + one.GradientBytes + one.OptimizerBytes);
-        Assert.Equal(8 * (zero >= 1 ? shard : p), eight.OptimizerBytes);
-        Assert.Equal(4 * (zero >= 2 ? shard : p), eight.GradientBytes);
-        Assert.Equal(4 * (zero >= 3 ? shard + gathered : p), eight.WeightBytes);
-        Assert.Equal(2 * (zero >= 3 ? gathered : p), eight.Bf16WeightBytes);
+        Assert.Equal(8 * (zero >= 1 ? shards : p), eight.OptimizerBytes);
+        Assert.Equal(4 * (zero >= 2 ? shards + root + block : p), eight.GradientBytes); // the root's and one block's whole in backward
+        Assert.Equal(4 * (zero >= 3 ? blockShards + root + block : p), eight.WeightBytes); // the root whole, one block gathered
+        Assert.Equal(2 * (zero >= 3 ? root + block : p), eight.Bf16WeightBytes);
         Assert.Equal(one.ActivationBytes, eight.ActivationBytes); // per sequence: ZeRO shards no activation
+        Assert.Equal(zero >= 3 ? s.Layers : 0, eight.CheckpointedBlocks); // stage 3 recomputes every block
+        Assert.True(zero == 0 ? eight.StateBytes == one.StateBytes : eight.StateBytes < one.StateBytes);
     }
 
     [Fact]
@@ -79,28 +83,28 @@ public sealed class MemoryPlanTests(ITestOutputHelper log)
     [InlineData("none", 0)]
     [InlineData("all", 24)]
     [InlineData("every:2", 12)]
-    [InlineData("every:5", 4)]
+    [InlineData("every:5", 5)] // blocks 0, 5, 10, 15, 20
     public void Checkpointing_keeps_each_checkpointed_blocks_input_and_recomputes_one_block(string text, int checkpointed)
     {
-        var plan = Plan(worldSize: 1, zero: 0) with { Checkpointing = ActivationCheckpointing.Parse(text, "test") };
+        var plan = Plan(worldSize: 1, zero: 0) with { Checkpointing = ActivationCheckpointing.Parse(text) };
         double input = 4.0 * plan.SequenceLength * plan.Shape.Dim, block = plan.BlockActivations;
 
         double expected = checkpointed == 0 ? plan.ActivationBytes
             : plan.ActivationBytes - (checkpointed * block) + (checkpointed * input) + block;
         Assert.Equal(expected, plan.CheckpointedActivationBytes, 6);
-        Assert.Equal(checkpointed, plan.Checkpointing.Checkpointed(plan.Shape.Layers));
+        Assert.Equal(checkpointed, plan.CheckpointedBlocks);
     }
 
-    [Theory]
-    [InlineData("every:0")]
-    [InlineData("every:")]
-    [InlineData("some")]
-    [InlineData("every:-2")]
-    public void A_bad_checkpointing_value_is_refused_naming_the_option_and_the_value(string text)
+    [Fact]
+    public void The_plan_of_a_configuration_takes_its_zero_stage_and_checkpointing()
     {
-        var e = Assert.Throws<ArgumentException>(() => ActivationCheckpointing.Parse(text, "train.activation_checkpointing"));
+        using var temp = new TempDirectory();
+        var config = RunConfig.Load(null, ["train.zero=2", "train.activation_checkpointing=every:2", "job.world_size=2", $"run.out_dir={temp.Path}"]);
 
-        Assert.StartsWith($"train.activation_checkpointing = '{text}': expected none, all or every:k", e.Message);
+        var plan = MemoryPlan.Of(config);
+
+        Assert.Equal((2, 2, 1), (plan.Zero, plan.Layout.DataParallel, plan.CheckpointedBlocks)); // tiny: blocks 0 and 1, every:2 recomputes block 0
+        Assert.Equal(plan.StateBytes, MemoryBudget.RankBytes(config));
     }
 
     [Fact]

@@ -67,7 +67,7 @@ public class MixedPrecisionTests(ITestOutputHelper log)
         Assert.True(double.IsFinite(trainer.Evaluate()));
 
         Assert.All(trainer.Model.named_parameters(), p => Assert.Equal((p.name, ScalarType.Float32), (p.name, p.parameter.dtype)));
-        var states = trainer.Model.parameters().Select(p => trainer.Optimizer.StateOf(p)).ToList();
+        var states = trainer.Model.parameters().Select(p => ((FlatAdamW)trainer.Optimizer).StateOf(p)).ToList();
         Assert.All(states, s => Assert.Equal((ScalarType.Float32, ScalarType.Float32), (s.ExpAvg.dtype, s.ExpAvgSq.dtype)));
         Assert.All(states, s => Assert.True(s.ExpAvgSq.max().item<float>() > 0, "an AdamW state was never updated"));
 

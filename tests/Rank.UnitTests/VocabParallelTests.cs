@@ -3,6 +3,7 @@ using Collectives;
 using Coordinator;
 using Oec;
 using Rank.Configuration;
+using Rank.Parallel;
 using Rank.Training;
 using Xunit.Abstractions;
 
@@ -13,7 +14,7 @@ public class VocabParallelTests(ITestOutputHelper log)
     const int Steps = 10;
 
     /// <summary>Runs dp x tp ranks as threads for Steps steps; returns every rank's losses and its trainer (to dispose).</summary>
-    internal static (double[][] Losses, Trainer[] Trainers) RunLayout(RunConfig config, int dp, int tp)
+    internal static (double[][] Losses, Trainer[] Trainers) RunLayout(RunConfig config, int dp, int tp, int steps = Steps, bool gather = true)
     {
         int world = dp * tp;
         var layout = config with { Job = config.Job with { WorldSize = world, VocabParallel = tp } };
@@ -28,7 +29,8 @@ public class VocabParallelTests(ITestOutputHelper log)
             {
                 var comm = TcpRingCommunicator.Create(rendezvous, $"layout-{dp}x{tp}", rank, world, ring);
                 trainers[rank] = new Trainer(layout, comm);
-                losses[rank] = Enumerable.Range(0, Steps).Select(s => trainers[rank].Step(s).CrossEntropy).ToArray();
+                losses[rank] = Enumerable.Range(0, steps).Select(s => trainers[rank].Step(s).CrossEntropy).ToArray();
+                if (gather) (trainers[rank].Optimizer as ZeroAdamW)?.GatherBlocks(); // ZeRO-3: the blocks whole, for comparison (collective)
             }
             catch (Exception e)
             {

@@ -153,7 +153,7 @@ public static class VocabBench
         static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
         var owned = trainer.Model.named_parameters().Select(n =>
         {
-            var (expAvg, expAvgSq) = trainer.Optimizer.StateOf(n.parameter);
+            var (expAvg, expAvgSq) = ((FlatAdamW)trainer.Optimizer).StateOf(n.parameter);
             return (Head: HeadNames.Contains(n.name), Bytes: Bytes(expAvg) + Bytes(expAvgSq));
         }).ToList();
         var parameters = trainer.Model.named_parameters().Select(n => (Head: HeadNames.Contains(n.name), Bytes: Bytes(n.parameter))).ToList();

@@ -1,129 +1,18 @@
-"""PyTorch reference of src/Rank/Model/Gpt.cs (plus the head of src/Oec/OutputEmbedding.cs): the GPU benchmark's twin.
+"""The GPU benchmark's PyTorch side: the twin of src/Rank/Model/Gpt.cs (python/oec_gpt.py) trained and timed.
 
-Run as a program, it trains the same GPT (untied) on random tokens and prints exactly one JSON line on stdout (everything
-else goes to stderr): median step time, tokens/s, MFU, peak memory and the loss of every step. Imported, it is the model
-that tests/Rank.UnitTests/pytorch_reference.py compares ours against (tied or untied), on PyTorch 1.13 too.
+It trains python/oec_gpt.py's GPT (untied) on random tokens and prints exactly one JSON line on stdout (everything
+else goes to stderr): median step time, tokens/s, MFU, peak memory and the loss of every step.
 See src/OecRun/Bench/README.md for the contract.
 """
-import argparse, inspect, json, math, os, statistics, sys, time
+import argparse, inspect, json, os, statistics, sys, time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-
-class LayerNorm(nn.Module):
-    """LayerNorm without bias, eps 1e-5 (nn.LayerNorm(bias=False) needs torch >= 2.1)."""
-    def __init__(self, n):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(n))
-
-    def forward(self, x):
-        # In fp32 as in Gpt.cs (CUDA autocast does this cast itself; CPU autocast of torch 1.13 does not).
-        return F.layer_norm(x.float(), self.weight.shape, self.weight, None, 1e-5)
-
-
-class Rotary(nn.Module):
-    """Rotary positions on the first half of each head's dims, interleaved pairs, base 10000 (Gpt.cs's Rotary)."""
-    def __init__(self, hs, max_seq):
-        super().__init__()
-        self.rotated = hs // 2
-        inv_freq = 1.0 / 10000 ** (torch.arange(0, self.rotated, 2, dtype=torch.float32) / self.rotated)  # [hs/4]
-        angles = torch.outer(torch.arange(max_seq, dtype=torch.float32), inv_freq).repeat_interleave(2, dim=1)  # [T, hs/2]
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
-
-    def forward(self, x):  # x [B, nh, T, hs] -> same shape
-        T = x.size(2)
-        rot, rest = x[..., :self.rotated], x[..., self.rotated:]
-        pairs = rot.unflatten(-1, (self.rotated // 2, 2))                           # [B, nh, T, hs/4, 2]
-        turned = torch.stack((-pairs[..., 1], pairs[..., 0]), -1).flatten(-2)       # (x1, x2) -> (-x2, x1)
-        c, s = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
-        return torch.cat((rot * c + turned * s, rest), -1)
-
-
-def causal_attention(q, k, v):  # [B, nh, T, hs] each
-    if hasattr(F, "scaled_dot_product_attention"):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    # torch < 2.0 (Debian's 1.13): explicit causal softmax attention
-    T = q.size(-2)
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))                          # [B, nh, T, T]
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    att = att.masked_fill(~mask, float("-inf")).softmax(-1)
-    return att.to(v.dtype) @ v
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, d, nh, max_seq):
-        super().__init__()
-        self.nh = nh
-        self.c_attn = nn.Linear(d, 3 * d, bias=False)
-        self.c_proj = nn.Linear(d, d, bias=False)
-        self.q_layernorm, self.k_layernorm = LayerNorm(d // nh), LayerNorm(d // nh)  # per head, over hs
-        self.rotary = Rotary(d // nh, max_seq)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.nh, C // self.nh).permute(2, 0, 3, 1, 4)  # [3, B, nh, T, hs]
-        q = self.rotary(self.q_layernorm(qkv[0]))
-        k = self.rotary(self.k_layernorm(qkv[1]))
-        y = causal_attention(q, k, qkv[2])                                               # [B, nh, T, hs]
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
-
-
-class SwiGLU(nn.Module):
-    """W_2(silu(W x) * V x), hidden = 256 * ceil((8d/3) / 256) as Gpt.cs's SwiGlu.HiddenSize."""
-    def __init__(self, d):
-        super().__init__()
-        hidden = 256 * ((8 * d // 3 + 255) // 256)
-        self.W, self.V = nn.Linear(d, hidden, bias=False), nn.Linear(d, hidden, bias=False)
-        self.W_2 = nn.Linear(hidden, d, bias=False)
-
-    def forward(self, x):
-        return self.W_2(F.silu(self.W(x)) * self.V(x))
-
-
-class Block(nn.Module):
-    def __init__(self, d, nh, max_seq):
-        super().__init__()
-        self.ln_1, self.attn = LayerNorm(d), CausalSelfAttention(d, nh, max_seq)
-        self.ln_2, self.mlp = LayerNorm(d), SwiGLU(d)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class GPT(nn.Module):
-    """Body of Gpt.cs plus the head; forward returns the mean cross-entropy, so torch.compile sees the loss too.
-    Parameter names are Gpt.cs's (wte.weight, h.0.attn.c_attn.weight, ..., ln_f.weight, lm_head): state dicts map one to one."""
-    def __init__(self, V, d, n_layer, nh, max_seq, tied=False):
-        super().__init__()
-        self.wte = nn.Embedding(V, d)
-        self.h = nn.ModuleList(Block(d, nh, max_seq) for _ in range(n_layer))
-        self.ln_f = LayerNorm(d)
-        self.lm_head = None if tied else nn.Parameter(torch.empty(V, d))  # E [V, d]; tied: E is wte.weight
-        for p in self.parameters():  # initialisation does not matter for speed: matrices N(0, 0.02), LayerNorms 1
-            if p.dim() == 2:
-                nn.init.normal_(p, 0.0, 0.02)
-
-    @property
-    def E(self):  # the output embedding [V, d]
-        return self.wte.weight if self.lm_head is None else self.lm_head
-
-    def hidden(self, idx):  # idx [B, T] -> final hidden states [B, T, d], after ln_f (Gpt.cs's forward)
-        x = self.wte(idx)                                            # [B, T, d]
-        for block in self.h:
-            x = block(x)
-        return self.ln_f(x)
-
-    def logits(self, idx):  # idx [B, T] -> [B, T, V] fp32
-        # As OutputEmbedding.Logits: the matmul in the compute dtype (bf16 under autocast), logits and loss in fp32.
-        return F.linear(self.hidden(idx), self.E).float()
-
-    def forward(self, idx, targets):  # idx, targets [B, T]
-        logits = self.logits(idx)                                    # [B, T, V]
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+# The model is the shipped module python/oec_gpt.py: beside this file's folder in the published program, at the
+# repository's root in a checkout.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(_here, "..", "python"), os.path.join(_here, "..", "..", "..", "python")]
+from oec_gpt import GPT  # noqa: E402
 
 
 def main():

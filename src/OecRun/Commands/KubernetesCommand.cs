@@ -39,6 +39,20 @@ public static class KubernetesCommand
         b.Add(new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort }, (o, v) => o with { MetricsPort = CommandLine.Port("--metrics-port", v) });
         b.Add(new Option<string?>("--token-secret") { Description = "An existing Secret with the job token under the key 'token' (default: render a Secret NAME-token with a fresh random token)." },
             (o, v) => o with { TokenSecret = v });
+        b.Add(new Option<string?>("--queue") { Description = $"Kueue's LocalQueue for the ranks: label {PodPlacement.QueueLabel}, the Job created suspended, all rank pods admitted together." },
+            (o, v) => o with { Queue = v });
+        b.Add(new Option<string?>("--priority-class") { Description = "priorityClassName of the coordinator and rank pods." }, (o, v) => o with { PriorityClass = v });
+        b.Add(new Option<string[]>("--node-selector") { Description = "key=value: a node label the rank pods require (repeatable)." }, (o, v) => o with { NodeSelector = v ?? [] });
+        b.Add(new Option<string[]>("--toleration") { Description = "key[=value][:effect]: a taint the rank pods tolerate (repeatable; GPU jobs tolerate nvidia.com/gpu)." },
+            (o, v) => o with { Tolerations = v ?? [] });
+        b.Add(new Option<string?>("--pod-spread") { Description = "node: one rank pod per node (required pod anti-affinity; the default for GPU jobs); soft: spread over nodes when possible (topology spread; the default for CPU jobs); none." },
+            (o, v) => o with { PodSpread = v });
+        b.Add(new Option<string?>("--service-account") { Description = "serviceAccountName of the coordinator and rank pods." }, (o, v) => o with { ServiceAccount = v });
+        b.Add(new Option<string[]>("--image-pull-secret") { Description = "A Secret with the registry's credentials for the image (repeatable)." }, (o, v) => o with { ImagePullSecrets = v ?? [] });
+        b.Add(new Option<int?>("--ttl-seconds-after-finished") { Description = "Delete the rank Job and its pods this many seconds after it finished (default: kept)." },
+            (o, v) => o with { TtlSecondsAfterFinished = v });
+        b.Add(new Option<long?>("--active-deadline-seconds") { Description = "The rank Job's time limit from its start (under Kueue: from admission); past it the Job fails (default: none)." },
+            (o, v) => o with { ActiveDeadlineSeconds = v });
         var output = new Option<string?>("--out") { Description = "Directory for one YAML file per object and a kustomization.yaml (default: one stream to stdout)." };
         command.Options.Add(output);
         command.SetGuardedAction(parse =>
@@ -56,8 +70,9 @@ public static class KubernetesCommand
         return command;
     }
 
-    /// <summary>The command line without the command and --out, so that the directory records how to render it again.</summary>
-    static List<string> RenderedWith(ParseResult parse, Command command)
+    /// <summary>The command line without the command and --out, so that a rendering (this one's directory, `oecrun slurm`'s
+    /// script) records how to render it again.</summary>
+    public static List<string> RenderedWith(ParseResult parse, Command command)
     {
         var tokens = parse.Tokens.Select(t => t.Value).ToList();
         if (tokens.FirstOrDefault() == command.Name) tokens.RemoveAt(0);

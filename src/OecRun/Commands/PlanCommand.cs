@@ -8,10 +8,10 @@ namespace OecRun.Commands;
 
 public static class PlanCommand
 {
-    /// <summary>The command's options: train's configuration, the world size (null: job.world_size), the GPU's memory
-    /// in bytes, the ZeRO stage and activation checkpointing.</summary>
-    public sealed record Options(RunSettings Settings, int? WorldSize = null, double GpuBytes = 80.0 * (1L << 30), int Zero = 0,
-                                 ActivationCheckpointing? Checkpointing = null);
+    /// <summary>The command's options: train's configuration, and over it the world size, the ZeRO stage and activation
+    /// checkpointing (null: the configuration's), and the GPU's memory in bytes.</summary>
+    public sealed record Options(RunSettings Settings, int? WorldSize = null, double GpuBytes = 80.0 * (1L << 30), int? Zero = null,
+                                 string? Checkpointing = null);
 
     public static Command Create()
     {
@@ -24,19 +24,38 @@ public static class PlanCommand
             (o, v) => o with { WorldSize = v });
         b.Add(new Option<string>("--gpu-memory") { Description = "One GPU's memory: bytes, or with a unit (141GiB, 80GB, 24576MiB).", DefaultValueFactory = _ => "80GiB" },
             (o, v) => o with { GpuBytes = Bytes("--gpu-memory", v) });
-        b.Add(new Option<int>("--zero") { Description = "ZeRO stage over the data group: 0 (none), 1 (AdamW state), 2 (and gradients), 3 (and weights)." },
-            (o, v) => o with { Zero = v is >= 0 and <= 3 ? v : throw new ArgumentException($"--zero {v}: expected 0, 1, 2 or 3") });
-        b.Add(new Option<string>("--activation-checkpointing") { Description = "none, all (every block) or every:k (every k-th block).", DefaultValueFactory = _ => "none" },
-            (o, v) => o with { Checkpointing = ActivationCheckpointing.Parse(v, "--activation-checkpointing") });
+        b.Add(new Option<int?>("--zero") { Description = "ZeRO stage over the data group (default: train.zero): 0 (none), 1 (AdamW state), 2 (and gradients), 3 (and the blocks' weights)." },
+            (o, v) => o with { Zero = v is null or (>= 0 and <= 3) ? v : throw new ArgumentException($"--zero {v}: expected 0, 1, 2 or 3") });
+        b.Add(new Option<string?>("--activation-checkpointing") { Description = "none, all (every block) or every:k (blocks 0, k, 2k, ...; default: train.activation_checkpointing)." },
+            (o, v) => o with { Checkpointing = v is null ? null : Checked(v) });
         command.SetGuardedAction(parse =>
         {
             var o = b.Bind(parse);
-            var config = WithWorldSize(o.Settings.Load(), o.WorldSize);
-            var plan = MemoryPlan.Of(config, o.Zero, o.Checkpointing);
-            Write(plan, config, o.GpuBytes, Console.Out);
+            var config = Over(o.Settings.Load(), o);
+            Write(MemoryPlan.Of(config), config, o.GpuBytes, Console.Out);
             return 0;
         });
         return command;
+    }
+
+    static string Checked(string checkpointing)
+    {
+        try
+        {
+            _ = Rank.Parallel.ActivationCheckpointing.Parse(checkpointing);
+            return checkpointing;
+        }
+        catch (ArgumentException)
+        {
+            throw new ArgumentException($"--activation-checkpointing '{checkpointing}': expected none, all or every:k with k >= 1 (blocks 0, k, 2k, ...)");
+        }
+    }
+
+    /// <summary>The configuration with the command's --world-size, --zero and --activation-checkpointing over it.</summary>
+    static RunConfig Over(RunConfig config, Options o)
+    {
+        config = WithWorldSize(config, o.WorldSize);
+        return config with { Train = config.Train with { Zero = o.Zero ?? config.Train.Zero, ActivationCheckpointing = o.Checkpointing ?? config.Train.ActivationCheckpointing } };
     }
 
     static RunConfig WithWorldSize(RunConfig config, int? worldSize)
@@ -81,7 +100,7 @@ public static class PlanCommand
         var s = plan.Shape;
         output.WriteLine(string.Create(C, $"model.preset {config.Model.Preset}: {s.Layers} layers, d {s.Dim}, {s.Heads} heads, V {s.Vocab} {(s.Tied ? "tied" : "untied")}, " +
             $"{s.Parameters:N0} parameters ({plan.RankParameters:N0} on a rank); T {plan.SequenceLength}, train.precision {config.Train.Precision.ToString().ToLowerInvariant()}"));
-        output.WriteLine(string.Create(C, $"{plan.Layout}; ZeRO stage {plan.Zero}; activation checkpointing {plan.Checkpointing}; " +
+        output.WriteLine(string.Create(C, $"{plan.Layout}; ZeRO stage {plan.Zero}; activation checkpointing {plan.Checkpointing} ({plan.CheckpointedBlocks} blocks recomputed); " +
             $"loss chunk {plan.ChunkTokens:0} tokens; GPU memory {gpuBytes / GiB:0.##} GiB"));
         output.WriteLine();
     }
@@ -99,7 +118,7 @@ public static class PlanCommand
         Row(string.Create(C, $"loss: dL/dE and one chunk of min({plan.ChunkTokens:0}, {shown} x T) tokens' logits and their backward"), plan.LossBytes(shown));
         Row("total without activations", plan.StateBytes + plan.LossBytes(shown));
         Row("activations per sequence, no checkpointing", plan.ActivationBytes);
-        Row($"activations per sequence, checkpointing {plan.Checkpointing}", plan.CheckpointedActivationBytes);
+        Row($"activations per sequence, {plan.CheckpointedBlocks} blocks recomputed", plan.CheckpointedActivationBytes);
         Row($"total at {shown} sequence(s) per rank", plan.TotalBytes(shown));
         output.WriteLine();
     }

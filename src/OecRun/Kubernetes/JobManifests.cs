@@ -20,6 +20,8 @@ public static class JobManifests
     /// <summary>The key of the job token in its Secret (also in a Secret given with --token-secret).</summary>
     public const string TokenKey = "token";
     public const string DashboardKey = "oec-dashboard.json";
+    /// <summary>The annotation in which an Indexed Job gives each pod its index (also JOB_COMPLETION_INDEX).</summary>
+    public const string CompletionIndexAnnotation = "batch.kubernetes.io/job-completion-index";
     // Both images run as this user (deploy/docker); fsGroup makes the shared volume writable by it.
     const long ImageUser = 1000;
     // Memory-backed /dev/shm per rank of a pod: NCCL's shared-memory transport between a pod's GPUs and PyTorch-style
@@ -67,8 +69,7 @@ public static class JobManifests
     /// </summary>
     public static RunConfig Resolve(ManifestOptions o)
     {
-        string[] device = o.GpusPerRank > 0 ? ["train.device=cuda", "job.backend=nccl"] : ["train.device=cpu", "job.backend=tcp"];
-        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=auto", .. device];
+        string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=auto", .. DeviceSettings(o.GpusPerRank > 0)];
         var run = RunConfig.Load(o.ConfigFile, [.. o.Overrides, .. rendered]);
         ParallelLayout.Of(run.Job).ReplicaBatch(run.Train.BatchSize); // fails at render time, not in the pod
         foreach (var (key, pattern) in new[] { ("data.train_shards", run.Data.TrainShards), ("data.val_shards", run.Data.ValShards) })
@@ -76,6 +77,9 @@ public static class JobManifests
                 throw new ArgumentException($"{key} = '{pattern}': must be under {SharedMount}/, the shared volume, where the coordinator and every rank read the same files");
         return run;
     }
+
+    /// <summary>The device and backend of a rendered job: a GPU job trains on cuda over NCCL, a CPU job over the TCP ring.</summary>
+    public static string[] DeviceSettings(bool gpu) => gpu ? ["train.device=cuda", "job.backend=nccl"] : ["train.device=cpu", "job.backend=tcp"];
 
     static Dictionary<string, string> Labels(ManifestOptions o, string component) => new()
     {
@@ -169,6 +173,7 @@ public static class JobManifests
                     Spec = new V1PodSpec
                     {
                         Containers = [container], SecurityContext = SecurityContext(), TerminationGracePeriodSeconds = CoordinatorGraceSeconds,
+                        PriorityClassName = o.PriorityClass, ServiceAccountName = o.ServiceAccount, ImagePullSecrets = PodPlacement.ImagePullSecrets(o),
                         Volumes = [SharedVolume(o), new V1Volume { Name = "config", ConfigMap = new V1ConfigMapVolumeSource { Name = ConfigName(o) } }],
                     },
                 },
@@ -209,6 +214,10 @@ public static class JobManifests
             new() { Name = "OEC_JOB_ID", Value = o.Name },
             TokenEnv(o),
             new() { Name = "WORLD_SIZE", Value = $"{o.Ranks}" },
+            // torchrun's names of the same: a rank started by a torchrun-style launcher in this pod joins too.
+            new() { Name = "MASTER_ADDR", Value = CoordinatorName(o) },
+            new() { Name = "MASTER_PORT", Value = $"{o.Port}" },
+            new() { Name = "NODE_RANK", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = $"metadata.annotations['{CompletionIndexAnnotation}']" } } },
             // Peers reach a rank at its pod's IP (the collectives' ring listens there on an ephemeral port).
             new() { Name = "OEC_RANK_HOST", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } } },
         ];
@@ -238,11 +247,13 @@ public static class JobManifests
         ];
         return new V1Job
         {
-            ApiVersion = "batch/v1", Kind = "Job", Metadata = Meta(o, RanksName(o), "rank"),
+            ApiVersion = "batch/v1", Kind = "Job", Metadata = Meta(o, RanksName(o), "rank", o.Queue is null ? null : new() { [PodPlacement.QueueLabel] = o.Queue }),
             Spec = new V1JobSpec
             {
                 CompletionMode = "Indexed", // JOB_COMPLETION_INDEX x ranks-per-pod + LOCAL_RANK = RANK
                 Completions = o.Pods, Parallelism = o.Pods,
+                Suspend = o.Queue is null ? null : true, // Kueue unsuspends it once the queue admits every pod
+                TtlSecondsAfterFinished = o.TtlSecondsAfterFinished, ActiveDeadlineSeconds = o.ActiveDeadlineSeconds,
                 // Other failures (exit 1, OOM kill) are counted: as many as the coordinator itself allows.
                 BackoffLimit = maxRestarts,
                 PodFailurePolicy = new V1PodFailurePolicy { Rules = rules },
@@ -253,7 +264,9 @@ public static class JobManifests
                     {
                         Subdomain = RanksName(o), RestartPolicy = "Never", // Never: required by podFailurePolicy
                         Containers = [container], SecurityContext = SecurityContext(),
-                        Tolerations = gpu ? [new V1Toleration { Key = "nvidia.com/gpu", OperatorProperty = "Exists", Effect = "NoSchedule" }] : null,
+                        PriorityClassName = o.PriorityClass, ServiceAccountName = o.ServiceAccount, ImagePullSecrets = PodPlacement.ImagePullSecrets(o),
+                        NodeSelector = PodPlacement.NodeSelector(o), Tolerations = PodPlacement.Tolerations(o),
+                        Affinity = PodPlacement.Affinity(o, labels), TopologySpreadConstraints = PodPlacement.TopologySpread(o, labels),
                         Volumes =
                         [
                             SharedVolume(o),

@@ -40,6 +40,26 @@ public sealed partial record ManifestOptions
     /// <summary>An existing Secret holding the job token under the key `token`; null = render one with a fresh token.</summary>
     public string? TokenSecret { get; init; }
 
+    /// <summary>Kueue's LocalQueue for the rank Job (label kueue.x-k8s.io/queue-name; the Job is created suspended and
+    /// Kueue starts all its pods together when the queue admits it); null = no queue.</summary>
+    public string? Queue { get; init; }
+    /// <summary>The PriorityClass of the coordinator and rank pods; null = the cluster's default.</summary>
+    public string? PriorityClass { get; init; }
+    /// <summary>key=value labels a node must have to run a rank pod.</summary>
+    public IReadOnlyList<string> NodeSelector { get; init; } = [];
+    /// <summary>Taints the rank pods tolerate, as key[=value][:effect] (GPU jobs also tolerate nvidia.com/gpu).</summary>
+    public IReadOnlyList<string> Tolerations { get; init; } = [];
+    /// <summary>node, soft or none (<see cref="PodPlacement.Spreads"/>); null = node for GPU jobs, soft for CPU jobs.</summary>
+    public string? PodSpread { get; init; }
+    /// <summary>The ServiceAccount of the coordinator and rank pods; null = the namespace's default.</summary>
+    public string? ServiceAccount { get; init; }
+    /// <summary>Secrets with the registry credentials to pull the image.</summary>
+    public IReadOnlyList<string> ImagePullSecrets { get; init; } = [];
+    /// <summary>Seconds after the rank Job finished (succeeded or failed) until Kubernetes deletes it and its pods; null = kept.</summary>
+    public int? TtlSecondsAfterFinished { get; init; }
+    /// <summary>The rank Job's time limit in seconds from its start (from admission, under Kueue); null = none.</summary>
+    public long? ActiveDeadlineSeconds { get; init; }
+
     /// <summary>Rank pods of the Indexed Job.</summary>
     public int Pods => Ranks / RanksPerPod;
 
@@ -71,7 +91,8 @@ public sealed partial record ManifestOptions
         foreach (var (option, value) in new[] { ("--port", Port), ("--metrics-port", MetricsPort) })
             if (value is < 1 or > 65535) throw new ArgumentException($"{option} = {value}: must be a port in [1, 65535]");
         if (Port == MetricsPort) throw new ArgumentException($"--metrics-port = {MetricsPort}: must differ from --port = {Port}");
-        foreach (var (option, value) in new[] { ("--namespace", Namespace), ("--pvc", Pvc), ("--storage-class", StorageClass), ("--token-secret", TokenSecret) })
+        foreach (var (option, value) in new[] { ("--namespace", Namespace), ("--pvc", Pvc), ("--storage-class", StorageClass), ("--token-secret", TokenSecret),
+                     ("--priority-class", PriorityClass), ("--service-account", ServiceAccount) }.Concat(ImagePullSecrets.Select(s => ("--image-pull-secret", (string?)s))))
             if (value is not null && (value.Length > 253 || !Dns1123Subdomain().IsMatch(value)))
                 throw new ArgumentException($"{option} = '{value}': must be a Kubernetes object name (lowercase letters, digits, '-' and '.', at most 253)");
         foreach (var (option, value) in new[] { ("--cpu", Cpu), ("--memory", Memory), ("--storage", Storage) })
@@ -79,10 +100,11 @@ public sealed partial record ManifestOptions
         if (string.IsNullOrWhiteSpace(NcclSocketIfname)) throw new ArgumentException($"--nccl-socket-ifname = '{NcclSocketIfname}': must name an interface, e.g. eth0");
         if (NcclDebug is not ("VERSION" or "WARN" or "INFO" or "TRACE"))
             throw new ArgumentException($"--nccl-debug = '{NcclDebug}': expected VERSION, WARN, INFO or TRACE");
+        PodPlacement.Validate(this);
     }
 
     [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
-    private static partial Regex Dns1123Subdomain();
+    internal static partial Regex Dns1123Subdomain();
 
     /// <summary>A Kubernetes quantity ("4", "500m", "16Gi"), parsed by the client library's own parser.</summary>
     public static ResourceQuantity Quantity(string option, string value)

@@ -1,12 +1,14 @@
 // One pod's (or machine's) ranks: N rank processes side by side, like torchrun's --nproc-per-node, each on its own GPU.
 using System.Runtime.InteropServices;
 using Job;
+using Rank.Distributed;
 
 namespace OecRun.Launching;
 
 /// <summary>
 /// Starts N `oecrun rank` processes with LOCAL_RANK i, LOCAL_WORLD_SIZE N and RANK = index x N + i, where index is
-/// JOB_COMPLETION_INDEX (set by Kubernetes in an Indexed Job's pods) or OEC_POD_INDEX; rank i takes GPU i. Their output
+/// JOB_COMPLETION_INDEX (set by Kubernetes in an Indexed Job's pods), OEC_POD_INDEX, NODE_RANK or SLURM_NODEID
+/// (<see cref="RankEnvironment.NodeIndex"/>); rank i takes GPU i. Their output
 /// is streamed with a [rank R] prefix. When one exits with an error the others are given the coordinator's heartbeat
 /// timeout to hear the end of their generation, then killed. The exit code is the worst of theirs (Refused before
 /// Failed before LostCoordinator before Restart), so that the pod's restart policy sees why. SIGTERM and Ctrl+C reach
@@ -25,9 +27,8 @@ public static partial class PodRanks
     public static int Run(int localRanks, string? coordinator, TextWriter console)
     {
         if (localRanks < 1 || localRanks > 64) throw new ArgumentException($"--local-ranks {localRanks}: must be in [1, 64]");
-        string? indexText = Environment.GetEnvironmentVariable("JOB_COMPLETION_INDEX") ?? Environment.GetEnvironmentVariable("OEC_POD_INDEX");
-        if (indexText is null) throw new ArgumentException($"--local-ranks {localRanks}: JOB_COMPLETION_INDEX (an Indexed Job's pod index) or OEC_POD_INDEX must say which pod this is");
-        if (!int.TryParse(indexText, out int index) || index < 0) throw new ArgumentException($"JOB_COMPLETION_INDEX / OEC_POD_INDEX = '{indexText}': not a pod index >= 0");
+        int index = RankEnvironment.NodeIndex(RankEnvironment.Current())
+                    ?? throw new ArgumentException($"--local-ranks {localRanks}: JOB_COMPLETION_INDEX (an Indexed Job's pod index), OEC_POD_INDEX, NODE_RANK or SLURM_NODEID must say which pod or machine this is");
 
         var command = coordinator is null ? Launch.SelfCommand("rank") : Launch.SelfCommand("rank", "--coordinator", coordinator);
         var ranks = new List<SpawnedRank>();

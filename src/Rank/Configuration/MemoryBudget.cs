@@ -6,9 +6,8 @@ namespace Rank.Configuration;
 
 /// <summary>
 /// A lower bound of a rank's training memory (<see cref="MemoryPlan"/>): the parameters times fp32 weights, gradients and
-/// AdamW's two moments (16 bytes), plus 2 bytes for the bf16 copy of the weights under train.precision = bf16;
-/// activations come on top. Checked
-/// on the CPU only (train.device = cpu), against /proc/meminfo's MemAvailable (and the runtime's limit, e.g. a
+/// AdamW's two moments (16 bytes), plus 2 bytes for the bf16 copy of the weights under train.precision = bf16, less
+/// what train.zero shards; activations come on top. Checked on the CPU only (train.device = cpu), against /proc/meminfo's MemAvailable (and the runtime's limit, e.g. a
 /// container's); a GPU's free memory is not asked for, so that CUDA is not initialised in a process that may not use it.
 /// </summary>
 public static class MemoryBudget
@@ -16,7 +15,7 @@ public static class MemoryBudget
     const double GiB = 1 << 30;
 
     /// <summary>Bytes a rank needs at least for training <paramref name="config"/>'s model: MemoryPlan's state bytes
-    /// (unsharded: ZeRO stage 0) over the rank's parameters.</summary>
+    /// (weights, bf16 copies, gradients, AdamW's moments at train.zero).</summary>
     public static double RankBytes(RunConfig config) => MemoryPlan.Of(config).StateBytes;
 
     /// <summary>Throws naming the estimate and the limit when <paramref name="ranksHere"/> ranks of
@@ -33,11 +32,14 @@ public static class MemoryBudget
         throw new ArgumentException(string.Create(c,
             $"model.d_model = {m.DModel}, model.n_layer = {m.NLayer}: training needs at least {need / GiB:G4} GiB on this machine " +
             $"({MemoryPlan.Of(config).RankParameters:G4} parameters x {BytesPerParameter(config.Train.Precision)} bytes: fp32 weights, gradients, " +
-            $"two AdamW moments{(config.Train.Precision == Precision.Bf16 ? ", a bf16 copy" : "")}; x {ranksHere} rank(s)), but {bytes / GiB:G4} GiB " +
+            $"two AdamW moments{(config.Train.Precision == Precision.Bf16 ? ", a bf16 copy" : "")}{Sharded(config)}; x {ranksHere} rank(s)), but {bytes / GiB:G4} GiB " +
             $"is available ({source}); choose a smaller model.preset or model.d_model"));
     }
 
     static int BytesPerParameter(Precision precision) => precision == Precision.Bf16 ? 18 : 16;
+
+    static string Sharded(RunConfig config) => config.Train.Zero == 0 ? ""
+        : string.Create(CultureInfo.InvariantCulture, $", {RankBytes(config) / GiB:G4} GiB a rank at train.zero = {config.Train.Zero}");
 
     /// <summary>The memory free now: the smaller of /proc/meminfo's MemAvailable and the runtime's limit.</summary>
     static (long Bytes, string Source) Available()

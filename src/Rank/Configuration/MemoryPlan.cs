@@ -2,6 +2,7 @@
 // loss's chunk, per ZeRO stage and activation checkpointing. The one home of that arithmetic (MemoryBudget uses it too).
 using Job;
 using Rank.Model;
+using Rank.Parallel;
 using Rank.Training;
 
 namespace Rank.Configuration;
@@ -35,45 +36,22 @@ public sealed record ModelShape(double Vocab, double Dim, int Layers, int Heads,
     public double Parameters => (Layers * BlockParameters) + EmbeddingParameters();
 }
 
-/// <summary>train.activation_checkpointing: none, all (every block) or every:k (every k-th block).</summary>
-/// <param name="Every">0: none; 1: every block; k: blocks k-1, 2k-1, ... (torchtitan's ac_freq), floor(n_layer / k) of them.</param>
-public sealed record ActivationCheckpointing(int Every)
-{
-    public static readonly ActivationCheckpointing None = new(0);
-
-    /// <summary>none, all or every:k (k >= 1); throws naming <paramref name="option"/> and the value otherwise.</summary>
-    public static ActivationCheckpointing Parse(string text, string option)
-    {
-        if (text == "none") return None;
-        if (text == "all") return new(1);
-        if (text.StartsWith("every:", StringComparison.Ordinal) && int.TryParse(text["every:".Length..], System.Globalization.NumberStyles.None,
-                                                                                System.Globalization.CultureInfo.InvariantCulture, out int k) && k >= 1)
-            return new(k);
-        throw new ArgumentException($"{option} = '{text}': expected none, all or every:k with k >= 1 (every k-th block)");
-    }
-
-    /// <summary>Blocks whose activations are recomputed in backward, of <paramref name="layers"/>.</summary>
-    public int Checkpointed(int layers) => Every == 0 ? 0 : layers / Every;
-
-    public override string ToString() => Every switch { 0 => "none", 1 => "all", _ => $"every:{Every}" };
-}
-
 /// <summary>
-/// The bytes one rank holds while training, for train.zero = <see cref="Zero"/> over the data group of dp = W / tp ranks
-/// (stage 1: AdamW state / dp; 2: gradients too; 3: fp32 weights too, plus one block and the embeddings/head unit
-/// gathered whole, with their bf16 copies), the embeddings' rows / tp. Activations are per sequence of T tokens, as
-/// autograd saves them (<see cref="BlockActivations"/>); everything else is per rank whatever the batch.
+/// The bytes one rank holds while training, for train.zero = <see cref="Zero"/> over the data group of dp = W / tp ranks,
+/// as Rank.Parallel.ZeroAdamW splits them: units (the root: embeddings, ln_f, head; and each block), each padded to a
+/// multiple of dp. Stage 1: AdamW state / dp; 2: gradients too, with a block's whole gradient during its backward and
+/// the root's through the backward; 3: the blocks' fp32 weights too, one block gathered whole at a time (and its bf16
+/// copy), the root whole on every rank, and every block recomputed in backward. The embeddings' rows are / tp.
+/// Activations are per sequence of T tokens, as autograd saves them (<see cref="BlockActivations"/>); everything else
+/// is per rank whatever the batch.
 /// </summary>
 public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision Precision, long LossChunkTokens, ParallelLayout Layout,
                                 int Zero, ActivationCheckpointing Checkpointing)
 {
-    /// <summary>The plan of <paramref name="config"/> (its train and job sections) at ZeRO stage <paramref name="zero"/>.</summary>
-    public static MemoryPlan Of(RunConfig config, int zero = 0, ActivationCheckpointing? checkpointing = null)
-    {
-        if (zero is < 0 or > 3) throw new ArgumentException($"train.zero = {zero}: expected 0, 1, 2 or 3");
-        return new MemoryPlan(ModelShape.Of(config.Model, config.Data.ResolvedVocabSize), config.Train.SequenceLength, config.Train.Precision,
-                              config.Train.LossChunkTokens, ParallelLayout.Of(config.Job), zero, checkpointing ?? ActivationCheckpointing.None);
-    }
+    /// <summary>The plan of <paramref name="config"/>: its model, train (train.zero, train.activation_checkpointing) and job sections.</summary>
+    public static MemoryPlan Of(RunConfig config) =>
+        new(ModelShape.Of(config.Model, config.Data.ResolvedVocabSize), config.Train.SequenceLength, config.Train.Precision,
+            config.Train.LossChunkTokens, ParallelLayout.Of(config.Job), config.Train.Zero, config.Train.Checkpointing);
 
     bool Bf16 => Precision == Precision.Bf16;
     int Dp => Layout.DataParallel;
@@ -81,23 +59,30 @@ public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision 
     /// <summary>Parameters a rank holds before ZeRO: every block and the embeddings/head unit with V / tp rows.</summary>
     public double RankParameters => (Shape.Layers * Shape.BlockParameters) + Shape.EmbeddingParameters(Layout.VocabParallel);
 
-    /// <summary>What stage 3 gathers whole: one block and the embeddings/head unit.</summary>
-    double Gathered => Shape.BlockParameters + Shape.EmbeddingParameters(Layout.VocabParallel);
+    /// <summary>The root unit of a rank: the embeddings (V / tp rows), ln_f and the head.</summary>
+    double Root => Shape.EmbeddingParameters(Layout.VocabParallel);
 
-    /// <summary>A flat buffer of the rank's parameters split over dp ranks, padded to a multiple of dp.</summary>
-    double Shard => Math.Ceiling(RankParameters / Dp);
+    /// <summary>A rank's shards of every unit, each unit padded to a multiple of dp.</summary>
+    double Shards => (Shape.Layers * Math.Ceiling(Shape.BlockParameters / Dp)) + Math.Ceiling(Root / Dp);
 
-    /// <summary>fp32 weights: all of them, or (stage 3) the shard plus the gathered block and embeddings/head unit.</summary>
-    public double WeightBytes => 4 * (Zero >= 3 ? Shard + Gathered : RankParameters);
+    /// <summary>What is whole at a time under stage 3: the root and one gathered block.</summary>
+    double Whole => Root + Shape.BlockParameters;
+
+    /// <summary>fp32 weights: all of them, or (stage 3) the blocks' shards, the root and one gathered block.</summary>
+    public double WeightBytes => 4 * (Zero >= 3 ? (Shape.Layers * Math.Ceiling(Shape.BlockParameters / Dp)) + Whole : RankParameters);
 
     /// <summary>The weights cast to bf16 once per step (train.precision = bf16; 0 in fp32): of what is whole at a time.</summary>
-    public double Bf16WeightBytes => !Bf16 ? 0 : 2 * (Zero >= 3 ? Gathered : RankParameters);
+    public double Bf16WeightBytes => !Bf16 ? 0 : 2 * (Zero >= 3 ? Whole : RankParameters);
 
-    /// <summary>fp32 gradients: all, or (stage 2 and 3) the shard.</summary>
-    public double GradientBytes => 4 * (Zero >= 2 ? Shard : RankParameters);
+    /// <summary>fp32 gradients: all, or (stage 2 and 3) the shards, the root's whole gradient through the backward and
+    /// one block's during its backward.</summary>
+    public double GradientBytes => 4 * (Zero >= 2 ? Shards + Whole : RankParameters);
 
-    /// <summary>AdamW's two fp32 moments: of all parameters, or (stage 1 and up) of the shard.</summary>
-    public double OptimizerBytes => 8 * (Zero >= 1 ? Shard : RankParameters);
+    /// <summary>AdamW's two fp32 moments: of all parameters, or (stage 1 and up) of the shards.</summary>
+    public double OptimizerBytes => 8 * (Zero >= 1 ? Shards : RankParameters);
+
+    /// <summary>The blocks recomputed in backward: train.activation_checkpointing's, or every block under stage 3.</summary>
+    public int CheckpointedBlocks => Enumerable.Range(0, Shape.Layers).Count((Zero >= 3 ? new ActivationCheckpointing(1) : Checkpointing).Covers);
 
     /// <summary>Weights, copies, gradients and optimizer state: what MemoryBudget checks at start-up.</summary>
     public double StateBytes => WeightBytes + Bf16WeightBytes + GradientBytes + OptimizerBytes;
@@ -151,13 +136,13 @@ public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision 
     /// <summary>Activation bytes per sequence without checkpointing: every block's and the head's.</summary>
     public double ActivationBytes => (Shape.Layers * BlockActivations) + HeadActivations;
 
-    /// <summary>Activation bytes per sequence with <see cref="Checkpointing"/>: a checkpointed block keeps only its input
-    /// [T, d] fp32, the others everything, and backward recomputes one checkpointed block at a time.</summary>
+    /// <summary>Activation bytes per sequence with <see cref="CheckpointedBlocks"/>: a checkpointed block keeps only its
+    /// input [T, d] fp32, the others everything, and backward recomputes one checkpointed block at a time.</summary>
     public double CheckpointedActivationBytes
     {
         get
         {
-            int kept = Checkpointing.Checkpointed(Shape.Layers);
+            int kept = CheckpointedBlocks;
             if (kept == 0) return ActivationBytes;
             return (kept * 4.0 * SequenceLength * Shape.Dim) + ((Shape.Layers - kept + 1) * BlockActivations) + HeadActivations;
         }

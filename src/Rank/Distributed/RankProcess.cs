@@ -13,8 +13,9 @@ namespace Rank.Distributed;
 public static class RankProcess
 {
     /// <summary>
-    /// Environment: OEC_COORDINATOR (unless given), OEC_JOB_ID, OEC_JOB_TOKEN; torchrun's RANK (ask for this rank),
-    /// WORLD_SIZE (checked against the job's), LOCAL_RANK (the GPU for NCCL), LOCAL_WORLD_SIZE (ranks sharing this
+    /// Environment: OEC_JOB_ID, OEC_JOB_TOKEN; the coordinator (unless given) and this rank's place, read by
+    /// <see cref="RankEnvironment"/> from OEC_COORDINATOR, torchrun's or Slurm's variables: the rank to ask for, the world
+    /// size (checked against the job's), the local rank (the GPU for NCCL), the local world size (ranks sharing this
     /// machine's cores); OEC_RANK_HOST, the address peers reach this rank at (default: loopback when the coordinator is
     /// on loopback, else this host's first IPv4 address); OEC_RING_BIND, the address the TCP ring listens on (default:
     /// OEC_RANK_HOST when it is a loopback address, else every interface). The ring's links prove OEC_JOB_TOKEN. Exit
@@ -23,12 +24,11 @@ public static class RankProcess
     /// </summary>
     public static int Run(string? coordinator, TextWriter console)
     {
-        string address = coordinator ?? Env("OEC_COORDINATOR") ?? throw new ArgumentException("no coordinator address: pass --coordinator or set OEC_COORDINATOR");
-        if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
-            throw new ArgumentException($"coordinator address '{address}': expected http://host:port");
+        var (uri, requested, worldSize, localRank, localWorld, source) = RankEnvironment.Resolve(coordinator, RankEnvironment.Current());
+        console.WriteLine($"rank: asking {uri} for {(requested >= 0 ? $"rank {requested}" : "a rank")} of {(worldSize > 0 ? $"{worldSize}" : "the job's")} " +
+                          $"(local rank {localRank} of {localWorld}; placement from {source})");
         string jobId = Env("OEC_JOB_ID") ?? throw new ArgumentException("OEC_JOB_ID is not set: the rank must name its job");
         string token = Env("OEC_JOB_TOKEN") ?? throw new ArgumentException("OEC_JOB_TOKEN is not set: the rank needs the job token");
-        int requested = Int("RANK") ?? -1, worldSize = Int("WORLD_SIZE") ?? 0, localRank = Int("LOCAL_RANK") ?? 0, localWorld = Int("LOCAL_WORLD_SIZE") ?? 1;
         string host = Env("OEC_RANK_HOST") ?? DefaultHost(uri);
         var ring = new Collectives.TcpOptions(token, Host: host, Bind: Address("OEC_RING_BIND"));
 
@@ -117,10 +117,6 @@ public static class RankProcess
     };
 
     static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
-
-    static int? Int(string name) => Env(name) is { } v
-        ? int.TryParse(v, out int n) ? n : throw new ArgumentException($"{name} = '{v}': not an integer")
-        : null;
 
     static double? Double(string name) => Env(name) is { } v
         ? double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double x) && x >= 0 ? x

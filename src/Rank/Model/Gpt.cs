@@ -71,15 +71,45 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     /// MLP (block 0 stands for every block), the other blocks with ln_f. Null: not profiled.</summary>
     public Action<string>? PhaseEnded { get; set; }
 
+    /// <summary>The blocks that keep only their input and recompute their forward in backward (train.activation_checkpointing).</summary>
+    public ActivationCheckpointing Checkpointing { get; set; } = ActivationCheckpointing.None;
+
+    /// <summary>Gathers and releases each block's parameters around its forwards when a sharding keeps them elsewhere
+    /// (ZeRO-3, which then recomputes every block). Null: the parameters are always here.</summary>
+    public IBlockParameters? BlockParameters { get; set; }
+
     public override Tensor forward(Tensor idx)
     {
         var x = Lookup(idx);                                           // [B, T, d]
         PhaseEnded?.Invoke("embedding");
-        for (int k = 0; k < h.Count; k++) x = h[k].Forward(Mark(x, k), k == 0 ? PhaseEnded : null);
+        for (int k = 0; k < h.Count; k++) x = ForwardBlock(k, Mark(x, k));
         x = ln_f.forward(Mark(x, h.Count));                            // [B, T, d]
         PhaseEnded?.Invoke("blocks 1.. and ln_f");
         return x;
     }
+
+    // Block k of the forward: recomputed in backward when checkpointed (always when its parameters are sharded and a
+    // backward will follow), otherwise with its parameters gathered for the forward alone or always present.
+    Tensor ForwardBlock(int k, Tensor x)
+    {
+        bool backward = x.requires_grad && is_grad_enabled();
+        if (backward && (Checkpointing.Covers(k) || BlockParameters is not null)) return Recomputed.Apply(h[k], x, recomputeFailure, BlockParameters, k);
+        BlockParameters?.Gather(k, forBackward: false);
+        try { return h[k].Forward(x, k == 0 ? PhaseEnded : null); }
+        finally { BlockParameters?.Release(k); }
+    }
+
+    /// <summary>After backward: throws what failed inside a block's recomputation (not thrown through libtorch's backward).</summary>
+    public void ThrowIfRecomputeFailed(long step)
+    {
+        if (recomputeFailure.Value is { } failure)
+        {
+            recomputeFailure.Value = null;
+            throw new InvalidOperationException($"step {step}: a block's recomputation in backward failed: {failure.Message}", failure);
+        }
+    }
+
+    readonly System.Runtime.CompilerServices.StrongBox<Exception?> recomputeFailure = new();
 
     Tensor Mark(Tensor x, int boundary) =>
         BoundaryReached is { } reached && x.requires_grad ? Boundary.apply(x, (Action)(() => reached(boundary))) : x;
@@ -203,7 +233,8 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class Rotary : nn.Module
 {
-    readonly Tensor cos, sin;    // [T_max, hs/2] fp32 on the CPU, each frequency repeated for its pair
+    readonly Tensor cos, sin;    // [T_max, hs/2] fp32 on the CPU, each frequency repeated for its pair; sin with the
+                                 // sign of its place in the pair (-sin, +sin), so that a swap of the pair rotates
     readonly int rotated;
     (Tensor Cos, Tensor Sin)? here; // the same tables where the inputs are, in their dtype (Follow); a tuple, so that
                                     // RegisterComponents does not take it for a buffer
@@ -215,7 +246,7 @@ public sealed class Rotary : nn.Module
         var angles = outer(arange(maxSequenceLength, dtype: float32), inverseFrequency);             // [T_max, hs/4]
         angles = angles.repeat_interleave(2, dim: 1);                                                // [T_max, hs/2]
         cos = angles.cos();
-        sin = angles.sin();
+        sin = angles.sin() * tensor(new float[] { -1, 1 }).repeat(rotated / 2);                   // (-sin, +sin) per pair
         register_buffer("cos", cos, persistent: false); // not in the state dict or checkpoints, and (TorchSharp)
         register_buffer("sin", sin, persistent: false); // not moved by Module.to(): Follow moves them
     }
@@ -223,16 +254,15 @@ public sealed class Rotary : nn.Module
     /// <summary>The cos table Apply last used, [T_max, hs/2]: where and in what dtype the tables are now.</summary>
     public Tensor Cos => here?.Cos ?? cos;
 
-    /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1.</summary>
+    /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per
+    /// pair, as x cos + swap(x) (-sin, +sin) (five kernels: flip, two products, a sum, the concatenation).</summary>
     public Tensor Apply(Tensor x)
     {
         var (c, s) = Follow(x);
-        long T = x.shape[2];
-        var rot = x[.., .., .., ..(int)rotated];
-        var pass = x[.., .., .., (int)rotated..];
-        var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
-        var turned = stack([-pairs[.., .., .., .., 1], pairs[.., .., .., .., 0]], -1).flatten(-2); // (x1, x2) -> (-x2, x1)
-        return cat([rot * c[..(int)T] + turned * s[..(int)T], pass], -1);
+        long T = x.shape[2], hs = x.shape[3];
+        var rot = x.narrow(3, 0, rotated);                                               // [B, nh, T, hs/2]
+        var swapped = rot.unflatten(3, [rotated / 2, 2]).flip(-1).flatten(-2);            // (x1, x2) -> (x2, x1)
+        return cat([rot * c.narrow(0, 0, T) + swapped * s.narrow(0, 0, T), x.narrow(3, rotated, hs - rotated)], -1);
     }
 
     // The tables move once, at the first input on another device or of another dtype, not at every call: a
@@ -336,6 +366,12 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
             copies[weight] = copy = weight.detach().to_type(compute).DetachFromDisposeScope();
         }
         return copy;
+    }
+
+    /// <summary>Drops the copy of one weight: it is about to be freed (ZeRO-3 releasing a block).</summary>
+    public void Forget(Tensor weight)
+    {
+        if (copies.Remove(weight, out var copy)) copy.Dispose();
     }
 
     /// <summary>Drops the copies: the weights changed (an optimizer step, centering, a checkpoint loaded).</summary>

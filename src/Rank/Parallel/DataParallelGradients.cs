@@ -11,7 +11,7 @@ namespace Rank.Parallel;
 /// are final; <see cref="Average"/> then starts the rest and waits for all: the same buckets and reductions, so the
 /// same bits as after backward.
 /// </summary>
-public sealed class DataParallelGradients : IDisposable
+public sealed class DataParallelGradients : IGradientReduction
 {
     readonly GradientBucketer bucketer;
     bool armed;                 // during the backward whose boundaries start the all-reduces (the step's last micro-batch)

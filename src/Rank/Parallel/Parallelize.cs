@@ -13,12 +13,13 @@ namespace Rank.Parallel;
 /// <list type="number">
 /// <item><see cref="SplitGroups"/>: the vocabulary group and the data group of this rank (collective over all ranks).</item>
 /// <item><see cref="ApplyVocabParallel"/>: the embeddings keep this shard's rows; the head's reductions span the group.</item>
-/// <item>Activation checkpointing goes here, on the (narrowed) model, before it moves.</item>
+/// <item><see cref="ApplyActivationCheckpointing"/>: the blocks that recompute their forward in backward.</item>
 /// <item>The model moves to its device: what follows communicates its tensors (NCCL: GPU memory).</item>
 /// <item><see cref="ApplyDataParallel"/>: replicas start from replica 0's parameters and average their gradients;
-/// ZeRO/FSDP, which shard the optimizer state and parameters over the data group, take this step's place.</item>
+/// or, with train.zero &gt; 0, <see cref="ApplyZero"/>: the optimizer's state, the gradients and the blocks' weights
+/// split over the data group (ZeRO stages 1-3), the optimizer and the reduction in one.</item>
 /// </list>
-/// The optimizer is built last, over the parameters as these steps leave them.
+/// The optimizer of stage 0 is built last, over the parameters as these steps leave them.
 /// </summary>
 public static class Parallelize
 {
@@ -57,6 +58,10 @@ public static class Parallelize
         return shard;
     }
 
+    /// <summary>Activation checkpointing: the blocks <paramref name="checkpointing"/> covers keep only their input
+    /// from the forward and run it again in backward (<see cref="Recomputed"/>).</summary>
+    public static void ApplyActivationCheckpointing(Gpt model, ActivationCheckpointing checkpointing) => model.Checkpointing = checkpointing;
+
     /// <summary>
     /// Data parallelism over the data group: every replica takes replica 0's parameters, and the gradients are averaged
     /// over the group by <see cref="DataParallelGradients"/>, overlapped with backward when <paramref name="overlap"/>
@@ -73,6 +78,11 @@ public static class Parallelize
         gradients.BroadcastParameters();
         return gradients;
     }
+
+    /// <summary>ZeRO over the data group at <paramref name="stage"/> (1-3): a <see cref="ZeroAdamW"/> that reduces
+    /// the gradients and steps the optimizer; replicas start from replica 0's parameters. Null when there is no data group.</summary>
+    public static ZeroAdamW? ApplyZero(Gpt model, ParallelGroups groups, int stage, double weightDecay, double beta1, double beta2, double eps, bool overlap) =>
+        groups.Data is { } data ? new ZeroAdamW(model, data, groups.Vocab, stage, weightDecay, beta1, beta2, eps, overlap) : null;
 }
 
 /// <summary>This rank's communicators within the layout: Vocab, the vocabulary group (tp ranks, one replica's

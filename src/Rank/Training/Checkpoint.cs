@@ -15,10 +15,16 @@ namespace Rank.Training;
 /// </summary>
 public static class Checkpoint
 {
-    public static void Save(nn.Module model, string configJson, string path)
+    public static void Save(nn.Module model, string configJson, string path) =>
+        Write(path, model.state_dict().Select(kv => (kv.Key, kv.Value)).ToList(), new Dictionary<string, string> { ["config"] = configJson });
+
+    /// <summary>Named tensors (any device; written from CPU copies, in the given order) and string metadata as one
+    /// safetensors file, whole or not at all.</summary>
+    public static void Write(string path, IReadOnlyList<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string> metadata)
     {
-        var tensors = model.state_dict().ToList(); // name -> tensor, in the module's order
-        var header = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt", ["config"] = configJson } };
+        var meta = new JsonObject { ["format"] = "pt" };
+        foreach (var (key, value) in metadata) meta[key] = value;
+        var header = new JsonObject { ["__metadata__"] = meta };
         long offset = 0;
         foreach (var (name, t) in tensors)
         {
@@ -60,7 +66,10 @@ public static class Checkpoint
     };
 
     /// <summary>The configuration JSON stored in a checkpoint's metadata.</summary>
-    public static string ReadConfig(string path)
+    public static string ReadConfig(string path) => ReadMetadata(path, "config");
+
+    /// <summary>One string of a safetensors file's metadata; throws naming the file and the key when it is absent.</summary>
+    public static string ReadMetadata(string path, string key)
     {
         using var stream = File.OpenRead(path);
         var lengthBytes = new byte[8];
@@ -69,7 +78,7 @@ public static class Checkpoint
         stream.ReadExactly(header);
         var metadata = JsonNode.Parse(header)!["__metadata__"]
             ?? throw new InvalidDataException($"{path}: no __metadata__ in the safetensors header");
-        return metadata["config"]?.GetValue<string>() ?? throw new InvalidDataException($"{path}: no config in the metadata");
+        return metadata[key]?.GetValue<string>() ?? throw new InvalidDataException($"{path}: no {key} in the metadata");
     }
 
     public static void Load(nn.Module model, string path) => model.load_safetensors(path);

@@ -15,7 +15,7 @@ namespace Rank.Training;
 /// gradient is preset to a view of the gradient buffer, into which libtorch's gradient accumulation adds in place.
 /// Every parameter is stepped every step (a parameter without gradient sees zeros; in this GPT every one has one).
 /// </summary>
-public sealed class FlatAdamW : IDisposable
+public sealed class FlatAdamW : IOptimizer
 {
     sealed class Group(Tensor data, Tensor grad, double weightDecay, IReadOnlyList<(Parameter P, long Offset)> members)
     {
@@ -26,7 +26,6 @@ public sealed class FlatAdamW : IDisposable
         public long Step;
     }
 
-    const string Format = "oec FlatAdamW 1";
     readonly List<Group> groups = [];
     readonly double beta1, beta2, eps;
 
@@ -54,6 +53,10 @@ public sealed class FlatAdamW : IDisposable
         }
     }
 
+    public HeldBytes Held => new(groups.Sum(g => Bytes(g.Data)), groups.Sum(g => Bytes(g.Grad)), groups.Sum(g => Bytes(g.ExpAvg) + Bytes(g.ExpAvgSq)));
+
+    static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
+
     /// <summary>Steps taken (the bias correction's t).</summary>
     public long Steps => groups.Count == 0 ? 0 : groups[0].Step;
 
@@ -62,16 +65,22 @@ public sealed class FlatAdamW : IDisposable
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        foreach (var g in groups)
-        {
-            g.Step++;
-            double bias1 = 1 - Math.Pow(beta1, g.Step), bias2 = 1 - Math.Pow(beta2, g.Step);
-            if (g.WeightDecay != 0) g.Data.mul_(1 - lr * g.WeightDecay);       // x 1 when 0: skipped, the same bits
-            g.ExpAvg.mul_(beta1).add_(g.Grad, alpha: 1 - beta1);
-            g.ExpAvgSq.mul_(beta2).addcmul_(g.Grad, g.Grad, value: 1 - beta2);
-            var denominator = (g.ExpAvgSq.sqrt() / Math.Sqrt(bias2)).add_(eps);
-            g.Data.addcdiv_(g.ExpAvg, denominator, value: -lr / bias1);
-        }
+        foreach (var g in groups) Update(g.Data, g.Grad, g.ExpAvg, g.ExpAvgSq, ++g.Step, lr, g.WeightDecay, beta1, beta2, eps);
+    }
+
+    /// <summary>AdamW on one run of elements (flat tensors of one length): the arithmetic of PyTorch's single-tensor
+    /// AdamW at step <paramref name="step"/> (1 at the first), element by element, so any split of a buffer into runs
+    /// gives the same bits as the whole (ZeRO steps its shard with it).</summary>
+    public static void Update(Tensor data, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, double weightDecay,
+                              double beta1, double beta2, double eps)
+    {
+        using var scope = NewDisposeScope();
+        double bias1 = 1 - Math.Pow(beta1, step), bias2 = 1 - Math.Pow(beta2, step);
+        if (weightDecay != 0) data.mul_(1 - lr * weightDecay);                 // x 1 when 0: skipped, the same bits
+        expAvg.mul_(beta1).add_(grad, alpha: 1 - beta1);
+        expAvgSq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
+        var denominator = (expAvgSq.sqrt() / Math.Sqrt(bias2)).add_(eps);
+        data.addcdiv_(expAvg, denominator, value: -lr / bias1);
     }
 
     /// <summary>Every gradient to zero, in place (the views stay).</summary>
@@ -103,43 +112,20 @@ public sealed class FlatAdamW : IDisposable
         throw new ArgumentException("FlatAdamW.StateOf: not a parameter of this optimizer");
     }
 
-    /// <summary>The state: a format line, then per group its step and element count and both moments (TorchSharp's
-    /// tensor format, which copies GPU tensors to the host itself).</summary>
-    public void Save(BinaryWriter writer)
+    /// <summary>The moments of every parameter, whole, as one chunk file (<see cref="OptimizerCheckpoint"/>); names from
+    /// <paramref name="named"/>, the model's named parameters.</summary>
+    public void Save(string path, IEnumerable<(string Name, Parameter P)> named) =>
+        OptimizerCheckpoint.Write(path, Steps, Chunks(named));
+
+    /// <summary>Every parameter's moments from the chunk files of a checkpoint, whichever ranks and stages wrote them.</summary>
+    public void Load(IReadOnlyList<string> files, IEnumerable<(string Name, Parameter P)> named)
     {
-        writer.Write(Format);
-        writer.Write(groups.Count);
-        foreach (var g in groups)
-        {
-            writer.Write(g.Step);
-            writer.Write(g.Data.numel());
-            g.ExpAvg.Save(writer);
-            g.ExpAvgSq.Save(writer);
-        }
+        long step = OptimizerCheckpoint.Read(files, Chunks(named).ToList());
+        foreach (var g in groups) g.Step = step;
     }
 
-    /// <summary>Reads what <see cref="Save"/> wrote for the same groups; throws naming what does not match. TorchSharp's
-    /// tensor reader writes through a host pointer, so the moments go through a CPU tensor to the device.</summary>
-    public void Load(BinaryReader reader, string source)
-    {
-        string format = reader.ReadString();
-        if (format != Format) throw new InvalidDataException($"{source}: optimizer state in format '{format}', expected '{Format}'");
-        int count = reader.ReadInt32();
-        if (count != groups.Count) throw new InvalidDataException($"{source}: {count} parameter groups, this optimizer has {groups.Count}");
-        using var noGrad = no_grad();
-        foreach (var (g, i) in groups.Select((g, i) => (g, i)))
-        {
-            long step = reader.ReadInt64(), elements = reader.ReadInt64();
-            if (elements != g.Data.numel()) throw new InvalidDataException($"{source}: group {i} has {elements} elements, this model's has {g.Data.numel()}");
-            foreach (var moment in new[] { g.ExpAvg, g.ExpAvgSq })
-            {
-                using var host = empty(elements, moment.dtype);
-                host.Load(reader);
-                moment.copy_(host);
-            }
-            g.Step = step;
-        }
-    }
+    IEnumerable<MomentChunk> Chunks(IEnumerable<(string Name, Parameter P)> named) =>
+        named.Select(n => { var (m, v) = StateOf(n.P); return new MomentChunk(n.Name, n.P.numel(), 0, m.view(-1), v.view(-1)); });
 
     public void Dispose()
     {

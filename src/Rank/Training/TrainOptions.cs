@@ -51,6 +51,18 @@ public sealed record TrainOptions
     /// off for CPU ranks, where it measured 6% slower on 2 cores (docs/benchmarks.md: no idle core to hide the ring in).</summary>
     public bool? OverlapGradReduce { get; init; }
 
+    /// <summary>Blocks that keep only their input and recompute their forward in backward: none, all, or every:k
+    /// (blocks 0, k, 2k, ...). Less activation memory for about one more forward of those blocks.</summary>
+    public string ActivationCheckpointing { get; init; } = "none";
+
+    /// <summary>ZeRO stage over the data group (Rank.Parallel.ZeroAdamW): 0, every rank holds everything; 1, AdamW's
+    /// state split over the dp ranks; 2, also the gradients; 3, also the blocks' weights (gathered per block; every
+    /// block then recomputes its forward in backward).</summary>
+    public int Zero { get; init; }
+
+    /// <summary>train.activation_checkpointing parsed.</summary>
+    public Rank.Parallel.ActivationCheckpointing Checkpointing => Rank.Parallel.ActivationCheckpointing.Parse(ActivationCheckpointing);
+
     /// <summary>train.overlap_grad_reduce as it applies to this device.</summary>
     public bool Overlaps => OverlapGradReduce ?? Device == "cuda";
     /// <summary>Where a rank computes: cpu, or cuda (the GPU numbered by the rank's LOCAL_RANK; cuda:0 for `oecrun train`).</summary>
@@ -76,6 +88,8 @@ public sealed record TrainOptions
         if (LossChunkTokens < 0) Fail("train.loss_chunk_tokens", LossChunkTokens, "must be >= 0 (0 chooses by memory)");
         if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
         if (!Enum.IsDefined(Precision)) Fail("train.precision", Precision, "expected fp32 or bf16");
+        Rank.Parallel.ActivationCheckpointing.Parse(ActivationCheckpointing); // throws naming the option and its value
+        if (Zero is < 0 or > 3) Fail("train.zero", Zero, "must be 0, 1, 2 or 3");
         if (Device is not ("cpu" or "cuda")) Fail("train.device", $"'{Device}'", "expected cpu or cuda (each rank takes the GPU of its LOCAL_RANK)");
     }
 

@@ -35,16 +35,19 @@ public sealed class Trainer : IDisposable
     /// <summary>Multiplies the whole learning-rate schedule of train.learning_rate: 1, or what the coordinator's
     /// divergence rollbacks left (divergence.learning_rate_factor per rollback).</summary>
     public double LearningRateScale { get; init; } = 1;
-    /// <summary>The AdamW optimizer, read-only use: the vocabulary benchmark measures its per-parameter state, tests its dtypes.</summary>
-    public FlatAdamW Optimizer => optimizer;
+    /// <summary>The AdamW optimizer, read-only use: FlatAdamW (train.zero = 0 or no data group; the vocabulary
+    /// benchmark measures its per-parameter state, tests its dtypes) or ZeroAdamW.</summary>
+    public IOptimizer Optimizer => (IOptimizer?)zero ?? flat!;
+    /// <summary>Parameters of the whole model (this rank's vocabulary shard of the embeddings), counted before ZeRO-3 frees any.</summary>
+    public long ParameterCount { get; }
     /// <summary>The dtype of the matmuls (train.precision): Float32 or BFloat16. Weights, gradients, optimizer state and loss are fp32.</summary>
     public ScalarType Compute { get; }
     /// <summary>Where this rank computes (train.device): the CPU, or cuda:LOCAL_RANK. The model, its gradients, the
     /// optimizer state and every tensor a step makes live there; the token ids are copied there each step.</summary>
     public Device Device { get; }
     /// <summary>Gradient groups whose all-reduce the last step started during backward (train.overlap_grad_reduce):
-    /// n_layer + 1 when it overlaps, 0 when every all-reduce waited for the end of backward.</summary>
-    public int GroupsStartedInBackward => gradients?.GroupsStartedInBackward ?? 0;
+    /// n_layer + 1 when it overlaps (ZeRO stage 1: n_layer, the root after backward), 0 when every all-reduce waited for the end of backward.</summary>
+    public int GroupsStartedInBackward => (gradients as DataParallelGradients)?.GroupsStartedInBackward ?? zero?.GroupsStartedInBackward ?? 0;
     /// <summary>Told where each phase of <see cref="Step"/> ends (the model's forward included); observes only. Null: no profile.</summary>
     public IStepProfiler? Profiler
     {
@@ -55,9 +58,10 @@ public sealed class Trainer : IDisposable
     static readonly Lock InitGate = new();
     readonly ICommunicator? comm;
     readonly ParallelGroups groups;
-    readonly DataParallelGradients? gradients; // null: no data group
+    readonly IGradientReduction? gradients; // null: no data group
     readonly IOecMethod method;
-    readonly FlatAdamW optimizer;
+    readonly FlatAdamW? flat;               // train.zero = 0, or no data group: every rank holds the whole state
+    readonly ZeroAdamW? zero;               // train.zero 1-3 over the data group
     readonly BatchPlan trainBatches, valBatches;
     readonly Func<long, long[]> rows;  // this rank's sequences of a step, micro-batch after micro-batch
     readonly int replicaBatch;         // B / dp: sequences of each micro-batch that this replica trains on
@@ -86,13 +90,19 @@ public sealed class Trainer : IDisposable
         // The parallel layout, in Parallelize's order; initialised on the CPU, so that a GPU run starts from the CPU run's weights.
         groups = Parallelize.SplitGroups(comm, Layout);
         Vocab = Parallelize.ApplyVocabParallel(Model, groups.Vocab);
+        Parallelize.ApplyActivationCheckpointing(Model, train.Checkpointing);
         if (Device.type != DeviceType.CPU) Model.to(Device);
-        gradients = Parallelize.ApplyDataParallel(Model, groups, overlap: train.Overlaps);
-
-        var parameters = Model.parameters().ToList();
+        ParameterCount = Model.parameters().Sum(p => p.numel());
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
-        optimizer = new FlatAdamW([(parameters.Where(p => p.dim() >= 2).ToList(), train.WeightDecay), (parameters.Where(p => p.dim() < 2).ToList(), 0)],
-                                  train.Beta1, train.Beta2, train.Eps);
+        if (train.Zero > 0 && groups.Data is not null)
+            gradients = zero = Parallelize.ApplyZero(Model, groups, train.Zero, train.WeightDecay, train.Beta1, train.Beta2, train.Eps, overlap: train.Overlaps && groups.Vocab is null);
+        else
+        {
+            gradients = Parallelize.ApplyDataParallel(Model, groups, overlap: train.Overlaps);
+            var parameters = Model.parameters().ToList();
+            flat = new FlatAdamW([(parameters.Where(p => p.dim() >= 2).ToList(), train.WeightDecay), (parameters.Where(p => p.dim() < 2).ToList(), 0)],
+                                 train.Beta1, train.Beta2, train.Eps);
+        }
 
         Data = new TrainingData(data, train.SequenceLength);
         trainBatches = new BatchPlan(Data.Train, train.BatchSize * train.GradAccum, train.Seed);
@@ -136,6 +146,7 @@ public sealed class Trainer : IDisposable
             gradients?.BeforeBackward(lastMicroBatch: micro == accum - 1);                  // its backward starts the all-reduces layer by layer
             (loss.Loss / accum).backward();                                                  // mean over this rank's share
             Profiler?.Mark("backward: blocks and embedding");
+            Model.ThrowIfRecomputeFailed(step);
             gradients?.AfterBackward(step);
             crossEntropy += loss.CrossEntropy.item<float>() / accum;
             stats = loss.Statistics ?? stats;
@@ -154,11 +165,12 @@ public sealed class Trainer : IDisposable
                 crossEntropy = shared[0].item<double>() / WorldSize;
                 stop = shared[1].item<double>() > 0;
             }
-            gradNorm = groups.Vocab is { } vocabGroup ? ShardedClipping.ClipGradNorm(Model, vocabGroup, train.GradClip) : optimizer.ClipGradNorm(train.GradClip);
+            gradNorm = zero?.ClipGradNorm(train.GradClip)
+                ?? (groups.Vocab is { } vocabGroup ? ShardedClipping.ClipGradNorm(Model, vocabGroup, train.GradClip) : flat!.ClipGradNorm(train.GradClip));
         }
         Profiler?.Mark("clip");
-        optimizer.Step(LearningRateAt(step));
-        optimizer.ZeroGrad();
+        Optimizer.Step(LearningRateAt(step));                                               // ZeRO: this rank's shard, then the whole parameters gathered
+        Optimizer.ZeroGrad();
         Profiler?.Mark("optimizer");
         method.AfterStep(Model.OutputEmbedding, Vocab);                                     // mu-centering: E -> E - mu
         Model.Weights.Invalidate();                                                          // the next step casts the new weights
@@ -218,7 +230,7 @@ public sealed class Trainer : IDisposable
         {
             Directory.CreateDirectory(outDir);
             File.WriteAllText(Path.Combine(outDir, "config.json"), Config.ToJson());
-            console.WriteLine($"model: {Model.parameters().Sum(p => p.numel()):N0} parameters, vocabulary {Model.VocabSize} (padded), oec.method = {Config.Oec.Method}");
+            console.WriteLine($"model: {ParameterCount:N0} parameters, vocabulary {Model.VocabSize} (padded), oec.method = {Config.Oec.Method}");
             console.WriteLine($"data: {Data.Train.Count:N0} train and {Data.Validation.Count:N0} validation sequences of {train.SequenceLength} tokens" +
                               (Data.Corpus is null ? "" : $"; the synthetic corpus's entropy rate, the best achievable loss, is {Data.Corpus.EntropyRateNats:F3} nats") +
                               (Data.Formats is null ? "" : $"; shard files: {Data.Formats}"));
@@ -290,6 +302,13 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public void SaveModel(string path)
     {
+        zero?.GatherBlocks(); // ZeRO-3: the blocks whole on every rank of the data group (collective)
+        try { SaveWholeModel(path); }
+        finally { zero?.ReleaseBlocks(); }
+    }
+
+    void SaveWholeModel(string path)
+    {
         if (groups.Vocab is not { } vocabGroup)
         {
             if (Rank == 0) Checkpoint.Save(Model, Config.ToJson(), path);
@@ -317,30 +336,41 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    /// <summary>The model and optimizer files of a checkpoint: one pair per vocabulary shard.</summary>
+    /// <summary>The model file of a checkpoint, one per vocabulary shard, and the optimizer state's: one per vocabulary
+    /// shard, or with ZeRO one per rank ({stem}.zero{data rank}of{dp}), any of which a resumed job reads.</summary>
     string ModelFile => Layout.VocabParallel == 1 ? "model.safetensors" : $"model.shard{VocabRank}of{Layout.VocabParallel}.safetensors";
-    string OptimizerFile => Layout.VocabParallel == 1 ? "optimizer.bin" : $"optimizer.shard{VocabRank}of{Layout.VocabParallel}.bin";
+    string OptimizerStem => Layout.VocabParallel == 1 ? "optimizer" : $"optimizer.shard{VocabRank}of{Layout.VocabParallel}";
+    string OptimizerFile => zero is null ? $"{OptimizerStem}.safetensors" : $"{OptimizerStem}.zero{DataRank}of{Layout.DataParallel}.safetensors";
+    bool IsOptimizerFile(string name) =>
+        name == $"{OptimizerStem}.safetensors" ||
+        System.Text.RegularExpressions.Regex.IsMatch(name, $@"^{System.Text.RegularExpressions.Regex.Escape(OptimizerStem)}\.zero\d+of\d+\.safetensors$");
 
     /// <summary>
     /// Writes this rank's part of a checkpoint into <paramref name="dir"/>, each file whole or not at all: the ranks of
-    /// replica 0 their shard of the model (safetensors, loadable from Python; the whole model when unsharded) and of the
-    /// optimizer state (FlatAdamW.Save); every rank its random generator state. Replicas are identical, so replica
+    /// replica 0 their shard of the model (safetensors, loadable from Python; the whole model when unsharded; ZeRO-3
+    /// gathers it first) and, without ZeRO, of the optimizer state; with ZeRO every rank its part of the optimizer
+    /// state (<see cref="OptimizerCheckpoint"/>); every rank its random generator state. Replicas are identical, so replica
     /// 0 stands for all. Returns the files for the manifest.
     /// </summary>
     public IReadOnlyList<CheckpointFile> SaveCheckpoint(string dir)
     {
         Directory.CreateDirectory(dir);
         var written = new List<string>();
-        if (DataRank == 0)
+        zero?.GatherBlocks();
+        try
         {
-            written.Add(Path.Combine(dir, ModelFile));
-            Checkpoint.Save(Model, Config.ToJson(), written[^1]);
-            written.Add(Path.Combine(dir, OptimizerFile));
-            AtomicFile.Write(written[^1], s =>
+            if (DataRank == 0)
             {
-                using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
-                optimizer.Save(writer);
-            });
+                written.Add(Path.Combine(dir, ModelFile));
+                Checkpoint.Save(Model, Config.ToJson(), written[^1]);
+            }
+        }
+        finally { zero?.ReleaseBlocks(); }
+        if (DataRank == 0 || zero is not null)
+        {
+            written.Add(Path.Combine(dir, OptimizerFile));
+            if (zero is not null) zero.Save(written[^1]);
+            else flat!.Save(written[^1], Model.named_parameters());
         }
         written.Add(Path.Combine(dir, $"rng.rank{Rank}.bin"));
         using (var state = random.get_rng_state())
@@ -353,13 +383,17 @@ public sealed class Trainer : IDisposable
     public void LoadCheckpoint(string dir)
     {
         string rng = $"rng.rank{Rank}.bin";
-        var manifest = CheckpointCatalog.ReadVerified(dir, f => f.Name == ModelFile || f.Name == OptimizerFile || f.Name == rng);
+        var manifest = CheckpointCatalog.ReadVerified(dir, f => f.Name == ModelFile || IsOptimizerFile(f.Name) || f.Name == rng);
         if (!manifest.Files.Any(f => f.Name == ModelFile))
             throw new InvalidDataException($"{dir} has no {ModelFile}: it was written with another job.vocab_parallel");
+        zero?.GatherBlocks();
         Checkpoint.Load(Model, Path.Combine(dir, ModelFile));
+        zero?.ReleaseBlocks(keep: true);
         Model.Weights.Invalidate();
-        using (var reader = new BinaryReader(File.OpenRead(Path.Combine(dir, OptimizerFile))))
-            optimizer.Load(reader, Path.Combine(dir, OptimizerFile));
+        var optimizerFiles = manifest.Files.Where(f => IsOptimizerFile(f.Name)).Select(f => Path.Combine(dir, f.Name)).ToList();
+        if (optimizerFiles.Count == 0) throw new InvalidDataException($"{dir} has no optimizer state {OptimizerStem}*.safetensors (a checkpoint of an older format, or of another job.vocab_parallel)");
+        if (zero is not null) zero.Load(optimizerFiles);
+        else flat!.Load(optimizerFiles, Model.named_parameters());
         if (manifest.Files.Any(f => f.Name == rng))
         {
             using var state = tensor(File.ReadAllBytes(Path.Combine(dir, rng)), dtype: ScalarType.Byte);
@@ -369,9 +403,9 @@ public sealed class Trainer : IDisposable
 
     public void Dispose()
     {
-        gradients?.Dispose();
+        gradients?.Dispose(); // ZeRO's optimizer too
         groups.Dispose();
-        optimizer.Dispose();
+        flat?.Dispose();
         Model.Dispose();
         Data.Dispose();
     }

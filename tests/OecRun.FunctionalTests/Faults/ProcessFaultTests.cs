@@ -64,7 +64,7 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
     public static TheoryData<string, string> DamagedFiles() => new()
     {
         { "model.safetensors", "flip" }, { "model.safetensors", "truncate" },
-        { "optimizer.bin", "flip" }, { "optimizer.bin", "truncate" },
+        { "optimizer.safetensors", "flip" }, { "optimizer.safetensors", "truncate" },
         { "rng.rank1.bin", "flip" }, { "manifest.json", "truncate" }, { "manifest.json", "delete" },
     };
 

@@ -1,0 +1,92 @@
+// ZeRO jobs as processes against one process: stage 3 over a sharded vocabulary, and a job resumed at another
+// world size and stage, end within float rounding of the uninterrupted one-rank run.
+using Job;
+using Rank.Configuration;
+using OecRun.Launching;
+using Rank.Model;
+using Rank.Training;
+using Rank.UnitTests;
+using Xunit.Abstractions;
+
+namespace OecRun.FunctionalTests;
+
+public sealed class OneRankJobFixture : IDisposable
+{
+    readonly TempDirectory temp = new();
+    public Lazy<Task<RunConfig>> Job { get; }
+
+    /// <summary>ZeroJobTests.Settings on one rank, run once for the tests that compare with it.</summary>
+    public OneRankJobFixture() => Job = new(async () =>
+    {
+        var one = RunConfig.Load(null, [.. ZeroJobTests.Settings, "job.world_size=1", "run.out_dir=" + temp.File("one")]);
+        Assert.Equal(0, await Launch.Local(one, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
+        return one;
+    });
+
+    public void Dispose() => temp.Dispose();
+}
+
+public class ZeroJobTests(ITestOutputHelper log, OneRankJobFixture fixture) : IClassFixture<OneRankJobFixture>
+{
+    internal static readonly string[] Settings =
+    [
+        "train.steps=50", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=25",
+        "train.eval_batches=2", "train.log_every=5", "train.threads=1", "data.synthetic_tokens=30000", "train.weight_decay=0.1",
+        "oec.method=mu_centering", "job.checkpoint_every=10", "job.keep_checkpoints=10", "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=10",
+    ];
+
+    [Fact]
+    public async Task Stage_3_over_two_replicas_of_two_vocabulary_shards_trains_as_one_rank()
+    {
+        using var temp = new TempDirectory();
+        var one = await fixture.Job.Value;
+        var sharded = RunConfig.Load(null, [.. Settings, "job.world_size=4", "job.vocab_parallel=2", "train.zero=3", "run.out_dir=" + temp.File("zero3")]);
+        Assert.Equal(0, await Launch.Local(sharded, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
+
+        AssertSameWithinRounding(one, sharded);
+        var last = Path.Combine(sharded.Run.OutDir!, "checkpoints", "step_00000050");
+        Assert.Equal(["optimizer.shard0of2.zero0of2.safetensors", "optimizer.shard0of2.zero1of2.safetensors",
+                      "optimizer.shard1of2.zero0of2.safetensors", "optimizer.shard1of2.zero1of2.safetensors"],
+                     Directory.GetFiles(last, "optimizer*").Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public async Task A_stage_3_job_on_four_ranks_resumes_as_a_stage_1_job_on_two()
+    {
+        using var temp = new TempDirectory();
+        var one = await fixture.Job.Value;
+        string outDir = temp.File("resharded");
+        var first = RunConfig.Load(null, [.. Settings, "job.world_size=4", "train.zero=3", "run.out_dir=" + outDir]);
+        await JobProcessTests.StopAfter(first, 20);
+        var second = RunConfig.Load(null, [.. Settings, "job.world_size=2", "train.zero=1", "job.resume=true", "run.out_dir=" + outDir]);
+        Assert.Equal(0, await Launch.Local(second, Launch.SelfRankCommand(), TextWriter.Null, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(5)));
+
+        AssertSameWithinRounding(one, second);
+        var written = Directory.GetDirectories(Path.Combine(outDir, "checkpoints"), "step_*").Order()
+            .Select(d => string.Join(" ", Directory.GetFiles(d, "optimizer*").Select(Path.GetFileName).Order())).ToList();
+        Assert.Contains("optimizer.zero0of4.safetensors optimizer.zero1of4.safetensors optimizer.zero2of4.safetensors optimizer.zero3of4.safetensors", written);
+        Assert.Equal("optimizer.zero0of2.safetensors optimizer.zero1of2.safetensors", written[^1]);
+    }
+
+    // The final models within float rounding (a few elements whose gradient is of the order of AdamW's eps move more)
+    // and the training loss at every logged step within 1e-5.
+    void AssertSameWithinRounding(RunConfig expected, RunConfig actual)
+    {
+        using var a = new Gpt(expected.Model, expected.Data.ResolvedVocabSize, expected.Train.SequenceLength);
+        using var b = new Gpt(actual.Model, actual.Data.ResolvedVocabSize, actual.Train.SequenceLength);
+        Checkpoint.Load(a, Path.Combine(expected.Run.OutDir!, "model.safetensors"));
+        Checkpoint.Load(b, Path.Combine(actual.Run.OutDir!, "model.safetensors"));
+        var want = Tensors.Parameters(a);
+        var got = Tensors.Parameters(b);
+        var differences = want.SelectMany(kv => kv.Value.Zip(got[kv.Key], (x, y) => Math.Abs(x - y))).Order().ToArray();
+        double largest = differences[^1], p999 = differences[(int)(0.999 * (differences.Length - 1))];
+        var lossesWant = MetricsLog.Read(Path.Combine(expected.Run.OutDir!, "metrics.jsonl")).ToDictionary(m => m.Step, m => m.TrainLoss);
+        var lossesGot = MetricsLog.Read(Path.Combine(actual.Run.OutDir!, "metrics.jsonl")).ToDictionary(m => m.Step, m => m.TrainLoss);
+        Assert.Equal(lossesWant.Keys.Order(), lossesGot.Keys.Order());
+        double lossError = lossesWant.Max(kv => Math.Abs(kv.Value - lossesGot[kv.Key]));
+        log.WriteLine($"largest loss difference {lossError:G3}; parameter difference largest {largest:G3}, 99.9th percentile {p999:G3}");
+        Assert.True(lossError < 1e-5, $"the losses differ from one rank's by up to {lossError}");
+        Assert.True(largest < 1e-3, $"the parameters differ from one rank's by up to {largest}");
+        Assert.True(p999 < 1e-5, $"0.1% of the parameters differ from one rank's by more than {p999}");
+    }
+}

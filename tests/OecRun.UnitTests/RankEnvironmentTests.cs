@@ -1,0 +1,118 @@
+// A rank's place from its environment: torchrun's variables over Slurm's, the coordinator's address, and refusals
+// that name the variables.
+using Rank.Distributed;
+
+namespace OecRun.UnitTests;
+
+public class RankEnvironmentTests
+{
+    static RankPlacement Resolve(params (string Name, string Value)[] env) => RankEnvironment.Resolve(null, env.ToDictionary(e => e.Name, e => e.Value));
+
+    static (string, string)[] Slurm(int procId, int ntasks, int localId, int perNode) =>
+    [
+        ("SLURM_PROCID", $"{procId}"), ("SLURM_NTASKS", $"{ntasks}"), ("SLURM_LOCALID", $"{localId}"),
+        ("SLURM_NTASKS_PER_NODE", $"{perNode}"), ("SLURM_JOB_NODELIST", "gpu[07-09]"),
+    ];
+
+    [Fact]
+    public void Torchrun_variables_give_the_rank_the_world_and_the_coordinator()
+    {
+        var p = Resolve(("MASTER_ADDR", "10.0.0.5"), ("MASTER_PORT", "29500"), ("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "4"));
+
+        Assert.Equal(new RankPlacement(new Uri("http://10.0.0.5:29500"), 5, 8, 1, 4, "torchrun"), p);
+    }
+
+    [Fact]
+    public void Slurm_variables_give_the_placement_and_the_first_node_is_the_coordinator_when_torchrun_s_are_absent()
+    {
+        var p = Resolve(Slurm(procId: 6, ntasks: 8, localId: 2, perNode: 4));
+
+        Assert.Equal(new RankPlacement(new Uri($"http://gpu07:{RankEnvironment.DefaultPort}"), 6, 8, 2, 4, "Slurm"), p);
+    }
+
+    [Fact]
+    public void Torchrun_variables_win_over_Slurm_s_and_are_not_mixed_with_them()
+    {
+        // torchrun started by srun: one Slurm task per node, torchrun's ranks within it.
+        var p = Resolve([.. Slurm(procId: 1, ntasks: 2, localId: 0, perNode: 1), ("RANK", "7"), ("LOCAL_RANK", "3")]);
+
+        Assert.Equal((7, 0, 3, 1, "torchrun"), (p.Rank, p.WorldSize, p.LocalRank, p.LocalWorldSize, p.Source));
+    }
+
+    [Fact]
+    public void OEC_COORDINATOR_wins_over_MASTER_ADDR_and_the_option_over_both()
+    {
+        (string, string)[] env = [("OEC_COORDINATOR", "http://coord:1234"), ("MASTER_ADDR", "master"), ("SLURM_JOB_NODELIST", "n1")];
+
+        Assert.Equal(new Uri("http://coord:1234"), Resolve(env).Coordinator);
+        Assert.Equal(new Uri("http://given:9"), RankEnvironment.Resolve("http://given:9", env.ToDictionary(e => e.Item1, e => e.Item2)).Coordinator);
+        Assert.Equal(new Uri($"http://master:{RankEnvironment.DefaultPort}"), Resolve(env[1..]).Coordinator);
+    }
+
+    [Fact]
+    public void No_launcher_variables_leave_the_rank_to_the_coordinator()
+    {
+        var p = Resolve(("OEC_COORDINATOR", "http://127.0.0.1:29400"));
+
+        Assert.Equal((-1, 0, 0, 1, "none"), (p.Rank, p.WorldSize, p.LocalRank, p.LocalWorldSize, p.Source));
+    }
+
+    [Theory]
+    [InlineData("gpu[07-09,12],cpu1", "gpu07")]
+    [InlineData("node1,node2", "node1")]
+    [InlineData("rack[1-2]-n[003,5]", "rack1-n003")]
+    [InlineData("localhost", "localhost")]
+    public void The_first_host_of_a_Slurm_host_list_keeps_its_zero_padding(string list, string first) =>
+        Assert.Equal(first, RankEnvironment.FirstHost(list));
+
+    [Theory]
+    [InlineData("4(x2),3", "0", 4)]
+    [InlineData("4(x2),3", "2", 3)]
+    [InlineData("2", "0", 2)]
+    public void Without_SLURM_NTASKS_PER_NODE_this_node_s_count_comes_from_SLURM_TASKS_PER_NODE(string perNode, string node, int expected)
+    {
+        var p = Resolve(("SLURM_PROCID", "0"), ("SLURM_TASKS_PER_NODE", perNode), ("SLURM_NODEID", node), ("SLURM_JOB_NODELIST", "n1"));
+
+        Assert.Equal(expected, p.LocalWorldSize);
+    }
+
+    [Theory]
+    [InlineData("RANK=4 WORLD_SIZE=4", "RANK = 4 is not below WORLD_SIZE = 4")]
+    [InlineData("RANK=1 LOCAL_RANK=2 LOCAL_WORLD_SIZE=2", "LOCAL_RANK = 2 is not in [0, LOCAL_WORLD_SIZE = 2)")]
+    [InlineData("SLURM_PROCID=8 SLURM_NTASKS=8", "SLURM_PROCID = 8 is not below SLURM_NTASKS = 8")]
+    [InlineData("SLURM_PROCID=-1", "SLURM_PROCID = -1: must be >= 0")]
+    [InlineData("RANK=-2", "RANK = -2: must be >= 0")]
+    [InlineData("SLURM_PROCID=0 SLURM_LOCALID=4 SLURM_NTASKS_PER_NODE=4", "SLURM_LOCALID = 4 is not in [0, SLURM_NTASKS_PER_NODE = 4)")]
+    [InlineData("RANK=two", "RANK = 'two': not an integer")]
+    [InlineData("MASTER_PORT=70000", "MASTER_PORT = 70000: not a port")]
+    [InlineData("SLURM_PROCID=0 SLURM_TASKS_PER_NODE=4(x2) SLURM_NODEID=2", "SLURM_NODEID = 2: SLURM_TASKS_PER_NODE = '4(x2)' counts 2 nodes")]
+    public void Conflicting_or_malformed_values_are_refused_naming_the_variables(string settings, string message)
+    {
+        var env = settings.Split(' ').Select(s => s.Split('=')).Select(kv => (kv[0], kv[1])).Append(("MASTER_ADDR", "m")).ToArray();
+
+        var e = Assert.Throws<ArgumentException>(() => Resolve(env));
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void Without_any_address_the_error_names_every_variable_that_would_give_one()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Resolve(("RANK", "0")));
+
+        foreach (string name in new[] { "--coordinator", "OEC_COORDINATOR", "MASTER_ADDR", "SLURM_JOB_NODELIST" }) Assert.Contains(name, e.Message);
+    }
+
+    [Fact]
+    public void A_malformed_host_list_is_refused_naming_it() =>
+        Assert.Contains("SLURM_JOB_NODELIST = 'gpu[07-'", Assert.Throws<ArgumentException>(() => RankEnvironment.FirstHost("gpu[07-")).Message);
+
+    [Theory]
+    [InlineData("JOB_COMPLETION_INDEX=3 NODE_RANK=1", 3)]
+    [InlineData("NODE_RANK=1 SLURM_NODEID=2", 1)]
+    [InlineData("SLURM_NODEID=2", 2)]
+    public void The_node_index_comes_from_the_first_variable_that_sets_it(string settings, int expected) =>
+        Assert.Equal(expected, RankEnvironment.NodeIndex(settings.Split(' ').Select(s => s.Split('=')).ToDictionary(kv => kv[0], kv => kv[1])));
+
+    [Fact]
+    public void No_node_index_variable_gives_none() => Assert.Null(RankEnvironment.NodeIndex(new Dictionary<string, string>()));
+}

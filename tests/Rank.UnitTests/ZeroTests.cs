@@ -1,0 +1,105 @@
+// ZeRO stages 1-3 against the one-process trainer: the same losses and parameters, within float rounding.
+using Oec;
+using Rank.Parallel;
+using Rank.Training;
+using Xunit.Abstractions;
+
+namespace Rank.UnitTests;
+
+public class ZeroTests(ITestOutputHelper log)
+{
+    const int Steps = 8;
+
+    public static TheoryData<OecMethod> Methods => [OecMethod.None, OecMethod.MuLoss, OecMethod.MuCentering];
+
+    [Theory]
+    [MemberData(nameof(Methods))]
+    public void Every_stage_and_layout_trains_as_one_process(OecMethod method)
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: Steps, method: method)
+            .WithOec(o => o with { MuLossLambda = 1e-1 })                        // strong enough to matter in a few steps
+            .WithTrain(t => t with { GradAccum = 2, WeightDecay = 0.1 });
+        using var single = new Trainer(config);
+        var reference = Enumerable.Range(0, Steps).Select(s => single.Step(s).CrossEntropy).ToArray();
+        var expected = Tensors.Parameters(single.Model);
+
+        foreach (int stage in new[] { 1, 2, 3 })
+            foreach (var (dp, tp) in new[] { (2, 1), (4, 1), (2, 2) })
+            {
+                var (losses, trainers) = VocabParallelTests.RunLayout(config.WithTrain(t => t with { Zero = stage }), dp, tp, Steps);
+                try
+                {
+                    Assert.All(trainers, t => Assert.Equal(stage, Assert.IsType<ZeroAdamW>(t.Optimizer).Stage));
+                    double lossError = Enumerable.Range(0, Steps).SelectMany(s => losses.Select(l => Math.Abs(l[s] - reference[s]))).Max();
+                    var actual = VocabParallelTests.WholeParameters(trainers, tp);
+                    var differences = expected.SelectMany(kv => kv.Value.Zip(actual[kv.Key], (a, b) => Math.Abs(a - b))).Order().ToArray();
+                    Assert.Equal(expected.Sum(kv => kv.Value.Length), differences.Length);
+                    double largest = differences[^1], p999 = differences[(int)(0.999 * (differences.Length - 1))];
+                    log.WriteLine($"{method}, zero {stage}, dp {dp} x tp {tp}: largest loss difference {lossError:G3}; parameter difference largest {largest:G3}, 99.9th percentile {p999:G3}");
+                    Assert.True(lossError < 1e-5, $"zero {stage}, dp {dp} x tp {tp}: the losses differ from one process by up to {lossError}");
+                    Assert.True(largest < 1e-3, $"zero {stage}, dp {dp} x tp {tp}: the parameters differ from one process by up to {largest}");
+                    Assert.True(p999 < 1e-5, $"zero {stage}, dp {dp} x tp {tp}: 0.1% of the parameters differ from one process by more than {p999}");
+                }
+                finally
+                {
+                    foreach (var t in trainers) t?.Dispose();
+                }
+            }
+    }
+
+    [Fact]
+    public void Each_stage_holds_a_dp_th_of_what_it_shards_between_steps()
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: 2);
+        HeldBytes whole;
+        long rootBytes; // the embeddings, ln_f and the head: stage 3 keeps them whole
+        using (var single = new Trainer(config))
+        {
+            single.Step(0);
+            whole = single.Optimizer.Held;
+            rootBytes = 4 * single.Model.named_parameters().Where(n => !n.name.StartsWith("h.", StringComparison.Ordinal)).Sum(n => n.parameter.numel());
+        }
+        foreach (int stage in new[] { 1, 2, 3 })
+            foreach (int dp in new[] { 2, 4 })
+            {
+                var (_, trainers) = VocabParallelTests.RunLayout(config.WithTrain(t => t with { Zero = stage }), dp, 1, steps: 2, gather: false);
+                try
+                {
+                    var held = trainers[1].Optimizer.Held;
+                    log.WriteLine($"zero {stage}, dp {dp}: weights {held.Weights:N0} B, gradients {held.Gradients:N0} B, moments {held.Moments:N0} B (one rank: {whole})");
+                    static void Near(long expected, long actual, string what) => // padding: at most dp - 1 elements per unit
+                        Assert.True(Math.Abs(actual - expected) <= 4 * 4 * 8, $"{what}: {actual} bytes, expected about {expected}");
+                    Near(whole.Moments / dp, held.Moments, "moments");
+                    Near(stage >= 2 ? whole.Gradients / dp : whole.Gradients, held.Gradients, "gradients");
+                    Near(stage == 3 ? rootBytes + (whole.Weights - rootBytes) / dp : whole.Weights, held.Weights, "weights");
+                    if (stage == 3) Assert.All(Enumerable.Range(0, 2), k => Assert.False(((ZeroAdamW)trainers[1].Optimizer).Gathered(k)));
+                }
+                finally
+                {
+                    foreach (var t in trainers) t?.Dispose();
+                }
+            }
+    }
+
+    [Fact]
+    public void Stage_1_all_reduces_started_during_backward_give_the_same_bits()
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: 4).WithTrain(t => t with { Zero = 1, GradAccum = 2 });
+        var (afterLosses, after) = VocabParallelTests.RunLayout(config.WithTrain(t => t with { OverlapGradReduce = false }), 2, 1, steps: 4);
+        var (duringLosses, during) = VocabParallelTests.RunLayout(config.WithTrain(t => t with { OverlapGradReduce = true }), 2, 1, steps: 4);
+        try
+        {
+            Assert.All(during, t => Assert.Equal(2, t.GroupsStartedInBackward)); // both blocks of tiny; the root after backward
+            Assert.All(after, t => Assert.Equal(0, t.GroupsStartedInBackward));
+            Assert.Equal(afterLosses, duringLosses);
+            Assert.Equal(0, Tensors.MaxParameterDifference(after[0].Model, during[0].Model));
+        }
+        finally
+        {
+            foreach (var t in after.Concat(during)) t?.Dispose();
+        }
+    }
+}
