@@ -6,18 +6,26 @@ using Job;
 namespace Coordinator;
 
 /// <summary>
-/// Keeps the StepMetrics of each rank in step order. Memory is bounded: a rank that has MaxPointsPerRank points when
+/// Keeps the StepMetrics of each rank in step order. Memory is bounded: a rank that has PointsPerRank points when
 /// one more arrives loses every other point (the first stays, and the new one is appended), so a long run keeps its
 /// whole curve at half the resolution each time it fills up. A step at or before a rank's newest one means the rank went
 /// back (a restart from a checkpoint): the points from that step on are replaced by the new one. Truncate (a rollback or
 /// restart announced by the job) moves the points after its step out of the curve into the rank's rolled-back passes,
-/// at most MaxPointsPerRank of them per rank (the oldest passes go first). Thread-safe.
+/// at most PointsPerRank of them per rank (the oldest passes go first). Thread-safe.
 /// </summary>
 public sealed class MetricsHistory : IDisposable
 {
     /// <summary>At most this many points per rank; a point (13 numbers and the object) takes about 150 bytes, so a
     /// full rank about 0.6 MB.</summary>
     public const int MaxPointsPerRank = 4096;
+
+    /// <summary>Points of the ranks other than rank 0 together, at most (about 150 MB), down to 16 per rank: 4096 per rank
+    /// would be 10 GB at 16384 ranks. Rank 0, whose loss is the global batch's, keeps <see cref="MaxPointsPerRank"/>.</summary>
+    const int OtherRanksPoints = 1 << 20, MinPointsPerRank = 16;
+
+    /// <summary>The points kept of <paramref name="rank"/> in a world of <paramref name="worldSize"/> ranks (also its rolled-back passes').</summary>
+    public static int PointsPerRank(int rank, int worldSize) =>
+        rank == 0 ? MaxPointsPerRank : Math.Clamp(OtherRanksPoints / Math.Max(1, worldSize - 1), MinPointsPerRank, MaxPointsPerRank);
 
     readonly JobState job;
     readonly Lock gate = new();
@@ -46,7 +54,7 @@ public sealed class MetricsHistory : IDisposable
                 points.RemoveAll(p => p.Step >= m.Step);
                 epoch++;
             }
-            if (points.Count >= MaxPointsPerRank)
+            if (points.Count >= PointsPerRank(rank, job.Spec.Options.WorldSize))
             {
                 int kept = 0;
                 for (int i = 0; i < points.Count; i += 2) points[kept++] = points[i];
@@ -71,7 +79,7 @@ public sealed class MetricsHistory : IDisposable
                 points.RemoveAll(p => p.Step > step);
                 if (!rolledBack.TryGetValue(rank, out var passes)) rolledBack[rank] = passes = [];
                 passes.Add(new RolledBackPass(step, undone));
-                while (passes.Sum(p => p.Points.Length) > MaxPointsPerRank) passes.RemoveAt(0);
+                while (passes.Sum(p => p.Points.Length) > PointsPerRank(rank, job.Spec.Options.WorldSize)) passes.RemoveAt(0);
                 moved = true;
             }
             if (moved) epoch++;

@@ -5,8 +5,12 @@ public sealed record JobOptions
 {
     /// <summary>Job name; ranks must name it when they register. Empty: the launcher makes one up.</summary>
     public string Id { get; init; } = "";
-    /// <summary>Ranks, each a process training on its share of every global batch.</summary>
+    /// <summary>Ranks, each a process training on its share of every global batch; at most <see cref="MaxWorldSize"/>.</summary>
     public int WorldSize { get; init; } = 2;
+
+    /// <summary>The largest job.world_size: 8192 GPUs (1024 nodes of 8) and beyond, up to what one coordinator serves
+    /// (docs/benchmarks.md: 16384 simulated ranks' heartbeats). Rank pods' host names carry up to 5 digits of index.</summary>
+    public const int MaxWorldSize = 65536;
     /// <summary>Vocabulary-parallel size tp: world_size = data-parallel size x tp. Each group of tp consecutive ranks
     /// sees the same batch and holds the embeddings split by rows; 1 = unsharded.</summary>
     public int VocabParallel { get; init; } = 1;
@@ -35,7 +39,7 @@ public sealed record JobOptions
     {
         if (Id.Length > 128 || Id.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
             throw new ArgumentException($"job.id = '{Id}': at most 128 of the characters A-Z a-z 0-9 - _ .");
-        if (WorldSize < 1 || WorldSize > 4096) throw new ArgumentException($"job.world_size = {WorldSize}: must be in [1, 4096]");
+        if (WorldSize < 1 || WorldSize > MaxWorldSize) throw new ArgumentException($"job.world_size = {WorldSize}: must be in [1, {MaxWorldSize}]");
         _ = ParallelLayout.Of(this); // world size and vocab_parallel fit together
         if (MaxRestarts < 0) throw new ArgumentException($"job.max_restarts = {MaxRestarts}: must be >= 0");
         if (!(HeartbeatIntervalS > 0)) throw new ArgumentException($"job.heartbeat_interval_s = {HeartbeatIntervalS}: must be > 0");

@@ -11,7 +11,7 @@ public static class Program
     {
         TrainCommand.Create(), SweepCommand.Create(), CoordinatorCommand.Create(), RankCommand.Create(), KubernetesCommand.Create(), SlurmCommand.Create(),
         PrepareCommand.Create(), ReportCommand.Create(), TorchInfoCommand.Create(), BenchCommand.Create(), BenchGpuCommand.Create(),
-        BenchVocabCommand.Create(), BenchCollectivesCommand.Create(), BenchCoordinatorCommand.Create(),
+        BenchVocabCommand.Create(), BenchCollectivesCommand.Create(), BenchCoordinatorCommand.Create(), PlanCommand.Create(),
     };
 
     public static int Main(string[] args) => Run(args);

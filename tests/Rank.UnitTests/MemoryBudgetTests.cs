@@ -15,7 +15,7 @@ public sealed class MemoryBudgetTests
         var options = new ModelOptions { Preset = preset, WeightTying = tying };
         using var model = new Gpt(options, vocab, maxSequenceLength: 16);
 
-        Assert.Equal(model.parameters().Sum(p => p.numel()), MemoryBudget.Parameters(options.Resolve(), vocab));
+        Assert.Equal(model.parameters().Sum(p => p.numel()), ModelShape.Of(options.Resolve(), vocab).Parameters);
     }
 
     [Fact]
@@ -38,7 +38,7 @@ public sealed class MemoryBudgetTests
         using var temp = new TempDirectory();
         var fp32 = RunConfig.Load(null, [$"run.out_dir={temp.Path}"]);
         var bf16 = RunConfig.Load(null, [$"run.out_dir={temp.Path}", "train.precision=bf16"]);
-        double parameters = MemoryBudget.Parameters(fp32.Model, fp32.Data.ResolvedVocabSize);
+        double parameters = ModelShape.Of(fp32.Model, fp32.Data.ResolvedVocabSize).Parameters;
 
         MemoryBudget.Check(fp32, ranksHere: 2, ((long)(parameters * 32), "test"));
 

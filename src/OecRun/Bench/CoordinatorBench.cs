@@ -15,8 +15,10 @@ namespace OecRun.Bench;
 
 /// <summary>
 /// Starts `oecrun coordinator` as a child process (so that /proc shows its CPU alone), registers N simulated ranks with
-/// it over the generated async client, then lets each heartbeat once a second, staggered over the second. The first
-/// WarmupS seconds are warm-up (the JIT tiers the hot paths up); latencies and CPU are of the steady window after them.
+/// it over the generated async client, then lets each heartbeat once an interval (1 s by default; job.heartbeat_interval_s
+/// of the coordinator too), staggered over the interval. The first WarmupS seconds are warm-up (the JIT tiers the hot
+/// paths up); latencies and CPU are of the steady window after them. A longer interval serves many ranks at the
+/// heartbeat rate of fewer: the coordinator's per-rank structures at their size, at a rate the bench machine can drive.
 /// </summary>
 public static class CoordinatorBench
 {
@@ -26,25 +28,28 @@ public static class CoordinatorBench
     static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(10), RegisterTimeout = TimeSpan.FromSeconds(120);
 
     /// <param name="port">The coordinator's port; 0 picks a free one.</param>
-    public static int Run(int ranks, double seconds, TextWriter output, int port = 0)
+    /// <param name="interval">Seconds between a rank's heartbeats.</param>
+    public static int Run(int ranks, double seconds, TextWriter output, int port = 0, double interval = 1)
     {
-        if (ranks < 1 || ranks > 4096) throw new ArgumentException($"--ranks {ranks}: must be in [1, 4096] (job.world_size's range)");
+        if (ranks < 1 || ranks > Job.JobOptions.MaxWorldSize)
+            throw new ArgumentException($"--ranks {ranks}: must be in [1, {Job.JobOptions.MaxWorldSize}] (job.world_size's range)");
         if (!(seconds >= 1)) throw new ArgumentException($"--seconds {seconds}: must be at least 1");
         if (port < 0 || port > 65535) throw new ArgumentException($"--port {port}: must be in [0, 65535]");
+        if (!(interval >= 0.01 && interval <= 30)) throw new ArgumentException($"--interval {interval}: must be in [0.01, 30] seconds");
         if (!OperatingSystem.IsLinux()) throw new InvalidOperationException("bench-coordinator reads /proc: Linux only");
         string dir = Directory.CreateTempSubdirectory("oec-bench-coordinator-").FullName;
         string token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
         if (port == 0) port = FreePort();
         var tail = new ConcurrentQueue<string>(); // the child's last lines, shown if it fails
         var said = new TaskCompletionSource();    // completed when the child logs that it listens
-        using var coordinator = StartCoordinator(ranks, port, token, dir, tail, said);
+        using var coordinator = StartCoordinator(ranks, interval, port, token, dir, tail, said);
         try
         {
             WaitUntilListening(coordinator, port, said.Task, TimeSpan.FromSeconds(60), tail);
-            var r = Measure(ranks, seconds, new Uri($"http://127.0.0.1:{port}"), token, coordinator.Id).GetAwaiter().GetResult();
+            var r = Measure(ranks, seconds, interval, new Uri($"http://127.0.0.1:{port}"), token, coordinator.Id).GetAwaiter().GetResult();
             long calls = ranks + r.Heartbeats;
             output.WriteLine($"coordinator (pid {coordinator.Id}) under {ranks} simulated ranks over {r.Connections} HTTP/2 connections " +
-                             $"({r.Channels} channels of up to {RanksPerChannel} ranks); heartbeat every 1 s, {seconds:0.#} s steady window " +
+                             $"({r.Channels} channels of up to {RanksPerChannel} ranks); heartbeat every {interval:0.###} s ({ranks / interval:0} a second), {seconds:0.#} s steady window " +
                              $"after {WarmupS} s warm-up; {Environment.ProcessorCount} cores shared by coordinator and simulated ranks");
             output.WriteLine($"calls: {ranks} registrations, {r.Heartbeats} heartbeats ({r.SteadyHeartbeats} in the steady window); errors: {r.Errors}");
             output.WriteLine();
@@ -71,7 +76,7 @@ public static class CoordinatorBench
         IReadOnlyDictionary<string, int> ErrorKinds, double P50Ms, double P99Ms, double MaxMs, double WindowS, double CoordinatorCpuS,
         double BenchCpuS, double RssMb);
 
-    static async Task<Result> Measure(int ranks, double seconds, Uri address, string token, int pid)
+    static async Task<Result> Measure(int ranks, double seconds, double interval, Uri address, string token, int pid)
     {
         int channelCount = (ranks + RanksPerChannel - 1) / RanksPerChannel;
         // One connection per channel: without EnableMultipleHttp2Connections a channel never opens a second one.
@@ -110,7 +115,8 @@ public static class CoordinatorBench
                 throw new InvalidOperationException($"registration failed: {string.Join("; ", errorKinds.Select(e => $"{e.Value} x {e.Key}"))}");
             double registration = clock.Elapsed.TotalSeconds;
 
-            // Heartbeats: rank r beats at t0 + r/N + k s; k < WarmupS is warm-up, the steady window is [t0 + WarmupS, t0 + WarmupS + seconds).
+            // Heartbeats: rank r beats at t0 + (r/N + k) interval; those before t0 + WarmupS are warm-up, the steady window is
+            // [t0 + WarmupS, t0 + WarmupS + seconds).
             var t0 = clock.Elapsed;
             var end = t0 + TimeSpan.FromSeconds(WarmupS + seconds);
             long heartbeats = 0, errors = 0;
@@ -120,7 +126,7 @@ public static class CoordinatorBench
                 var reply = replies[rank]!;
                 for (int k = 0; ; k++)
                 {
-                    var due = t0 + TimeSpan.FromSeconds((double)rank / ranks + k);
+                    var due = t0 + TimeSpan.FromSeconds(((double)rank / ranks + k) * interval);
                     if (due >= end) return latencies;
                     var wait = due - clock.Elapsed;
                     if (wait > TimeSpan.Zero) await Task.Delay(wait);
@@ -135,7 +141,7 @@ public static class CoordinatorBench
                     }
                     catch (RpcException e) { Error($"Heartbeat {e.StatusCode}: {e.Status.Detail}"); Interlocked.Increment(ref errors); }
                     Interlocked.Increment(ref heartbeats);
-                    if (k >= WarmupS) latencies.Add(Stopwatch.GetElapsedTime(before).TotalMilliseconds); // milliseconds, failed calls included
+                    if (due >= t0 + TimeSpan.FromSeconds(WarmupS)) latencies.Add(Stopwatch.GetElapsedTime(before).TotalMilliseconds); // ms, failed calls included
                 }
             }).ToArray();
 
@@ -162,10 +168,10 @@ public static class CoordinatorBench
         MuNorm = 2.5e-8, MeanLogit = 4e-9, LogitStd = 2.1, MaxAbsLogit = 21.4, MeanLogZ = 6.3, RLog = 0.05,
     };
 
-    static Process StartCoordinator(int ranks, int port, string token, string dir, ConcurrentQueue<string> tail, TaskCompletionSource said)
+    static Process StartCoordinator(int ranks, double interval, int port, string token, string dir, ConcurrentQueue<string> tail, TaskCompletionSource said)
     {
         // Enough synthetic tokens for 20 batches of N sequences of 16 (+1) tokens: the coordinator cuts N sequences a step.
-        var self = Launch.SelfCommand("coordinator", "--port", $"{port}", $"job.world_size={ranks}", "job.id=bench", "job.heartbeat_interval_s=1",
+        var self = Launch.SelfCommand("coordinator", "--port", $"{port}", $"job.world_size={ranks}", "job.id=bench", $"job.heartbeat_interval_s={interval.ToString(CultureInfo.InvariantCulture)}",
             "job.heartbeat_timeout_s=60", "job.rendezvous_timeout_s=300", $"train.batch_size={ranks}", "train.sequence_length=16",
             "train.steps=1000000", "train.warmup_steps=0", $"data.synthetic_tokens={20L * ranks * 17 + 1000}", $"run.out_dir={dir}");
         var info = new ProcessStartInfo(self.FileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };

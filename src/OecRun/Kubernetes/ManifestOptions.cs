@@ -65,7 +65,8 @@ public sealed partial record ManifestOptions
 
     /// <summary>
     /// The longest name for which every derived name fits Kubernetes' 63 characters: {name}-coordinator (a Service), and
-    /// the rank pods' host names {name}-ranks-{index} with an index of up to 4 digits (world size at most 4096).
+    /// the rank pods' host names {name}-ranks-{index} with an index of up to 5 digits (world size at most
+    /// job.world_size's 65536: 40 + 7 + 5 = 52), and the Job's pod names {name}-ranks-{index}-{5 random} (58).
     /// </summary>
     public const int MaxNameLength = 40;
 
@@ -79,7 +80,8 @@ public sealed partial record ManifestOptions
             throw new ArgumentException($"--name = '{Name}': must be a DNS-1035 label of at most {MaxNameLength} characters " +
                                         "(lowercase letters, digits and '-', starting with a letter and ending with a letter or digit)");
         if (string.IsNullOrWhiteSpace(Image)) throw new ArgumentException($"--image = '{Image}': must name the image, e.g. registry.example.com/oec:gpu");
-        if (Ranks < 1) throw new ArgumentException($"--ranks = {Ranks}: must be at least 1");
+        if (Ranks < 1 || Ranks > Job.JobOptions.MaxWorldSize)
+            throw new ArgumentException($"--ranks = {Ranks}: must be in [1, {Job.JobOptions.MaxWorldSize}] (job.world_size's range)");
         if (RanksPerPod < 1) throw new ArgumentException($"--ranks-per-pod = {RanksPerPod}: must be at least 1");
         if (Ranks % RanksPerPod != 0)
             throw new ArgumentException($"--ranks = {Ranks}: not divisible by --ranks-per-pod = {RanksPerPod} (every rank pod runs the same number of ranks)");

@@ -3,7 +3,8 @@ namespace Rank.Model;
 
 public sealed record ModelOptions
 {
-    /// <summary>Named size: tiny, small (CPU) or the paper's 16M, 29M, 57M, 109M, 221M. Explicit fields override it.</summary>
+    /// <summary>Named size: tiny, small (CPU), the paper's 16M, 29M, 57M, 109M, 221M, or GPT-3's shapes gpt3-125M,
+    /// gpt3-350M, gpt3-760M, gpt3-1.3B, gpt3-2.7B (named after GPT-3's counts, not this model's). Explicit fields override it.</summary>
     public string Preset { get; init; } = "tiny";
     public int? NLayer { get; init; }
     public int? NHead { get; init; }
@@ -13,7 +14,8 @@ public sealed record ModelOptions
     /// <summary>The vocabulary is padded up to a multiple of this (GPT-2's 50257 -> 50304 with 64).</summary>
     public int VocabMultiple { get; init; } = 64;
 
-    // (layers, d_model, heads); the paper's sizes all use 4 heads.
+    // (layers, d_model, heads); the paper's sizes all use 4 heads. GPT-3's shapes are those of Brown et al. 2020, table
+    // 2.1; with SwiGLU and untied embeddings this model's counts differ from GPT-3's (README, "Model presets").
     static readonly Dictionary<string, (int Layers, int Dim, int Heads)> Presets = new(StringComparer.OrdinalIgnoreCase)
     {
         ["tiny"] = (2, 64, 4),
@@ -23,6 +25,11 @@ public sealed record ModelOptions
         ["57M"] = (12, 480, 4),
         ["109M"] = (15, 640, 4),
         ["221M"] = (21, 832, 4),
+        ["gpt3-125M"] = (12, 768, 12),
+        ["gpt3-350M"] = (24, 1024, 16),
+        ["gpt3-760M"] = (24, 1536, 16),
+        ["gpt3-1.3B"] = (24, 2048, 16),
+        ["gpt3-2.7B"] = (32, 2560, 32),
     };
 
     public static IReadOnlyCollection<string> PresetNames => Presets.Keys;
