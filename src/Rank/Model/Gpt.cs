@@ -255,13 +255,15 @@ public sealed class Rotary : nn.Module
     public Tensor Cos => here?.Cos ?? cos;
 
     /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per
-    /// pair, as x cos + swap(x) (-sin, +sin) (five kernels: flip, two products, a sum, the concatenation).</summary>
+    /// pair, as x cos + swap(x) (-sin, +sin) (five kernels: the swap's stack, two products, a sum, the concatenation;
+    /// flip or index_select would take fewer calls but have no meta kernel, which RotaryTests moves the model to).</summary>
     public Tensor Apply(Tensor x)
     {
         var (c, s) = Follow(x);
         long T = x.shape[2], hs = x.shape[3];
         var rot = x.narrow(3, 0, rotated);                                               // [B, nh, T, hs/2]
-        var swapped = rot.unflatten(3, [rotated / 2, 2]).flip(-1).flatten(-2);            // (x1, x2) -> (x2, x1)
+        var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
+        var swapped = stack([pairs.select(4, 1), pairs.select(4, 0)], -1).flatten(-2);    // (x1, x2) -> (x2, x1)
         return cat([rot * c.narrow(0, 0, T) + swapped * s.narrow(0, 0, T), x.narrow(3, rotated, hs - rotated)], -1);
     }
 
