@@ -100,7 +100,7 @@ public static class PlanCommand
         var s = plan.Shape;
         output.WriteLine(string.Create(C, $"model.preset {config.Model.Preset}: {s.Layers} layers, d {s.Dim}, {s.Heads} heads, V {s.Vocab} {(s.Tied ? "tied" : "untied")}, " +
             $"{s.Parameters:N0} parameters ({plan.RankParameters:N0} on a rank); T {plan.SequenceLength}, train.precision {config.Train.Precision.ToString().ToLowerInvariant()}"));
-        output.WriteLine(string.Create(C, $"{plan.Layout}; ZeRO stage {plan.Zero}; activation checkpointing {plan.Checkpointing} ({plan.CheckpointedBlocks} blocks recomputed); " +
+        output.WriteLine(string.Create(C, $"{plan.Layout}; ZeRO stage {plan.Zero}{(plan.Stage != plan.Zero ? " (0 applies: one rank per data group)" : "")}; activation checkpointing {plan.Checkpointing} ({plan.CheckpointedBlocks} blocks recomputed); " +
             $"loss chunk {plan.ChunkTokens:0} tokens; GPU memory {gpuBytes / GiB:0.##} GiB"));
         output.WriteLine();
     }

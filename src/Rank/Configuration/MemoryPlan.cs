@@ -56,6 +56,9 @@ public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision 
     bool Bf16 => Precision == Precision.Bf16;
     int Dp => Layout.DataParallel;
 
+    /// <summary>The stage that applies: train.zero over a data group, 0 without one (dp = 1: nothing to split).</summary>
+    public int Stage => Dp > 1 ? Zero : 0;
+
     /// <summary>Parameters a rank holds before ZeRO: every block and the embeddings/head unit with V / tp rows.</summary>
     public double RankParameters => (Shape.Layers * Shape.BlockParameters) + Shape.EmbeddingParameters(Layout.VocabParallel);
 
@@ -69,20 +72,20 @@ public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision 
     double Whole => Root + Shape.BlockParameters;
 
     /// <summary>fp32 weights: all of them, or (stage 3) the blocks' shards, the root and one gathered block.</summary>
-    public double WeightBytes => 4 * (Zero >= 3 ? (Shape.Layers * Math.Ceiling(Shape.BlockParameters / Dp)) + Whole : RankParameters);
+    public double WeightBytes => 4 * (Stage >= 3 ? (Shape.Layers * Math.Ceiling(Shape.BlockParameters / Dp)) + Whole : RankParameters);
 
     /// <summary>The weights cast to bf16 once per step (train.precision = bf16; 0 in fp32): of what is whole at a time.</summary>
-    public double Bf16WeightBytes => !Bf16 ? 0 : 2 * (Zero >= 3 ? Whole : RankParameters);
+    public double Bf16WeightBytes => !Bf16 ? 0 : 2 * (Stage >= 3 ? Whole : RankParameters);
 
     /// <summary>fp32 gradients: all, or (stage 2 and 3) the shards, the root's whole gradient through the backward and
     /// one block's during its backward.</summary>
-    public double GradientBytes => 4 * (Zero >= 2 ? Shards + Whole : RankParameters);
+    public double GradientBytes => 4 * (Stage >= 2 ? Shards + Whole : RankParameters);
 
     /// <summary>AdamW's two fp32 moments: of all parameters, or (stage 1 and up) of the shards.</summary>
-    public double OptimizerBytes => 8 * (Zero >= 1 ? Shards : RankParameters);
+    public double OptimizerBytes => 8 * (Stage >= 1 ? Shards : RankParameters);
 
     /// <summary>The blocks recomputed in backward: train.activation_checkpointing's, or every block under stage 3.</summary>
-    public int CheckpointedBlocks => Enumerable.Range(0, Shape.Layers).Count((Zero >= 3 ? new ActivationCheckpointing(1) : Checkpointing).Covers);
+    public int CheckpointedBlocks => Enumerable.Range(0, Shape.Layers).Count((Stage >= 3 ? new ActivationCheckpointing(1) : Checkpointing).Covers);
 
     /// <summary>Weights, copies, gradients and optimizer state: what MemoryBudget checks at start-up.</summary>
     public double StateBytes => WeightBytes + Bf16WeightBytes + GradientBytes + OptimizerBytes;
@@ -137,14 +140,16 @@ public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision 
     public double ActivationBytes => (Shape.Layers * BlockActivations) + HeadActivations;
 
     /// <summary>Activation bytes per sequence with <see cref="CheckpointedBlocks"/>: a checkpointed block keeps only its
-    /// input [T, d] fp32, the others everything, and backward recomputes one checkpointed block at a time.</summary>
+    /// input [T, d] fp32, and TorchSharp's autograd function an uninitialised tensor like its output [T, d] fp32 until
+    /// the graph is freed (Rank.Parallel.Recomputed); the others keep everything, and backward recomputes one
+    /// checkpointed block at a time.</summary>
     public double CheckpointedActivationBytes
     {
         get
         {
             int kept = CheckpointedBlocks;
             if (kept == 0) return ActivationBytes;
-            return (kept * 4.0 * SequenceLength * Shape.Dim) + ((Shape.Layers - kept + 1) * BlockActivations) + HeadActivations;
+            return (kept * 8.0 * SequenceLength * Shape.Dim) + ((Shape.Layers - kept + 1) * BlockActivations) + HeadActivations;
         }
     }
 
