@@ -18,6 +18,8 @@
 #                stages CUDA tensors through host memory) against 1 rank, same global batch: the loss curves equal
 #                within float rounding (judged against how far two 1-rank runs part); also 2 ranks with train.zero=3
 #                (each block's weights gathered from both ranks for its forward and its recomputation)
+#   largest      (only when SECTIONS names it) largest.txt: the largest preset on one GPU (gpt3-2.7B), at the plan's largest
+#                micro-batch without and with activation checkpointing: tokens/s and the device memory peak against the plan
 # SECTIONS (below) picks sections and their limits. Also nvidia-smi.txt, torch-info.txt and revision.txt (the commit the bundle was built from). Exit code: 0 when every section passed, else 1 (sections.txt says which).
 #
 # A dry run of the script itself on a CPU machine, before spending GPU time:
@@ -133,14 +135,55 @@ sys.exit(0 if sorted(two) == sorted(one) == sorted(zero3) and max(worst(two), wo
 PY
 }
 
+# The largest preset one GPU trains (gpt3-2.7B fits an H200 by the plan), without and with every block checkpointed,
+# each at the largest micro-batch `oecrun plan` gives for LARGEST_MEMORY (below the GPU's, for the CUDA context and
+# the allocator's fragmentation): tokens/s, and the device memory in use at its highest (nvidia-smi every 0.2 s)
+# against the plan's total. Passes when both train and the measured peak is within 25% of the plan's total.
+largest() {
+    local base=(model.preset="${LARGEST_PRESET:-gpt3-2.7B}" data.vocab_size=50257 data.synthetic_tokens=2000000 train.sequence_length=2048
+                train.precision=bf16 train.steps=5 train.warmup_steps=1 train.log_every=1 train.eval_every=0 job.checkpoint_every=0)
+    mkdir -p "$out/largest"
+    for ac in none all; do
+        "$oecrun" plan "${base[@]}" "${gpu[@]}" --gpu-memory "${LARGEST_MEMORY:-120GiB}" --activation-checkpointing $ac > "$out/largest/plan-$ac.txt" || return 1
+        local batch
+        batch=$(sed -n 's/^largest micro-batch: \([0-9]*\) .*/\1/p' "$out/largest/plan-$ac.txt")
+        [ "${batch:-0}" -ge 1 ] || { echo "largest: the plan fits no sequence ($ac)" >&2; return 1; }
+        if command -v nvidia-smi > /dev/null; then
+            (while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.2; done > "$out/largest/used-$ac.txt") &
+            local poller=$!
+        fi
+        train "largest/$ac" "${base[@]}" train.batch_size="$batch" train.activation_checkpointing=$ac; local trained=$?
+        [ -n "${poller:-}" ] && kill "$poller"
+        [ $trained -eq 0 ] || return 1
+    done
+    python3 - "$out/largest" <<'PY' | tee "$out/largest.txt"
+import json, os, re, sys
+ok = True
+for ac in ("none", "all"):
+    d = sys.argv[1]
+    plan = open(f"{d}/plan-{ac}.txt").read()
+    batch = int(re.search(r"^largest micro-batch: (\d+) ", plan, re.M).group(1))
+    planned = int(re.search(r"^\| total at \d+ sequence\(s\) per rank \| (\d+) ", plan, re.M).group(1))
+    steps = [json.loads(l) for l in open(f"{d}/{ac}/metrics.jsonl")]
+    rate = sorted(m["tokens_per_second"] for m in steps[1:])[len(steps[1:]) // 2]
+    used = [int(x) for x in open(f"{d}/used-{ac}.txt").read().split()] if os.path.exists(f"{d}/used-{ac}.txt") else []
+    peak = max(used) * 2**20 if used else None
+    ratio = peak / planned if peak else None
+    print(f"checkpointing {ac}: batch {batch} x 2048 tokens, {rate / 1000:.1f}k tokens/s (median of steps 2-5), "
+          f"device memory peak {peak / 2**30 if peak else float('nan'):.1f} GiB, plan {planned / 2**30:.1f} GiB, measured / planned {ratio or float('nan'):.2f}")
+    ok = ok and (ratio is None or 0.75 < ratio < 1.25)
+sys.exit(0 if ok else 1)
+PY
+}
+
 failed=0
 : > "$out/sections.txt"
-# 540 s in all: within a device call of 560 s; tcp_cuda runs when named (SECTIONS="tcp_cuda:90"). SECTIONS="name:limit ..." runs those instead (e.g. SECTIONS="curves:100").
+# 540 s in all: within a device call of 560 s; tcp_cuda and largest run when named (SECTIONS="tcp_cuda:90 largest:400"). SECTIONS="name:limit ..." runs those instead (e.g. SECTIONS="curves:100").
 for section in ${SECTIONS:-bench_bf16:160 bench_16m:130 curves:90 resume:80 bench_fp32:80}; do
     name=${section%:*} limit=${section#*:}
     echo "== $name (at most $limit s)" >&2
     start=$SECONDS
-    export -f train bench_bf16 bench_16m bench_fp32 curves resume tcp_cuda
+    export -f train bench_bf16 bench_16m bench_fp32 curves resume tcp_cuda largest
     export oecrun out device gpu_flat="${gpu[*]}"
     if timeout "$limit" bash -c "set -o pipefail; gpu=(\$gpu_flat); $name"; then result=passed; else result="FAILED (exit $?)"; failed=1; fi
     echo "$name: $result in $((SECONDS - start)) s" | tee -a "$out/sections.txt" >&2
