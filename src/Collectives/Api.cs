@@ -53,6 +53,15 @@ public interface ICommunicator : IDisposable
     /// <summary>output = concatenation over ranks along dim 0 (output.numel = world * input.numel).</summary>
     void AllGather(Tensor input, Tensor output);
 
+    /// <summary>Starts <see cref="AllGather"/> and returns at once (the input is read before it returns; the output
+    /// holds the result after Wait), ordered among this communicator's operations where it is called. This default
+    /// runs it synchronously; the TCP ring and NCCL overlap it.</summary>
+    IPendingCollective AllGatherAsync(Tensor input, Tensor output)
+    {
+        AllGather(input, output);
+        return PendingCollective.Done;
+    }
+
     /// <summary>input.numel = world * output.numel; rank r gets the reduced r-th slice.</summary>
     void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum);
 

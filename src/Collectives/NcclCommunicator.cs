@@ -69,13 +69,28 @@ public sealed class NcclCommunicator : ICommunicator
     public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         var (data, count, type) = Buffer(tensor, nameof(tensor));
+        return OnSideStream(stream => NcclNative.ncclAllReduce(data, data, count, type, NcclNative.Op(op), comm, stream), "all-reduce (async)");
+    }
+
+    /// <summary>As <see cref="AllReduceAsync"/>, ncclAllGather on the side stream.</summary>
+    public IPendingCollective AllGatherAsync(Tensor input, Tensor output)
+    {
+        var (send, count, type) = Buffer(input, nameof(input));
+        var (receive, outCount, _) = Buffer(output, nameof(output));
+        if (outCount != count * (ulong)WorldSize)
+            throw new ArgumentException($"all-gather: output has {outCount} elements, expected world size {WorldSize} x {count}");
+        return OnSideStream(stream => NcclNative.ncclAllGather(send, receive, count, type, comm, stream), "all-gather (async)");
+    }
+
+    IPendingCollective OnSideStream(Func<IntPtr, int> launch, string operation)
+    {
         NcclNative.EnsureCudart(); // before the first cudart call (OnDevice): the resolver hands out this handle
         using var onDevice = new NcclNative.OnDevice(device);
         CreateSideStream();
         NcclNative.Cuda(NcclNative.cudaEventRecord(inputReady, NcclNative.CurrentStream(device)), "cudaEventRecord (input ready)");
         NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(sideStream, inputReady, 0), "cudaStreamWaitEvent (side stream)");
-        Check(NcclNative.ncclAllReduce(data, data, count, type, NcclNative.Op(op), comm, sideStream), "all-reduce (async)");
-        NcclNative.Cuda(NcclNative.cudaEventRecord(sideDone, sideStream), "cudaEventRecord (all-reduce done)");
+        Check(launch(sideStream), operation);
+        NcclNative.Cuda(NcclNative.cudaEventRecord(sideDone, sideStream), $"cudaEventRecord ({operation} done)");
         sidePending = true;
         return new Pending(this);
     }
@@ -173,9 +188,9 @@ public sealed class NcclCommunicator : ICommunicator
         public void Wait()
         {
             if (c.comm == IntPtr.Zero)
-                throw new CollectiveException($"NCCL all-reduce (async) on rank {c.Rank} of {c.WorldSize} (cuda:{c.device}): the communicator was aborted or disposed before Wait");
+                throw new CollectiveException($"NCCL collective (async) on rank {c.Rank} of {c.WorldSize} (cuda:{c.device}): the communicator was aborted or disposed before Wait");
             c.JoinSideStream(always: true); // also when a synchronous op joined already: the current stream may differ now
-            c.Check(0, "all-reduce (async)");
+            c.Check(0, "collective (async)");
         }
     }
 

@@ -116,6 +116,26 @@ public sealed class TcpRingCommunicator : ICommunicator
         staged.Out();
     }
 
+    /// <summary>Queues the all-gather on the async worker, as <see cref="AllReduceAsync"/>; this rank's slice is copied
+    /// in before it returns.</summary>
+    public IPendingCollective AllGatherAsync(Tensor input, Tensor output)
+    {
+        CheckPair(input, output, output.numel(), input.numel(), "output.numel must be world * input.numel");
+        ObjectDisposedException.ThrowIf(disposed, this);
+        using var _ = torch.no_grad();
+        if (CopiedAlone(input, output)) return PendingCollective.Done;
+        var staged = HostStaging.In(output, copyIn: false);
+        var each = input.numel();
+        using (var inFlat = input.view(-1))
+        using (var mine = staged.Host.narrow(0, Rank * each, each)) mine.copy_(inFlat);
+        lock (queueGate)
+        {
+            queue ??= new Worker($"ring-async {groupKey} r{Rank}");
+            return new Pending(this, lastQueued = queue.Post(() =>
+                Execute(Opcode.AllGather, staged.Host, RingPlan.Equal(each, WorldSize), RingPlan.AllGather(Rank, WorldSize).ToArray(), ReduceOp.Sum)), staged);
+        }
+    }
+
     /// <summary>The partial sums travel through <paramref name="output"/> (a chunk-sized accumulator), so the input is
     /// only read and no copy of it is made; an output that overlaps the input gets a temporary accumulator.</summary>
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
@@ -208,7 +228,7 @@ public sealed class TcpRingCommunicator : ICommunicator
             if (job.Error is { } e)
             {
                 staged.Dispose();
-                throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued all-reduce failed: {e.Message}", e);
+                throw new CollectiveException(e is CollectiveException ? e.Message : $"rank {c.Rank}: queued collective failed: {e.Message}", e);
             }
             staged.Out();
             staged.Dispose();

@@ -36,6 +36,33 @@ public class AsyncAllReduceTests
         }, Small);
     }
 
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void A_pending_all_gather_between_all_reduces_equals_the_synchronous_one(int world)
+    {
+        Ranks.Run(world, (rank, comm) =>
+        {
+            using var before = CollectiveOpsTests.Input(rank, 1, [1001], ScalarType.Float32);
+            using var mine = CollectiveOpsTests.Input(rank, 2, [333], ScalarType.Float32);
+            using var gathered = torch.empty(333L * world);
+            using var after = CollectiveOpsTests.Input(rank, 3, [1001], ScalarType.Float32);
+            var first = comm.AllReduceAsync(before);
+            var gather = comm.AllGatherAsync(mine, gathered);
+            mine.fill_(-1);                                           // read before AllGatherAsync returned
+            var last = comm.AllReduceAsync(after);
+            last.Wait();
+            gather.Wait();
+            first.Wait();
+            using var expected = torch.cat(Enumerable.Range(0, world).Select(r => CollectiveOpsTests.Input(r, 2, [333], ScalarType.Float32)).ToArray());
+            Assert.True(expected.allclose(gathered, rtol: 0, atol: 0), $"rank {rank} of {world}: AllGatherAsync");
+            var all = Enumerable.Range(0, world).Select(r => CollectiveOpsTests.Input(r, 3, [1001], ScalarType.Float32)).ToArray();
+            using var reduced = CollectiveOpsTests.Reference(all, ReduceOp.Sum, ScalarType.Float32);
+            CollectiveOpsTests.AssertClose(reduced, after, $"rank {rank} of {world}: the all-reduce queued after it");
+            return 0;
+        }, Small);
+    }
+
     [Fact]
     public void An_all_reduce_queued_inside_a_dispose_scope_that_ends_before_it_runs_still_reduces()
     {

@@ -40,7 +40,7 @@ public sealed record ModelShape(double Vocab, double Dim, int Layers, int Heads,
 /// The bytes one rank holds while training, for train.zero = <see cref="Zero"/> over the data group of dp = W / tp ranks,
 /// as Rank.Parallel.ZeroAdamW splits them: units (the root: embeddings, ln_f, head; and each block), each padded to a
 /// multiple of dp. Stage 1: AdamW state / dp; 2: gradients too, with a block's whole gradient during its backward and
-/// the root's through the backward; 3: the blocks' fp32 weights too, one block gathered whole at a time (and its bf16
+/// the root's through the backward; 3: the blocks' fp32 weights too, a block gathered whole while it runs and the next one arriving (and its bf16
 /// copy), the root whole on every rank, and every block recomputed in backward. The embeddings' rows are / tp.
 /// Activations are per sequence of T tokens, as autograd saves them (<see cref="BlockActivations"/>); everything else
 /// is per rank whatever the batch.
@@ -71,8 +71,9 @@ public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision 
     /// <summary>What is whole at a time under stage 3: the root and one gathered block.</summary>
     double Whole => Root + Shape.BlockParameters;
 
-    /// <summary>fp32 weights: all of them, or (stage 3) the blocks' shards, the root and one gathered block.</summary>
-    public double WeightBytes => 4 * (Stage >= 3 ? (Shape.Layers * Math.Ceiling(Shape.BlockParameters / Dp)) + Whole : RankParameters);
+    /// <summary>fp32 weights: all of them, or (stage 3) the blocks' shards, the root, the gathered block and the next
+    /// one, whose gather is under way (prefetch).</summary>
+    public double WeightBytes => 4 * (Stage >= 3 ? (Shape.Layers * Math.Ceiling(Shape.BlockParameters / Dp)) + Whole + Shape.BlockParameters : RankParameters);
 
     /// <summary>The weights cast to bf16 once per step (train.precision = bf16; 0 in fp32): of what is whole at a time.</summary>
     public double Bf16WeightBytes => !Bf16 ? 0 : 2 * (Stage >= 3 ? Whole : RankParameters);

@@ -21,7 +21,8 @@ namespace Rank.Parallel;
 /// only during its backward;</item>
 /// <item>stage 3: also, for blocks, their fp32 master weights: a block's parameters are all-gathered for its forward
 /// and again for its recomputation in backward (<see cref="Recomputed"/>: every block recomputes), then freed, and its
-/// gradient is reduce-scattered as soon as its backward ends. The root stays whole on every rank.</item>
+/// gradient is reduce-scattered as soon as its backward ends. The gather of the block that runs next starts when a
+/// block starts (prefetch: two blocks are whole at a time). The root stays whole on every rank.</item>
 /// </list>
 /// Each rank updates its elements with <see cref="FlatAdamW.Update"/>, the unsharded optimizer's arithmetic element
 /// for element, then the parameters held whole are all-gathered. Within a unit the matrices come first (weight decay),
@@ -43,6 +44,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         public required IReadOnlyList<Member> Members;
         public required long Padded, Size, Low, DecayEnd; // elements: whole buffer (padded), shard, shard's first, end of the matrices
         public Tensor? Full;                              // [Padded] the parameters (stage 3 blocks: only while gathered)
+        public IPendingCollective? Arriving;              // stage 3: the all-gather into Full started ahead of use
         public Tensor? Master;                            // [Size] stage 3 blocks: this rank's fp32 master weights
         public Tensor? FullGrad;                          // [Padded] the gradient: stage 1 always, stages 2-3 during a backward
         public Tensor? ShardGrad;                         // [Size] stages 2-3: this rank's averaged gradient
@@ -102,6 +104,9 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
                                  Units.Sum(u => Bytes(u.ExpAvg) + Bytes(u.ExpAvgSq)));
 
     static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
+
+    /// <summary>Stage 3: block forwards (first or recomputed) whose weights were already on their way when they began.</summary>
+    public long Prefetched { get; private set; }
 
     /// <summary>Whether the parameters of block <paramref name="block"/> are here whole now (stage 3: only while gathered).</summary>
     public bool Gathered(int block) => blocks[block].Full is not null;
@@ -238,16 +243,29 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     {
         var unit = blocks[block];
         using var noGrad = no_grad();
-        unit.Full ??= GatherWeights(unit);
+        if (unit.Arriving is not null) Prefetched++;
+        Arrive(unit);
+        int next = forBackward ? block - 1 : block + 1;                  // the block whose forward runs next
+        if (next >= 0 && next < blocks.Length && blocks[next].Full is null) Prefetch(blocks[next]);
         if (forBackward) WholeGradient(unit);
     }
 
-    Tensor GatherWeights(Unit unit)
+    // The block's weights all-gathered into a buffer of their own, started now and waited for by Arrive: the next
+    // block's gather runs while this one computes (FSDP's prefetch), so two blocks are whole at a time.
+    void Prefetch(Unit unit)
     {
-        var full = empty(unit.Padded, unit.Master!.dtype, unit.Master.device);
-        data.AllGather(unit.Master, full);
-        foreach (var m in unit.Members) m.P.set_(m.In(full));
-        return full;
+        unit.Full = empty(unit.Padded, unit.Master!.dtype, unit.Master.device);
+        unit.Arriving = data.AllGatherAsync(unit.Master, unit.Full);
+    }
+
+    // The block's weights whole here (its prefetch waited for, or gathered now), the parameters views of them.
+    void Arrive(Unit unit)
+    {
+        if (unit.Full is null) Prefetch(unit);
+        if (unit.Arriving is not { } arriving) return;
+        unit.Arriving = null;
+        arriving.Wait();
+        foreach (var m in unit.Members) m.P.set_(m.In(unit.Full!));
     }
 
     void IBlockParameters.Release(int block)
@@ -263,7 +281,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     {
         if (Stage != 3) return;
         using var noGrad = no_grad();
-        foreach (var unit in blocks) unit.Full ??= GatherWeights(unit);
+        foreach (var unit in blocks) Arrive(unit);
     }
 
     /// <summary>Stage 3: every block freed again; <paramref name="keep"/>: the gathered values (a checkpoint just loaded
@@ -326,6 +344,11 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     void Free(Unit unit)
     {
         using var noGrad = no_grad();
+        if (unit.Arriving is { } arriving) // a gather still in flight writes into Full: let it finish first
+        {
+            unit.Arriving = null;
+            arriving.Wait();
+        }
         foreach (var m in unit.Members)
         {
             model.Weights.Forget(m.P);
