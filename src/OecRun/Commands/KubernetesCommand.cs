@@ -21,7 +21,7 @@ public static class KubernetesCommand
             (o, v) => o with { GpusPerRank = v });
         b.Add(CommandLine.ConfigOption("The run configuration (JSON); validated now. job.world_size, job.id, job.backend, job.resume = auto and run.out_dir are set by this command."),
             (o, v) => o with { ConfigFile = v });
-        b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
+        b.Add(CommandLine.OverridesArgument("train.learning_rate=1e-3 oec.method=mu_loss train.steps=2000"), (o, v) => o with { Overrides = v ?? [] });
         b.Add(new Option<string?>("--namespace") { Description = "Namespace of every object (default: the one kubectl applies to)." }, (o, v) => o with { Namespace = v });
         b.Add(new Option<string?>("--pvc") { Description = "An existing ReadWriteMany claim to mount at /shared (default: render a claim NAME-shared)." }, (o, v) => o with { Pvc = v });
         b.Add(new Option<string?>("--storage-class") { Description = "Storage class of the rendered claim; it must offer ReadWriteMany (default: the cluster's default class)." },
