@@ -34,6 +34,12 @@ public static class KubernetesCommand
             (o, v) => o with { NcclSocketIfname = v });
         b.Add(new Option<bool>("--nccl-ib-disable") { Description = "NCCL_IB_DISABLE=1 in GPU jobs: never use InfiniBand/RoCE (default 0: NCCL uses it where the pod has it)." },
             (o, v) => o with { NcclIbDisable = v });
+        b.Add(new Option<string?>("--rdma-resource") { Description = "NAME[=COUNT]: the RDMA device plugin's resource each rank pod of a GPU job requests (e.g. rdma/rdma_shared_device_a), with the IPC_LOCK capability, for NCCL over InfiniBand/RoCE." },
+            (o, v) => o with { RdmaResource = v });
+        b.Add(new Option<string?>("--nccl-ib-hca") { Description = "NCCL_IB_HCA with --rdma-resource: the adapters NCCL uses, e.g. mlx5_0,mlx5_1 (default: NCCL's choice)." }, (o, v) => o with { NcclIbHca = v });
+        b.Add(new Option<int?>("--nccl-ib-gid-index") { Description = "NCCL_IB_GID_INDEX with --rdma-resource: the RoCE GID index, often 3 for RoCE v2 (default: NCCL's)." }, (o, v) => o with { NcclIbGidIndex = v });
+        b.Add(new Option<bool>("--host-network") { Description = "hostNetwork for the rank pods: the node's interfaces (RoCE NICs the pod network lacks); set --nccl-socket-ifname to the node's interface." },
+            (o, v) => o with { HostNetwork = v });
         b.Add(new Option<string>("--nccl-debug") { Description = "NCCL_DEBUG of GPU jobs: VERSION, WARN, INFO or TRACE.", DefaultValueFactory = _ => d.NcclDebug }, (o, v) => o with { NcclDebug = v });
         b.Add(new Option<int>("--port") { Description = "The coordinator's gRPC port.", DefaultValueFactory = _ => d.Port }, (o, v) => o with { Port = CommandLine.Port("--port", v) });
         b.Add(new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort }, (o, v) => o with { MetricsPort = CommandLine.Port("--metrics-port", v) });

@@ -208,6 +208,7 @@ public static class JobManifests
         bool gpu = o.GpusPerRank > 0;
         var limits = new Dictionary<string, ResourceQuantity> { ["cpu"] = new(o.Cpu), ["memory"] = new(o.Memory) };
         if (gpu) limits["nvidia.com/gpu"] = new($"{o.GpusPerRank * o.RanksPerPod}");
+        RdmaNetwork.AddResource(o, limits);
         List<V1EnvVar> env =
         [
             new() { Name = "OEC_COORDINATOR", Value = $"http://{CoordinatorName(o)}:{o.Port}" },
@@ -227,10 +228,11 @@ public static class JobManifests
                 new() { Name = "NCCL_SOCKET_IFNAME", Value = o.NcclSocketIfname },
                 new() { Name = "NCCL_IB_DISABLE", Value = o.NcclIbDisable ? "1" : "0" },
                 new() { Name = "NCCL_DEBUG", Value = o.NcclDebug },
+                .. RdmaNetwork.Env(o),
             ]);
         var container = new V1Container
         {
-            Name = "rank", Image = o.Image, Args = ["rank", "--local-ranks", $"{o.RanksPerPod}"], Env = env,
+            Name = "rank", Image = o.Image, Args = ["rank", "--local-ranks", $"{o.RanksPerPod}"], Env = env, SecurityContext = RdmaNetwork.ContainerSecurity(o),
             Resources = new V1ResourceRequirements { Requests = new Dictionary<string, ResourceQuantity>(limits), Limits = limits },
             VolumeMounts =
             [
@@ -245,6 +247,7 @@ public static class JobManifests
             new() { Action = "Ignore", OnExitCodes = new V1PodFailurePolicyOnExitCodesRequirement { ContainerName = "rank", OperatorProperty = "In", Values = [.. ExitCodes.Recreate] } },
             new() { Action = "FailJob", OnExitCodes = new V1PodFailurePolicyOnExitCodesRequirement { ContainerName = "rank", OperatorProperty = "In", Values = [ExitCodes.Refused] } },
         ];
+        var (hostNetwork, dnsPolicy) = RdmaNetwork.Network(o);
         return new V1Job
         {
             ApiVersion = "batch/v1", Kind = "Job", Metadata = Meta(o, RanksName(o), "rank", o.Queue is null ? null : new() { [PodPlacement.QueueLabel] = o.Queue }),
@@ -267,6 +270,7 @@ public static class JobManifests
                         PriorityClassName = o.PriorityClass, ServiceAccountName = o.ServiceAccount, ImagePullSecrets = PodPlacement.ImagePullSecrets(o),
                         NodeSelector = PodPlacement.NodeSelector(o), Tolerations = PodPlacement.Tolerations(o),
                         Affinity = PodPlacement.Affinity(o, labels), TopologySpreadConstraints = PodPlacement.TopologySpread(o, labels),
+                        HostNetwork = hostNetwork, DnsPolicy = dnsPolicy,
                         Volumes =
                         [
                             SharedVolume(o),
