@@ -41,6 +41,10 @@ public static class KubernetesCommand
         b.Add(new Option<bool>("--host-network") { Description = "hostNetwork for the rank pods: the node's interfaces (RoCE NICs the pod network lacks); set --nccl-socket-ifname to the node's interface." },
             (o, v) => o with { HostNetwork = v });
         b.Add(new Option<string>("--nccl-debug") { Description = "NCCL_DEBUG of GPU jobs: VERSION, WARN, INFO or TRACE.", DefaultValueFactory = _ => d.NcclDebug }, (o, v) => o with { NcclDebug = v });
+        b.Add(new Option<string?>("--bundle") { Description = "The unpacked bundle of build/publish-bundle.sh on the shared volume, e.g. /shared/oec/oecrun-linux-x64: the pods run its oecrun in --image, a stock image (default: the image's own oecrun)." },
+            (o, v) => o with { Bundle = v });
+        b.Add(new Option<string?>("--libtorch") { Description = "OEC_LIBTORCH of the rank pods: python (the image's PyTorch, for a bundle without libtorch) or a libtorch lib directory (default: the image's)." },
+            (o, v) => o with { LibTorch = v });
         b.Add(new Option<int>("--port") { Description = "The coordinator's gRPC port.", DefaultValueFactory = _ => d.Port }, (o, v) => o with { Port = CommandLine.Port("--port", v) });
         b.Add(new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort }, (o, v) => o with { MetricsPort = CommandLine.Port("--metrics-port", v) });
         b.Add(new Option<string?>("--token-secret") { Description = "An existing Secret with the job token under the key 'token' (default: render a Secret NAME-token with a fresh random token)." },

@@ -136,9 +136,9 @@ public static class JobManifests
         };
         var container = new V1Container
         {
-            Name = "coordinator", Image = o.Image,
+            Name = "coordinator", Image = o.Image, Command = BundleRun.Command(o),
             Args = ["coordinator", "--port", $"{o.Port}", "--metrics-port", $"{o.MetricsPort}", "--config", $"{ConfigMount}/{ConfigKey}", "--linger"],
-            Env = [TokenEnv(o)],
+            Env = [TokenEnv(o), .. BundleRun.Env(o, rank: false)],
             Ports =
             [
                 new V1ContainerPort { Name = "grpc", ContainerPort = o.Port },
@@ -221,6 +221,7 @@ public static class JobManifests
             new() { Name = "NODE_RANK", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = $"metadata.annotations['{CompletionIndexAnnotation}']" } } },
             // Peers reach a rank at its pod's IP (the collectives' ring listens there on an ephemeral port).
             new() { Name = "OEC_RANK_HOST", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } } },
+            .. BundleRun.Env(o, rank: true),
         ];
         if (gpu)
             env.AddRange(
@@ -232,7 +233,7 @@ public static class JobManifests
             ]);
         var container = new V1Container
         {
-            Name = "rank", Image = o.Image, Args = ["rank", "--local-ranks", $"{o.RanksPerPod}"], Env = env, SecurityContext = RdmaNetwork.ContainerSecurity(o),
+            Name = "rank", Image = o.Image, Command = BundleRun.Command(o), Args = ["rank", "--local-ranks", $"{o.RanksPerPod}"], Env = env, SecurityContext = RdmaNetwork.ContainerSecurity(o),
             Resources = new V1ResourceRequirements { Requests = new Dictionary<string, ResourceQuantity>(limits), Limits = limits },
             VolumeMounts =
             [

@@ -43,6 +43,11 @@ public sealed partial record ManifestOptions
     public int? NcclIbGidIndex { get; init; }
     /// <summary>hostNetwork for the rank pods: the node's network interfaces instead of the pod network's.</summary>
     public bool HostNetwork { get; init; }
+    /// <summary>The published bundle's directory on the shared volume: the containers run its oecrun in Image, a stock
+    /// image; null = the image's own oecrun (its entrypoint).</summary>
+    public string? Bundle { get; init; }
+    /// <summary>OEC_LIBTORCH of the rank pods: python or a libtorch lib directory; null = the image's setting.</summary>
+    public string? LibTorch { get; init; }
     /// <summary>The coordinator's gRPC port (ranks) and Prometheus port (/metrics, /live).</summary>
     public int Port { get; init; } = 29400;
     public int MetricsPort { get; init; } = 9400;
@@ -109,6 +114,7 @@ public sealed partial record ManifestOptions
             throw new ArgumentException($"--nccl-debug = '{NcclDebug}': expected VERSION, WARN, INFO or TRACE");
         PodPlacement.Validate(this);
         RdmaNetwork.Validate(this);
+        BundleRun.Validate(this);
     }
 
     [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
