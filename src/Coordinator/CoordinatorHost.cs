@@ -12,6 +12,7 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 
 namespace Coordinator;
 
@@ -23,6 +24,9 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
     CoordinatorHost(WebApplication app, Uri address, JobMetrics metrics, MetricsHistory history) =>
         (this.app, Address, this.metrics, History) = (app, address, metrics, history);
+
+    /// <summary>OpenTelemetry's service.name of the coordinator (Prometheus: target_info{service_name=...}).</summary>
+    public const string ServiceName = "oec-coordinator";
 
     /// <summary>Where ranks reach the coordinator, e.g. http://127.0.0.1:29400.</summary>
     public Uri Address { get; }
@@ -50,7 +54,9 @@ public sealed class CoordinatorHost : IAsyncDisposable
             k.Listen(listen, metricsPort, o => (o.Protocols, http1) = (HttpProtocols.Http1, o));
         });
         var metrics = new JobMetrics(job);
-        builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(metrics.MeterName).AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
+        // service.name names the exporter in target_info; the scope label would repeat the one meter's name on every series.
+        builder.Services.AddOpenTelemetry().ConfigureResource(r => r.AddService(ServiceName))
+            .WithMetrics(m => m.AddMeter(metrics.MeterName).AddPrometheusExporter(o => (o.ScrapeResponseCacheDurationMilliseconds, o.ScopeInfoEnabled) = (0, false)));
         builder.Services.AddSingleton(job).AddSingleton(log);
         builder.Services.AddSingleton<IHostLifetime, HostedBySomeoneElse>(); // signals belong to the program hosting the coordinator
         builder.Services.AddGrpc(o =>

@@ -12,6 +12,8 @@ namespace Coordinator;
 /// the newest validation loss (validation steps are rare: a gauge of the newest step would vanish between them and
 /// rarely be scraped at all); oec_step_duration_seconds is a
 /// histogram of the reported steps' durations; oec_restarts_total counts generations started after failures.
+/// The step a rank's gauges describe is a gauge of its own (oec_metrics_step, oec_val_step), not a label: a step
+/// label would start a new series every step. oec_tokens_total counts the tokens trained, for rate().
 /// Coordinators sharing a process (tests) export each other's series too, told apart by the job label.
 /// </summary>
 public sealed class JobMetrics : IDisposable
@@ -21,7 +23,7 @@ public sealed class JobMetrics : IDisposable
 
     readonly JobState job;
     readonly Histogram<double> stepDuration;
-    readonly ConcurrentDictionary<int, double> valLoss = new(); // rank -> newest validation loss reported
+    readonly ConcurrentDictionary<int, (long Step, double Loss)> valLoss = new(); // rank -> newest validation reported
 
     public JobMetrics(JobState job)
     {
@@ -30,22 +32,28 @@ public sealed class JobMetrics : IDisposable
         Meter = new Meter(MeterName);
         foreach (var field in StepMetrics.Fields.Where(f => f.Name is not ("val_loss" or "step_seconds"))) // those two below
             Gauge("oec_" + field.Name, field.Description, field.Read);
-        Meter.CreateObservableGauge("oec_val_loss", () => valLoss.Select(kv => new Measurement<double>(kv.Value, Labels(kv.Key))),
+        Meter.CreateObservableGauge("oec_val_loss", () => valLoss.Select(kv => new Measurement<double>(kv.Value.Loss, Labels(kv.Key))),
             description: "Cross-entropy on the validation batches at the newest validation, nats per token");
+        Meter.CreateObservableGauge("oec_val_step", () => valLoss.Select(kv => new Measurement<long>(kv.Value.Step, Labels(kv.Key))),
+            description: "Step of the newest validation: the step oec_val_loss describes");
         Meter.CreateObservableGauge("oec_step", () => job.Ranks().Select(r => new Measurement<long>(r.Step, Labels(r.Rank))),
             description: "Optimizer steps done");
+        Meter.CreateObservableGauge("oec_metrics_step", () => job.Ranks().Where(r => r.Metrics is not null).Select(r => new Measurement<long>(r.Metrics!.Step, Labels(r.Rank))),
+            description: "Step of the newest step metrics the rank reported: the step its other per-rank gauges describe");
         Meter.CreateObservableGauge("oec_ranks_alive", () => new Measurement<int>(RanksAlive(job, job.Ranks()), new KeyValuePair<string, object?>("job", job.Spec.JobId)),
             description: "Ranks of the current generation that heartbeat in time");
         Counter("oec_restarts", "Generations started after a failure", () => job.Restarts);
         Counter("oec_divergence_events", "Times a divergence rule fired", () => job.DivergenceEvents);
         Counter("oec_rollbacks", "Rollbacks to a checkpoint after a divergence", () => job.Rollbacks);
         Counter("oec_skipped_sequences", "Training sequences skipped by rollbacks", () => job.SkippedSequences);
+        long tokensPerStep = (long)job.Spec.Train.BatchSize * job.Spec.Train.Plan.SequenceLength; // the global batch
+        Counter("oec_tokens", "Tokens trained by the job, again after a rollback or restart", () => job.StepsTrained * tokensPerStep);
         stepDuration = Meter.CreateHistogram("oec_step_duration", unit: "s", description: "Duration of the reported training steps",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
         job.StepReported += (rank, m) =>
         {
             stepDuration.Record(m.StepSeconds, Labels(rank));
-            if (m.ValLoss is double v) valLoss[rank] = v;
+            if (m.ValLoss is double v) valLoss[rank] = (m.Step, v);
         };
     }
 

@@ -131,6 +131,7 @@ public sealed partial class JobState
             slot.LastBeat = clock.Elapsed;
             if (step < 0 || step > spec.Steps) throw Refuse(RefusalKind.InvalidArgument, $"heartbeat: step {step} outside [0, {spec.Steps}]");
             if (step > slot.Step) current.LastProgress = clock.Elapsed; // the current generation: Over returned otherwise
+            if (c.Rank == 0) stepsTrained += Math.Max(0, step - Math.Max(slot.Step, current.StartStep)); // a new slot's Step is 0
             slot.Step = step;
             if (metrics.Count > MaxBatchSteps) throw Refuse(RefusalKind.InvalidArgument, $"heartbeat: {metrics.Count} logged steps (at most {MaxBatchSteps})");
             foreach (var m in metrics.Where(m => m.Step > (slot.Metrics?.Step ?? 0)))

@@ -31,6 +31,7 @@ public sealed partial class JobState : IDisposable
     string? stopReason;
     int divergenceEvents, rollbacks;
     long skippedSequences;
+    long stepsTrained;
     readonly DivergenceMonitor monitor;
     readonly DataSchedule schedule;
     double learningRateScale = 1;
@@ -81,6 +82,9 @@ public sealed partial class JobState : IDisposable
     public int Rollbacks { get { lock (gate) return rollbacks; } }
     /// <summary>Training sequences skipped by rollbacks: the data of the steps rolled back.</summary>
     public long SkippedSequences { get { lock (gate) return skippedSequences; } }
+    /// <summary>Optimizer steps rank 0 has trained, over all generations: a step trained again after a rollback or a
+    /// restart counts again (the work done, not the progress made).</summary>
+    public long StepsTrained { get { lock (gate) return stepsTrained; } }
 
     public IReadOnlyList<RankStatus> Ranks()
     {

@@ -42,6 +42,30 @@ public partial class DashboardTests
     }
 
     [Fact]
+    public void Grafanas_import_asks_for_a_prometheus_data_source_which_the_datasource_variable_starts_on()
+    {
+        string text = File.ReadAllText(Path.Combine(Root, "deploy", "grafana", "oec-dashboard.json"));
+        using var dashboard = JsonDocument.Parse(text);
+        var input = Assert.Single(dashboard.RootElement.GetProperty("__inputs").EnumerateArray());
+        Assert.Equal(("datasource", "prometheus"), (input.GetProperty("type").GetString(), input.GetProperty("pluginId").GetString()));
+        string reference = "${" + input.GetProperty("name").GetString() + "}";
+        var variable = dashboard.RootElement.GetProperty("templating").GetProperty("list").EnumerateArray().Single(v => v.GetProperty("name").GetString() == "datasource");
+        Assert.Equal(reference, variable.GetProperty("current").GetProperty("value").GetString());
+        Assert.All(InputReference().Matches(text), m => Assert.Equal(reference, m.Value)); // no reference to an input the import does not ask for
+        Assert.Contains(dashboard.RootElement.GetProperty("__requires").EnumerateArray(), r => r.GetProperty("id").GetString() == "prometheus");
+    }
+
+    [Fact]
+    public void Mean_log_z_and_r_log_are_on_panels_of_their_own()
+    {
+        using var dashboard = JsonDocument.Parse(File.ReadAllText(Path.Combine(Root, "deploy", "grafana", "oec-dashboard.json")));
+        string Panel(string metric) => Assert.Single(dashboard.RootElement.GetProperty("panels").EnumerateArray(),
+            p => p.TryGetProperty("targets", out var t) && t.EnumerateArray().Any(x => x.GetProperty("expr").GetString()!.Contains(metric))).GetProperty("title").GetString()!;
+        Assert.Equal("Mean log Z", Panel("oec_mean_log_z"));
+        Assert.Equal("r_log", Panel("oec_r_log"));
+    }
+
+    [Fact]
     public async Task The_example_alert_rules_query_only_exported_metrics()
     {
         var exported = await ExportedSeries();
@@ -92,6 +116,9 @@ public partial class DashboardTests
 
     [GeneratedRegex(@"^# TYPE (\S+) (\S+)$", RegexOptions.Multiline)]
     private static partial Regex TypeLine();
+
+    [GeneratedRegex(@"\$\{DS_[A-Za-z0-9_]*\}")]
+    private static partial Regex InputReference();
 
     [GeneratedRegex(@"\boec_[a-z0-9_]+")]
     private static partial Regex MetricName();

@@ -18,13 +18,16 @@ public class MetricsTests
         MuNorm = 0.125, MeanLogit = -0.5, LogitStd = 1.5, MaxAbsLogit = 9.75, MeanLogZ = 6.5, RLog = 0.75,
     };
 
+    // Tokens of one step: the global batch, sequences x sequence length.
+    static readonly long TokensPerStep = (long)TestJob.NewBatchPlan().BatchSize * TestJob.NewBatchPlan().Plan.SequenceLength;
+
     static async Task<string> Scrape(GrpcJob grpc)
     {
         using var http = new HttpClient { Timeout = Waits.Timeout };
         return await http.GetStringAsync(grpc.Host.MetricsAddress).Within();
     }
 
-    static string Series(string name, int? rank) => $"{name}{{otel_scope_name=\"Oec.Coordinator\",job=\"{TestJob.JobId}\"{(rank is null ? "" : $",rank=\"{rank}\"")}}}";
+    static string Series(string name, int? rank) => $"{name}{{job=\"{TestJob.JobId}\"{(rank is null ? "" : $",rank=\"{rank}\"")}}}";
 
     /// <summary>The value of the series `name` (of `rank`, or of the job when null) in a scrape.</summary>
     static double ValueIn(string text, string name, int? rank)
@@ -61,13 +64,20 @@ public class MetricsTests
         Assert.Equal(6.5, Value("oec_mean_log_z", 0));
         Assert.Equal(0.75, Value("oec_r_log", 0));
         Assert.Equal(6, Value("oec_step", 0));
+        Assert.Equal(6, Value("oec_metrics_step", 0)); // the step the gauges above describe
+        Assert.Equal(5, Value("oec_metrics_step", 1));
+        Assert.Equal(6, Value("oec_val_step", 0));
         Assert.Equal(2, Value("oec_ranks_alive"));
         Assert.Equal(0, Value("oec_restarts_total"));
         Assert.Equal(2, Value("oec_step_duration_seconds_count", 0));   // steps 5 and 6; the repeated step 6 counted once
         Assert.Equal(0.22, Value("oec_step_duration_seconds_sum", 0), 1e-9);
-        Assert.Contains("oec_step_duration_seconds_bucket{otel_scope_name=\"Oec.Coordinator\",job=\"test-job\",rank=\"0\",le=\"0.025\"} 1", text);
+        Assert.Contains("oec_step_duration_seconds_bucket{job=\"test-job\",rank=\"0\",le=\"0.025\"} 1", text);
         Assert.Contains("# TYPE oec_restarts_total counter", text);
         Assert.Contains("# TYPE oec_step_duration_seconds histogram", text);
+        Assert.Contains("# TYPE oec_tokens_total counter", text);
+        Assert.Equal(6 * TokensPerStep, Value("oec_tokens_total")); // rank 0's 6 steps of the global batch
+        Assert.DoesNotContain("otel_scope", text);
+        Assert.Contains($"target_info{{service_name=\"{CoordinatorHost.ServiceName}\"", text);
 
         job.ReportFailure(1, 1, "boom");
         Assert.Equal(1, await Task.Run(async () =>
@@ -75,6 +85,21 @@ public class MetricsTests
             text = await Scrape(grpc);
             return Value("oec_restarts_total");
         }));
+    }
+
+    [Fact]
+    public async Task Tokens_trained_count_every_step_of_rank_0_once_and_again_after_the_job_went_back()
+    {
+        await using var grpc = await GrpcJob.StartAsync();
+        await grpc.Job.RegisterAll();
+        foreach (long step in new long[] { 4, 4, 10 }) grpc.Job.Heartbeat(1, 0, step);
+        grpc.Job.Heartbeat(1, 1, 10); // rank 1 adds nothing
+        Assert.Equal(10 * TokensPerStep, ValueIn(await Scrape(grpc), "oec_tokens_total", null));
+
+        grpc.Job.ReportFailure(1, 1, "boom"); // generation 2 resumes from step 0 (no checkpoint): steps 1..3 are trained again
+        await grpc.Job.RegisterAll();
+        grpc.Job.Heartbeat(2, 0, 3);
+        Assert.Equal(13 * TokensPerStep, ValueIn(await Scrape(grpc), "oec_tokens_total", null));
     }
 
     [Fact]
@@ -90,6 +115,8 @@ public class MetricsTests
 
         Assert.Equal(3.25, ValueIn(text, "oec_train_loss", 0));
         Assert.Equal(2.25, ValueIn(text, "oec_val_loss", 0));
+        Assert.Equal(5, ValueIn(text, "oec_val_step", 0));
+        Assert.Equal(6, ValueIn(text, "oec_metrics_step", 0));
         Assert.DoesNotContain(Series("oec_val_loss", 1), text); // rank 1 never validated
     }
 }

@@ -71,6 +71,32 @@ public class LivePageChromiumTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task The_mu_norm_chart_draws_float_noise_of_a_centered_mu_flat_on_zero_and_a_growing_mu_whole()
+    {
+        Assert.Equal("0 0.001", await MuNormRange(step => 1e-8 * (1 + step % 3))); // noise under mu-centering, not autoscaled
+        string[] growing = (await MuNormRange(step => 0.01 * step)).Split(' ');       // an uncentered ||mu|| up to 0.6
+        Assert.Equal("0", growing[0]);
+        Assert.True(double.Parse(growing[1], System.Globalization.CultureInfo.InvariantCulture) >= 0.6, $"||mu|| chart's y range {string.Join(' ', growing)}");
+    }
+
+    /// <summary>The y range ("min max") the live page draws ||mu|| in after rank 0 reported `muNorm` of steps 1..60.</summary>
+    static async Task<string> MuNormRange(Func<long, double> muNorm)
+    {
+        await using var grpc = await GrpcJob.StartAsync(new JobOptions { HeartbeatTimeoutS = 300 }, steps: Steps, divergence: new DivergenceOptions { Action = DivergenceAction.Warn });
+        await grpc.Job.RegisterAll();
+        for (int step = 1; step <= Steps; step++)
+        {
+            var m = Metrics(0, step);
+            m.MuNorm = muNorm(step);
+            await grpc.Client.HeartbeatAsync(Beat(0, step, m), GrpcJob.Call());
+        }
+        string dom = await Chromium.DumpDom(grpc.Host.LivePageAddress);
+        var chart = System.Text.RegularExpressions.Regex.Match(dom, "data-y-range=\"([^\"]*)\"><h2>\\|\\|mu\\|\\|");
+        Assert.True(chart.Success, $"no ||mu|| chart with a y range in:\n{dom}");
+        return chart.Groups[1].Value;
+    }
+
+    [Fact]
     public async Task Chromium_shows_no_curve_before_any_rank_reported_metrics()
     {
         await using var grpc = await GrpcJob.StartAsync(new JobOptions { HeartbeatTimeoutS = 300 }, steps: Steps);

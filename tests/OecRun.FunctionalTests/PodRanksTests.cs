@@ -51,7 +51,7 @@ public class PodRanksTests(ITestOutputHelper log)
             Assert.False(coordinator.HasExited, "the coordinator exited although --linger");
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
             string metrics = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
-            Assert.Contains("oec_step{otel_scope_name=\"Oec.Coordinator\",job=\"pods\",rank=\"3\"} 20", metrics);
+            Assert.Contains("oec_step{job=\"pods\",rank=\"3\"} 20", metrics);
 
             ChildProcesses.Signal(coordinator, 15); // SIGTERM
             Assert.True(coordinator.WaitForExit(TimeSpan.FromSeconds(30)), "the lingering coordinator still runs 30 s after SIGTERM");

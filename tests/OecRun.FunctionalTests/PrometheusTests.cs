@@ -61,12 +61,32 @@ public partial class PrometheusTests(ITestOutputHelper log)
                 var result = server.Query(expr, end);
                 Assert.True(result.GetArrayLength() > 0, $"dashboard panel '{panel}': no data for {expr}");
             }
+            AssertReadsRight(server, end);
         }
         finally
         {
             prometheus?.Dispose();
         }
     }
+
+    /// <summary>What the exporter adds around the job's series, and the alert rules' expressions (less their
+    /// thresholds) on the real series: each joins rank by rank and has data.</summary>
+    static void AssertReadsRight(PrometheusServer server, double end)
+    {
+        Assert.Equal(1, server.Query($"target_info{{service_name=\"{Coordinator.CoordinatorHost.ServiceName}\"}}", end).GetArrayLength());
+        Assert.Equal(0, server.Query("{__name__=~\"oec_.+\", otel_scope_name!=\"\"}", end).GetArrayLength());
+        var tokens = server.Query($"rate(oec_tokens_total{{job=\"{JobId}\"}}[1m])", end);
+        Assert.True(tokens.GetArrayLength() == 1 && PrometheusServer.Value(tokens[0].GetProperty("value")) > 0, $"rate(oec_tokens_total): {tokens}");
+        string rules = File.ReadAllText(Path.Combine(TestPrograms.RepositoryRoot, "deploy", "prometheus", "oec-alerts.yml"));
+        foreach (Match rule in AlertExpr().Matches(rules))
+        {
+            var result = server.Query(rule.Groups[1].Value, end);
+            Assert.True(result.GetArrayLength() > 0, $"alert expression {rule.Groups[1].Value}: no data");
+        }
+    }
+
+    [GeneratedRegex(@"^\s*expr:\s*(.+?)\s*>\s*[0-9.]+\s*$", RegexOptions.Multiline)]
+    private static partial Regex AlertExpr();
 
     /// <summary>For each stored sample of rank 0's <paramref name="metric"/>, the step of the metrics.jsonl line with that
     /// value (exactly: both sides print floats as the shortest string that reads back to the same double). Asserts

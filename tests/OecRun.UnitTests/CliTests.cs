@@ -1,5 +1,6 @@
 // oecrun's command line in process: exit codes and messages for bad settings and options, and the report command; the
 // train runs that start rank processes are in OecRun.FunctionalTests.
+using System.Text.RegularExpressions;
 using static OecRun.UnitTests.CommandLineRun;
 
 namespace OecRun.UnitTests;
@@ -56,6 +57,15 @@ public class CliTests
         Assert.Equal(2, code);
         Assert.StartsWith("error: ", error);
         Assert.False(Directory.Exists(run), $"{run} was left behind: {string.Join(", ", Directory.Exists(run) ? Directory.GetFileSystemEntries(run) : [])}");
+    }
+
+    [Fact]
+    public void Torch_info_prints_the_bundled_libtorchs_version_from_its_package()
+    {
+        var (code, output, error) = CommandLineRun.Invoke("torch-info");
+        Assert.True(code == 0, $"torch-info exited with {code}: {error}");
+        Assert.Contains("libtorch: bundled with oecrun", output);
+        Assert.Matches($@"libtorch version: {Regex.Escape(Rank.ExternalLibTorch.ExpectedVersion)}\.\d+ \(package libtorch-\S+ in \S+\.deps\.json\)", output);
     }
 
     [Fact]

@@ -133,6 +133,15 @@ internal static class KubernetesObjects
     public static V1ObjectMeta Metadata(object o) => o is IMetadata<V1ObjectMeta> m ? m.Metadata
         : KubernetesYaml.Deserialize<V1ObjectMeta>(KubernetesYaml.Serialize(((Dictionary<object, object>)o)["metadata"]));
 
+    /// <summary>`oecrun k8s` with these arguments exits with 2, says `expected` and renders nothing.</summary>
+    public static void AssertRefused(string expected, params string[] args)
+    {
+        var (code, output, error) = CommandLineRun.Invoke(args);
+        Assert.Equal(2, code);
+        Assert.Contains(expected, error);
+        Assert.Equal("", output);
+    }
+
     public static V1EnvVar Env(V1Container container, string name) => Assert.Single(container.Env, e => e.Name == name);
 
     /// <summary>The pod's volume mounted at `path` in `container`.</summary>

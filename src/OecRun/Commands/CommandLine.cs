@@ -17,9 +17,10 @@ public static class CommandLine
     public static Option<string?> ConfigOption(string description = "JSON configuration file (sections model, oec, data, train, run, job).") =>
         new("--config") { Description = description };
 
-    public static Argument<string[]> OverridesArgument() => new("overrides")
+    /// <param name="example">Overrides the command accepts, for its help: keys it sets itself would be refused or replaced.</param>
+    public static Argument<string[]> OverridesArgument(string example = "train.learning_rate=1e-3 oec.method=mu_loss job.world_size=4") => new("overrides")
     {
-        Description = "Settings over the file, as section.key=value, e.g. train.learning_rate=1e-3 oec.method=mu_loss job.world_size=4.",
+        Description = $"Settings over the file, as section.key=value, e.g. {example}.",
         Arity = ArgumentArity.ZeroOrMore,
     };
 

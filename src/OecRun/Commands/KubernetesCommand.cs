@@ -21,7 +21,7 @@ public static class KubernetesCommand
             (o, v) => o with { GpusPerRank = v });
         b.Add(CommandLine.ConfigOption("The run configuration (JSON); validated now. job.world_size, job.id, job.backend, job.resume = auto and run.out_dir are set by this command."),
             (o, v) => o with { ConfigFile = v });
-        b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
+        b.Add(CommandLine.OverridesArgument("train.learning_rate=1e-3 oec.method=mu_loss train.steps=2000"), (o, v) => o with { Overrides = v ?? [] });
         b.Add(new Option<string?>("--namespace") { Description = "Namespace of every object (default: the one kubectl applies to)." }, (o, v) => o with { Namespace = v });
         b.Add(new Option<string?>("--pvc") { Description = "An existing ReadWriteMany claim to mount at /shared (default: render a claim NAME-shared)." }, (o, v) => o with { Pvc = v });
         b.Add(new Option<string?>("--storage-class") { Description = "Storage class of the rendered claim; it must offer ReadWriteMany (default: the cluster's default class)." },
@@ -34,7 +34,17 @@ public static class KubernetesCommand
             (o, v) => o with { NcclSocketIfname = v });
         b.Add(new Option<bool>("--nccl-ib-disable") { Description = "NCCL_IB_DISABLE=1 in GPU jobs: never use InfiniBand/RoCE (default 0: NCCL uses it where the pod has it)." },
             (o, v) => o with { NcclIbDisable = v });
+        b.Add(new Option<string?>("--rdma-resource") { Description = "NAME[=COUNT]: the RDMA device plugin's resource each rank pod of a GPU job requests (e.g. rdma/rdma_shared_device_a), with the IPC_LOCK capability, for NCCL over InfiniBand/RoCE." },
+            (o, v) => o with { RdmaResource = v });
+        b.Add(new Option<string?>("--nccl-ib-hca") { Description = "NCCL_IB_HCA with --rdma-resource: the adapters NCCL uses, e.g. mlx5_0,mlx5_1 (default: NCCL's choice)." }, (o, v) => o with { NcclIbHca = v });
+        b.Add(new Option<int?>("--nccl-ib-gid-index") { Description = "NCCL_IB_GID_INDEX with --rdma-resource: the RoCE GID index, often 3 for RoCE v2 (default: NCCL's)." }, (o, v) => o with { NcclIbGidIndex = v });
+        b.Add(new Option<bool>("--host-network") { Description = "hostNetwork for the rank pods: the node's interfaces (RoCE NICs the pod network lacks); set --nccl-socket-ifname to the node's interface." },
+            (o, v) => o with { HostNetwork = v });
         b.Add(new Option<string>("--nccl-debug") { Description = "NCCL_DEBUG of GPU jobs: VERSION, WARN, INFO or TRACE.", DefaultValueFactory = _ => d.NcclDebug }, (o, v) => o with { NcclDebug = v });
+        b.Add(new Option<string?>("--bundle") { Description = "The unpacked bundle of build/publish-bundle.sh on the shared volume, e.g. /shared/oec/oecrun-linux-x64: the pods run its oecrun in --image, a stock image (default: the image's own oecrun)." },
+            (o, v) => o with { Bundle = v });
+        b.Add(new Option<string?>("--libtorch") { Description = "OEC_LIBTORCH of the rank pods: python (the image's PyTorch, for a bundle without libtorch) or a libtorch lib directory (default: the image's)." },
+            (o, v) => o with { LibTorch = v });
         b.Add(new Option<int>("--port") { Description = "The coordinator's gRPC port.", DefaultValueFactory = _ => d.Port }, (o, v) => o with { Port = CommandLine.Port("--port", v) });
         b.Add(new Option<int>("--metrics-port") { Description = "The coordinator's /metrics and /live port.", DefaultValueFactory = _ => d.MetricsPort }, (o, v) => o with { MetricsPort = CommandLine.Port("--metrics-port", v) });
         b.Add(new Option<string?>("--token-secret") { Description = "An existing Secret with the job token under the key 'token' (default: render a Secret NAME-token with a fresh random token)." },

@@ -7,7 +7,10 @@ namespace OecRun.Commands;
 public static class ReportCommand
 {
     /// <summary>The command's options: the runs, where the charts go (null: the first run's directory), their size in pixels.</summary>
-    public sealed record Options(IReadOnlyList<string> Runs, string? OutDir = null, int Width = 1200, int Height = 800);
+    public sealed record Options(IReadOnlyList<string> Runs, string? OutDir = null, int Width = 1200, int Height = 800, bool LogY = false, IReadOnlyList<string>? YRanges = null);
+
+    // The charts --y-range names, by their files' stems.
+    static readonly string[] Charts = ["loss", "mu_norm", "logits"];
 
     public static Command Create()
     {
@@ -19,10 +22,15 @@ public static class ReportCommand
         b.Add(new Option<string?>("--out") { Description = "Folder for the PNGs (default: the first run's directory)." }, (o, v) => o with { OutDir = v is null ? null : CommandLine.OutputDirectory(v, "--out") });
         b.Add(new Option<int>("--width") { Description = "Width of each PNG in pixels.", DefaultValueFactory = _ => b.Defaults.Width }, (o, v) => o with { Width = v });
         b.Add(new Option<int>("--height") { Description = "Height of each PNG in pixels.", DefaultValueFactory = _ => b.Defaults.Height }, (o, v) => o with { Height = v });
+        b.Add(new Option<bool>("--log-y") { Description = "Left y axes in log scale (non-positive values left out): a diverged run's growth no longer flattens the others." },
+            (o, v) => o with { LogY = v });
+        b.Add(new Option<string[]>("--y-range") { Description = $"CHART=MIN:MAX: clip that chart's left y axis, CHART one of {string.Join(", ", Charts)} (repeatable), e.g. loss=2:6." },
+            (o, v) => o with { YRanges = v });
         command.SetGuardedAction(parse =>
         {
             var o = b.Bind(parse);
-            foreach (string path in MetricsReport.Write(o.Runs, o.OutDir, o.Width, o.Height, Console.Out))
+            var scale = ChartScale.Parse(o.LogY, o.YRanges ?? [], Charts);
+            foreach (string path in MetricsReport.Write(o.Runs, o.OutDir, o.Width, o.Height, Console.Out, scale))
                 Console.WriteLine($"wrote {path}");
             return 0;
         });

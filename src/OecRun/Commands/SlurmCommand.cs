@@ -32,7 +32,7 @@ public static class SlurmCommand
             (o, v) => o with { RunDir = v });
         b.Add(CommandLine.ConfigOption("The run configuration (JSON), read by the coordinator on the first node; validated now. job.world_size, job.id, job.backend, train.device, job.resume = auto and run.out_dir are set by this command."),
             (o, v) => o with { ConfigFile = v });
-        b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
+        b.Add(CommandLine.OverridesArgument("train.learning_rate=1e-3 oec.method=mu_loss train.steps=2000"), (o, v) => o with { Overrides = v ?? [] });
         var output = new Option<string?>("--out") { Description = "The script's file (default: stdout)." };
         command.Options.Add(output);
         command.SetGuardedAction(parse =>

@@ -15,12 +15,12 @@ public static class SweepCommand
                                            "then results.md (final validation loss, LRS, step-time overhead) and charts against the learning rate. Ctrl+C stops; the same command resumes.");
         var b = new OptionBinder<SweepOptions>(command, new SweepOptions { OutDir = "" });
         b.Add(CommandLine.ConfigOption(), (o, v) => o with { ConfigFile = v });
-        b.Add(CommandLine.OverridesArgument(), (o, v) => o with { Overrides = v ?? [] });
+        b.Add(CommandLine.OverridesArgument($"train.steps=600 train.batch_size=8 (not {string.Join(", ", SweepOptions.SweepKeys.Keys)}: the sweep sets them)"), (o, v) => o with { Overrides = v ?? [] });
         b.Add(new Option<string>("--methods") { Description = "Comma-separated OEC methods.", DefaultValueFactory = _ => string.Join(",", Enum.GetValues<OecMethod>().Select(SweepOptions.MethodName)) },
             (o, v) => o with { Methods = SweepOptions.ParseMethods(v) });
         b.Add(new Option<string>("--tying") { Description = "Comma-separated model.weight_tying settings.", DefaultValueFactory = _ => "false,true" },
             (o, v) => o with { Tying = SweepOptions.ParseTying(v) });
-        b.Add(new Option<string>("--learning-rates") { Description = "Comma-separated peak learning rates (default: the paper's grid).", DefaultValueFactory = _ => string.Join(",", SweepOptions.PaperLearningRates.Select(SweepOptions.FormatRate)) },
+        b.Add(new Option<string>("--learning-rates") { Description = "Comma-separated peak learning rates, at least 2: the learning-rate sensitivity compares them (one learning rate is a job for `oecrun train`; default: the paper's grid).", DefaultValueFactory = _ => string.Join(",", SweepOptions.PaperLearningRates.Select(SweepOptions.FormatRate)) },
             (o, v) => o with { LearningRates = SweepOptions.ParseRates(v) });
         b.Add(new Option<string>("--presets") { Description = "Comma-separated model presets.", DefaultValueFactory = _ => "tiny" },
             (o, v) => o with { Presets = SweepOptions.ParsePresets(v) });

@@ -1,5 +1,6 @@
 // `oecrun torch-info`: where libtorch came from, its version, the mapped native libraries, and whether CUDA works.
 using System.CommandLine;
+using System.Text.Json;
 using Rank;
 using Rank.Training;
 
@@ -18,7 +19,8 @@ public static class TorchInfoCommand
             Console.WriteLine($"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}");
             Console.WriteLine(source.Directory is null ? $"libtorch: bundled with oecrun ({ExternalLibTorch.BundledLibTorch()})"
                 : $"libtorch: {source.Directory} ({ExternalLibTorch.Variable}={source.Setting})");
-            Console.WriteLine($"libtorch version: {(source.Version is null ? "unknown" : $"{source.Version} ({source.VersionFile})")}");
+            var (version, from) = source.Directory is null ? BundledVersion() : (source.Version, source.VersionFile);
+            Console.WriteLine($"libtorch version: {(version is null ? "unknown" : $"{version} ({from})")}");
             foreach (string library in ExternalLibTorch.MappedLibraries()) Console.WriteLine($"mapped: {library}");
             using var a = TorchSharp.torch.tensor(new float[] { 1, 2, 3, 4 }).view(2, 2);
             using var product = a.matmul(a);
@@ -28,5 +30,20 @@ public static class TorchInfoCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The bundled libtorch's version: that of the libtorch package in the program's .deps.json
+    /// ("libtorch-cpu-linux-x64/2.10.0" gives 2.10.0), with where it was read; (null, null) when none is listed.</summary>
+    static (string? Version, string? From) BundledVersion()
+    {
+        foreach (string deps in (AppContext.GetData("APP_CONTEXT_DEPS_FILES") as string ?? "").Split(';', StringSplitOptions.RemoveEmptyEntries))
+        {
+            using var json = JsonDocument.Parse(File.ReadAllText(deps));
+            if (!json.RootElement.TryGetProperty("libraries", out var libraries)) continue;
+            foreach (var library in libraries.EnumerateObject())
+                if (library.Name.StartsWith("libtorch-", StringComparison.Ordinal) && library.Name.Split('/') is [var package, var version])
+                    return (version, $"package {package} in {Path.GetFileName(deps)}");
+        }
+        return (null, null);
     }
 }

@@ -136,9 +136,9 @@ public static class JobManifests
         };
         var container = new V1Container
         {
-            Name = "coordinator", Image = o.Image,
+            Name = "coordinator", Image = o.Image, Command = BundleRun.Command(o),
             Args = ["coordinator", "--port", $"{o.Port}", "--metrics-port", $"{o.MetricsPort}", "--config", $"{ConfigMount}/{ConfigKey}", "--linger"],
-            Env = [TokenEnv(o)],
+            Env = [TokenEnv(o), .. BundleRun.Env(o, rank: false)],
             Ports =
             [
                 new V1ContainerPort { Name = "grpc", ContainerPort = o.Port },
@@ -208,6 +208,7 @@ public static class JobManifests
         bool gpu = o.GpusPerRank > 0;
         var limits = new Dictionary<string, ResourceQuantity> { ["cpu"] = new(o.Cpu), ["memory"] = new(o.Memory) };
         if (gpu) limits["nvidia.com/gpu"] = new($"{o.GpusPerRank * o.RanksPerPod}");
+        RdmaNetwork.AddResource(o, limits);
         List<V1EnvVar> env =
         [
             new() { Name = "OEC_COORDINATOR", Value = $"http://{CoordinatorName(o)}:{o.Port}" },
@@ -220,6 +221,7 @@ public static class JobManifests
             new() { Name = "NODE_RANK", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = $"metadata.annotations['{CompletionIndexAnnotation}']" } } },
             // Peers reach a rank at its pod's IP (the collectives' ring listens there on an ephemeral port).
             new() { Name = "OEC_RANK_HOST", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } } },
+            .. BundleRun.Env(o, rank: true),
         ];
         if (gpu)
             env.AddRange(
@@ -227,10 +229,11 @@ public static class JobManifests
                 new() { Name = "NCCL_SOCKET_IFNAME", Value = o.NcclSocketIfname },
                 new() { Name = "NCCL_IB_DISABLE", Value = o.NcclIbDisable ? "1" : "0" },
                 new() { Name = "NCCL_DEBUG", Value = o.NcclDebug },
+                .. RdmaNetwork.Env(o),
             ]);
         var container = new V1Container
         {
-            Name = "rank", Image = o.Image, Args = ["rank", "--local-ranks", $"{o.RanksPerPod}"], Env = env,
+            Name = "rank", Image = o.Image, Command = BundleRun.Command(o), Args = ["rank", "--local-ranks", $"{o.RanksPerPod}"], Env = env, SecurityContext = RdmaNetwork.ContainerSecurity(o),
             Resources = new V1ResourceRequirements { Requests = new Dictionary<string, ResourceQuantity>(limits), Limits = limits },
             VolumeMounts =
             [
@@ -245,6 +248,7 @@ public static class JobManifests
             new() { Action = "Ignore", OnExitCodes = new V1PodFailurePolicyOnExitCodesRequirement { ContainerName = "rank", OperatorProperty = "In", Values = [.. ExitCodes.Recreate] } },
             new() { Action = "FailJob", OnExitCodes = new V1PodFailurePolicyOnExitCodesRequirement { ContainerName = "rank", OperatorProperty = "In", Values = [ExitCodes.Refused] } },
         ];
+        var (hostNetwork, dnsPolicy) = RdmaNetwork.Network(o);
         return new V1Job
         {
             ApiVersion = "batch/v1", Kind = "Job", Metadata = Meta(o, RanksName(o), "rank", o.Queue is null ? null : new() { [PodPlacement.QueueLabel] = o.Queue }),
@@ -267,6 +271,7 @@ public static class JobManifests
                         PriorityClassName = o.PriorityClass, ServiceAccountName = o.ServiceAccount, ImagePullSecrets = PodPlacement.ImagePullSecrets(o),
                         NodeSelector = PodPlacement.NodeSelector(o), Tolerations = PodPlacement.Tolerations(o),
                         Affinity = PodPlacement.Affinity(o, labels), TopologySpreadConstraints = PodPlacement.TopologySpread(o, labels),
+                        HostNetwork = hostNetwork, DnsPolicy = dnsPolicy,
                         Volumes =
                         [
                             SharedVolume(o),

@@ -34,6 +34,20 @@ public sealed partial record ManifestOptions
     /// <summary>true: NCCL never uses InfiniBand/RoCE (for nodes whose IB devices pods cannot use).</summary>
     public bool NcclIbDisable { get; init; }
     public string NcclDebug { get; init; } = "WARN";
+    /// <summary>The RDMA device plugin's resource as NAME[=COUNT] (e.g. rdma/rdma_shared_device_a), requested by each
+    /// rank pod of a GPU job with IPC_LOCK, for NCCL over InfiniBand/RoCE; null = no RDMA devices requested.</summary>
+    public string? RdmaResource { get; init; }
+    /// <summary>NCCL_IB_HCA: the adapters NCCL uses (e.g. mlx5_0,mlx5_1); null = NCCL's choice. Needs RdmaResource.</summary>
+    public string? NcclIbHca { get; init; }
+    /// <summary>NCCL_IB_GID_INDEX: the RoCE GID table index (RoCE v2 is often 3); null = NCCL's default. Needs RdmaResource.</summary>
+    public int? NcclIbGidIndex { get; init; }
+    /// <summary>hostNetwork for the rank pods: the node's network interfaces instead of the pod network's.</summary>
+    public bool HostNetwork { get; init; }
+    /// <summary>The published bundle's directory on the shared volume: the containers run its oecrun in Image, a stock
+    /// image; null = the image's own oecrun (its entrypoint).</summary>
+    public string? Bundle { get; init; }
+    /// <summary>OEC_LIBTORCH of the rank pods: python or a libtorch lib directory; null = the image's setting.</summary>
+    public string? LibTorch { get; init; }
     /// <summary>The coordinator's gRPC port (ranks) and Prometheus port (/metrics, /live).</summary>
     public int Port { get; init; } = 29400;
     public int MetricsPort { get; init; } = 9400;
@@ -101,6 +115,8 @@ public sealed partial record ManifestOptions
         if (NcclDebug is not ("VERSION" or "WARN" or "INFO" or "TRACE"))
             throw new ArgumentException($"--nccl-debug = '{NcclDebug}': expected VERSION, WARN, INFO or TRACE");
         PodPlacement.Validate(this);
+        RdmaNetwork.Validate(this);
+        BundleRun.Validate(this);
     }
 
     [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]

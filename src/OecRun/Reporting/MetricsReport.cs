@@ -15,8 +15,9 @@ public static class MetricsReport
     /// <summary>Reads every run's log, prints per run how many non-finite values the charts leave out, and writes
     /// loss.png, mu_norm.png and logits.png (width x height pixels) into outDir (null: the first run's directory).</summary>
     /// <returns>The written files, in that order.</returns>
-    public static IReadOnlyList<string> Write(IReadOnlyList<string> runs, string? outDir, int width, int height, TextWriter console)
+    public static IReadOnlyList<string> Write(IReadOnlyList<string> runs, string? outDir, int width, int height, TextWriter console, ChartScale? scale = null)
     {
+        scale ??= new ChartScale();
         if (runs.Count == 0) throw new ArgumentException("report: give at least one run directory or metrics.jsonl");
         CheckPixels("--width", width);
         CheckPixels("--height", height);
@@ -43,19 +44,20 @@ public static class MetricsReport
             {
                 foreach (var line in chart.Lines)
                 {
-                    var series = read[r].Points(line.Field, line.Value);
+                    var series = scale.OnAxis(read[r].Points(line.Field, line.Value), line);
                     if (series.Dropped > 0) dropped[r].Add($"{series.Field} {series.Dropped}");
                     AddLine(plot, series, $"{read[r].Name} {line.Label}".TrimEnd(), RunColor(r), line);
                 }
-                AddRolledBack(plot, read[r], RunColor(r), chart.Lines);
+                AddRolledBack(plot, read[r], RunColor(r), chart.Lines, scale);
             }
+            scale.Apply(plot, Path.GetFileNameWithoutExtension(chart.File));
             string path = Path.Combine(outDir, chart.File);
             SavePng(plot, path, width, height);
             written.Add(path);
         }
         for (int r = 0; r < read.Count; r++)
             console.WriteLine($"{read[r].Name}: {read[r].Steps.Count} logged steps from {read[r].LogPath}" + RolledBackSummary(read[r]) +
-                              (dropped[r].Count > 0 ? $"; non-finite values left out: {string.Join(", ", dropped[r])}" : ""));
+                              (dropped[r].Count > 0 ? $"; non-finite{(scale.LogY ? " or non-positive (log axis)" : "")} values left out: {string.Join(", ", dropped[r])}" : ""));
         return written;
     }
 
@@ -95,12 +97,12 @@ public static class MetricsReport
 
     /// <summary>The run's rolled-back steps: each pass dotted in the run's colour, and a dashed vertical line at each step
     /// the run went back to; one legend entry for each kind.</summary>
-    static void AddRolledBack(Plot plot, RunMetrics run, Color color, Line[] lines)
+    static void AddRolledBack(Plot plot, RunMetrics run, Color color, Line[] lines, ChartScale scale)
     {
         for (int pass = 0; pass < run.RolledBack.Count; pass++)
             foreach (var line in lines)
             {
-                var series = RunMetrics.PointsOf(run.RolledBack[pass], line.Field, line.Value);
+                var series = scale.OnAxis(RunMetrics.PointsOf(run.RolledBack[pass], line.Field, line.Value), line);
                 string legend = pass == 0 && line == lines[0] ? $"{run.Name} rolled back" : "";
                 AddLine(plot, series, legend, color.WithAlpha(0.6), line with { Pattern = LinePattern.Dotted });
             }
