@@ -38,7 +38,32 @@ public class SweepTests
         Assert.Equal((3, 2), (options with { Parallel = 3 }).Concurrency(baseThreads: 0, cores: 16, gpu: true));
     }
 
+    [Fact]
+    public void Seeds_make_one_cell_per_seed_named_by_it_with_its_train_seed_and_every_cell_resumes_from_its_checkpoint()
+    {
+        var options = new SweepOptions { OutDir = "sweep", Methods = [OecMethod.None, OecMethod.MuCentering], Tying = [false], LearningRates = [1e-3, 1e-2] };
+
+        Assert.Equal(["tiny-untied-none-lr1e-3", "tiny-untied-mu_centering-lr1e-3"], options.Cells(baseSeed: 7).Take(2).Select(c => c.Name));
+        var seeded = (options with { Seeds = SweepOptions.ParseSeeds("3") }).Cells(baseSeed: 7);
+        Assert.Equal(12, seeded.Count);
+        Assert.Equal([7UL, 7, 7, 7, 8, 8, 8, 8, 9, 9, 9, 9], seeded.Select(c => c.Seed!.Value)); // whole grids seed by seed
+        Assert.Equal("tiny-untied-mu_centering-lr1e-2-s9", seeded[^1].Name);
+        Assert.Equal([11UL, 5], (options with { Seeds = SweepOptions.ParseSeeds("11,5") }).Cells(0).Select(c => c.Seed!.Value).Distinct());
+
+        using var temp = new TempDirectory();
+        var config = (options with { OutDir = temp.File("sweep") }).CellConfig(seeded[^1], temp.File("cell"), threads: 1);
+        Assert.Equal((9UL, ResumeMode.Auto), (config.Train.Seed, config.Job.Resume));
+        Assert.Equal(1337UL, (options with { OutDir = temp.File("sweep") }).CellConfig(options.Cells(1337)[0], temp.File("cell"), threads: 1).Train.Seed);
+    }
+
     [Theory]
+    [InlineData("--seeds 0", "--seeds 0: a count of seeds must be 1 to 1000")]
+    [InlineData("--seeds 2,x", "--seeds: 'x': not a whole number >= 0")]
+    [InlineData("--seeds -1", "--seeds: '-1': not a whole number >= 0")]
+    [InlineData("--seeds 4,4", "--seeds: '4' is given twice")]
+    [InlineData("--max-minutes 0", "--max-minutes = 0: must be a number of minutes > 0")]
+    [InlineData("--max-minutes -2", "--max-minutes = -2: must be a number of minutes > 0")]
+    [InlineData("--max-minutes NaN", "--max-minutes = NaN: must be a number of minutes > 0")]
     [InlineData("--methods none,bogus", "--methods: 'bogus': unknown, expected one of none, z_loss, soft_cap, mu_loss, mu_centering")]
     [InlineData("--methods none,none", "--methods: 'none' is given twice")]
     [InlineData("--tying maybe", "--tying: 'maybe': expected false or true")]
