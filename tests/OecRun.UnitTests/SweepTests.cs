@@ -3,6 +3,7 @@
 using Job;
 using Oec;
 using OecRun.Sweep;
+using Rank.Training;
 using static OecRun.UnitTests.CommandLineRun;
 
 namespace OecRun.UnitTests;
@@ -54,6 +55,31 @@ public class SweepTests
         var config = (options with { OutDir = temp.File("sweep") }).CellConfig(seeded[^1], temp.File("cell"), threads: 1);
         Assert.Equal((9UL, ResumeMode.Auto), (config.Train.Seed, config.Job.Resume));
         Assert.Equal(1337UL, (options with { OutDir = temp.File("sweep") }).CellConfig(options.Cells(1337)[0], temp.File("cell"), threads: 1).Train.Seed);
+    }
+
+    /// <summary>The overrides of the 16M GPU sweep in docs/results.md.</summary>
+    static readonly string[] PaperShapeOnAGpu =
+    [
+        "train.device=cuda", "train.precision=bf16", "train.sequence_length=2048", "train.batch_size=16", "train.grad_accum=4",
+        "train.steps=2000", "train.warmup_steps=100", "train.eval_every=500", "train.eval_batches=8", "train.log_every=50",
+        "data.vocab_size=50304", "data.synthetic_tokens=100000000",
+    ];
+
+    [Fact]
+    public void The_documented_GPU_sweep_is_the_papers_16M_shape_batch_and_schedule_scaled_to_its_steps()
+    {
+        using var temp = new TempDirectory();
+        var options = new SweepOptions { OutDir = temp.File("sweep"), Presets = ["16M"], Tying = [false], Overrides = PaperShapeOnAGpu, MaxMinutes = 9 }.Validated();
+
+        var cell = options.CellConfig(options.Cells(options.BaseConfig().Train.Seed)[0], temp.File("cell"), threads: 1);
+
+        var (model, train) = (cell.Model.Resolve(), cell.Train);
+        Assert.Equal((6, 224, 4), (model.NLayer!.Value, model.DModel!.Value, model.NHead!.Value));
+        Assert.Equal((50304, 50304), (cell.Data.ResolvedVocabSize, model.PaddedVocab(cell.Data.ResolvedVocabSize)));
+        Assert.Equal((2048, 64 * 2048), (train.SequenceLength, train.BatchSize * train.GradAccum * train.SequenceLength)); // the paper's 64 x 2048 tokens a step
+        Assert.Equal(0.05, (double)train.WarmupSteps / train.Steps);                                                      // the paper's 5000 of 100,000
+        Assert.Equal((Precision.Bf16, "cuda", 1e-5), (train.Precision, train.Device, train.MinLearningRate));
+        Assert.Equal(1, options.Concurrency(train.Threads, cores: 16, gpu: true).Parallel);
     }
 
     [Theory]
