@@ -27,16 +27,6 @@ public sealed record CellResult(
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public ulong? Seed { get; init; }
 
-    /// <summary>The mechanism measures at the last logged step (StepMetrics), when its log has them.</summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public double? MeanMuDotH { get; init; }
-
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public double? REmbMean { get; init; }
-
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public double? REmbMin { get; init; }
-
     internal static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
@@ -59,10 +49,7 @@ public sealed record CellResult(
         return new CellResult(cell.Name, cell.Preset, cell.WeightTying, SweepOptions.MethodName(cell.Method), cell.LearningRate, exitCode,
             last?.Step ?? 0, valLoss, last?.TrainLoss ?? double.NaN, last?.MuNorm ?? double.NaN, last?.MeanLogit ?? double.NaN,
             last?.MaxAbsLogit ?? double.NaN, timed.Any() ? timed.Average(s => s.StepSeconds) : double.NaN,
-            wall.TotalSeconds, startedUtc, DateTime.UtcNow)
-        {
-            Seed = cell.Seed, MeanMuDotH = last?.MeanMuDotH, REmbMean = last?.REmbMean, REmbMin = last?.REmbMin,
-        };
+            wall.TotalSeconds, startedUtc, DateTime.UtcNow) { Seed = cell.Seed };
     }
 
     public void Write(string path) => AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, Json));
