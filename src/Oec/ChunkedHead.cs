@@ -40,13 +40,13 @@ public static class ChunkedHead
     {
         var shared = vocab.Share(hidden);                                                   // [N, H]
         var plan = new Plan(targets, method, vocab, compute, ChunkTokens(chunkTokens, weight.shape[0]), computeWeight,
-                            statistics ? new LogitStatistics.Sums(vocab, hidden.device) : null);
+                            statistics ? new LogitStatistics.Sums(vocab, weight) : null);
         try
         {
             bool differentiate = is_grad_enabled() && (shared.requires_grad || weight.requires_grad);
             var tokenLoss = differentiate ? Function.apply(shared, weight, plan) : Run(shared, weight, plan).Loss;
             var loss = OutputEmbedding.WithWeightRegulariser(tokenLoss, weight, method, vocab);
-            return new HeadLoss(loss, plan.CrossEntropy!, plan.Statistics?.Result(weight));
+            return new HeadLoss(loss, plan.CrossEntropy!, plan.Statistics?.Result());
         }
         finally
         {
@@ -78,9 +78,10 @@ public static class ChunkedHead
         {
             using var scope = NewDisposeScope();
             long rows = Math.Min(plan.Chunk, total - start);
-            var h = hidden.detach().narrow(0, start, rows).to_type(plan.Compute);           // [n, H]
-            var logits = nn.functional.linear(h, e).to_type(ScalarType.Float32);            // [n, V_local] fp32
-            var dLogits = Chunk(logits, plan.Targets.narrow(0, start, rows), total, plan, lossSum, gradients);
+            var states = hidden.detach().narrow(0, start, rows);                           // [n, H] as given
+            var h = states.to_type(plan.Compute);                                           // [n, H]
+            var logits = nn.functional.linear(h, e).to_type(ScalarType.Float32);            // [n, V_local]: the product in Compute, then fp32
+            var dLogits = Chunk(logits, states, plan.Targets.narrow(0, start, rows), total, plan, lossSum, gradients);
             if (dLogits is null) continue;
             var d = dLogits.to_type(plan.Compute);                                           // [n, V_local]
             hiddenGrad!.narrow(0, start, rows).copy_(d.mm(e));                               // [n, H]
@@ -91,10 +92,10 @@ public static class ChunkedHead
     }
 
     /// <summary>
-    /// One chunk's logits [n, V_local] fp32 and targets [n]: adds its token loss and cross-entropy (sums over its tokens) to lossSum,
-    /// its statistics to the plan's, and returns d(its token loss / N)/d logits, [n, V_local], when asked for; total: N.
+    /// One chunk's logits [n, V_local] fp32, hidden states [n, H] and targets [n]: adds its token loss and cross-entropy
+    /// (sums over its tokens) to lossSum, its statistics to the plan's, and returns d(its token loss / N)/d logits, [n, V_local], when asked for; total: N.
     /// </summary>
-    static Tensor? Chunk(Tensor logits, Tensor targets, long total, Plan plan, Tensor lossSum, bool gradients)
+    static Tensor? Chunk(Tensor logits, Tensor hidden, Tensor targets, long total, Plan plan, Tensor lossSum, bool gradients)
     {
         using var grad = enable_grad(gradients);
         var leaf = logits.requires_grad_(gradients);
@@ -102,7 +103,7 @@ public static class ChunkedHead
         var logZ = plan.Vocab.LogSumExp(transformed);                                        // [n]
         var crossEntropy = (logZ - plan.Vocab.TargetLogit(transformed, targets)).sum();      // nats, summed over the chunk
         var tokenLoss = plan.Method.TokenPenalty(logZ) is { } penalty ? crossEntropy + penalty.sum() : crossEntropy;
-        plan.Statistics?.Add(transformed, logZ);
+        plan.Statistics?.Add(transformed, logZ, hidden);
         using (no_grad()) lossSum.add_(stack([tokenLoss, crossEntropy]));
         return gradients ? torch.autograd.grad([tokenLoss / total], [leaf])[0] : null;        // the loss is the mean over all N tokens
     }

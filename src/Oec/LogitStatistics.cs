@@ -16,27 +16,58 @@ public sealed record LogitStatistics(
     double MeanLogZ,    // mean over tokens of log sum_j exp(l_j)
     double RLog)        // mean over tokens of max_j |l_j - mean l| / max_j |l_j|
 {
-    /// <summary>logits [N, V_local], weight E [V_local, H]. Computed without gradient, in fp32.</summary>
-    public static LogitStatistics Compute(Tensor logits, Tensor weight, IVocabularyReduction vocab)
+    /// <summary>Mean over tokens of mu . h, from the fp32 mu of E and the hidden states h: the paper's identity says it
+    /// equals <see cref="MeanLogit"/>. NaN when the hidden states were not given.</summary>
+    public double MeanMuDotH { get; init; } = double.NaN;
+
+    /// <summary>Max over tokens of |(1/V) sum_j l_j - mu . h|: what the logits as computed (bf16 products, soft-capping)
+    /// lose of the identity; rounding level (1e-6 of the logits) in fp32 without a cap. NaN without the hidden states.</summary>
+    public double MaxMeanLogitGap { get; init; } = double.NaN;
+
+    /// <summary>Mean over the rows of E of r_emb = ||e_i - mu|| / ||e_i||: about 1 for isotropic rows, near 0 when mu
+    /// dominates every row (the anisotropy the paper blames for the divergence). Zero rows are left out (NaN: all are).</summary>
+    public double REmbMean { get; init; } = double.NaN;
+
+    /// <summary>Min over the V rows of E of ||e_i - mu|| / ||e_i||.</summary>
+    public double REmbMin { get; init; } = double.NaN;
+
+    /// <summary>logits [N, V_local], weight E [V_local, H], hidden [N, H] when the identity mean logit = mu . h is to be
+    /// checked. Computed without gradient, in fp32.</summary>
+    public static LogitStatistics Compute(Tensor logits, Tensor weight, IVocabularyReduction vocab, Tensor? hidden = null)
     {
-        using var sums = new Sums(vocab, logits.device);
-        sums.Add(logits);
-        return sums.Result(weight);
+        using var sums = new Sums(vocab, weight);
+        sums.Add(logits, hidden: hidden);
+        return sums.Result();
     }
 
     /// <summary>
     /// The statistics of the logits of all tokens, gathered chunk by chunk over the tokens (every chunk holds whole
     /// rows: each token's mean, std, max and log Z are complete in it). The per-token values are summed on the device
-    /// and read once, in <see cref="Result"/>.
+    /// and read once, in <see cref="Result"/>. mu of E [V_local, H] is computed once, at construction (an all-reduce
+    /// when the vocabulary is sharded).
     /// </summary>
-    public sealed class Sums(IVocabularyReduction vocab, Device device) : IDisposable
+    public sealed class Sums : IDisposable
     {
-        // [sum of mean logit, sum of std, sum of log Z, sum of r_log] and the max |logit|, each over the tokens so far
-        readonly Tensor sums = zeros(4, device: device), maxAbs = zeros(1, device: device);
+        readonly IVocabularyReduction vocab;
+        readonly Tensor weight, mu;                  // E [V_local, H] detached; mu [H] fp32, global
+        // [sum of mean logit, sum of std, sum of log Z, sum of r_log, sum of mu . h] and
+        // [max |logit|, max |mean logit - mu . h|], each over the tokens so far
+        readonly Tensor sums, maxima;
         long tokens;
+        bool identity = true;                        // every chunk came with its hidden states
 
-        /// <summary>Adds the tokens of logits [n, V_local] (fp32 or wider); logZ [n] when the caller has it already.</summary>
-        public void Add(Tensor logits, Tensor? logZ = null)
+        public Sums(IVocabularyReduction vocab, Tensor weight)
+        {
+            this.vocab = vocab;
+            this.weight = weight.detach();
+            using (no_grad()) mu = OutputEmbedding.Mu(this.weight, vocab);
+            sums = zeros(5, device: weight.device);
+            maxima = zeros(2, device: weight.device);
+        }
+
+        /// <summary>Adds the tokens of logits [n, V_local] (fp32 or wider); logZ [n] when the caller has it already;
+        /// hidden [n, H], the states the logits came from, for mu . h.</summary>
+        public void Add(Tensor logits, Tensor? logZ = null, Tensor? hidden = null)
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
@@ -48,29 +79,47 @@ public sealed record LogitStatistics(
             var largest = vocab.Max(l.abs());                                          // [n]
             var rLog = vocab.Max(deviation.abs()) / largest.clamp_min(1e-30);          // [n]
             var z = logZ?.detach() ?? vocab.LogSumExp(l);                              // [n]
-            sums.add_(stack([mean.sum(), variance.sqrt().sum(), z.sum(), rLog.sum()]));
-            maxAbs.copy_(maximum(maxAbs, largest.max().unsqueeze(0)));
+            var muDotH = hidden is null ? zeros_like(mean) : hidden.detach().to_type(ScalarType.Float32).matmul(mu); // [n]
+            identity &= hidden is not null;
+            sums.add_(stack([mean.sum(), variance.sqrt().sum(), z.sum(), rLog.sum(), muDotH.sum()]));
+            maxima.copy_(maximum(maxima, stack([largest.max(), (mean - muDotH).abs().max()])));
             tokens += l.shape[0];
         }
 
-        /// <summary>The statistics of every token added, with ||mu|| of E [V_local, H]; reads the device once.</summary>
-        public LogitStatistics Result(Tensor weight)
+        /// <summary>The statistics of every token added, with ||mu|| and r_emb of E; reads the device once.</summary>
+        public LogitStatistics Result()
         {
             using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var e = weight.to_type(ScalarType.Float32);                                            // [V_local, H]
+            var norms = e.norm(1).unsqueeze(0);                                                    // [1, V_local]
+            var rows = norms > 0;                                                                  // a zero row has no direction: left out
+            var rEmb = where(rows, (e - mu).norm(1).unsqueeze(0) / norms.clamp_min(1e-30), 0);      // [1, V_local]
+            var count = vocab.Sum(rows.to_type(ScalarType.Float32), -1).squeeze(0);
+            var weightWise = stack([vocab.Sum(rEmb, -1).squeeze(0) / count,
+                                    -vocab.Max(where(rows, -rEmb, double.NegativeInfinity)).squeeze(0), mu.norm()]).cpu().data<float>().ToArray();
             var perToken = (sums / tokens).cpu().data<float>().ToArray();
+            var max = maxima.cpu().data<float>().ToArray();
             return new LogitStatistics(
                 MeanLogit: perToken[0],
                 LogitStd: perToken[1],
-                MaxAbsLogit: maxAbs.item<float>(),
-                MuNorm: OutputEmbedding.Mu(weight.detach(), vocab).norm().item<float>(),
+                MaxAbsLogit: max[0],
+                MuNorm: weightWise[2],
                 MeanLogZ: perToken[2],
-                RLog: perToken[3]);
+                RLog: perToken[3])
+            {
+                MeanMuDotH = identity ? perToken[4] : double.NaN,
+                MaxMeanLogitGap = identity ? max[1] : double.NaN,
+                REmbMean = weightWise[0],
+                REmbMin = weightWise[1],
+            };
         }
 
         public void Dispose()
         {
             sums.Dispose();
-            maxAbs.Dispose();
+            maxima.Dispose();
+            mu.Dispose();
         }
     }
 }

@@ -31,7 +31,7 @@ public class ChunkedHeadTests
         var loss = OutputEmbedding.Loss(logits, targets, e, Method(method), vocab);
         loss.Loss.backward();
         return new Result(TensorAssert.Scalar(loss.Loss), TensorAssert.Scalar(loss.CrossEntropy), TensorAssert.Values(h.grad!),
-                          TensorAssert.Values(e.grad!), LogitStatistics.Compute(logits, e, vocab));
+                          TensorAssert.Values(e.grad!), LogitStatistics.Compute(logits, e, vocab, h));
     }
 
     static Result Chunked(OecMethod method, ScalarType compute, long chunk)
@@ -44,7 +44,8 @@ public class ChunkedHeadTests
                           TensorAssert.Values(e.grad!), loss.Statistics!);
     }
 
-    static double[] Fields(LogitStatistics s) => [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog];
+    static double[] Fields(LogitStatistics s) =>
+        [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog, s.MeanMuDotH, s.REmbMean, s.REmbMin];
 
     /// <summary>|actual - expected| &lt;= tolerance (|expected| + scale of the tensor), element-wise.</summary>
     internal static void Same(string what, IReadOnlyList<double> expected, IReadOnlyList<double> actual, double tolerance)
@@ -85,6 +86,34 @@ public class ChunkedHeadTests
         Same("E.grad", expected.WeightGrad, actual.WeightGrad, bf16 ? 1e-2 : 1e-5);
         var (e, a) = (Fields(expected.Statistics), Fields(actual.Statistics));
         for (int f = 0; f < e.Length; f++) Same($"statistics[{f}]", [e[f]], [a[f]], 1e-5);
+        // The gap is a difference of nearly equal values (rounding level in fp32): compared against the logits' scale.
+        Assert.True(Math.Abs(expected.Statistics.MaxMeanLogitGap - actual.Statistics.MaxMeanLogitGap) <= 1e-5 * expected.Statistics.MaxAbsLogit,
+            $"gap: expected {expected.Statistics.MaxMeanLogitGap:R}, got {actual.Statistics.MaxMeanLogitGap:R}");
+    }
+
+    // The paper's code under torch.autocast(bfloat16): the head's matmul returns bf16 logits, cross_entropy (on autocast's
+    // fp32 list) casts them to fp32. Here: the same product rounded to bf16, then the loss in fp32, for every chunking.
+    // The statistics see those bf16 logits: with a common row of norm ~50 in E the mean logit loses mu . h by far
+    // more than in fp32 (bf16 keeps 8 significant bits).
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(7L)]
+    public void In_bf16_the_logits_are_the_bf16_product_and_the_loss_is_fp32_as_under_autocast(long chunk)
+    {
+        var (hidden, weight, targets) = Data();
+        weight = weight + 12;                                                          // mu about 12.3 in each of H = 16 columns
+        var logits = nn.functional.linear(hidden.to_type(ScalarType.BFloat16), weight.to_type(ScalarType.BFloat16)); // [N, V] bf16
+        Assert.Equal(ScalarType.BFloat16, logits.dtype);
+        double autocast = TensorAssert.Scalar(nn.functional.cross_entropy(logits.to_type(ScalarType.Float32), targets));
+        double fp32 = TensorAssert.Scalar(nn.functional.cross_entropy(nn.functional.linear(hidden, weight), targets));
+
+        var bf16 = ChunkedHead.Loss(hidden, weight, targets, Method(OecMethod.None), new LocalVocabulary(V), ScalarType.BFloat16, chunk, statistics: true);
+        var full = ChunkedHead.Loss(hidden, weight, targets, Method(OecMethod.None), new LocalVocabulary(V), ScalarType.Float32, chunk, statistics: true);
+
+        TensorAssert.Close(autocast, TensorAssert.Scalar(bf16.CrossEntropy), 1e-6, 0, "bf16 cross-entropy");
+        Assert.True(Math.Abs(autocast - fp32) > 1e-3, $"the bf16 logits must matter for this test: {autocast} against fp32 {fp32}");
+        Assert.True(bf16.Statistics!.MaxMeanLogitGap > 100 * full.Statistics!.MaxMeanLogitGap,
+            $"bf16 gap {bf16.Statistics.MaxMeanLogitGap:G3} against fp32 {full.Statistics.MaxMeanLogitGap:G3}");
     }
 
     // z-loss is not bitwise: the chunks add each token's penalty to its cross-entropy before the one division by N,

@@ -65,6 +65,54 @@ public class LogitStatisticsTests
         TensorAssert.Close(rSum / n, stats.RLog, tol, tol, "RLog");
     }
 
+    // Rows 0 and 1 of HandWeight against mu = [1, 1.5]: ||e_0 - mu|| / ||e_0|| = 0.5 / sqrt 5, ||e_1 - mu|| / ||e_1||
+    // = sqrt 10.25 / 5; the zero padding rows have no direction and are left out.
+    [Fact]
+    public void REmb_matches_a_hand_computation_and_leaves_out_zero_rows()
+    {
+        var stats = LogitStatistics.Compute(tensor(HandLogits), tensor(HandWeight), new LocalVocabulary(4));
+
+        double r0 = 0.5 / Math.Sqrt(5), r1 = Math.Sqrt(10.25) / 5;
+        TensorAssert.Close((r0 + r1) / 2, stats.REmbMean, 1e-6, 1e-6, "REmbMean");
+        TensorAssert.Close(r0, stats.REmbMin, 1e-6, 1e-6, "REmbMin");
+        Assert.True(double.IsNaN(stats.MeanMuDotH) && double.IsNaN(stats.MaxMeanLogitGap), "mu . h without the hidden states");
+    }
+
+    [Fact]
+    public void The_mechanism_measures_match_a_direct_computation_and_the_mean_logit_equals_mu_dot_h()
+    {
+        manual_seed(5);
+        const int n = 6, v = 19, h = 7;
+        var weight = randn(v, h, dtype: ScalarType.Float64) + 1.5; // mu far from 0
+        var hidden = randn(n, h, dtype: ScalarType.Float64);
+        var (w, x) = (TensorAssert.Values(weight), TensorAssert.Values(hidden));
+        var mu = Enumerable.Range(0, h).Select(c => Enumerable.Range(0, v).Sum(r => w[r * h + c]) / v).ToArray();
+        double muDotH = Enumerable.Range(0, n).Average(t => Enumerable.Range(0, h).Sum(c => mu[c] * x[t * h + c]));
+        var rEmb = Enumerable.Range(0, v).Select(r =>
+            Math.Sqrt(Enumerable.Range(0, h).Sum(c => Math.Pow(w[r * h + c] - mu[c], 2))) /
+            Math.Sqrt(Enumerable.Range(0, h).Sum(c => Math.Pow(w[r * h + c], 2)))).ToArray();
+
+        var stats = LogitStatistics.Compute(hidden.matmul(weight.t()), weight, new LocalVocabulary(v), hidden);
+
+        const double tol = 1e-5; // fp32
+        TensorAssert.Close(muDotH, stats.MeanMuDotH, tol, tol, "MeanMuDotH");
+        TensorAssert.Close(muDotH, stats.MeanLogit, tol, tol, "MeanLogit (the identity)");
+        Assert.True(Math.Abs(muDotH) > 1, $"the test needs a mean logit far from 0, got {muDotH}");
+        Assert.True(stats.MaxMeanLogitGap < 1e-5, $"fp64 logits keep the identity to fp32 rounding, gap {stats.MaxMeanLogitGap}");
+        TensorAssert.Close(rEmb.Average(), stats.REmbMean, tol, tol, "REmbMean");
+        TensorAssert.Close(rEmb.Min(), stats.REmbMin, tol, tol, "REmbMin");
+    }
+
+    [Fact]
+    public void The_gap_is_how_far_the_mean_logit_of_each_token_is_from_its_mu_dot_h()
+    {
+        // h = [1, 0] and [0, 1], mu = [1, 1.5]: mu . h = 1 and 1.5; the hand logits' means are 0 and 0.5.
+        var stats = LogitStatistics.Compute(tensor(HandLogits), tensor(HandWeight), new LocalVocabulary(4), eye(2, dtype: ScalarType.Float64));
+
+        TensorAssert.Close(1.25, stats.MeanMuDotH, 1e-6, 1e-6, "MeanMuDotH");
+        TensorAssert.Close(1.0, stats.MaxMeanLogitGap, 1e-6, 1e-6, "MaxMeanLogitGap");
+    }
+
     [Fact]
     public void After_centering_the_mean_logit_of_h_E_transposed_and_the_norm_of_mu_are_zero()
     {

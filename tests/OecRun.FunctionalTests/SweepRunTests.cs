@@ -131,14 +131,14 @@ public class SweepRunTests(ITestOutputHelper output)
         var options = Options(outDir, "none", "1e-3,3e-3") with { Parallel = 1 };
         string first = Path.Combine(outDir, "cells", "tiny-untied-none-lr1e-3"), second = Path.Combine(outDir, "cells", "tiny-untied-none-lr3e-3");
 
-        // Interrupted once the first cell finished: the second never starts, no report yet.
+        // Interrupted once the first cell finished: the second never starts; the report holds the first.
         using var interrupt = new CancellationTokenSource();
         var (exit1, console1) = await Run(options, interrupt.Token, line => { if (line.Contains("[1/2]")) interrupt.Cancel(); });
         Assert.Equal(0, exit1);
         Assert.Contains("stopped: 1 of 2 cells finished", console1);
         Assert.True(File.Exists(Path.Combine(first, CellResult.FileName)));
         Assert.False(Directory.Exists(second));
-        Assert.False(File.Exists(Path.Combine(outDir, SweepReport.FileName)));
+        Assert.Contains("1 cells of 2 (the sweep was stopped", File.ReadAllText(Path.Combine(outDir, SweepReport.FileName))); // the cells so far
         byte[] firstResult = File.ReadAllBytes(Path.Combine(first, CellResult.FileName));
 
         var (exit2, console2) = await Run(options);
@@ -149,13 +149,13 @@ public class SweepRunTests(ITestOutputHelper output)
         Assert.Equal(firstResult, File.ReadAllBytes(Path.Combine(first, CellResult.FileName)));
         Assert.True(File.Exists(Path.Combine(outDir, SweepReport.FileName)));
 
-        // A cell directory without its result is half-done: deleted, run afresh, and only it.
+        // A cell directory without its result and without a checkpoint is half-done: deleted, run afresh, and only it.
         byte[] secondResult = File.ReadAllBytes(Path.Combine(second, CellResult.FileName));
         File.Delete(Path.Combine(first, CellResult.FileName));
         var (exit3, console3) = await Run(options);
         Assert.Equal(0, exit3);
         Assert.Contains("1 finished earlier, 1 to run", console3);
-        Assert.Contains("tiny-untied-none-lr1e-3: half-done (no result.json); deleting", console3);
+        Assert.Contains("tiny-untied-none-lr1e-3: half-done (no result.json, no checkpoint); deleting", console3);
         Assert.DoesNotContain("tiny-untied-none-lr3e-3: started", console3);
         Assert.Equal(secondResult, File.ReadAllBytes(Path.Combine(second, CellResult.FileName)));
         Assert.True(CellResult.Read(Path.Combine(first, CellResult.FileName)).StartedUtc >

@@ -65,6 +65,30 @@ public class ReportTests
     }
 
     [Fact]
+    public void A_log_with_the_mechanism_measures_keeps_them_and_gets_the_identity_and_ratio_charts()
+    {
+        using var temp = new TempDirectory();
+        string dir = Directory.CreateDirectory(temp.File("measured")).FullName;
+        using (var log = new MetricsLog(Path.Combine(dir, "metrics.jsonl")))
+            for (int step = 1; step <= 50; step++)
+                log.Write(Logged(step, diverging: false) with { MeanMuDotH = -0.01 * step, MaxMeanLogitGap = 1e-3, REmbMean = 1 - 0.01 * step, REmbMin = 0.5 - 0.005 * step });
+        string outDir = temp.File("report");
+
+        var run = RunMetrics.Read(dir);
+        var written = MetricsReport.Write([dir], outDir, 640, 480, TextWriter.Null);
+
+        Assert.Equal((-0.2, 1e-3, 0.8, 0.4), (run.Steps[19].MeanMuDotH, run.Steps[19].MaxMeanLogitGap, run.Steps[19].REmbMean, run.Steps[19].REmbMin));
+        Assert.Equal(new[] { "loss.png", "mu_norm.png", "logits.png", "identity.png", "ratios.png" }.Select(f => Path.Combine(outDir, f)), written);
+        foreach (string png in written.Skip(3))
+        {
+            using var bitmap = SKBitmap.Decode(png);
+            int pixels = PixelsOf(bitmap, MetricsReport.RunColor(0));
+            Assert.True(pixels > 250, $"{png}: the run's colour covers only {pixels} pixels");
+        }
+        Assert.DoesNotContain("mu_dot_h", File.ReadLines(Path.Combine(WriteRun(Directory.CreateDirectory(temp.File("plain")).FullName, false), "metrics.jsonl")).First());
+    }
+
+    [Fact]
     public void Report_defaults_to_the_first_runs_directory_and_counts_the_non_finite_values_it_leaves_out()
     {
         using var temp = new TempDirectory();

@@ -3,6 +3,7 @@
 using Job;
 using Oec;
 using OecRun.Sweep;
+using Rank.Training;
 using static OecRun.UnitTests.CommandLineRun;
 
 namespace OecRun.UnitTests;
@@ -38,7 +39,57 @@ public class SweepTests
         Assert.Equal((3, 2), (options with { Parallel = 3 }).Concurrency(baseThreads: 0, cores: 16, gpu: true));
     }
 
+    [Fact]
+    public void Seeds_make_one_cell_per_seed_named_by_it_with_its_train_seed_and_every_cell_resumes_from_its_checkpoint()
+    {
+        var options = new SweepOptions { OutDir = "sweep", Methods = [OecMethod.None, OecMethod.MuCentering], Tying = [false], LearningRates = [1e-3, 1e-2] };
+
+        Assert.Equal(["tiny-untied-none-lr1e-3", "tiny-untied-mu_centering-lr1e-3"], options.Cells(baseSeed: 7).Take(2).Select(c => c.Name));
+        var seeded = (options with { Seeds = SweepOptions.ParseSeeds("3") }).Cells(baseSeed: 7);
+        Assert.Equal(12, seeded.Count);
+        Assert.Equal([7UL, 7, 7, 7, 8, 8, 8, 8, 9, 9, 9, 9], seeded.Select(c => c.Seed!.Value)); // whole grids seed by seed
+        Assert.Equal("tiny-untied-mu_centering-lr1e-2-s9", seeded[^1].Name);
+        Assert.Equal([11UL, 5], (options with { Seeds = SweepOptions.ParseSeeds("11,5") }).Cells(0).Select(c => c.Seed!.Value).Distinct());
+
+        using var temp = new TempDirectory();
+        var config = (options with { OutDir = temp.File("sweep") }).CellConfig(seeded[^1], temp.File("cell"), threads: 1);
+        Assert.Equal((9UL, ResumeMode.Auto), (config.Train.Seed, config.Job.Resume));
+        Assert.Equal(1337UL, (options with { OutDir = temp.File("sweep") }).CellConfig(options.Cells(1337)[0], temp.File("cell"), threads: 1).Train.Seed);
+    }
+
+    /// <summary>The overrides of the 16M GPU sweep in docs/results.md.</summary>
+    static readonly string[] PaperShapeOnAGpu =
+    [
+        "train.device=cuda", "train.precision=bf16", "train.sequence_length=2048", "train.batch_size=16", "train.grad_accum=4",
+        "train.steps=2000", "train.warmup_steps=100", "train.eval_every=500", "train.eval_batches=8", "train.log_every=50",
+        "data.vocab_size=50304", "data.synthetic_tokens=100000000",
+    ];
+
+    [Fact]
+    public void The_documented_GPU_sweep_is_the_papers_16M_shape_batch_and_schedule_scaled_to_its_steps()
+    {
+        using var temp = new TempDirectory();
+        var options = new SweepOptions { OutDir = temp.File("sweep"), Presets = ["16M"], Tying = [false], Overrides = PaperShapeOnAGpu, MaxMinutes = 9 }.Validated();
+
+        var cell = options.CellConfig(options.Cells(options.BaseConfig().Train.Seed)[0], temp.File("cell"), threads: 1);
+
+        var (model, train) = (cell.Model.Resolve(), cell.Train);
+        Assert.Equal((6, 224, 4), (model.NLayer!.Value, model.DModel!.Value, model.NHead!.Value));
+        Assert.Equal((50304, 50304), (cell.Data.ResolvedVocabSize, model.PaddedVocab(cell.Data.ResolvedVocabSize)));
+        Assert.Equal((2048, 64 * 2048), (train.SequenceLength, train.BatchSize * train.GradAccum * train.SequenceLength)); // the paper's 64 x 2048 tokens a step
+        Assert.Equal(0.05, (double)train.WarmupSteps / train.Steps);                                                      // the paper's 5000 of 100,000
+        Assert.Equal((Precision.Bf16, "cuda", 1e-5), (train.Precision, train.Device, train.MinLearningRate));
+        Assert.Equal(1, options.Concurrency(train.Threads, cores: 16, gpu: true).Parallel);
+    }
+
     [Theory]
+    [InlineData("--seeds 0", "--seeds 0: a count of seeds must be 1 to 1000")]
+    [InlineData("--seeds 2,x", "--seeds: 'x': not a whole number >= 0")]
+    [InlineData("--seeds -1", "--seeds: '-1': not a whole number >= 0")]
+    [InlineData("--seeds 4,4", "--seeds: '4' is given twice")]
+    [InlineData("--max-minutes 0", "--max-minutes = 0: must be a number of minutes > 0")]
+    [InlineData("--max-minutes -2", "--max-minutes = -2: must be a number of minutes > 0")]
+    [InlineData("--max-minutes NaN", "--max-minutes = NaN: must be a number of minutes > 0")]
     [InlineData("--methods none,bogus", "--methods: 'bogus': unknown, expected one of none, z_loss, soft_cap, mu_loss, mu_centering")]
     [InlineData("--methods none,none", "--methods: 'none' is given twice")]
     [InlineData("--tying maybe", "--tying: 'maybe': expected false or true")]

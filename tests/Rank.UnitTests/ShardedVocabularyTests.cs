@@ -41,7 +41,7 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
         var logits = OutputEmbedding.Logits(hidden, weight, method, vocab);
         var loss = OutputEmbedding.Loss(logits, targets, weight, method, vocab);
         loss.Loss.backward();
-        var statistics = LogitStatistics.Compute(logits, weight, vocab);
+        var statistics = LogitStatistics.Compute(logits, weight, vocab, hidden);
         var mu = OutputEmbedding.Mu(weight, vocab);
         var muLoss = OutputEmbedding.MuLoss(weight, vocab, options.MuLossLambda);
         var centered = weight.detach().clone().requires_grad_(); // a fresh parameter, as the optimizer step leaves it
@@ -132,8 +132,8 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
 
     double Same(string what, double expected, double actual) => Same(what, [expected], [actual]);
 
-    static double[] Fields(LogitStatistics s) => [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog];
-    static readonly string[] FieldNames = ["MeanLogit", "LogitStd", "MaxAbsLogit", "MuNorm", "MeanLogZ", "RLog"];
+    static double[] Fields(LogitStatistics s) => [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog, s.MeanMuDotH, s.REmbMean, s.REmbMin];
+    static readonly string[] FieldNames = ["MeanLogit", "LogitStd", "MaxAbsLogit", "MuNorm", "MeanLogZ", "RLog", "MeanMuDotH", "REmbMean", "REmbMin"];
 
     public static TheoryData<int, OecMethod> Layouts()
     {

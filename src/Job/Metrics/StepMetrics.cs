@@ -29,6 +29,23 @@ public sealed record StepMetrics(
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public long? RolledBackTo { get; init; }
 
+    /// <summary>The paper's mechanism measures beyond the twelve (Oec.LogitStatistics): mean over tokens of mu . h, to be
+    /// checked against <see cref="MeanLogit"/> (the paper's identity mean_j l_j = mu . h); null when not measured.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? MeanMuDotH { get; init; }
+
+    /// <summary>Max over tokens of |mean_j l_j - mu . h|: what the logits as computed lose of the identity.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? MaxMeanLogitGap { get; init; }
+
+    /// <summary>Mean over the rows of E of r_emb = ||e_i - mu|| / ||e_i|| (near 0: mu dominates the rows).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? REmbMean { get; init; }
+
+    /// <summary>Min over the rows of E of ||e_i - mu|| / ||e_i||.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? REmbMin { get; init; }
+
     /// <summary>The twelve metrics after Step, in the record's order: the one list that every medium maps from.</summary>
     public static readonly IReadOnlyList<StepMetric> Fields =
     [

@@ -13,7 +13,8 @@ public static class MetricsReport
     const string StepAxis = "step (optimizer steps)";
 
     /// <summary>Reads every run's log, prints per run how many non-finite values the charts leave out, and writes
-    /// loss.png, mu_norm.png and logits.png (width x height pixels) into outDir (null: the first run's directory).</summary>
+    /// loss.png, mu_norm.png and logits.png (width x height pixels) into outDir (null: the first run's directory), and
+    /// identity.png and ratios.png when a log holds the mechanism measures (mean_mu_dot_h, r_emb_mean).</summary>
     /// <returns>The written files, in that order.</returns>
     public static IReadOnlyList<string> Write(IReadOnlyList<string> runs, string? outDir, int width, int height, TextWriter console, ChartScale? scale = null)
     {
@@ -35,6 +36,7 @@ public static class MetricsReport
             ("logits.png", "Logits", "max |logit| (nats, solid)", "mean logit (nats, dashed)",
                 [new("max |logit|", "max_abs_logit", m => m.MaxAbsLogit), new("mean logit", "mean_logit", m => m.MeanLogit, LinePattern.Dashed, RightAxis: true)]),
         };
+        if (read.Any(r => r.Steps.Any(m => m.MeanMuDotH is not null || m.REmbMean is not null))) charts = [.. charts, .. MechanismCharts];
         var dropped = read.Select(_ => new List<string>()).ToArray(); // per run: "field count"
         var written = new List<string>();
         foreach (var chart in charts)
@@ -60,6 +62,18 @@ public static class MetricsReport
                               (dropped[r].Count > 0 ? $"; non-finite{(scale.LogY ? " or non-positive (log axis)" : "")} values left out: {string.Join(", ", dropped[r])}" : ""));
         return written;
     }
+
+    /// <summary>The paper's mechanism measures, drawn when a log has them: the mean logit against mu . h (the identity
+    /// mean_j l_j = mu . h; the two lines part where the logits as computed lose it), and the ratios r_log and r_emb
+    /// (near 0: one common shift, mu, dominates the logits and the rows of E).</summary>
+    static readonly (string File, string Title, string YAxis, string? RightAxis, Line[] Lines)[] MechanismCharts =
+    [
+        ("identity.png", "Mean logit against mu . h", "nats (mean over tokens)", null,
+            [new("mean logit", "mean_logit", m => m.MeanLogit), new("mu . h", "mean_mu_dot_h", m => m.MeanMuDotH, LinePattern.Dashed)]),
+        ("ratios.png", "r_log and r_emb", "ratio", null,
+            [new("r_log", "r_log", m => m.RLog), new("r_emb mean", "r_emb_mean", m => m.REmbMean, LinePattern.Dashed),
+             new("r_emb min", "r_emb_min", m => m.REmbMin, LinePattern.Dotted)]),
+    ];
 
     /// <summary>Run r's colour on every chart (ScottPlot's Category10 palette).</summary>
     public static Color RunColor(int r) => new ScottPlot.Palettes.Category10().GetColor(r);

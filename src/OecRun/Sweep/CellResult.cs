@@ -14,13 +14,18 @@ namespace OecRun.Sweep;
 /// the job stopped on a non-finite loss.</param>
 /// <param name="MuNorm">||mu||, the mean logit and max |logit| at the last logged step (see README, metrics log).</param>
 /// <param name="StepSeconds">Mean step_seconds of the logged steps after the first (whose time includes warm-up).</param>
-/// <param name="WallSeconds">The whole job: coordinator, rank process starts, training, validation.</param>
+/// <param name="WallSeconds">The whole job: coordinator, rank process starts, training, validation; of a cell stopped
+/// and resumed, the invocation that finished it.</param>
 public sealed record CellResult(
     string Cell, string Preset, bool WeightTying, string Method, double LearningRate, int ExitCode, int Steps,
     double FinalValLoss, double FinalTrainLoss, double MuNorm, double MeanLogit, double MaxAbsLogit,
     double StepSeconds, double WallSeconds, DateTime StartedUtc, DateTime FinishedUtc)
 {
     public const string FileName = "result.json";
+
+    /// <summary>train.seed of the cell when the sweep runs several seeds; absent otherwise.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ulong? Seed { get; init; }
 
     internal static readonly JsonSerializerOptions Json = new()
     {
@@ -44,7 +49,7 @@ public sealed record CellResult(
         return new CellResult(cell.Name, cell.Preset, cell.WeightTying, SweepOptions.MethodName(cell.Method), cell.LearningRate, exitCode,
             last?.Step ?? 0, valLoss, last?.TrainLoss ?? double.NaN, last?.MuNorm ?? double.NaN, last?.MeanLogit ?? double.NaN,
             last?.MaxAbsLogit ?? double.NaN, timed.Any() ? timed.Average(s => s.StepSeconds) : double.NaN,
-            wall.TotalSeconds, startedUtc, DateTime.UtcNow);
+            wall.TotalSeconds, startedUtc, DateTime.UtcNow) { Seed = cell.Seed };
     }
 
     public void Write(string path) => AtomicFile.Write(path, s => JsonSerializer.Serialize(s, this, Json));

@@ -8,11 +8,14 @@ using Rank.Model;
 
 namespace OecRun.Sweep;
 
-/// <summary>One cell of the grid: an ordinary training job of its own.</summary>
-public sealed record SweepCell(string Preset, bool WeightTying, OecMethod Method, double LearningRate)
+/// <summary>One cell of the grid: an ordinary training job of its own. Seed: its train.seed when the sweep runs
+/// several (--seeds); null: the base configuration's.</summary>
+public sealed record SweepCell(string Preset, bool WeightTying, OecMethod Method, double LearningRate, ulong? Seed = null)
 {
-    /// <summary>The cell's directory name under cells/, e.g. tiny-untied-mu_centering-lr3e-4.</summary>
-    public string Name => $"{Preset}-{Tying(WeightTying)}-{SweepOptions.MethodName(Method)}-lr{SweepOptions.FormatRate(LearningRate)}";
+    /// <summary>The cell's directory name under cells/, e.g. tiny-untied-mu_centering-lr3e-4, or with --seeds
+    /// tiny-untied-mu_centering-lr3e-4-s1338.</summary>
+    public string Name => $"{Preset}-{Tying(WeightTying)}-{SweepOptions.MethodName(Method)}-lr{SweepOptions.FormatRate(LearningRate)}" +
+                          (Seed is { } seed ? $"-s{seed}" : "");
 
     public static string Tying(bool tied) => tied ? "tied" : "untied";
 }
@@ -25,7 +28,7 @@ public sealed record SweepOptions
     /// <summary>
     /// The CPU-sized run under the file and the overrides (which win): the tiny preset on the synthetic corpus, the
     /// paper's optimizer (AdamW 0.9/0.95, clipping 1.0, weight decay 0) and 5% warmup, validated at the last step;
-    /// no checkpoints (an interrupted cell starts afresh). 1200 steps: the whole default grid (70 cells) took 36 minutes
+    /// no periodic checkpoints (a stopped cell checkpoints where it stops and resumes from there). 1200 steps: the whole default grid (70 cells) took 36 minutes
     /// on 2 shared cores (docs/results.md).
     /// </summary>
     public static readonly string[] DefaultSettings =
@@ -40,13 +43,19 @@ public sealed record SweepOptions
         ["model.preset"] = "--presets", ["model.weight_tying"] = "--tying", ["oec.method"] = "--methods",
         ["train.learning_rate"] = "--learning-rates", ["job.world_size"] = "--ranks", ["run.out_dir"] = "--out",
         ["divergence.action"] = "the sweep (always warn: the baseline must be free to diverge)",
-        ["job.resume"] = "the sweep (finished cells are kept, half-done ones start afresh)",
+        ["job.resume"] = "the sweep (finished cells are kept, stopped ones resume from their checkpoint)",
     };
 
     public IReadOnlyList<OecMethod> Methods { get; init; } = Enum.GetValues<OecMethod>();
     public IReadOnlyList<bool> Tying { get; init; } = [false, true];
     public IReadOnlyList<double> LearningRates { get; init; } = PaperLearningRates;
     public IReadOnlyList<string> Presets { get; init; } = ["tiny"];
+    /// <summary>--seeds: null, one seed per cell (the base configuration's train.seed, names without a seed); else
+    /// every cell once per seed.</summary>
+    public SeedChoice? Seeds { get; init; }
+    /// <summary>--max-minutes: the wall time of this invocation; when it is up the running cells stop at a checkpoint
+    /// and no more start. Null: no bound.</summary>
+    public double? MaxMinutes { get; init; }
     /// <summary>job.world_size of every cell.</summary>
     public int Ranks { get; init; } = 1;
     /// <summary>Cells run side by side; null: cores / (ranks x threads per rank), at least 1.</summary>
@@ -55,10 +64,15 @@ public sealed record SweepOptions
     public string? ConfigFile { get; init; }
     public IReadOnlyList<string> Overrides { get; init; } = [];
 
-    /// <summary>Every cell, presets outermost, then tying, learning rate, method: cells that run side by side are
-    /// different methods at one learning rate, so the machine's load falls on the methods alike.</summary>
-    public IReadOnlyList<SweepCell> Cells() =>
-        (from preset in Presets from tied in Tying from lr in LearningRates from method in Methods select new SweepCell(preset, tied, method, lr)).ToList();
+    /// <summary>Every cell, presets outermost, then seed, tying, learning rate, method: cells that run side by side are
+    /// different methods at one learning rate, so the machine's load falls on the methods alike, and a sweep stopped
+    /// early has whole grids of its first seeds. <paramref name="baseSeed"/>: the base configuration's train.seed.</summary>
+    public IReadOnlyList<SweepCell> Cells(ulong baseSeed) =>
+        (from preset in Presets from seed in CellSeeds(baseSeed) from tied in Tying from lr in LearningRates from method in Methods
+         select new SweepCell(preset, tied, method, lr, seed)).ToList();
+
+    /// <summary>The seeds of the cells: [null] without --seeds.</summary>
+    public IReadOnlyList<ulong?> CellSeeds(ulong baseSeed) => Seeds?.Resolve(baseSeed).Select(s => (ulong?)s).ToList() ?? [null];
 
     /// <summary>Checks the grid; throws naming the option and the value.</summary>
     public SweepOptions Validated()
@@ -76,6 +90,8 @@ public sealed record SweepOptions
                 throw new ArgumentException($"--presets: '{preset}': unknown, expected one of {string.Join(", ", ModelOptions.PresetNames)}");
         if (Ranks < 1) throw new ArgumentException($"--ranks = {Ranks}: must be >= 1");
         if (Parallel < 1) throw new ArgumentException($"--parallel = {Parallel}: must be >= 1");
+        if (MaxMinutes is double minutes && !(minutes > 0 && minutes <= TimeSpan.MaxValue.TotalMinutes / 2))
+            throw new ArgumentException($"--max-minutes = {minutes.ToString(CultureInfo.InvariantCulture)}: must be a number of minutes > 0");
         if (string.IsNullOrWhiteSpace(OutDir)) throw new ArgumentException("--out = (empty): must be a directory path");
         return this with { LearningRates = LearningRates.Order().ToList() };
     }
@@ -94,8 +110,9 @@ public sealed record SweepOptions
         return config;
     }
 
-    /// <summary>A cell's configuration: the base with the cell's preset, tying, method and learning rate, its own
-    /// run directory, and <paramref name="threads"/> libtorch threads per rank when the base leaves train.threads at 0.</summary>
+    /// <summary>A cell's configuration: the base with the cell's preset, tying, method, learning rate and seed, its own
+    /// run directory, job.resume = auto (a stopped cell continues from its checkpoint), and <paramref name="threads"/>
+    /// libtorch threads per rank when the base leaves train.threads at 0.</summary>
     public RunConfig CellConfig(SweepCell cell, string runDir, int threads)
     {
         var settings = new List<string>(Overrides)
@@ -103,8 +120,10 @@ public sealed record SweepOptions
             $"model.preset={cell.Preset}", $"model.weight_tying={(cell.WeightTying ? "true" : "false")}",
             $"oec.method={MethodName(cell.Method)}", $"train.learning_rate={cell.LearningRate.ToString("R", CultureInfo.InvariantCulture)}",
         };
+        if (cell.Seed is { } seed) settings.Add($"train.seed={seed}");
         settings.AddRange(SweepSettings());
         settings.Add($"run.out_dir={runDir}");
+        settings.Add("job.resume=auto");
         var config = RunConfig.Load(ConfigFile, settings, DefaultSettings);
         return config.Train.Threads > 0 ? config : (config with { Train = config.Train with { Threads = threads } }).Validated();
     }
@@ -148,6 +167,21 @@ public sealed record SweepOptions
 
     public static List<string> ParsePresets(string text) => Split(text);
 
+    /// <summary>"3": three seeds from the base's train.seed on; "1,2,5": those seeds.</summary>
+    public static SeedChoice ParseSeeds(string text)
+    {
+        var values = Split(text).Select(t => ulong.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out ulong v) ? v
+            : throw new ArgumentException($"--seeds: '{t}': not a whole number >= 0")).ToList();
+        if (values.Count == 0) throw new ArgumentException("--seeds: empty, give a count or a list of seeds");
+        if (values.Count > 1)
+        {
+            Distinct("--seeds", values.Select(v => v.ToString(CultureInfo.InvariantCulture)).ToList());
+            return new SeedChoice(null, values);
+        }
+        if (values[0] is < 1 or > 1000) throw new ArgumentException($"--seeds {values[0]}: a count of seeds must be 1 to 1000 (give a list, e.g. 7,8, for particular seeds)");
+        return new SeedChoice((int)values[0], null);
+    }
+
     static List<string> Split(string text) => text.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
 
     static void Distinct(string option, IReadOnlyList<string> values)
@@ -156,4 +190,11 @@ public sealed record SweepOptions
         if (values.GroupBy(v => v, StringComparer.OrdinalIgnoreCase).FirstOrDefault(g => g.Count() > 1) is { } twice)
             throw new ArgumentException($"{option}: '{twice.Key}' is given twice");
     }
+}
+
+/// <summary>--seeds: a count (that many seeds from the base configuration's train.seed on) or a list of seeds.</summary>
+public sealed record SeedChoice(int? Count, IReadOnlyList<ulong>? List)
+{
+    public IReadOnlyList<ulong> Resolve(ulong baseSeed) =>
+        List ?? Enumerable.Range(0, Count!.Value).Select(k => baseSeed + (ulong)k).ToList();
 }

@@ -10,19 +10,34 @@ using ScottPlot;
 
 namespace OecRun.Sweep;
 
-/// <summary>The cells of one preset and tying setting, by (method, learning rate), with their L0.</summary>
+/// <summary>The cells of one preset and tying setting, by (method, learning rate, seed), with their L0; a sweep stopped
+/// early lacks some. Seeds: [null] for a sweep without --seeds.</summary>
 public sealed record SweepGroup(string Preset, bool WeightTying, InitialLoss Initial, IReadOnlyList<OecMethod> Methods,
-    IReadOnlyList<double> Rates, IReadOnlyDictionary<(OecMethod, double), CellResult> Cells)
+    IReadOnlyList<double> Rates, IReadOnlyList<ulong?> Seeds, IReadOnlyDictionary<(OecMethod, double, ulong?), CellResult> Cells)
 {
-    public CellResult this[OecMethod method, double lr] => Cells[(method, lr)];
+    public CellResult? Cell(OecMethod method, double lr, ulong? seed) => Cells.GetValueOrDefault((method, lr, seed));
+
+    /// <summary>The finished cells of one method and learning rate, one per seed.</summary>
+    public IReadOnlyList<CellResult> Seeded(OecMethod method, double lr) =>
+        Seeds.Select(seed => Cell(method, lr, seed)).OfType<CellResult>().ToList();
 
     public bool Diverged(CellResult cell) => SweepReport.Diverged(cell, Initial.ValLoss);
 
-    /// <summary>The published LRS over this group's learning rates (Oec.LearningRateSensitivity: non-finite losses and
-    /// losses above L0 count as L0).</summary>
-    public double Lrs(OecMethod method) => LearningRateSensitivity.Compute(Rates.Select(lr => this[method, lr].FinalValLoss).ToList(), Initial.ValLoss);
+    /// <summary>The loss as the LRS counts it: capped at L0, a non-finite one L0.</summary>
+    public double Capped(CellResult cell) => double.IsFinite(cell.FinalValLoss) ? Math.Min(cell.FinalValLoss, Initial.ValLoss) : Initial.ValLoss;
 
-    public double MeanStepSeconds(OecMethod method) => Rates.Average(lr => this[method, lr].StepSeconds);
+    /// <summary>The published LRS of one seed over this group's learning rates (Oec.LearningRateSensitivity: non-finite
+    /// losses and losses above L0 count as L0); null until every rate of that seed is finished.</summary>
+    public double? Lrs(OecMethod method, ulong? seed) =>
+        Rates.All(lr => Cell(method, lr, seed) is not null)
+            ? LearningRateSensitivity.Compute(Rates.Select(lr => Cell(method, lr, seed)!.FinalValLoss).ToList(), Initial.ValLoss)
+            : null;
+
+    /// <summary>The LRS of every seed whose rates are all finished.</summary>
+    public IReadOnlyList<double> SeedLrs(OecMethod method) => Seeds.Select(seed => Lrs(method, seed)).OfType<double>().ToList();
+
+    public double MeanStepSeconds(OecMethod method) =>
+        Rates.SelectMany(lr => Seeded(method, lr)).Select(c => c.StepSeconds).DefaultIfEmpty(double.NaN).Average();
 
     /// <summary>Mean step time over that of none, minus 1; null when the sweep has no none.</summary>
     public double? Overhead(OecMethod method) => Methods.Contains(OecMethod.None) ? MeanStepSeconds(method) / MeanStepSeconds(OecMethod.None) - 1 : null;
@@ -44,7 +59,7 @@ public static class SweepReport
         IReadOnlyDictionary<SweepCell, CellResult> results, IReadOnlyDictionary<(string, bool), InitialLoss> initial, int width = 1200, int height = 800)
     {
         MetricsReport.CheckFonts();
-        var groups = Groups(options, results, initial);
+        var groups = Groups(options, baseConfig.Train.Seed, results, initial);
         var written = new List<string>();
         foreach (var group in groups) written.AddRange(WriteCharts(outDir, group, width, height));
         string path = Path.Combine(outDir, FileName);
@@ -54,64 +69,97 @@ public static class SweepReport
         return written;
     }
 
-    public static IReadOnlyList<SweepGroup> Groups(SweepOptions options, IReadOnlyDictionary<SweepCell, CellResult> results,
+    public static IReadOnlyList<SweepGroup> Groups(SweepOptions options, ulong baseSeed, IReadOnlyDictionary<SweepCell, CellResult> results,
         IReadOnlyDictionary<(string, bool), InitialLoss> initial) =>
         (from preset in options.Presets
          from tied in options.Tying
-         select new SweepGroup(preset, tied, initial[(preset, tied)], options.Methods, options.LearningRates,
+         select new SweepGroup(preset, tied, initial[(preset, tied)], options.Methods, options.LearningRates, options.CellSeeds(baseSeed),
              results.Where(r => r.Key.Preset == preset && r.Key.WeightTying == tied)
-                 .ToDictionary(r => (r.Key.Method, r.Key.LearningRate), r => r.Value))).ToList();
+                 .ToDictionary(r => (r.Key.Method, r.Key.LearningRate, r.Key.Seed), r => r.Value))).ToList();
 
     static string Markdown(IReadOnlyList<SweepGroup> groups, RunConfig config, SweepOptions options)
     {
         var train = config.Train;
+        int planned = groups.Sum(g => g.Methods.Count * g.Rates.Count * g.Seeds.Count), done = groups.Sum(g => g.Cells.Count);
+        bool seeded = groups[0].Seeds.Count > 1 || groups[0].Seeds[0] is not null;
         var md = new StringBuilder();
         md.AppendLine("# Learning-rate sweep").AppendLine();
-        md.AppendLine($"Written by `oecrun sweep` at {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC: {groups.Sum(g => g.Cells.Count)} cells, each an ordinary " +
+        md.AppendLine($"Written by `oecrun sweep` at {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC: {done} cells{(done < planned ? $" of {planned} (the sweep was stopped; the same command continues it; – marks a cell not finished yet)" : "")}, each an ordinary " +
                       $"training job in `cells/<name>/` ({options.Ranks} rank(s)); the base configuration they share is in `{SweepRun.ManifestFile}`. " +
                       $"Every cell: {train.Steps} steps of {train.BatchSize * train.GradAccum} x {train.SequenceLength} tokens, warmup {train.WarmupSteps} steps, " +
-                      $"cosine decay to {SweepOptions.FormatRate(train.MinLearningRate)}, weight decay {F(train.WeightDecay)}, gradient clipping {F(train.GradClip)}, data {config.Data.Source}.");
+                      $"cosine decay to {SweepOptions.FormatRate(train.MinLearningRate)}, weight decay {F(train.WeightDecay)}, gradient clipping {F(train.GradClip)}, " +
+                      $"precision {train.Precision.ToString().ToLowerInvariant()}, data {config.Data.Source}" +
+                      (seeded ? $", seeds {string.Join(", ", groups[0].Seeds)} (train.seed: the initialisation and the batch order)." : $", seed {train.Seed}."));
         md.AppendLine();
         md.AppendLine($"- Loss: cross-entropy on the validation batches after the last step ({train.EvalBatches} batches of {train.BatchSize} x {train.SequenceLength} tokens), nats per token.");
-        md.AppendLine("- L0: the same validation loss of the untrained model (method none, the cells' seed), per preset and weight tying.");
+        md.AppendLine($"- L0: the same validation loss of the untrained model (method none, the {(seeded ? "first seed" : "cells' seed")}), per preset and weight tying.");
         md.AppendLine($"- † {DivergenceRule}.");
         md.AppendLine("- LRS = (1/(N-1)) x sum over the N learning rates of [min(L(lr), L0) - min over lr' of min(L(lr'), L0)]; a diverged cell counts as L0. Lower is more stable.");
+        if (seeded)
+            md.AppendLine("- With several seeds: each loss is the mean over the seeds [min, max] of min(L, L0) (a diverged seed counts as L0; † k/N: k of the N seeds diverged); " +
+                          "the LRS is computed per seed, then its mean, [min, max] and each seed's are given.");
         md.AppendLine("- Overhead: the mean seconds per step of the method's cells over that of none's, minus 1 (step_seconds of the logged steps after the first; " +
                       "cells ran side by side on a shared machine, so it carries that noise).");
-        foreach (var g in groups)
-        {
-            md.AppendLine().AppendLine($"## {g.Title}: L0 = {g.Initial.ValLoss:F4} (ln V = {g.Initial.LnVocab:F4})").AppendLine();
-            md.AppendLine($"Final validation loss (nats/token) per method and peak learning rate:").AppendLine();
-            md.AppendLine($"| method | {string.Join(" | ", g.Rates.Select(SweepOptions.FormatRate))} | LRS | overhead |");
-            md.AppendLine($"|---|{string.Concat(g.Rates.Select(_ => "---:|"))}---:|---:|");
-            foreach (var m in g.Methods)
-            {
-                string overhead = g.Overhead(m) is double o ? o.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture) : "n/a";
-                md.AppendLine($"| {SweepOptions.MethodName(m)} | {string.Join(" | ", g.Rates.Select(lr => Loss(g, g[m, lr])))} | {g.Lrs(m):F4} | {overhead} |");
-            }
-            var best = g.Methods.SelectMany(m => g.Rates.Select(lr => g[m, lr])).Where(c => !g.Diverged(c)).MinBy(c => c.FinalValLoss);
-            if (best is not null) md.AppendLine().AppendLine($"Best: {best.Method} at {SweepOptions.FormatRate(best.LearningRate)}, {best.FinalValLoss:F4}.");
-            md.AppendLine().AppendLine($"![final validation loss against the learning rate](loss_vs_lr_{g.FileSuffix}.png)");
-            md.AppendLine($"![norm of mu against the learning rate](mu_norm_vs_lr_{g.FileSuffix}.png)");
-            md.AppendLine($"![mean logit against the learning rate](mean_logit_vs_lr_{g.FileSuffix}.png)");
-            md.AppendLine($"![max abs logit against the learning rate](max_abs_logit_vs_lr_{g.FileSuffix}.png)");
-            md.AppendLine().AppendLine("Every cell at its last logged step:").AppendLine();
-            md.AppendLine("| cell | steps | exit | final val loss | \\|\\|mu\\|\\| | mean logit | max \\|logit\\| | ms/step | wall s |");
-            md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-            foreach (var m in g.Methods)
-                foreach (var c in g.Rates.Select(lr => g[m, lr]))
-                    md.AppendLine($"| {c.Cell} | {c.Steps} | {c.ExitCode} | {Loss(g, c)} | {c.MuNorm:G4} | {c.MeanLogit:G4} | {c.MaxAbsLogit:G4} | " +
-                                  $"{c.StepSeconds * 1000:F1} | {c.WallSeconds:F0} |");
-        }
+        foreach (var g in groups) Group(md, g, seeded);
         return md.ToString();
     }
 
-    static string Loss(SweepGroup g, CellResult c) => (double.IsFinite(c.FinalValLoss) ? c.FinalValLoss.ToString("F4", CultureInfo.InvariantCulture) : "NaN") +
-                                                       (g.Diverged(c) ? " †" : "");
+    static void Group(StringBuilder md, SweepGroup g, bool seeded)
+    {
+        md.AppendLine().AppendLine($"## {g.Title}: L0 = {g.Initial.ValLoss:F4} (ln V = {g.Initial.LnVocab:F4})").AppendLine();
+        md.AppendLine($"Final validation loss (nats/token) per method and peak learning rate:").AppendLine();
+        string lrsHeader = seeded ? "LRS | LRS [min, max] | LRS per seed" : "LRS";
+        md.AppendLine($"| method | {string.Join(" | ", g.Rates.Select(SweepOptions.FormatRate))} | {lrsHeader} | overhead |");
+        md.AppendLine($"|---|{string.Concat(g.Rates.Select(_ => "---:|"))}{(seeded ? "---:|---:|---|" : "---:|")}---:|");
+        foreach (var m in g.Methods)
+        {
+            string overhead = g.Overhead(m) is double o && double.IsFinite(o) ? o.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture) : "n/a";
+            var lrs = g.SeedLrs(m);
+            string lrsCells = !seeded ? (lrs.Count == 1 ? $"{lrs[0]:F4}" : "n/a")
+                : lrs.Count == 0 ? "n/a | n/a | n/a"
+                : $"{lrs.Average():F4} | [{lrs.Min():F4}, {lrs.Max():F4}] | " +
+                  string.Join(", ", g.Seeds.Select(seed => g.Lrs(m, seed) is double l ? $"{l:F4}" : "–"));
+            md.AppendLine($"| {SweepOptions.MethodName(m)} | {string.Join(" | ", g.Rates.Select(lr => seeded ? Spread(g, g.Seeded(m, lr)) : Loss(g, g.Cell(m, lr, null))))} | {lrsCells} | {overhead} |");
+        }
+        var best = g.Methods.SelectMany(m => g.Rates.Select(lr => (m, lr, Cells: g.Seeded(m, lr))))
+            .Where(x => x.Cells.Count > 0 && !x.Cells.Any(g.Diverged)).MinBy(x => x.Cells.Average(c => c.FinalValLoss));
+        if (best.Cells is not null)
+            md.AppendLine().AppendLine($"Best: {SweepOptions.MethodName(best.m)} at {SweepOptions.FormatRate(best.lr)}, {best.Cells.Average(c => c.FinalValLoss):F4}{(seeded ? " (mean over its seeds)" : "")}.");
+        md.AppendLine().AppendLine($"![final validation loss against the learning rate](loss_vs_lr_{g.FileSuffix}.png)");
+        md.AppendLine($"![norm of mu against the learning rate](mu_norm_vs_lr_{g.FileSuffix}.png)");
+        md.AppendLine($"![mean logit against the learning rate](mean_logit_vs_lr_{g.FileSuffix}.png)");
+        md.AppendLine($"![max abs logit against the learning rate](max_abs_logit_vs_lr_{g.FileSuffix}.png)");
+        md.AppendLine().AppendLine("Every finished cell at its last logged step:").AppendLine();
+        md.AppendLine("| cell | steps | exit | final val loss | \\|\\|mu\\|\\| | mean logit | max \\|logit\\| | ms/step | wall s |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var seed in g.Seeds)
+            foreach (var m in g.Methods)
+                foreach (var c in g.Rates.Select(lr => g.Cell(m, lr, seed)).OfType<CellResult>())
+                    md.AppendLine($"| {c.Cell} | {c.Steps} | {c.ExitCode} | {Loss(g, c)} | {c.MuNorm:G4} | {c.MeanLogit:G4} | {c.MaxAbsLogit:G4} | " +
+                                  $"{c.StepSeconds * 1000:F1} | {c.WallSeconds:F0} |");
+    }
+
+    static string Loss(SweepGroup g, CellResult? c) => c is null ? "–"
+        : (double.IsFinite(c.FinalValLoss) ? c.FinalValLoss.ToString("F4", CultureInfo.InvariantCulture) : "NaN") + (g.Diverged(c) ? " †" : "");
+
+    /// <summary>Mean [min, max] over the seeds' capped losses, † k/N when k of them diverged; – when none is finished.</summary>
+    static string Spread(SweepGroup g, IReadOnlyList<CellResult> cells)
+    {
+        if (cells.Count == 0) return "–";
+        var capped = cells.Select(g.Capped).ToList();
+        int diverged = cells.Count(g.Diverged);
+        return FormattableString.Invariant($"{capped.Average():F4} [{capped.Min():F4}, {capped.Max():F4}]") +
+               (cells.Count < g.Seeds.Count ? $" ({cells.Count} of {g.Seeds.Count} seeds)" : "") + (diverged > 0 ? $" † {diverged}/{cells.Count}" : "");
+    }
 
     static string F(double value) => value.ToString("G4", CultureInfo.InvariantCulture);
 
-    /// <summary>One chart per quantity against the learning rate (log axis), a line per method in the method's colour.</summary>
+    /// <summary>The mean of the finite values over the seeds' cells; NaN when none is.</summary>
+    static double MeanOverSeeds(IReadOnlyList<CellResult> cells, Func<CellResult, double> value) =>
+        cells.Select(value).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Average();
+
+    /// <summary>One chart per quantity against the learning rate (log axis), a line per method in the method's colour
+    /// (with several seeds, through the mean over the seeds).</summary>
     static IEnumerable<string> WriteCharts(string outDir, SweepGroup g, int width, int height)
     {
         // Non-finite values (a diverged cell's statistics) are left out of the lines.
@@ -138,7 +186,7 @@ public static class SweepReport
             for (int k = 0; k < g.Methods.Count; k++)
             {
                 var m = g.Methods[k];
-                var finite = g.Rates.Select(lr => (X: Math.Log10(lr), Y: chart.Value(g[m, lr]))).Where(p => double.IsFinite(p.Y)).ToList();
+                var finite = g.Rates.Select(lr => (X: Math.Log10(lr), Y: MeanOverSeeds(g.Seeded(m, lr), chart.Value))).Where(p => double.IsFinite(p.Y)).ToList();
                 if (finite.Count == 0) continue;
                 var line = plot.Add.Scatter(finite.Select(p => p.X).ToArray(), finite.Select(p => p.Y).ToArray(), MetricsReport.RunColor((int)m));
                 line.LegendText = SweepOptions.MethodName(m);

@@ -17,18 +17,21 @@ public static class SweepRun
     public const string ManifestFile = "sweep.json", LogFile = "sweep.log";
 
     /// <summary>
-    /// Runs the cells that have no result.json yet (a cell directory without one is half-done: deleted and started
-    /// afresh), measures L0 once per preset and tying, and writes the report once every cell is finished. The first
-    /// interrupt stops the running jobs (their cells count as half-done) and starts no more. Exit code: 0 (done, or
-    /// stopped), 1 (a cell's job failed: the others ran; run again to retry it).
+    /// Runs the cells that have no result.json yet (a cell directory without one is half-done: it resumes from its
+    /// checkpoint, or without one is deleted and started afresh), measures L0 once per preset and tying, and writes
+    /// the report of the cells finished so far. The first interrupt, or the end of --max-minutes, stops the running
+    /// jobs at a checkpoint and starts no more. Exit code: 0 (done, or stopped), 1 (a cell's job failed: the others
+    /// ran; run again to retry it).
     /// </summary>
     public static async Task<int> Run(SweepOptions options, ProcessCommand rankCommand, TextWriter console, CancellationToken interrupt)
     {
         options = options.Validated();
         var baseConfig = options.BaseConfig();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(interrupt);
+        if (options.MaxMinutes is double minutes) stop.CancelAfter(TimeSpan.FromMinutes(minutes));
         var (parallel, threads) = options.Concurrency(baseConfig.Train.Threads, Environment.ProcessorCount, gpu: baseConfig.Train.Device == "cuda");
         string outDir = options.OutDir;
-        var cells = options.Cells();
+        var cells = options.Cells(baseConfig.Train.Seed);
         var configs = cells.ToDictionary(c => c, c => options.CellConfig(c, Path.Combine(outDir, "cells", c.Name), threads));
         CheckManifest(outDir, baseConfig);
         using var log = new SweepLog(console, Path.Combine(outDir, LogFile));
@@ -42,20 +45,21 @@ public static class SweepRun
             else todo.Enqueue(cell);
         }
         log.Info($"{cells.Count} cells in {outDir}: {results.Count} finished earlier, {todo.Count} to run, {parallel} side by side, " +
-                 $"{options.Ranks} rank(s) x {configs[cells[0]].Train.Threads} libtorch thread(s) each");
+                 $"{options.Ranks} rank(s) x {configs[cells[0]].Train.Threads} libtorch thread(s) each" +
+                 (options.MaxMinutes is double bound ? $"; stopping after {bound:0.##} min" : ""));
 
         var initial = new Dictionary<(string, bool), InitialLoss>();
         foreach (var group in cells.Select(c => (c.Preset, c.WeightTying)).Distinct())
-            initial[group] = MeasureInitialLoss(options, group.Preset, group.WeightTying, threads, log);
+            initial[group] = MeasureInitialLoss(options, cells.First(c => (c.Preset, c.WeightTying) == group), threads, log);
 
         int total = todo.Count, done = 0;
         var failed = new ConcurrentBag<string>();
         var clock = Stopwatch.StartNew();
         async Task Worker()
         {
-            while (!interrupt.IsCancellationRequested && todo.TryDequeue(out var cell))
+            while (!stop.IsCancellationRequested && todo.TryDequeue(out var cell))
             {
-                var (result, failedWith) = await RunCell(cell, configs[cell], rankCommand, log, interrupt);
+                var (result, failedWith) = await RunCell(cell, configs[cell], rankCommand, log, stop.Token);
                 if (failedWith is int code) failed.Add($"{cell.Name} (exit code {code})");
                 if (result is null) continue;
                 results[cell] = result;
@@ -73,32 +77,37 @@ public static class SweepRun
             return 1;
         }
         if (results.Count < cells.Count)
-        {
-            log.Info($"stopped: {results.Count} of {cells.Count} cells finished; run the same command again to resume (finished cells are kept)");
-            return 0;
-        }
+            log.Info($"stopped{(interrupt.IsCancellationRequested ? "" : " at --max-minutes")}: {results.Count} of {cells.Count} cells finished; " +
+                     "run the same command again to resume (finished cells are kept, stopped ones resume from their checkpoint)");
+        if (results.IsEmpty) return 0;
         foreach (string path in SweepReport.Write(outDir, options, baseConfig, results, initial))
-            log.Info($"wrote {path}");
+            log.Info($"wrote {path}{(results.Count < cells.Count ? $" ({results.Count} of {cells.Count} cells)" : "")}");
         return 0;
     }
 
-    /// <summary>One cell's job, from an empty directory: its result, or no result when it was interrupted before it
-    /// ended (half-done) or failed (with the exit code). A job that exits 3 stopped on a non-finite loss: a diverged
-    /// cell, not a failure.</summary>
+    /// <summary>One cell's job, from an empty directory or from its checkpoint: its result, or no result when it was
+    /// stopped before it ended (half-done: its checkpoint resumes it) or failed (with the exit code). A job that exits 3
+    /// stopped on a non-finite loss: a diverged cell, not a failure. A finished cell's checkpoints are removed when
+    /// the base asks for none (job.checkpoint_every = 0: they were only the stops').</summary>
     static async Task<(CellResult? Result, int? FailedWith)> RunCell(SweepCell cell, RunConfig config, ProcessCommand rankCommand, SweepLog log, CancellationToken interrupt)
     {
-        string dir = config.Run.OutDir!;
-        if (Directory.Exists(dir))
+        string dir = config.Run.OutDir!, checkpoints = Path.Combine(dir, "checkpoints");
+        var resumable = Directory.Exists(checkpoints) ? new CheckpointCatalog(checkpoints, log.Info).LatestValid() : null;
+        if (resumable is { } from) log.Info($"{cell.Name}: resumed from its checkpoint at step {from.Manifest.Step}");
+        else
         {
-            log.Info($"{cell.Name}: half-done (no {CellResult.FileName}); deleting {dir} and starting afresh");
-            Directory.Delete(dir, recursive: true);
+            if (Directory.Exists(dir))
+            {
+                log.Info($"{cell.Name}: half-done (no {CellResult.FileName}, no checkpoint); deleting {dir} and starting afresh");
+                Directory.Delete(dir, recursive: true);
+            }
+            Directory.CreateDirectory(dir);
+            log.Info($"{cell.Name}: started");
         }
-        Directory.CreateDirectory(dir);
-        log.Info($"{cell.Name}: started");
         var started = DateTime.UtcNow;
         var clock = Stopwatch.StartNew();
         int exit;
-        using (var file = new StreamWriter(Path.Combine(dir, "console.log")) { AutoFlush = true })
+        using (var file = new StreamWriter(Path.Combine(dir, "console.log"), append: true) { AutoFlush = true })
             exit = await Launch.Local(config, rankCommand, TextWriter.Synchronized(file), interrupt);
         var steps = File.Exists(Path.Combine(dir, "metrics.jsonl")) ? MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")) : [];
         bool complete = exit == 0 && steps.Count > 0 && steps[^1].Step == config.Train.Steps;
@@ -106,11 +115,12 @@ public static class SweepRun
         {
             var result = CellResult.FromJob(cell, dir, exit, clock.Elapsed, started);
             result.Write(Path.Combine(dir, CellResult.FileName)); // the mark of a finished cell, after its job ended
+            if (config.Job.CheckpointEvery == 0 && Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
             return (result, null);
         }
         if (interrupt.IsCancellationRequested)
         {
-            log.Info($"{cell.Name}: stopped before its end (half-done; it starts afresh next time)");
+            log.Info($"{cell.Name}: stopped after step {(steps.Count > 0 ? steps[^1].Step : 0)} logged (half-done; its checkpoint resumes it next time)");
             return (null, null);
         }
         log.Info($"{cell.Name}: the job failed with exit code {exit}; see {Path.Combine(dir, "coordinator.log")} and console.log");
@@ -121,13 +131,15 @@ public static class SweepRun
         (r.ExitCode == 3 ? $"stopped on a non-finite loss at step {r.Steps}" : $"val loss {r.FinalValLoss:F4} after {r.Steps} steps") +
         $", {r.StepSeconds * 1000:F1} ms/step, |mu| {r.MuNorm:G4}, max|logit| {r.MaxAbsLogit:G4}, {r.WallSeconds:F0} s";
 
-    /// <summary>L0 of one preset and tying: the untrained model (method none, the cells' seed) evaluated by the
-    /// trainer on the cells' validation batches, in this process. Kept in initial/ so a resumed sweep reuses it.</summary>
-    static InitialLoss MeasureInitialLoss(SweepOptions options, string preset, bool tied, int threads, SweepLog log)
+    /// <summary>L0 of one preset and tying: the untrained model (method none, the seed of <paramref name="first"/>, the
+    /// group's first cell) evaluated by the trainer on the cells' validation batches, in this process. Kept in initial/
+    /// so a resumed sweep reuses it.</summary>
+    static InitialLoss MeasureInitialLoss(SweepOptions options, SweepCell first, int threads, SweepLog log)
     {
+        var (preset, tied) = (first.Preset, first.WeightTying);
         string path = Path.Combine(options.OutDir, "initial", $"{preset}-{SweepCell.Tying(tied)}.json");
         if (File.Exists(path)) return InitialLoss.Read(path);
-        var config = options.CellConfig(new SweepCell(preset, tied, OecMethod.None, options.LearningRates[0]), Path.GetDirectoryName(path)!, threads);
+        var config = options.CellConfig(first with { Method = OecMethod.None }, Path.GetDirectoryName(path)!, threads);
         using var trainer = new Trainer(config);
         var measured = new InitialLoss(preset, tied, trainer.Evaluate(), config.Train.EvalBatches, Math.Log(trainer.Model.VocabSize));
         measured.Write(path);
