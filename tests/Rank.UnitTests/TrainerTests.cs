@@ -145,6 +145,10 @@ public class TrainerTests(ITestOutputHelper log)
                                m.LogitStd, m.MaxAbsLogit, m.MeanLogZ, m.RLog, m.ValLoss ?? 0];
             Assert.All(fields, v => Assert.True(double.IsFinite(v), $"step {m.Step}: {m}"));
             Assert.Equal(config.Train.LearningRateAt(m.Step - 1), m.LearningRate);
+            // the mechanism measures: the mean logit is mu . h per token (an identity: a gap of float rounding)
+            Assert.True(m.MeanMuDotH is double muDotH && Math.Abs(muDotH - m.MeanLogit) < 1e-4, $"step {m.Step}: mean mu.h {m.MeanMuDotH}, mean logit {m.MeanLogit}");
+            Assert.True(m.MaxMeanLogitGap is < 1e-4, $"step {m.Step}: largest gap {m.MaxMeanLogitGap}");
+            Assert.True(m.REmbMin is > 0 && m.REmbMean is >= 0 and <= 2 && m.REmbMin <= m.REmbMean, $"step {m.Step}: r_emb {m.REmbMin} .. {m.REmbMean}");
         }
         Assert.Equal(result.FinalTrainLoss, metrics[^1].TrainLoss);
         Assert.Equal(result.FinalValLoss, metrics[^1].ValLoss);

@@ -257,7 +257,10 @@ public sealed class Trainer : IDisposable
                 var stats = measured ?? new LogitStatistics(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
                 double tokensPerSecond = (double)train.BatchSize * train.GradAccum * train.SequenceLength / seconds;
                 metrics = new StepMetrics((int)step + 1, loss, val, LearningRateAt(step), gradNorm, tokensPerSecond, seconds,
-                    stats.MuNorm, stats.MeanLogit, stats.LogitStd, stats.MaxAbsLogit, stats.MeanLogZ, stats.RLog);
+                    stats.MuNorm, stats.MeanLogit, stats.LogitStd, stats.MaxAbsLogit, stats.MeanLogZ, stats.RLog)
+                {
+                    MeanMuDotH = stats.MeanMuDotH, MaxMeanLogitGap = stats.MaxMeanLogitGap, REmbMean = stats.REmbMean, REmbMin = stats.REmbMin,
+                };
                 log?.Write(metrics);
                 var eta = TimeSpan.FromSeconds(clock.Elapsed.TotalSeconds / (step + 1 - start) * (train.Steps - step - 1));
                 if (lead)
