@@ -150,13 +150,12 @@ public static class VocabBench
     /// <summary>Bytes of this rank's tensors: its parameters and their AdamW moments (exp_avg, exp_avg_sq), head and body.</summary>
     static Memory Measure(Trainer trainer)
     {
-        static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
         var owned = trainer.Model.named_parameters().Select(n =>
         {
             var (expAvg, expAvgSq) = ((FlatAdamW)trainer.Optimizer).StateOf(n.parameter);
-            return (Head: HeadNames.Contains(n.name), Bytes: Bytes(expAvg) + Bytes(expAvgSq));
+            return (Head: HeadNames.Contains(n.name), Bytes: HeldBytes.Of(expAvg) + HeldBytes.Of(expAvgSq));
         }).ToList();
-        var parameters = trainer.Model.named_parameters().Select(n => (Head: HeadNames.Contains(n.name), Bytes: Bytes(n.parameter))).ToList();
+        var parameters = trainer.Model.named_parameters().Select(n => (Head: HeadNames.Contains(n.name), Bytes: HeldBytes.Of(n.parameter))).ToList();
         return new Memory(parameters.Where(p => p.Head).Sum(p => p.Bytes), owned.Where(s => s.Head).Sum(s => s.Bytes),
                           parameters.Where(p => !p.Head).Sum(p => p.Bytes), owned.Where(s => !s.Head).Sum(s => s.Bytes));
     }

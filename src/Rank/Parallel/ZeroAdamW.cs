@@ -100,10 +100,8 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         catch (Exception e) { boundaryFailure = e; } // never through libtorch's backward
     }
 
-    public HeldBytes Held => new(Units.Sum(u => Bytes(u.Full) + Bytes(u.Master)), Units.Sum(u => Bytes(u.FullGrad) + Bytes(u.ShardGrad)),
-                                 Units.Sum(u => Bytes(u.ExpAvg) + Bytes(u.ExpAvgSq)));
-
-    static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
+    public HeldBytes Held => new(Units.Sum(u => HeldBytes.Of(u.Full) + HeldBytes.Of(u.Master)), Units.Sum(u => HeldBytes.Of(u.FullGrad) + HeldBytes.Of(u.ShardGrad)),
+                                 Units.Sum(u => HeldBytes.Of(u.ExpAvg) + HeldBytes.Of(u.ExpAvgSq)));
 
     /// <summary>Stage 3: block forwards (first or recomputed) whose weights were already on their way when they began.</summary>
     public long Prefetched { get; private set; }

@@ -53,9 +53,8 @@ public sealed class FlatAdamW : IOptimizer
         }
     }
 
-    public HeldBytes Held => new(groups.Sum(g => Bytes(g.Data)), groups.Sum(g => Bytes(g.Grad)), groups.Sum(g => Bytes(g.ExpAvg) + Bytes(g.ExpAvgSq)));
-
-    static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
+    public HeldBytes Held => new(groups.Sum(g => HeldBytes.Of(g.Data)), groups.Sum(g => HeldBytes.Of(g.Grad)),
+                                 groups.Sum(g => HeldBytes.Of(g.ExpAvg) + HeldBytes.Of(g.ExpAvgSq)));
 
     /// <summary>Steps taken (the bias correction's t).</summary>
     public long Steps => groups.Count == 0 ? 0 : groups[0].Step;

@@ -19,4 +19,8 @@ public interface IOptimizer : IDisposable
 }
 
 /// <summary>Bytes of the optimizer's three kinds of state on one rank.</summary>
-public sealed record HeldBytes(long Weights, long Gradients, long Moments);
+public sealed record HeldBytes(long Weights, long Gradients, long Moments)
+{
+    /// <summary>The bytes of a tensor's elements; 0 for none.</summary>
+    public static long Of(TorchSharp.torch.Tensor? t) => t is null ? 0 : t.numel() * t.ElementSize;
+}
