@@ -97,7 +97,11 @@ public sealed class RemoteSession : ITrainingSession, IDisposable
                 BeatOnce();
                 lastContact = DateTime.UtcNow;
             }
-            catch (RpcException e) when (!done.IsCancellationRequested)
+            catch (Exception) when (done.IsCancellationRequested)
+            {
+                return; // the session is ending (its owner reports why); a heartbeat cut short then must not end the process
+            }
+            catch (RpcException e)
             {
                 double silent = (DateTime.UtcNow - lastContact).TotalSeconds;
                 if (silent > timeout.TotalSeconds)
