@@ -148,7 +148,11 @@ public sealed class MemoryPlanTests(ITestOutputHelper log)
         using var temp = new TempDirectory();
         var plain = Measured(temp.Path, precision, 8, 128, Small);
         var checkpointed = plain.WithTrain(t => t with { ActivationCheckpointing = "all" });
-        double Slope(RunConfig config) => (double)(PeakOfStep(config.WithTrain(t => t with { BatchSize = Large })) - PeakOfStep(config)) / (Large - Small);
+        // The largest of five steps' peaks: a checkpointed step's peak is the short recomputation of one block, which the
+        // sampling thread can miss in a step (a missed sample only lowers a peak; the smallest, as above, once gave a
+        // negative slope).
+        double Slope(RunConfig config) =>
+            (double)(PeakOfStep(config.WithTrain(t => t with { BatchSize = Large }), largest: true) - PeakOfStep(config, largest: true)) / (Large - Small);
         double plainSlope = Slope(plain), checkpointedSlope = Slope(checkpointed);
         double planned = MemoryPlan.Of(checkpointed).CheckpointedActivationBytes;
 
@@ -166,13 +170,15 @@ public sealed class MemoryPlanTests(ITestOutputHelper log)
         (TestConfigs.Tiny(outDir, steps: 10) with { Model = new ModelOptions { Preset = "tiny", NLayer = layers, DModel = 128 } })
             .WithTrain(t => t with { BatchSize = batch, SequenceLength = sequenceLength, Precision = precision, LossChunkTokens = 64 });
 
-    /// <summary>The smallest of three steps' peaks, after two steps that allocate the gradients and AdamW's state.</summary>
-    static long PeakOfStep(RunConfig config)
+    /// <summary>The smallest of three steps' peaks (or, <paramref name="largest"/>, the largest of five), after two steps
+    /// that allocate the gradients and AdamW's state.</summary>
+    static long PeakOfStep(RunConfig config, bool largest = false)
     {
         using var trainer = new Trainer(config);
         trainer.Step(0);
         trainer.Step(1);
-        return Enumerable.Range(2, 3).Min(step => PeakMemory.During(() => trainer.Step(step)));
+        var peaks = Enumerable.Range(2, largest ? 5 : 3).Select(step => PeakMemory.During(() => trainer.Step(step))).ToList();
+        return largest ? peaks.Max() : peaks.Min();
     }
 
     static MemoryPlan Plan(int worldSize, int zero, int vocabParallel = 1) =>
