@@ -17,12 +17,13 @@ internal sealed class PrometheusServer : IDisposable
     readonly StringBuilder output = new();
     readonly HttpClient http;
 
-    /// <summary>Scrapes <paramref name="target"/> (host:port serving /metrics) every second, keeping the target's own
-    /// `job` label (honor_labels), as README's scrape configuration does.</summary>
+    /// <summary>Scrapes <paramref name="target"/> (host:port serving /metrics) four times a second (a short job on an idle
+    /// machine trains for only a few seconds), keeping the target's own `job` label (honor_labels), as README's scrape
+    /// configuration does.</summary>
     public PrometheusServer(string target)
     {
         File.WriteAllText(dir.File("prometheus.yml"), $$"""
-            global: { scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s }
+            global: { scrape_interval: 250ms, scrape_timeout: 250ms, evaluation_interval: 1s }
             scrape_configs:
               - job_name: oec
                 honor_labels: true

@@ -16,7 +16,8 @@ public partial class PrometheusTests(ITestOutputHelper log)
 {
     const string JobId = "prometheus-test";
 
-    // 2 ranks, every step logged, validation every 100 steps: long enough (10 to 30 s on 2 busy cores) for several scrapes.
+    // 2 ranks, every step logged, validation every 100 steps: 4 s of training on 2 idle cores, 10 to 30 s on busy ones,
+    // which is a dozen scrapes or more at four a second.
     static readonly string[] JobSettings =
     [
         "train.steps=300", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=100",
