@@ -74,6 +74,10 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     /// <summary>The blocks that keep only their input and recompute their forward in backward (train.activation_checkpointing).</summary>
     public ActivationCheckpointing Checkpointing { get; set; } = ActivationCheckpointing.None;
 
+    /// <summary>The fused CUDA kernels (train.fused_kernels), or null: the TorchSharp ops they replace, which are
+    /// their reference and what the CPU always runs.</summary>
+    public Kernels.KernelRuntime? Kernels { get; set; }
+
     /// <summary>Gathers and releases each block's parameters around its forwards when a sharding keeps them elsewhere
     /// (ZeRO-3, which then recomputes every block). Null: the parameters are always here.</summary>
     public IBlockParameters? BlockParameters { get; set; }

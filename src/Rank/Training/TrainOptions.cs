@@ -60,6 +60,10 @@ public sealed record TrainOptions
     /// block then recomputes its forward in backward).</summary>
     public int Zero { get; init; }
 
+    /// <summary>The fused CUDA kernels (src/Kernels): auto, on where a CUDA device, its driver and NVRTC are found;
+    /// on, required (an error names what is missing); off, the TorchSharp ops they replace. CPU ranks always run those.</summary>
+    public string FusedKernels { get; init; } = "auto";
+
     /// <summary>train.activation_checkpointing parsed.</summary>
     public Rank.Parallel.ActivationCheckpointing Checkpointing => Rank.Parallel.ActivationCheckpointing.Parse(ActivationCheckpointing);
 
@@ -89,6 +93,7 @@ public sealed record TrainOptions
         if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
         if (!Enum.IsDefined(Precision)) Fail("train.precision", Precision, "expected fp32 or bf16");
         Rank.Parallel.ActivationCheckpointing.Parse(ActivationCheckpointing); // throws naming the option and its value
+        if (!global::Kernels.FusedKernels.Settings.Contains(FusedKernels)) Fail("train.fused_kernels", FusedKernels, "expected auto, on or off");
         if (Zero is < 0 or > 3) Fail("train.zero", Zero, "must be 0, 1, 2 or 3");
         if (Device is not ("cpu" or "cuda")) Fail("train.device", $"'{Device}'", "expected cpu or cuda (each rank takes the GPU of its LOCAL_RANK)");
     }

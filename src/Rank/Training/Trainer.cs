@@ -7,6 +7,7 @@ using Oec;
 using Rank.Configuration;
 using Rank.Model;
 using Rank.Parallel;
+using Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -92,6 +93,7 @@ public sealed class Trainer : IDisposable
         Vocab = Parallelize.ApplyVocabParallel(Model, groups.Vocab);
         Parallelize.ApplyActivationCheckpointing(Model, train.Checkpointing);
         if (Device.type != DeviceType.CPU) Model.to(Device);
+        Model.Kernels = FusedKernels.Resolve(train.FusedKernels, Device, note: Console.Error.WriteLine);
         ParameterCount = Model.parameters().Sum(p => p.numel());
         // Weight decay on matrices and embeddings only, not on LayerNorm weights (as nanoGPT and the paper's code).
         if (train.Zero > 0 && groups.Data is not null)

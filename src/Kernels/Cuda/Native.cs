@@ -1,0 +1,128 @@
+// The three native libraries the kernel runtime calls: NVRTC (compiles CUDA C to a cubin), the CUDA driver API (loads
+// and launches it, in the primary context that libtorch's runtime uses) and libtorch_cuda (its current stream). Found
+// once; a missing one is reported in one sentence that names where it was looked for.
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Kernels.Cuda;
+
+static class Native
+{
+    const string Nvrtc = "nvrtc", Driver = "cuda", TorchCuda = "torch_cuda";
+
+    static string? nvrtcPath;
+    static readonly object Gate = new();
+
+    static Native() => NativeLibrary.SetDllImportResolver(typeof(Native).Assembly, Resolve);
+
+    static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) => name switch
+    {
+        Nvrtc when nvrtcPath is not null => NativeLibrary.Load(nvrtcPath),
+        Driver => NativeLibrary.TryLoad("libcuda.so.1", out var handle) ? handle : IntPtr.Zero,
+        // The libtorch_cuda.so libtorch loaded, wherever from: the loader matches an already loaded object by its soname.
+        TorchCuda => NativeLibrary.TryLoad("libtorch_cuda.so", out var handle) ? handle : IntPtr.Zero,
+        _ => IntPtr.Zero,
+    };
+
+    /// <summary>Finds libnvrtc and libcuda.so.1; null when both load, else why not (naming every place looked in).</summary>
+    public static string? Unavailable()
+    {
+        lock (Gate)
+        {
+            var missing = new List<string>();
+            if (nvrtcPath is null)
+            {
+                var (found, searched) = FindNvrtc();
+                if (found is null)
+                    missing.Add($"NVRTC was not found (looked in: {string.Join("; ", searched)}); install PyTorch's nvidia wheels or the CUDA toolkit, or set {NvrtcVariable}=/path/to/libnvrtc.so.13");
+                else nvrtcPath = found;
+            }
+            if (!NativeLibrary.TryLoad("libcuda.so.1", out _))
+                missing.Add("the CUDA driver (libcuda.so.1) did not load: no NVIDIA driver on this machine");
+            return missing.Count == 0 ? null : string.Join("; and ", missing);
+        }
+    }
+
+    /// <summary>The environment variable that names libnvrtc explicitly.</summary>
+    public const string NvrtcVariable = "OEC_NVRTC_LIBRARY";
+
+    /// <summary>OEC_NVRTC_LIBRARY, then the dynamic loader (an NVRTC already loaded into the process, LD_LIBRARY_PATH,
+    /// ld.so.cache), then the CUDA toolkit's and PyTorch's wheels' places (site-packages/nvidia/cu13/lib,
+    /// nvidia/cuda_nvrtc/lib), in the Python prefixes of a virtual environment first.</summary>
+    static (string? Path, List<string> Searched) FindNvrtc()
+    {
+        var searched = new List<string>();
+        string? explicitPath = Environment.GetEnvironmentVariable(NvrtcVariable);
+        searched.Add($"{NvrtcVariable}={explicitPath ?? "(unset)"}");
+        if (explicitPath is not null) return (File.Exists(explicitPath) ? explicitPath : null, searched);
+        string[] names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"];
+        searched.Add($"the dynamic loader's path for {string.Join(", ", names)} (LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"})");
+        foreach (string name in names)
+            if (NativeLibrary.TryLoad(name, out var handle))
+            {
+                NativeLibrary.Free(handle);
+                return (name, searched);
+            }
+        var roots = new List<string>();
+        if (Environment.GetEnvironmentVariable("VIRTUAL_ENV") is { } venv) roots.Add(Path.Combine(venv, "lib"));
+        roots.AddRange(["/usr/local/lib", "/usr/lib", "/opt/conda/lib", Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local/lib")]);
+        foreach (var candidate in new[] { "/usr/local/cuda/lib64/libnvrtc.so" }.Concat(roots.Where(Directory.Exists).SelectMany(root =>
+                     from python in Directory.EnumerateDirectories(root, "python3*")
+                     from packages in new[] { "site-packages", "dist-packages" }
+                     from place in new[] { "nvidia/cu13/lib/libnvrtc.so.13", "nvidia/cuda_nvrtc/lib/libnvrtc.so.12" }
+                     select Path.Combine(python, packages, place))))
+        {
+            searched.Add(candidate);
+            if (File.Exists(candidate)) return (candidate, searched);
+        }
+        return (null, searched);
+    }
+
+    // nvrtc.h: nvrtcResult (0 = NVRTC_SUCCESS).
+    [DllImport(Nvrtc)] public static extern int nvrtcVersion(out int major, out int minor);
+    [DllImport(Nvrtc)] public static extern int nvrtcCreateProgram(out IntPtr program, [MarshalAs(UnmanagedType.LPUTF8Str)] string source,
+        [MarshalAs(UnmanagedType.LPUTF8Str)] string name, int headerCount, IntPtr[] headers, IntPtr[] includeNames);
+    [DllImport(Nvrtc)] public static extern int nvrtcCompileProgram(IntPtr program, int optionCount, IntPtr[] options);
+    [DllImport(Nvrtc)] public static extern int nvrtcGetProgramLogSize(IntPtr program, out nuint size);
+    [DllImport(Nvrtc)] public static extern int nvrtcGetProgramLog(IntPtr program, byte[] log);
+    [DllImport(Nvrtc)] public static extern int nvrtcGetCUBINSize(IntPtr program, out nuint size);
+    [DllImport(Nvrtc)] public static extern int nvrtcGetCUBIN(IntPtr program, byte[] cubin);
+    [DllImport(Nvrtc)] public static extern int nvrtcDestroyProgram(ref IntPtr program);
+    [DllImport(Nvrtc)] public static extern IntPtr nvrtcGetErrorString(int result);
+
+    // cuda.h: CUresult (0 = CUDA_SUCCESS); CUdevice is an int, the rest are handles.
+    public const int ComputeCapabilityMajor = 75, ComputeCapabilityMinor = 76, MaxSharedMemoryPerBlockOptin = 97;
+    public const int FuncAttributeMaxDynamicSharedSize = 8;
+    [DllImport(Driver)] public static extern int cuInit(uint flags);
+    [DllImport(Driver)] public static extern int cuDriverGetVersion(out int version);
+    [DllImport(Driver)] public static extern int cuDeviceGet(out int device, int ordinal);
+    [DllImport(Driver)] public static extern int cuDeviceGetAttribute(out int value, int attribute, int device);
+    [DllImport(Driver)] public static extern int cuDevicePrimaryCtxRetain(out IntPtr context, int device);
+    [DllImport(Driver)] public static extern int cuCtxGetCurrent(out IntPtr context);
+    [DllImport(Driver)] public static extern int cuCtxSetCurrent(IntPtr context);
+    [DllImport(Driver)] public static extern int cuModuleLoadData(out IntPtr module, byte[] image);
+    [DllImport(Driver)] public static extern int cuModuleGetFunction(out IntPtr function, IntPtr module, [MarshalAs(UnmanagedType.LPUTF8Str)] string name);
+    [DllImport(Driver)] public static extern int cuFuncSetAttribute(IntPtr function, int attribute, int value);
+    [DllImport(Driver)] public static extern unsafe int cuLaunchKernel(IntPtr function, uint gridX, uint gridY, uint gridZ,
+        uint blockX, uint blockY, uint blockZ, uint sharedBytes, IntPtr stream, void** parameters, void** extra);
+    [DllImport(Driver)] public static extern int cuGetErrorString(int result, out IntPtr text);
+
+    [DllImport(TorchCuda)] public static extern int aoti_torch_get_current_cuda_stream(int device, out IntPtr stream);
+
+    /// <summary>Throws KernelException with the driver's words for a failed call.</summary>
+    public static void Check(int result, string call)
+    {
+        if (result == 0) return;
+        string text = cuGetErrorString(result, out var p) == 0 ? Marshal.PtrToStringAnsi(p) ?? "?" : "?";
+        throw new KernelException($"CUDA driver call {call} failed: {text} (CUresult {result})");
+    }
+
+    /// <summary>Throws KernelException with NVRTC's words for a failed call.</summary>
+    public static void CheckNvrtc(int result, string call)
+    {
+        if (result != 0) throw new KernelException($"NVRTC {call} failed: {Marshal.PtrToStringAnsi(nvrtcGetErrorString(result)) ?? "?"} (nvrtcResult {result})");
+    }
+}
+
+/// <summary>A kernel could not be compiled, loaded or launched; the message names the call or the source.</summary>
+public sealed class KernelException(string message) : Exception(message);

@@ -1,0 +1,204 @@
+// One GPU's compiled kernels: NVRTC compiles a source of Sources/ for the device's architecture (through the disk
+// cache), the driver loads it into the primary context that libtorch's CUDA runtime uses, and launches run on
+// libtorch's current stream on tensors libtorch allocated, as CuPy's RawKernel does.
+using System.Collections.Concurrent;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using Kernels.Cuda;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Kernels;
+
+public sealed class KernelRuntime
+{
+    static readonly ConcurrentDictionary<int, Lazy<(KernelRuntime? Runtime, string? Why)>> Devices = new();
+
+    readonly IntPtr context;
+    readonly Dictionary<string, IntPtr> modules = [];
+    readonly Dictionary<(string, string), Kernel> functions = [];
+    readonly KernelCache cache;
+
+    public int Device { get; }
+    /// <summary>The compute capability, e.g. (9, 0) on an H100 or H200.</summary>
+    public (int Major, int Minor) Architecture { get; }
+    /// <summary>NVRTC's version, e.g. (13, 0).</summary>
+    public (int Major, int Minor) CompilerVersion { get; }
+
+    KernelRuntime(int device, KernelCache cache)
+    {
+        Device = device;
+        this.cache = cache;
+        Native.Check(Native.cuInit(0), "cuInit");
+        Native.Check(Native.cuDeviceGet(out int handle, device), $"cuDeviceGet({device})");
+        Native.Check(Native.cuDeviceGetAttribute(out int major, Native.ComputeCapabilityMajor, handle), "cuDeviceGetAttribute(major)");
+        Native.Check(Native.cuDeviceGetAttribute(out int minor, Native.ComputeCapabilityMinor, handle), "cuDeviceGetAttribute(minor)");
+        Architecture = (major, minor);
+        Native.Check(Native.cuDevicePrimaryCtxRetain(out context, handle), "cuDevicePrimaryCtxRetain");
+        Native.CheckNvrtc(Native.nvrtcVersion(out int nvMajor, out int nvMinor), "nvrtcVersion");
+        CompilerVersion = (nvMajor, nvMinor);
+    }
+
+    /// <summary>The runtime of CUDA device <paramref name="device"/>, or null with the reason (no CUDA libtorch, no
+    /// driver, no NVRTC); the same answer for the life of the process.</summary>
+    public static KernelRuntime? For(int device, out string? why)
+    {
+        var (runtime, reason) = Devices.GetOrAdd(device, d => new(() => Open(d))).Value;
+        why = reason;
+        return runtime;
+    }
+
+    /// <summary>The runtime of <paramref name="device"/>, or a KernelException that says why there is none.</summary>
+    public static KernelRuntime Require(int device) =>
+        For(device, out string? why) ?? throw new KernelException($"the fused CUDA kernels cannot run on cuda:{device}: {why}");
+
+    static (KernelRuntime?, string?) Open(int device)
+    {
+        if (!cuda.is_available()) return (null, "CUDA is not available to TorchSharp (no GPU, or a libtorch without CUDA)");
+        if (Native.Unavailable() is { } missing) return (null, missing);
+        try { return (new KernelRuntime(device, KernelCache.Default()), null); }
+        catch (Exception e) when (e is KernelException or DllNotFoundException or EntryPointNotFoundException) { return (null, e.Message); }
+    }
+
+    /// <summary>libtorch's current stream on this device: kernels queue behind the ops before them and ahead of those after.</summary>
+    public IntPtr Stream
+    {
+        get
+        {
+            int result = Native.aoti_torch_get_current_cuda_stream(Device, out var stream);
+            if (result != 0) throw new KernelException($"libtorch could not report the current CUDA stream of cuda:{Device} (code {result})");
+            return stream;
+        }
+    }
+
+    /// <summary>The compiler options: the device's architecture (a cubin, no PTX to JIT), C++17, IEEE arithmetic (no
+    /// fast math: the kernels must give the references' numbers).</summary>
+    IReadOnlyList<string> Options => [$"--gpu-architecture=sm_{Architecture.Major}{Architecture.Minor}", "--std=c++17", "-default-device", "-lineinfo"];
+
+    /// <summary>Function <paramref name="name"/> (extern "C") of source file <paramref name="source"/> (e.g. "layernorm.cu").</summary>
+    public Kernel Function(string source, string name)
+    {
+        lock (functions)
+        {
+            if (functions.TryGetValue((source, name), out var kernel)) return kernel;
+            MakeCurrent();
+            if (!modules.TryGetValue(source, out var module))
+            {
+                byte[] cubin = Compile(source);
+                Native.Check(Native.cuModuleLoadData(out module, cubin), $"cuModuleLoadData({source})");
+                modules[source] = module;
+            }
+            Native.Check(Native.cuModuleGetFunction(out var function, module, name), $"cuModuleGetFunction({source}: {name})");
+            return functions[(source, name)] = new Kernel(this, function, name);
+        }
+    }
+
+    byte[] Compile(string source)
+    {
+        string text = KernelSources.Read(source);
+        var headers = KernelSources.Headers();
+        string key = KernelCache.Key([$"nvrtc {CompilerVersion}", .. Options, source, text, .. headers.SelectMany(h => new[] { h.Name, h.Text })]);
+        return cache.GetOrAdd(source, key, () => Nvrtc(source, text, headers));
+    }
+
+    byte[] Nvrtc(string source, string text, IReadOnlyList<(string Name, string Text)> headers)
+    {
+        var strings = new List<IntPtr>();
+        IntPtr Utf8(string s) { var p = Marshal.StringToCoTaskMemUTF8(s); strings.Add(p); return p; }
+        try
+        {
+            Native.CheckNvrtc(Native.nvrtcCreateProgram(out var program, text, source, headers.Count,
+                headers.Select(h => Utf8(h.Text)).ToArray(), headers.Select(h => Utf8(h.Name)).ToArray()), $"nvrtcCreateProgram({source})");
+            try
+            {
+                int compiled = Native.nvrtcCompileProgram(program, Options.Count, Options.Select(Utf8).ToArray());
+                if (compiled != 0)
+                {
+                    Native.nvrtcGetProgramLogSize(program, out nuint size);
+                    var log = new byte[(int)size];
+                    Native.nvrtcGetProgramLog(program, log);
+                    throw new KernelException($"NVRTC {CompilerVersion.Major}.{CompilerVersion.Minor} could not compile {source} for "
+                        + $"sm_{Architecture.Major}{Architecture.Minor}:\n{System.Text.Encoding.UTF8.GetString(log).TrimEnd('\0', '\n')}");
+                }
+                Native.CheckNvrtc(Native.nvrtcGetCUBINSize(program, out nuint cubinSize), "nvrtcGetCUBINSize");
+                var cubin = new byte[(int)cubinSize];
+                Native.CheckNvrtc(Native.nvrtcGetCUBIN(program, cubin), "nvrtcGetCUBIN");
+                return cubin;
+            }
+            finally { Native.nvrtcDestroyProgram(ref program); }
+        }
+        finally { strings.ForEach(Marshal.FreeCoTaskMem); }
+    }
+
+    /// <summary>Makes the primary context current on this thread (autograd runs backward on a thread of its own; a
+    /// thread that libtorch's runtime has used has it already, which costs one query).</summary>
+    internal void MakeCurrent()
+    {
+        Native.Check(Native.cuCtxGetCurrent(out var current), "cuCtxGetCurrent");
+        if (current != context) Native.Check(Native.cuCtxSetCurrent(context), "cuCtxSetCurrent");
+    }
+}
+
+/// <summary>The kernel sources embedded in this assembly (Sources/*.cu and the headers they include, Sources/*.cuh).</summary>
+public static class KernelSources
+{
+    const string Prefix = "Kernels.Sources.";
+
+    public static IReadOnlyList<string> Names() =>
+        [.. Assembly.GetExecutingAssembly().GetManifestResourceNames().Where(n => n.StartsWith(Prefix)).Select(n => n[Prefix.Length..]).Order()];
+
+    public static string Read(string name)
+    {
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream(Prefix + name)
+            ?? throw new ArgumentException($"no kernel source {name}; the sources are {string.Join(", ", Names())}", nameof(name));
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    public static IReadOnlyList<(string Name, string Text)> Headers() => [.. Names().Where(n => n.EndsWith(".cuh")).Select(n => (n, Read(n)))];
+}
+
+/// <summary>A compiled function, launched on its runtime's device and current stream.</summary>
+public sealed class Kernel(KernelRuntime runtime, IntPtr function, string name)
+{
+    public string Name => name;
+
+    /// <summary>Launches a grid of <paramref name="grid"/> (x, y) blocks of <paramref name="threads"/> threads with
+    /// <paramref name="sharedBytes"/> of dynamic shared memory; the arguments in the kernel's parameter order.</summary>
+    public unsafe void Launch((uint X, uint Y) grid, uint threads, uint sharedBytes, params ReadOnlySpan<KernelArg> args)
+    {
+        if (grid.X == 0 || grid.Y == 0) return; // nothing to do (an empty tensor)
+        runtime.MakeCurrent();
+        long* values = stackalloc long[args.Length];
+        void** pointers = stackalloc void*[args.Length];
+        for (int i = 0; i < args.Length; i++)
+        {
+            values[i] = args[i].Bits;
+            pointers[i] = values + i; // a 4-byte parameter reads the slot's low half (little-endian)
+        }
+        Native.Check(Native.cuLaunchKernel(function, grid.X, grid.Y, 1, threads, 1, 1, sharedBytes, runtime.Stream, pointers, null), $"cuLaunchKernel({name})");
+    }
+
+    /// <summary>Allows more than 48 KiB of dynamic shared memory per block.</summary>
+    public void AllowSharedBytes(int bytes) =>
+        Native.Check(Native.cuFuncSetAttribute(function, Native.FuncAttributeMaxDynamicSharedSize, bytes), $"cuFuncSetAttribute({name})");
+}
+
+/// <summary>One kernel argument: a tensor's device address, or an int, long or float by value.</summary>
+public readonly struct KernelArg
+{
+    internal long Bits { get; init; }
+
+    [DllImport("LibTorchSharp")] static extern IntPtr THSTensor_data(IntPtr tensor);
+
+    public static implicit operator KernelArg(Tensor t)
+    {
+        if (t.device_type != DeviceType.CUDA) throw new ArgumentException($"a kernel argument is on {t.device}, expected a CUDA tensor");
+        if (!t.is_contiguous()) throw new ArgumentException($"a kernel argument of shape [{string.Join(", ", t.shape)}] is not contiguous");
+        return new() { Bits = t.numel() == 0 ? 0 : THSTensor_data(t.Handle) };
+    }
+
+    public static implicit operator KernelArg(int v) => new() { Bits = (uint)v };
+    public static implicit operator KernelArg(long v) => new() { Bits = v };
+    public static implicit operator KernelArg(float v) => new() { Bits = (uint)BitConverter.SingleToInt32Bits(v) };
+}
