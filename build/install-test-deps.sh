@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the programs the tests drive for real: a Prometheus server (scrapes a job's coordinator; promtool checks
 # the alert rules), headless Chromium (loads the coordinator's live page), a font (the text of `report`'s charts) and
-# kubectl (renders the Kubernetes overlays offline with its built-in kustomize) and PyTorch for /usr/bin/python3 (the
+# kubectl (renders the Kubernetes overlays offline with its built-in kustomize), clang (type-checks the CUDA kernel
+# sources as device code where there is no NVRTC) and PyTorch for /usr/bin/python3 (the
 # reference that the model's logits and gradients are compared against, and bench-gpu's twin at toy size on the CPU).
 # Debian 12 / Ubuntu 22.04 packages. Idempotent: does nothing when all are installed. Needs root or sudo. .ci/run calls
 # it; the tests call it themselves when a program is missing and they run as root.
@@ -12,6 +13,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 # Debian's package of kubectl is kubernetes-client (1.20, whose kustomize the overlays are kept compatible with).
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v clang-16 >/dev/null 2>&1 || command -v clang-15 >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || need+=(clang)
 # Debian's PyTorch (1.13, CPU) for Debian's python, not for whichever python3 comes first on PATH.
 /usr/bin/python3 -c "import torch" >/dev/null 2>&1 || need+=(python3-torch)
 [ ${#need[@]} -eq 0 ] && exit 0
@@ -23,4 +25,4 @@ $sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x 
 trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-command -v prometheus >/dev/null && command -v chromium >/dev/null && command -v kubectl >/dev/null && /usr/bin/python3 -c "import torch"
+command -v prometheus >/dev/null && command -v chromium >/dev/null && { command -v clang-16 || command -v clang-15 || command -v clang; } >/dev/null && command -v chromium >/dev/null && command -v kubectl >/dev/null && /usr/bin/python3 -c "import torch"
