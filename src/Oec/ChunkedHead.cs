@@ -1,4 +1,6 @@
 // The fused linear cross-entropy: the head's matmul, loss and gradients chunk by chunk over the tokens, never all logits at once.
+using Kernels;
+using Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,8 +14,10 @@ namespace Oec;
 /// the incoming gradient. So at most one chunk of logits (and the few chunk-sized temporaries of its loss) is alive.
 /// Each chunk's loss is differentiated with autograd on its own logits, through the same <see cref="IVocabularyReduction"/>
 /// calls as <see cref="OutputEmbedding.Loss"/> (a sharded vocabulary all-reduces each chunk's max, sum-exp and target
-/// logit), so every method's hooks apply per chunk unchanged. The matmuls run in the compute dtype, the softmax and the
-/// loss in fp32; the gradients arrive in fp32.
+/// logit), so every method's hooks apply per chunk unchanged; or, given the kernels, on a GPU, an unsharded vocabulary
+/// and a method whose hooks the kernel knows (<see cref="FormOf"/>), by one kernel launch per chunk that writes the
+/// loss terms, the statistics and the logits' gradient (<see cref="CrossEntropyOp"/>). The matmuls run in the compute
+/// dtype, the softmax and the loss in fp32; the gradients arrive in fp32.
 /// </summary>
 public static class ChunkedHead
 {
@@ -32,14 +36,17 @@ public static class ChunkedHead
     /// [V_local, H] fp32: cross-entropy and the method's token penalty, chunk by chunk, plus its regulariser on E
     /// (mu-loss) once, outside the chunks. Differentiable in hidden and weight. <paramref name="computeWeight"/>: E in
     /// <paramref name="compute"/> when the caller holds that copy already (the model's cast once per step); null: cast
-    /// here. The statistics, when asked for, come from the same chunks.
+    /// here. The statistics, when asked for, come from the same chunks. <paramref name="kernels"/>: the fused
+    /// cross-entropy's, where it applies (null: the TorchSharp ops throughout).
     /// </summary>
     public static HeadLoss Loss(Tensor hidden, Tensor weight, Tensor targets, IOecMethod method, IVocabularyReduction vocab,
                                 ScalarType compute = ScalarType.Float32, long chunkTokens = 0, bool statistics = false,
-                                Tensor? computeWeight = null)
+                                Tensor? computeWeight = null, KernelRuntime? kernels = null)
     {
         var shared = vocab.Share(hidden);                                                   // [N, H]
-        var plan = new Plan(targets, method, vocab, compute, ChunkTokens(chunkTokens, weight.shape[0]), computeWeight,
+        var hooks = new CrossEntropyHooks(method.TransformLogits, method.TokenPenalty, vocab.LogSumExp, vocab.TargetLogit,
+                                          vocab.Sum, vocab.Max, vocab.VocabSize, FormOf(method, vocab));
+        var plan = new Plan(targets, hooks, kernels, compute, ChunkTokens(chunkTokens, weight.shape[0]), computeWeight,
                             statistics ? new LogitStatistics.Sums(vocab, weight) : null);
         try
         {
@@ -54,9 +61,19 @@ public static class ChunkedHead
         }
     }
 
+    /// <summary>The method's transform and penalty as the fused cross-entropy's parameters, for the methods whose hooks
+    /// are exactly those (identity or soft-capping, no penalty or z-loss) over an unsharded vocabulary; null: autograd.</summary>
+    public static CrossEntropyForm? FormOf(IOecMethod method, IVocabularyReduction vocab) => vocab is not LocalVocabulary ? null : method switch
+    {
+        NoneMethod or MuLossMethod or MuCenteringMethod => new(),
+        ZLossMethod z => new(ZLossLambda: z.Lambda),
+        SoftCapMethod s => new(SoftCap: s.Cap),
+        _ => null,
+    };
+
     /// <summary>What a call chunks (Chunk: tokens per chunk) and what its forward leaves for the caller (the
     /// cross-entropy, a scalar without gradient).</summary>
-    sealed record Plan(Tensor Targets, IOecMethod Method, IVocabularyReduction Vocab, ScalarType Compute, long Chunk,
+    sealed record Plan(Tensor Targets, CrossEntropyHooks Hooks, KernelRuntime? Kernels, ScalarType Compute, long Chunk,
                        Tensor? ComputeWeight, LogitStatistics.Sums? Statistics)
     {
         public Tensor? CrossEntropy { get; set; }
@@ -97,15 +114,12 @@ public static class ChunkedHead
     /// </summary>
     static Tensor? Chunk(Tensor logits, Tensor hidden, Tensor targets, long total, Plan plan, Tensor lossSum, bool gradients)
     {
-        using var grad = enable_grad(gradients);
-        var leaf = logits.requires_grad_(gradients);
-        var transformed = plan.Method.TransformLogits(leaf);                                 // [n, V_local]
-        var logZ = plan.Vocab.LogSumExp(transformed);                                        // [n]
-        var crossEntropy = (logZ - plan.Vocab.TargetLogit(transformed, targets)).sum();      // nats, summed over the chunk
-        var tokenLoss = plan.Method.TokenPenalty(logZ) is { } penalty ? crossEntropy + penalty.sum() : crossEntropy;
-        plan.Statistics?.Add(transformed, logZ, hidden);
-        using (no_grad()) lossSum.add_(stack([tokenLoss, crossEntropy]));
-        return gradients ? torch.autograd.grad([tokenLoss / total], [leaf])[0] : null;        // the loss is the mean over all N tokens
+        var rows = CrossEntropyOp.Apply(plan.Kernels, logits, targets, total, plan.Hooks, gradients, plan.Statistics is not null);
+        if (rows.Statistics is { } statistics) plan.Statistics!.Add(statistics, rows.LogZ, hidden);
+        using var noGrad = no_grad();
+        var crossEntropy = rows.CrossEntropy.sum();                                          // nats, summed over the chunk
+        lossSum.add_(stack([rows.Penalty is { } penalty ? crossEntropy + penalty.sum() : crossEntropy, crossEntropy]));
+        return rows.Gradient;
     }
 
     /// <summary>Forward: the chunk loop with gradients; backward: those gradients times the incoming one (a scalar's).</summary>

@@ -1,4 +1,5 @@
 // Stability statistics of the head, cheap enough to log every few steps.
+using Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -72,18 +73,20 @@ public sealed record LogitStatistics(
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var l = logits.detach().to_type(ScalarType.Float32);
-            double v = vocab.VocabSize;
-            var mean = vocab.Sum(l, -1) / v;                                           // [n]
-            var deviation = l - mean.unsqueeze(-1);                                    // [n, V_local]
-            var variance = vocab.Sum(deviation.square(), -1) / v;                      // [n]; two-pass, so it stays accurate when all logits drift together
-            var largest = vocab.Max(l.abs());                                          // [n]
-            var rLog = vocab.Max(deviation.abs()) / largest.clamp_min(1e-30);          // [n]
-            var z = logZ?.detach() ?? vocab.LogSumExp(l);                              // [n]
-            var muDotH = hidden is null ? zeros_like(mean) : hidden.detach().to_type(ScalarType.Float32).matmul(mu); // [n]
+            Add(CrossEntropyOp.Statistics(l, vocab.Sum, vocab.Max, vocab.VocabSize), logZ?.detach() ?? vocab.LogSumExp(l), hidden);
+        }
+
+        /// <summary>Adds the tokens whose statistics are <paramref name="rows"/> and log Z <paramref name="logZ"/>
+        /// (each [n], as the fused cross-entropy computes them); hidden [n, H] as in the other overload.</summary>
+        public void Add(LogitRows rows, Tensor logZ, Tensor? hidden)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var muDotH = hidden is null ? zeros_like(rows.Mean) : hidden.detach().to_type(ScalarType.Float32).matmul(mu); // [n]
             identity &= hidden is not null;
-            sums.add_(stack([mean.sum(), variance.sqrt().sum(), z.sum(), rLog.sum(), muDotH.sum()]));
-            maxima.copy_(maximum(maxima, stack([largest.max(), (mean - muDotH).abs().max()])));
-            tokens += l.shape[0];
+            sums.add_(stack([rows.Mean.sum(), rows.Std.sum(), logZ.sum(), rows.RLog.sum(), muDotH.sum()]));
+            maxima.copy_(maximum(maxima, stack([rows.MaxAbs.max(), (rows.Mean - muDotH).abs().max()])));
+            tokens += rows.Mean.shape[0];
         }
 
         /// <summary>The statistics of every token added, with ||mu|| and r_emb of E; reads the device once.</summary>

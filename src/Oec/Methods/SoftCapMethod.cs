@@ -6,5 +6,8 @@ namespace Oec;
 
 public sealed class SoftCapMethod(double cap) : IOecMethod
 {
+    /// <summary>c, the bound on every logit.</summary>
+    public double Cap => cap;
+
     public Tensor TransformLogits(Tensor logits) => OutputEmbedding.SoftCap(logits, cap);
 }

@@ -6,5 +6,8 @@ namespace Oec;
 
 public sealed class ZLossMethod(double lambda) : IOecMethod
 {
+    /// <summary>lambda, the weight of (log Z)^2.</summary>
+    public double Lambda => lambda;
+
     public Tensor? TokenPenalty(Tensor logZ) => OutputEmbedding.ZLossPerToken(logZ, lambda);
 }

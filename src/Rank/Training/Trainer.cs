@@ -184,7 +184,7 @@ public sealed class Trainer : IDisposable
     /// Compute with the model's cached copy of E, loss in fp32), the method's hooks, the statistics when asked for.</summary>
     HeadLoss LossOf(Tensor hidden, Tensor targets, bool statistics) =>
         ChunkedHead.Loss(hidden, Model.OutputEmbedding, targets, method, Vocab, Compute, Config.Train.LossChunkTokens, statistics,
-                         Model.Weights.Copy(Model.OutputEmbedding));
+                         Model.Weights.Copy(Model.OutputEmbedding), Model.Kernels);
 
     /// <summary>Mean cross-entropy over the validation batches (the same batches at every evaluation); each replica
     /// evaluates its share of every batch and the means are averaged over the replicas.</summary>
