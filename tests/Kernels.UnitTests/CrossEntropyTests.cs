@@ -2,11 +2,12 @@
 // closed-form gradient the kernel computes, the fallback without kernels, and the argument checks.
 using Kernels.Ops;
 using TorchSharp;
+using Xunit.Abstractions;
 using static TorchSharp.torch;
 
 namespace Kernels.UnitTests;
 
-public class CrossEntropyTests
+public class CrossEntropyTests(ITestOutputHelper log)
 {
     const long N = 6, V = 37;
 
@@ -127,6 +128,22 @@ public class CrossEntropyTests
     {
         var check = KernelCheck.Compare("cross-entropy", "closed form", what, actual, expected, 1e-5);
         Assert.True(check.Passed, check.ToString());
+    }
+
+    // Emulation/cross_entropy_host.cpp includes the kernel source as it is embedded and runs it on the host, one thread
+    // per CUDA thread (Emulation/cuda_host.h), against the closed form in fp64; it exits with its number of misses.
+    [Fact]
+    public void On_the_host_the_kernel_source_meets_the_closed_form_in_fp64()
+    {
+        using var temp = KernelSourceTests.WithSources();
+        string emulation = Path.Combine(AppContext.BaseDirectory, "Emulation"), program = temp.File("cross_entropy_host");
+        var (built, compiler) = KernelSourceTests.Run(KernelSourceTests.Clang(), ["-x", "c++", "-std=c++17", "-O1", "-pthread", "-Wall", "-Werror",
+            "-I", temp.Path, "-I", emulation, "-o", program, Path.Combine(emulation, "cross_entropy_host.cpp"), "-lstdc++", "-lm"]);
+        Assert.True(built == 0, $"the host build failed:\n{compiler}");
+
+        var (misses, output) = KernelSourceTests.Run(program, []);
+        log.WriteLine(output);
+        Assert.True(misses == 0, output);
     }
 
     [Fact]

@@ -9,7 +9,7 @@ namespace Kernels.UnitTests;
 public class KernelSourceTests(ITestOutputHelper log)
 {
     /// <summary>A clang with the NVPTX target (Debian's: build/install-test-deps.sh installs `clang`, 14 on Debian 12).</summary>
-    static string Clang()
+    internal static string Clang()
     {
         foreach (string name in new[] { "clang-16", "clang-15", "clang", "clang-14" })
             foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':'))
@@ -20,8 +20,7 @@ public class KernelSourceTests(ITestOutputHelper log)
     [Fact]
     public void Every_kernel_source_type_checks_as_CUDA_device_code_with_only_NVRTC_built_ins()
     {
-        using var temp = new TempDirectory();
-        foreach (string name in KernelSources.Names()) File.WriteAllText(temp.File(name), KernelSources.Read(name));
+        using var temp = WithSources();
         string builtins = Path.Combine(AppContext.BaseDirectory, "nvrtc-builtins.h");
         var sources = KernelSources.Names().Where(n => n.EndsWith(".cu")).ToList();
         Assert.NotEmpty(sources);
@@ -45,7 +44,15 @@ public class KernelSourceTests(ITestOutputHelper log)
         Assert.Contains("not_a_builtin", output);
     }
 
-    static (int Code, string Output) Run(string program, IEnumerable<string> arguments)
+    /// <summary>A temporary directory holding every embedded kernel source (the include directory of a compilation).</summary>
+    internal static TempDirectory WithSources()
+    {
+        var temp = new TempDirectory();
+        foreach (string name in KernelSources.Names()) File.WriteAllText(temp.File(name), KernelSources.Read(name));
+        return temp;
+    }
+
+    internal static (int Code, string Output) Run(string program, IEnumerable<string> arguments)
     {
         var info = new ProcessStartInfo(program, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var process = Process.Start(info)!;
