@@ -30,7 +30,7 @@ public class CrossEntropyTests(ITestOutputHelper log)
     }
 
     [SkippableFact]
-    public void Without_gradients_the_kernel_leaves_the_logits_as_they_are_and_gives_the_same_rows()
+    public void The_kernel_writes_the_gradient_over_the_logits_and_without_gradients_leaves_them_and_gives_the_same_rows()
     {
         var rt = Gpu.Runtime();
         var (logits, targets) = Data(CUDA);
@@ -39,8 +39,10 @@ public class CrossEntropyTests(ITestOutputHelper log)
             var given = logits.clone();
             var hooks = CrossEntropyHooks.Local(V, form);
             var without = CrossEntropyOp.Apply(rt, given, targets, N, hooks, gradients: false, statistics: true);
-            var with = CrossEntropyOp.Apply(rt, logits.clone(), targets, N, hooks, gradients: true, statistics: true);
+            var overwritten = logits.clone();
+            var with = CrossEntropyOp.Apply(rt, overwritten, targets, N, hooks, gradients: true, statistics: true);
 
+            Assert.Same(overwritten, with.Gradient); // the kernel ran: it writes the gradient over the logits
             Assert.Null(without.Gradient);
             Assert.True(Equal(given, logits), $"{form}: the logits changed without gradients");
             Assert.True(Equal(without.CrossEntropy, with.CrossEntropy), $"{form}: cross-entropy");

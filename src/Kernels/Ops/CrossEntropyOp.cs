@@ -46,7 +46,7 @@ public static class CrossEntropyOp
     /// <summary>
     /// One chunk: logits [n, V_local] fp32 (before the transform), targets [n] int64 in [0, V_local), total = N, the
     /// tokens whose mean is the loss. The kernel runs where <paramref name="kernels"/> is given, the hooks have a
-    /// <see cref="CrossEntropyHooks.Form"/>, and logits and targets are contiguous CUDA tensors of fp32 and int64 with
+    /// <see cref="CrossEntropyHooks.Form"/>, and logits and targets are contiguous tensors of fp32 and int64 on its GPU with
     /// V_local = V; anything else (the CPU, another dtype, a sharded vocabulary, another method) runs the reference.
     /// The fused path overwrites the logits with the gradient when <paramref name="gradients"/> is set.
     /// </summary>
@@ -57,15 +57,18 @@ public static class CrossEntropyOp
         if (!targets.shape.SequenceEqual([logits.shape[0]]))
             throw new ArgumentException($"targets of shape [{string.Join(", ", targets.shape)}]: expected [{logits.shape[0]}], one per row of the logits", nameof(targets));
         if (total <= 0) throw new ArgumentOutOfRangeException(nameof(total), total, "the number of tokens N must be positive");
-        return kernels is not null && hooks.Form is { } form && Fits(logits, targets, hooks.VocabSize)
+        return kernels is not null && hooks.Form is { } form && Fits(kernels, logits, targets, hooks.VocabSize)
             ? Fused(kernels, logits, targets, total, form, gradients, statistics)
             : Reference(logits, targets, total, hooks, gradients, statistics);
     }
 
-    static bool Fits(Tensor logits, Tensor targets, long vocabSize) =>
-        logits.device_type == DeviceType.CUDA && logits.dtype == ScalarType.Float32 && logits.is_contiguous()
-        && targets.device == logits.device && targets.dtype == ScalarType.Int64 && targets.is_contiguous()
+    /// <summary>Whether the kernel takes these: both on the runtime's GPU, contiguous, fp32 logits of the whole vocabulary, int64 targets.</summary>
+    static bool Fits(KernelRuntime kernels, Tensor logits, Tensor targets, long vocabSize) =>
+        OnDevice(kernels, logits) && OnDevice(kernels, targets) && logits.dtype == ScalarType.Float32 && targets.dtype == ScalarType.Int64
         && logits.shape[1] == vocabSize && logits.shape[0] <= int.MaxValue && vocabSize <= int.MaxValue;
+
+    static bool OnDevice(KernelRuntime kernels, Tensor t) =>
+        t.device_type == DeviceType.CUDA && t.device_index == kernels.Device && t.is_contiguous();
 
     /// <summary>The TorchSharp ops of the chunked head: the hooks on the logits made a leaf, and autograd for the
     /// gradient of (sum of cross-entropy + sum of penalty) / N.</summary>
@@ -142,7 +145,7 @@ public static class CrossEntropyOp
         var targets = randint(0, v, [n], ScalarType.Int64, device);
         var hooks = CrossEntropyHooks.Local(v, form);
         var expected = Reference(logits.clone(), targets, n, hooks, gradients: true, statistics: true);
-        var actual = Apply(kernels, logits.clone(), targets, n, hooks, gradients: true, statistics: true);
+        var actual = Fused(kernels, logits.clone(), targets, n, form, gradients: true, statistics: true);
         var (e, a) = (expected.Statistics!, actual.Statistics!);
         var pairs = new List<(string, Tensor, Tensor)>
         {
