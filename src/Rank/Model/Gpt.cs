@@ -116,7 +116,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     readonly System.Runtime.CompilerServices.StrongBox<Exception?> recomputeFailure = new();
 
     Tensor Mark(Tensor x, int boundary) =>
-        BoundaryReached is { } reached && x.requires_grad ? Boundary.apply(x, (Action)(() => reached(boundary))) : x;
+        BoundaryReached is { } reached && x.requires_grad ? Boundary.Mark(x, () => reached(boundary)) : x;
 
     /// <summary>
     /// Keeps rows [offset, offset + rows) of both embeddings (of the one matrix when tied): a vocabulary shard, [rows, d]
@@ -360,7 +360,8 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
     public ScalarType Compute => compute;
 
     /// <summary>weight [.., ..] fp32 -> the same in the compute dtype, differentiable to the weight.</summary>
-    public Tensor Of(Tensor weight) => weight.dtype == compute ? weight : ToMaster.apply(weight, new Cached(Copy(weight)));
+    public Tensor Of(Tensor weight) =>
+        weight.dtype == compute ? weight : Kernels.AutogradOutputs.Apply(slot => ToMaster.apply(weight, new Cached(Copy(weight)), slot));
 
     /// <summary>The cached copy of weight in the compute dtype, without gradient (the weight itself in fp32).</summary>
     public Tensor Copy(Tensor weight)
@@ -399,11 +400,12 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
 
         public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
         {
+            Kernels.AutogradOutputs.Fill(ctx, vars); // its placeholder would hold a second copy per use
             ctx.save_data("dtype", ((Tensor)vars[0]).dtype);
             return ((Cached)vars[1]).Copy.detach();
         }
 
         public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) =>
-            [gradOutput.to_type((ScalarType)ctx.get_data("dtype")), null!];
+            [gradOutput.to_type((ScalarType)ctx.get_data("dtype")), null!, null!];
     }
 }
