@@ -87,7 +87,10 @@ public sealed class FlatAdamW : IOptimizer
     }
 
     /// <summary>torch's clip_grad_norm_ over all the gradients: the L2 norm of the whole gradient, and when
-    /// <paramref name="maxNorm"/> &gt; 0 every gradient scaled by min(1, maxNorm / (norm + 1e-6)). Returns the norm.</summary>
+    /// <paramref name="maxNorm"/> &gt; 0 every gradient scaled by min(1, maxNorm / (norm + 1e-6)). Returns the norm,
+    /// read on the host (one wait for the device, where the step has just waited for its loss; the fused AdamW kernel
+    /// could take the coefficient from device memory, but the step returns the norm and ZeRO and the vocabulary
+    /// layout clip alike, so the kernel runs with gradient scale 1 after this).</summary>
     public double ClipGradNorm(double maxNorm)
     {
         using var scope = NewDisposeScope();
