@@ -6,6 +6,10 @@
 #   GPU machine: build/gpu-check.sh [OUT]                           (OUT defaults to $OUT, else ./gpu-check)
 #
 # Sections, most wanted first, each under its own time limit; a failed one is reported and the next still runs:
+#   kernels      kernels.txt: `oecrun kernels --check`, every fused CUDA kernel (NVRTC) against the TorchSharp ops it
+#                replaces, fp32 and bf16, forward and backward, at odd sizes and the 16M and 162M shapes (the sections
+#                after it train with train.fused_kernels = auto: with the kernels wherever NVRTC is found; bench-gpu
+#                adds a row with them off)
 #   bench-bf16   bench-gpu-bf16.md: oecrun against PyTorch eager (bf16 autocast) and torch.compile at the 162M shape
 #                (bench-gpu's defaults), and oecrun's step profile (docs/benchmarks.md)
 #   bench-16m    bench-gpu-16m.md: the same at the paper's 16M shape (BENCH_16M), with the profile
@@ -26,7 +30,8 @@
 #   OECRUN=src/OecRun/bin/Release/net10.0/oecrun DEVICE=cpu BENCH_16M= BENCH_ARGS="--device cpu --d-model 64 --n-layer 2 --n-head 4 \
 #     --vocab 512 --seq 64 --batch 4 --steps 3 --warmup 1 --python /usr/bin/python3" build/gpu-check.sh /tmp/gpu-check
 # (OECRUN: an oecrun to use instead of the bundle; DEVICE: train.device; BENCH_ARGS: more bench-gpu options;
-# BENCH_16M: the 16M section's shape options, empty for BENCH_ARGS's shape.)
+# BENCH_16M: the 16M section's shape options, empty for BENCH_ARGS's shape.) On a CPU the kernels section exits 2 (no GPU) and
+# the bf16 benches fail where the PyTorch has no torch.compile (Debian's 1.13); the others pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-gpu-check}}")
@@ -45,6 +50,9 @@ else
     echo "bundle built from $(cat "$work/oecrun-linux-x64/REVISION" 2>/dev/null || echo 'an unknown revision')" | tee "$out/revision.txt"
     torchlib=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__)+'/lib')") || { echo "gpu-check: python3 has no torch" >&2; exit 2; }
     ncclib=$(python3 -c "import nvidia.nccl,os;print(list(nvidia.nccl.__path__)[0]+'/lib')" 2>/dev/null || true)
+    # NVRTC for the fused kernels: the one PyTorch's wheels install (nvidia/cu13/lib or nvidia/cuda_nvrtc/lib).
+    nvrtc=$(python3 -c "import nvidia,glob,os;print(next(iter(sorted(f for p in nvidia.__path__ for f in glob.glob(p+'/*/lib/libnvrtc.so.1[0-9]'))),''))" 2>/dev/null || true)
+    [ -n "$nvrtc" ] && export OEC_NVRTC_LIBRARY="$nvrtc"
     export OEC_LIBTORCH=python OEC_LIBTORCH_ANY_VERSION=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
     export LD_LIBRARY_PATH="$torchlib${ncclib:+:$ncclib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
@@ -71,6 +79,7 @@ bench_bf16() { "$oecrun" bench-gpu --precision bf16 --modes eager,compile --prof
 bench_16m() { "$oecrun" bench-gpu --precision bf16 --modes eager,compile --profile $BENCH_16M $BENCH_ARGS 2>&1 | tee "$out/bench-gpu-16m.md"; }
 # shellcheck disable=SC2086
 bench_fp32() { "$oecrun" bench-gpu --precision fp32 --modes eager $BENCH_ARGS 2>&1 | tee "$out/bench-gpu-fp32.md"; }
+kernels() { "$oecrun" kernels --check 2>&1 | tee "$out/kernels.txt"; }
 
 curves() {
     for run in fp32:1337 fp32:1338 bf16:1337; do
@@ -179,11 +188,11 @@ PY
 failed=0
 : > "$out/sections.txt"
 # 540 s in all: within a device call of 560 s; tcp_cuda and largest run when named (SECTIONS="tcp_cuda:90 largest:400"). SECTIONS="name:limit ..." runs those instead (e.g. SECTIONS="curves:100").
-for section in ${SECTIONS:-bench_bf16:160 bench_16m:130 curves:90 resume:80 bench_fp32:80}; do
+for section in ${SECTIONS:-kernels:60 bench_bf16:150 bench_16m:120 curves:80 resume:70 bench_fp32:60}; do
     name=${section%:*} limit=${section#*:}
     echo "== $name (at most $limit s)" >&2
     start=$SECONDS
-    export -f train bench_bf16 bench_16m bench_fp32 curves resume tcp_cuda largest
+    export -f train kernels bench_bf16 bench_16m bench_fp32 curves resume tcp_cuda largest
     export oecrun out device gpu_flat="${gpu[*]}"
     if timeout "$limit" bash -c "set -o pipefail; gpu=(\$gpu_flat); $name"; then result=passed; else result="FAILED (exit $?)"; failed=1; fi
     echo "$name: $result in $((SECONDS - start)) s" | tee -a "$out/sections.txt" >&2

@@ -65,6 +65,15 @@ public interface ICommunicator : IDisposable
     /// <summary>input.numel = world * output.numel; rank r gets the reduced r-th slice.</summary>
     void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum);
 
+    /// <summary>Starts <see cref="ReduceScatter"/> and returns at once, ordered among this communicator's operations
+    /// where it is called; the input is read until Wait returns (keep it alive and unchanged), the output holds the
+    /// result after it. This default runs it synchronously; the TCP ring and NCCL overlap it.</summary>
+    IPendingCollective ReduceScatterAsync(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        ReduceScatter(input, output, op);
+        return PendingCollective.Done;
+    }
+
     void Barrier();
 
     /// <summary>Collective over this group: ranks with equal color form a group, ordered by (key, parent rank).</summary>

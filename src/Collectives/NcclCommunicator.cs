@@ -82,6 +82,16 @@ public sealed class NcclCommunicator : ICommunicator
         return OnSideStream(stream => NcclNative.ncclAllGather(send, receive, count, type, comm, stream), "all-gather (async)");
     }
 
+    /// <summary>As <see cref="AllReduceAsync"/>, ncclReduceScatter on the side stream.</summary>
+    public IPendingCollective ReduceScatterAsync(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        var (send, count, type) = Buffer(input, nameof(input));
+        var (receive, outCount, _) = Buffer(output, nameof(output));
+        if (count != outCount * (ulong)WorldSize)
+            throw new ArgumentException($"reduce-scatter: input has {count} elements, expected world size {WorldSize} x {outCount}");
+        return OnSideStream(stream => NcclNative.ncclReduceScatter(send, receive, outCount, type, NcclNative.Op(op), comm, stream), "reduce-scatter (async)");
+    }
+
     IPendingCollective OnSideStream(Func<IntPtr, int> launch, string operation)
     {
         NcclNative.EnsureCudart(); // before the first cudart call (OnDevice): the resolver hands out this handle

@@ -158,6 +158,35 @@ public sealed class TcpRingCommunicator : ICommunicator
         outHost.Out();
     }
 
+    /// <summary>Queues the reduce-scatter on the async worker, as <see cref="AllReduceAsync"/>: a CUDA input is copied
+    /// to the host here, a CPU input is read by the worker (so it stays unchanged until Wait), and the output is written
+    /// (copied back for a CUDA one) in Wait.</summary>
+    public IPendingCollective ReduceScatterAsync(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        CheckPair(output, input, input.numel(), output.numel(), "input.numel must be world * output.numel");
+        ObjectDisposedException.ThrowIf(disposed, this);
+        using var _ = torch.no_grad();
+        if (CopiedAlone(input, output)) return PendingCollective.Done;
+        var inHost = HostStaging.In(input);
+        var outHost = HostStaging.In(output, copyIn: false);
+        if (TensorMemory.Overlap(inHost.Host, outHost.Host))
+        {
+            inHost.Dispose();
+            outHost.Dispose();
+            throw new ArgumentException($"rank {Rank}: an asynchronous reduce-scatter's output overlaps its input, which the ring reads until it is done");
+        }
+        lock (queueGate)
+        {
+            queue ??= new Worker($"ring-async {groupKey} r{Rank}");
+            return new Pending(this, lastQueued = queue.Post(() =>
+            {
+                using var noGrad = torch.no_grad();
+                ReduceScatterInto(inHost.Host, outHost.Host, op);
+                if (op == ReduceOp.Average) TensorMemory.DivideBy(outHost.Host, WorldSize);
+            }), outHost, inHost);
+        }
+    }
+
     // At world size 1 all-gather and reduce-scatter copy the input to the output, on its device; true when so.
     private bool CopiedAlone(Tensor input, Tensor output)
     {
@@ -220,11 +249,13 @@ public sealed class TcpRingCommunicator : ICommunicator
 
     // Wait: the job's failure (already a broken communicator), as a CollectiveException of the waiting thread.
     // Wait copies a staged CUDA tensor back once the job finished (the first Wait that sees it succeed).
-    private sealed class Pending(TcpRingCommunicator c, Job job, HostStaging staged) : IPendingCollective
+    // staged: the result's host copy (copied out in Wait); read: a host copy the operation only read, freed with it.
+    private sealed class Pending(TcpRingCommunicator c, Job job, HostStaging staged, HostStaging? read = null) : IPendingCollective
     {
         public void Wait()
         {
             c.Await(job);
+            read?.Dispose();
             if (job.Error is { } e)
             {
                 staged.Dispose();

@@ -16,6 +16,29 @@ public static class AutogradOutputs
 {
     static readonly FieldInfo? NodeField = typeof(torch.autograd.AutogradContext).GetField("_node", BindingFlags.NonPublic | BindingFlags.Instance);
 
+    /// <summary>Runs <paramref name="apply"/> (a function's apply, given a slot to pass among its arguments, which the
+    /// function's forward fills with <see cref="Fill"/>) and slims the placeholders of its output.</summary>
+    public static T Apply<T>(Func<Slot, T> apply)
+    {
+        var slot = new Slot();
+        var output = apply(slot);
+        if (slot.Context is { } ctx) Slim(ctx);
+        return output;
+    }
+
+    /// <summary>In a function's forward: hands its context to the <see cref="Slot"/> among <paramref name="vars"/>.</summary>
+    public static void Fill(torch.autograd.AutogradContext ctx, object[] vars)
+    {
+        foreach (var v in vars)
+            if (v is Slot slot) slot.Context = ctx;
+    }
+
+    /// <summary>A function's context, carried out of its forward as one of its non-tensor arguments.</summary>
+    public sealed class Slot
+    {
+        public torch.autograd.AutogradContext? Context { get; set; }
+    }
+
     /// <summary>Called with a function's context after its apply returned (the placeholders are made after forward).
     /// Returns false where this TorchSharp keeps no such field (nothing to do, or a version that changed it).</summary>
     public static bool Slim(torch.autograd.AutogradContext ctx)

@@ -54,8 +54,10 @@ public sealed class KernelRuntime
 
     static (KernelRuntime?, string?) Open(int device)
     {
-        if (!cuda.is_available()) return (null, "CUDA is not available to TorchSharp (no GPU, or a libtorch without CUDA)");
-        if (Native.Unavailable() is { } missing) return (null, missing);
+        var missing = new List<string>();
+        if (!cuda.is_available()) missing.Add("CUDA is not available to TorchSharp (no GPU, or a libtorch without CUDA)");
+        if (Native.Unavailable() is { } libraries) missing.Add(libraries);
+        if (missing.Count > 0) return (null, string.Join("; and ", missing));
         try { return (new KernelRuntime(device, KernelCache.Default()), null); }
         catch (Exception e) when (e is KernelException or DllNotFoundException or EntryPointNotFoundException) { return (null, e.Message); }
     }

@@ -10,7 +10,7 @@ public static class Program
     public static RootCommand Root() => new("Output-embedding-centering GPT training: a coordinator and data-parallel ranks.")
     {
         TrainCommand.Create(), SweepCommand.Create(), CoordinatorCommand.Create(), RankCommand.Create(), KubernetesCommand.Create(), SlurmCommand.Create(),
-        PrepareCommand.Create(), ReportCommand.Create(), TorchInfoCommand.Create(), BenchCommand.Create(), BenchGpuCommand.Create(),
+        PrepareCommand.Create(), ReportCommand.Create(), TorchInfoCommand.Create(), KernelsCommand.Create(), BenchCommand.Create(), BenchGpuCommand.Create(),
         BenchVocabCommand.Create(), BenchCollectivesCommand.Create(), BenchCoordinatorCommand.Create(), PlanCommand.Create(),
     };
 

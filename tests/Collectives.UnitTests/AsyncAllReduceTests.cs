@@ -63,6 +63,42 @@ public class AsyncAllReduceTests
         }, Small);
     }
 
+    [Theory]
+    [InlineData(2, ReduceOp.Sum)]
+    [InlineData(3, ReduceOp.Average)]
+    public void A_pending_reduce_scatter_between_all_reduces_equals_the_serial_reduction_of_each_slice(int world, ReduceOp op)
+    {
+        Ranks.Run(world, (rank, comm) =>
+        {
+            using var before = CollectiveOpsTests.Input(rank, 1, [1001], ScalarType.Float32);
+            using var whole = CollectiveOpsTests.Input(rank, 2, [333L * world], ScalarType.Float32);
+            using var mine = torch.empty(333);
+            using var after = CollectiveOpsTests.Input(rank, 3, [1001], ScalarType.Float32);
+            var first = comm.AllReduceAsync(before);
+            var scatter = comm.ReduceScatterAsync(whole, mine, op);
+            var last = comm.AllReduceAsync(after);
+            last.Wait();
+            scatter.Wait();
+            first.Wait();
+            var all = Enumerable.Range(0, world).Select(r => CollectiveOpsTests.Input(r, 2, [333L * world], ScalarType.Float32)).ToArray();
+            using var reduced = CollectiveOpsTests.Reference(all, op, ScalarType.Float32);
+            CollectiveOpsTests.AssertClose(reduced.narrow(0, 333L * rank, 333), mine, $"rank {rank} of {world}: ReduceScatterAsync {op}");
+            return 0;
+        }, Small);
+    }
+
+    [Fact]
+    public void An_asynchronous_reduce_scatter_into_its_own_input_is_refused()
+    {
+        Ranks.Run(2, (rank, comm) =>
+        {
+            using var whole = torch.ones(10);
+            var e = Assert.Throws<ArgumentException>(() => comm.ReduceScatterAsync(whole, whole.narrow(0, 5 * rank, 5)));
+            Assert.Contains("overlaps its input", e.Message);
+            return 0;
+        }, Small);
+    }
+
     [Fact]
     public void An_all_reduce_queued_inside_a_dispose_scope_that_ends_before_it_runs_still_reduces()
     {

@@ -3,6 +3,7 @@ using Oec;
 using Rank.Configuration;
 using Rank.Parallel;
 using Rank.Training;
+using TorchSharp;
 using Xunit.Abstractions;
 
 namespace Rank.UnitTests;
@@ -34,6 +35,8 @@ public class ZeroTests(ITestOutputHelper log)
                     Assert.All(trainers, t => Assert.Equal(stage, Assert.IsType<ZeroAdamW>(t.Optimizer).Stage));
                     // stage 3: of the 2 blocks, the second's forward and the first's recomputation found their weights on the way
                     Assert.All(trainers, t => Assert.Equal(stage == 3 ? 2 * Steps * 2 : 0, ((ZeroAdamW)t.Optimizer).Prefetched));
+                    // stages 2-3: both blocks' reduce-scatters started inside the last micro-batch's backward (the root's after it)
+                    Assert.All(trainers, t => Assert.Equal(stage >= 2 ? 2 : 0, t.GroupsStartedInBackward));
                     double lossError = Enumerable.Range(0, Steps).SelectMany(s => losses.Select(l => Math.Abs(l[s] - reference[s]))).Max();
                     Tensors.AssertWithinRounding(expected, VocabParallelTests.WholeParameters(trainers, tp), lossError, $"{method}, zero {stage}, dp {dp} x tp {tp}", log.WriteLine);
                 }
@@ -93,6 +96,77 @@ public class ZeroTests(ITestOutputHelper log)
         finally
         {
             foreach (var t in after.Concat(during)) t?.Dispose();
+        }
+    }
+
+    /// <summary>Stages 2 and 3 on a data group whose other rank mirrors this one: a block's reduce-scatter is still in
+    /// flight while the backward of the block before it runs (it is waited for only when a later one starts or backward
+    /// ends), and the shard then holds the whole gradient's slice.</summary>
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Stage_2_and_3_reduce_scatters_run_during_the_backward_of_the_blocks_before_them(int stage)
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: 1) with { Model = new Model.ModelOptions { Preset = "tiny", NLayer = 4 } };
+        var data = new MirroredPeer();
+        using var model = new Model.Gpt(config.Model, 512, 16, seed: 1);
+        using var zero = new ZeroAdamW(model, data, null, stage, 0, 0.9, 0.95, 1e-8);
+        var idx = torch.randint(0, 512, [2, 16]);
+        zero.BeforeBackward(lastMicroBatch: true);
+        model.forward(idx).square().mean().backward();
+        model.ThrowIfRecomputeFailed(0);
+        zero.AfterBackward(0);
+
+        log.WriteLine(string.Join(", ", data.Events));
+        Assert.Equal(4, zero.GroupsStartedInBackward);
+        Assert.Equal(["0", "1", "2", "3", "root"], data.Events.Where(e => e.StartsWith("start ", StringComparison.Ordinal)).Select(e => e[6..]).Order()); // each once
+        // backward meets blocks 3, 2, 1, 0: block k's reduce-scatter is waited for only after block k - 1's has started
+        for (int k = 3; k >= 1; k--)
+            Assert.True(data.Events.IndexOf($"start {k}") < data.Events.IndexOf($"start {k - 1}") && data.Events.IndexOf($"start {k - 1}") < data.Events.IndexOf($"wait {k}"),
+                        $"block {k}: {string.Join(", ", data.Events)}");
+    }
+
+    /// <summary>A data group of two ranks whose other rank holds what this one holds: every collective's result is
+    /// exact without a peer (an average is the value itself). Records the reduce-scatters of the blocks' gradients
+    /// (identified by their size order) as "start k" and "wait k".</summary>
+    sealed class MirroredPeer : Collectives.ICommunicator
+    {
+        public List<string> Events { get; } = [];
+        public int Rank => 0;
+        public int WorldSize => 2;
+        public void AllReduce(torch.Tensor tensor, Collectives.ReduceOp op = Collectives.ReduceOp.Sum) { if (op == Collectives.ReduceOp.Sum) tensor.mul_(2); }
+        public void Broadcast(torch.Tensor tensor, int root) { }
+        public void AllGather(torch.Tensor input, torch.Tensor output) { using var flat = input.view(-1); output.view(-1).copy_(torch.cat([flat, flat])); }
+        public void ReduceScatter(torch.Tensor input, torch.Tensor output, Collectives.ReduceOp op = Collectives.ReduceOp.Sum)
+        {
+            using var mine = input.view(-1).narrow(0, 0, output.numel());
+            output.copy_(op == Collectives.ReduceOp.Sum ? mine * 2 : mine);
+        }
+        public Collectives.IPendingCollective ReduceScatterAsync(torch.Tensor input, torch.Tensor output, Collectives.ReduceOp op = Collectives.ReduceOp.Sum)
+        {
+            string name = Block(input);
+            Events.Add($"start {name}");
+            return new Pending(() => { ReduceScatter(input, output, op); Events.Add($"wait {name}"); });
+        }
+        // Backward reduce-scatters the blocks' gradients in the order 3, 2, 1, 0, then the root's after it: each buffer
+        // named by the order it first came in.
+        string Block(torch.Tensor input)
+        {
+            if (!names.TryGetValue(input.Handle, out var name))
+                names[input.Handle] = name = names.Count < 4 ? $"{3 - names.Count}" : "root";
+            return name;
+        }
+
+        readonly Dictionary<IntPtr, string> names = [];
+        public void Barrier() { }
+        public Collectives.ICommunicator Split(int color, int key) => throw new NotSupportedException();
+        public void Dispose() { }
+
+        sealed class Pending(Action complete) : Collectives.IPendingCollective
+        {
+            bool done;
+            public void Wait() { if (!done) { done = true; complete(); } }
         }
     }
 }

@@ -123,6 +123,3 @@ static class Native
         if (result != 0) throw new KernelException($"NVRTC {call} failed: {Marshal.PtrToStringAnsi(nvrtcGetErrorString(result)) ?? "?"} (nvrtcResult {result})");
     }
 }
-
-/// <summary>A kernel could not be compiled, loaded or launched; the message names the call or the source.</summary>
-public sealed class KernelException(string message) : Exception(message);

@@ -1,6 +1,5 @@
 // SwiGLU's elementwise part y = silu(a) * b (a = W x, b = V x [.., hidden], the MLP's hidden activations): the
 // kernels of Sources/swiglu.cu, one pass each way, and the TorchSharp ops they replace, which are their reference.
-using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -38,10 +37,7 @@ public static class SwiGluOp
             && b.device_type == a.device_type && b.device_index == a.device_index && b.dtype == a.dtype
             && a.shape.SequenceEqual(b.shape);
         if (!handled) return Reference(a, b);
-        var call = new Call(kernels, new());
-        var y = Function.apply(a.contiguous(), b.contiguous(), call);
-        if (call.Context.Value is { } ctx) AutogradOutputs.Slim(ctx);
-        return y;
+        return AutogradOutputs.Apply(slot => Function.apply(a.contiguous(), b.contiguous(), kernels, slot));
     }
 
     /// <summary>The self-check: y, da and db of the kernels against the reference's, fp32 and bf16, on [7, 100]
@@ -84,8 +80,6 @@ public static class SwiGluOp
     /// <summary>Blocks for n elements: one thread a 16-byte pack (4 fp32, 8 bf16).</summary>
     static uint Blocks(Tensor t) => Elementwise.Blocks((t.numel() * t.ElementSize + 15) / 16);
 
-    sealed record Call(KernelRuntime Kernels, StrongBox<torch.autograd.AutogradContext?> Context);
-
     /// <summary>Forward: y from a and b (contiguous, one shape and dtype); backward: da and db from g, a and b.</summary>
     sealed class Function : torch.autograd.SingleTensorFunction<Function>
     {
@@ -93,12 +87,12 @@ public static class SwiGluOp
 
         public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
         {
-            var (a, b, call) = ((Tensor)vars[0], (Tensor)vars[1], (Call)vars[2]);
-            call.Context.Value = ctx;
+            var (a, b, kernels) = ((Tensor)vars[0], (Tensor)vars[1], (KernelRuntime)vars[2]);
+            AutogradOutputs.Fill(ctx, vars);
             ctx.save_for_backward([a, b]);
-            ctx.save_data("kernels", call.Kernels);
+            ctx.save_data("kernels", kernels);
             var y = empty_like(a);
-            call.Kernels.Function(Source, $"swiglu_forward_{Suffix(a)}").Launch((Blocks(a), 1), Elementwise.Threads, 0, a, b, y, a.numel());
+            kernels.Function(Source, $"swiglu_forward_{Suffix(a)}").Launch((Blocks(a), 1), Elementwise.Threads, 0, a, b, y, a.numel());
             return y;
         }
 
@@ -111,7 +105,7 @@ public static class SwiGluOp
             var g = gradOutput.to_type(a.dtype).contiguous();
             var (da, db) = (empty_like(a), empty_like(b));
             kernels.Function(Source, $"swiglu_backward_{Suffix(a)}").Launch((Blocks(a), 1), Elementwise.Threads, 0, g, a, b, da, db, a.numel());
-            return [da.MoveToOuterDisposeScope(), db.MoveToOuterDisposeScope(), null!];
+            return [da.MoveToOuterDisposeScope(), db.MoveToOuterDisposeScope(), null!, null!];
         }
     }
 }

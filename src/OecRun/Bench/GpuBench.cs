@@ -32,6 +32,8 @@ public sealed record GpuBenchOptions
     public double LearningRate { get; init; } = 6e-4;
     /// <summary>oecrun's train.loss_chunk_tokens: tokens per chunk of the fused head; 0 = its automatic size.</summary>
     public long LossChunkTokens { get; init; }
+    /// <summary>oecrun's train.fused_kernels: auto, on or off.</summary>
+    public string FusedKernels { get; init; } = "auto";
     /// <summary>Profile oecrun's step (oec.method = none) over <see cref="ProfiledSteps"/> more steps after its timed ones.</summary>
     public bool Profile { get; init; }
     public int ProfiledSteps => Math.Clamp(Steps, 1, 10);
@@ -64,8 +66,9 @@ public static class GpuBench
             catch (Exception e) when (e is InvalidOperationException or TimeoutException) { failed.Add($"pytorch {mode}: {e.Message}"); }
         }
         using var profile = o.Profile ? new StepProfile(o.Device == "cuda" ? new Device(DeviceType.CUDA, 0) : CPU) : null;
-        rows.Add(Ours(o, OecMethod.None, profile));
-        rows.Add(Ours(o, OecMethod.MuCentering, null));
+        rows.Add(Ours(o, OecMethod.None, profile, o.FusedKernels));
+        rows.Add(Ours(o, OecMethod.MuCentering, null, o.FusedKernels));
+        if (rows[^1].Mode.EndsWith("kernels on", StringComparison.Ordinal)) rows.Add(Ours(o, OecMethod.None, null, "off")); // the same step unfused
         if (rows.Select(r => r.Parameters).Distinct().Count() != 1)
             throw new InvalidOperationException($"the frameworks built different models: parameters {string.Join(" vs ", rows.Select(r => $"{r.Framework} {r.Parameters:N0}"))}");
 
@@ -94,7 +97,7 @@ public static class GpuBench
     static double FlopsPerToken(GpuBenchOptions o, long parameters) => 6.0 * parameters + 12.0 * o.Layers * o.Sequence * o.Dim;
 
     /// <summary>oecrun's side of the comparison: one rank (no job), the same model and steps, on o.Device.</summary>
-    public static RunConfig Config(GpuBenchOptions o, OecMethod method) => new RunConfig
+    public static RunConfig Config(GpuBenchOptions o, OecMethod method, string fusedKernels = "auto") => new RunConfig
     {
         Job = new() { WorldSize = 1 },
         Model = new() { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads },
@@ -104,15 +107,16 @@ public static class GpuBench
         {
             Steps = o.Warmup + o.Steps, BatchSize = o.Batch, SequenceLength = o.Sequence, LearningRate = o.LearningRate, WarmupSteps = 0,
             EvalEvery = 0, Device = o.Device, Precision = o.Precision == "bf16" ? Precision.Bf16 : Precision.Fp32, LossChunkTokens = o.LossChunkTokens,
+            FusedKernels = fusedKernels,
         },
         Run = new() { OutDir = Path.Combine(Path.GetTempPath(), "oec-bench-gpu") },
     }.Validated();
 
     /// <summary>oecrun's row: o.Warmup + o.Steps steps, each synchronised, the last o.Steps timed; then, with a profile,
     /// o.ProfiledSteps more steps profiled.</summary>
-    static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method, StepProfile? profile)
+    static GpuBenchRow Ours(GpuBenchOptions o, OecMethod method, StepProfile? profile, string fusedKernels)
     {
-        using var trainer = new Trainer(Config(o, method));
+        using var trainer = new Trainer(Config(o, method, fusedKernels));
         long parameters = trainer.Model.parameters().Sum(p => p.numel());
         var losses = new List<double>();
         var times = new List<double>();
@@ -128,7 +132,8 @@ public static class GpuBench
         profile?.Profile(trainer, o.Warmup + o.Steps, o.ProfiledSteps);
         double ms = TrainingBench.Median(times), tokensPerSecond = o.Batch * o.Sequence / ms * 1000, flops = FlopsPerToken(o, parameters);
         bool gpu = trainer.Device.type == DeviceType.CUDA;
-        return new GpuBenchRow("oecrun", $"{o.Precision}, oec.method = {JsonNamingPolicy.SnakeCaseLower.ConvertName(method.ToString())}", parameters, flops, ms, tokensPerSecond,
+        string mode = $"{o.Precision}, oec.method = {JsonNamingPolicy.SnakeCaseLower.ConvertName(method.ToString())}, kernels {(trainer.Model.Kernels is null ? "off" : "on")}";
+        return new GpuBenchRow("oecrun", mode, parameters, flops, ms, tokensPerSecond,
             gpu ? flops * tokensPerSecond / (o.PeakTflops * 1e12) : null, gpu ? Collectives.NcclCommunicator.DeviceMemoryUsed(trainer.Device.index) : null, null, losses);
     }
 

@@ -33,6 +33,8 @@ public static class BenchGpuCommand
             (o, v) => o with { PeakTflops = v });
         b.Add(new Option<long>("--loss-chunk-tokens") { Description = "oecrun's train.loss_chunk_tokens (tokens per chunk of the fused head; 0: automatic)." },
             (o, v) => o with { LossChunkTokens = v });
+        b.Add(new Option<string>("--fused-kernels") { Description = "oecrun's train.fused_kernels: auto, on or off. Where the kernels run, a row with them off follows for comparison.", DefaultValueFactory = _ => "auto" },
+            (o, v) => o with { FusedKernels = v });
         b.Add(new Option<bool>("--profile") { Description = "Also profile oecrun's step (phases by CUDA events on the GPU) and print it under the table." },
             (o, v) => o with { Profile = v });
         command.SetGuardedAction(parse =>

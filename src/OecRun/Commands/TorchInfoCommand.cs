@@ -27,6 +27,9 @@ public static class TorchInfoCommand
             Console.WriteLine($"cpu matmul: [[1,2],[3,4]]^2 = [{string.Join(",", product.data<float>().ToArray())}]");
             var (gpus, cudaError) = ComputeDevice.Probe();
             Console.WriteLine($"cuda: {(gpus > 0 ? $"available, {gpus} device(s)" : $"not available{(cudaError is null ? "" : $" ({cudaError})")}")}");
+            var kernels = Kernels.KernelRuntime.For(0, out string? why);
+            Console.WriteLine(kernels is null ? $"fused kernels: unavailable ({why})"
+                : $"fused kernels: available on cuda:0 (sm_{kernels.Architecture.Major}{kernels.Architecture.Minor}, NVRTC {kernels.CompilerVersion.Major}.{kernels.CompilerVersion.Minor})");
             return 0;
         });
         return command;

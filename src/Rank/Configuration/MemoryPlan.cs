@@ -141,16 +141,15 @@ public sealed record MemoryPlan(ModelShape Shape, int SequenceLength, Precision 
     public double ActivationBytes => (Shape.Layers * BlockActivations) + HeadActivations;
 
     /// <summary>Activation bytes per sequence with <see cref="CheckpointedBlocks"/>: a checkpointed block keeps only its
-    /// input [T, d] fp32, and TorchSharp's autograd function an uninitialised tensor like its output [T, d] fp32 until
-    /// the graph is freed (Rank.Parallel.Recomputed); the others keep everything, and backward recomputes one
-    /// checkpointed block at a time.</summary>
+    /// input [T, d] fp32 (Rank.Parallel.Recomputed; TorchSharp's placeholder for its output is slimmed to one element);
+    /// the others keep everything, and backward recomputes one checkpointed block at a time.</summary>
     public double CheckpointedActivationBytes
     {
         get
         {
             int kept = CheckpointedBlocks;
             if (kept == 0) return ActivationBytes;
-            return (kept * 8.0 * SequenceLength * Shape.Dim) + ((Shape.Layers - kept + 1) * BlockActivations) + HeadActivations;
+            return (kept * 4.0 * SequenceLength * Shape.Dim) + ((Shape.Layers - kept + 1) * BlockActivations) + HeadActivations;
         }
     }
 

@@ -77,7 +77,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
 
     /// <summary>The fused CUDA kernels (train.fused_kernels), or null: the TorchSharp ops they replace, which are
     /// their reference and what the CPU always runs. Kept in <see cref="Weights"/>, which every block's modules share.</summary>
-    public Kernels.KernelRuntime? Kernels { get => Weights.Kernels; set => Weights.Kernels = value; }
+    public Kernels.KernelRuntime? Kernels { get => Weights.FusedKernels; set => Weights.FusedKernels = value; }
 
     /// <summary>Gathers and releases each block's parameters around its forwards when a sharding keeps them elsewhere
     /// (ZeRO-3, which then recomputes every block). Null: the parameters are always here.</summary>
@@ -117,7 +117,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     readonly System.Runtime.CompilerServices.StrongBox<Exception?> recomputeFailure = new();
 
     Tensor Mark(Tensor x, int boundary) =>
-        BoundaryReached is { } reached && x.requires_grad ? Boundary.apply(x, (Action)(() => reached(boundary))) : x;
+        BoundaryReached is { } reached && x.requires_grad ? Boundary.Mark(x, () => reached(boundary)) : x;
 
     /// <summary>
     /// Keeps rows [offset, offset + rows) of both embeddings (of the one matrix when tied): a vocabulary shard, [rows, d]
@@ -322,7 +322,7 @@ public sealed class SwiGlu : nn.Module<Tensor, Tensor>
     /// <summary>x [B, T, d] fp32 -> [B, T, d] in the compute dtype; silu(W x) * V x [B, T, hidden] in it too (autocast
     /// lists neither): the fused kernels when the model has them (one rounding), else silu and the product (<see cref="SwiGluOp"/>).</summary>
     public override Tensor forward(Tensor x) =>
-        Mixed.Linear(W_2, SwiGluOp.Apply(weights.Kernels, Mixed.Linear(W, x, weights), Mixed.Linear(V, x, weights)), weights);
+        Mixed.Linear(W_2, SwiGluOp.Apply(weights.FusedKernels, Mixed.Linear(W, x, weights), Mixed.Linear(V, x, weights)), weights);
 }
 
 /// <summary>
@@ -362,10 +362,11 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
     public ScalarType Compute => compute;
 
     /// <summary>The model's fused CUDA kernels (<see cref="Gpt.Kernels"/>), here because every module that uses them holds these weights.</summary>
-    public Kernels.KernelRuntime? Kernels { get; set; }
+    public Kernels.KernelRuntime? FusedKernels { get; set; }
 
     /// <summary>weight [.., ..] fp32 -> the same in the compute dtype, differentiable to the weight.</summary>
-    public Tensor Of(Tensor weight) => weight.dtype == compute ? weight : ToMaster.apply(weight, new Cached(Copy(weight)));
+    public Tensor Of(Tensor weight) =>
+        weight.dtype == compute ? weight : Kernels.AutogradOutputs.Apply(slot => ToMaster.apply(weight, new Cached(Copy(weight)), slot));
 
     /// <summary>The cached copy of weight in the compute dtype, without gradient (the weight itself in fp32).</summary>
     public Tensor Copy(Tensor weight)
@@ -404,11 +405,12 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
 
         public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
         {
+            Kernels.AutogradOutputs.Fill(ctx, vars); // its placeholder would hold a second copy per use
             ctx.save_data("dtype", ((Tensor)vars[0]).dtype);
             return ((Cached)vars[1]).Copy.detach();
         }
 
         public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) =>
-            [gradOutput.to_type((ScalarType)ctx.get_data("dtype")), null!];
+            [gradOutput.to_type((ScalarType)ctx.get_data("dtype")), null!, null!];
     }
 }

@@ -1,6 +1,7 @@
 // Activation checkpointing: a block keeps only its input through the forward and runs its forward again in backward.
 using System.Runtime.CompilerServices;
 using Rank.Model;
+using Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -43,15 +44,17 @@ public sealed class Recomputed : torch.autograd.SingleTensorFunction<Recomputed>
 
     /// <summary>x [B, T, d] -> block(x), recomputed in backward; <paramref name="hooks"/> null: the parameters stay
     /// where they are. What fails in backward goes into <paramref name="failure"/> (an exception must not cross
-    /// libtorch's frames), and the input's gradient is then zero.</summary>
+    /// libtorch's frames), and the input's gradient is then zero. TorchSharp's placeholder for the output is slimmed
+    /// (Kernels.AutogradOutputs), so that a checkpointed block holds its input alone.</summary>
     public static Tensor Apply(Block block, Tensor x, StrongBox<Exception?> failure, IBlockParameters? hooks = null, int index = 0) =>
-        apply(x, new Call(block, failure, hooks, index));
+        AutogradOutputs.Apply(slot => apply(x, new Call(block, failure, hooks, index), slot));
 
     sealed record Call(Block Block, StrongBox<Exception?> Failure, IBlockParameters? Hooks, int Index);
 
     public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
     {
         var (x, call) = ((Tensor)vars[0], (Call)vars[1]);
+        AutogradOutputs.Fill(ctx, vars);
         ctx.save_for_backward([x]);
         ctx.save_data("call", call);
         call.Hooks?.Gather(call.Index, forBackward: false);
@@ -77,12 +80,12 @@ public sealed class Recomputed : torch.autograd.SingleTensorFunction<Recomputed>
             }
             call.Hooks?.Backward(call.Index);
             call.Hooks?.Release(call.Index);
-            return [gradInput, null!];
+            return [gradInput, null!, null!];
         }
         catch (Exception e)
         {
             call.Failure.Value ??= e;
-            return [zeros_like(input), null!];
+            return [zeros_like(input), null!, null!];
         }
     }
 }

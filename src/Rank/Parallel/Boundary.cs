@@ -1,4 +1,5 @@
 // The layer-boundary mark in a model's graph: an autograd identity whose backward says that the gradients after it are final.
+using Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -16,8 +17,13 @@ public sealed class Boundary : torch.autograd.SingleTensorFunction<Boundary>
 {
     public override string Name => nameof(Boundary);
 
+    /// <summary>x marked: <paramref name="reached"/> runs in backward once x's gradient is complete. x's view, with
+    /// TorchSharp's placeholder for it slimmed (Kernels.AutogradOutputs): else each mark would hold a second [B, T, d].</summary>
+    public static Tensor Mark(Tensor x, Action reached) => AutogradOutputs.Apply(slot => apply(x, reached, slot));
+
     public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
     {
+        AutogradOutputs.Fill(ctx, vars);
         ctx.save_data("reached", vars[1]);
         return ((Tensor)vars[0]).view_as((Tensor)vars[0]);
     }
@@ -25,6 +31,6 @@ public sealed class Boundary : torch.autograd.SingleTensorFunction<Boundary>
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
     {
         ((Action)ctx.get_data("reached"))();
-        return [grad_output, null!]; // one per input of apply: the action has none
+        return [grad_output, null!, null!]; // one per input of apply: the action and the slot have none
     }
 }

@@ -16,12 +16,13 @@ namespace Rank.Parallel;
 /// <list type="bullet">
 /// <item>stage 1: the AdamW moments of those elements; gradients are all-reduced whole (with
 /// train.overlap_grad_reduce a block's as soon as the last micro-batch's backward leaves it);</item>
-/// <item>stage 2: also their averaged gradient, reduce-scattered during each micro-batch's backward, a block's as soon
-/// as its backward ends (at its <see cref="Boundary"/>), the root's after it: the whole gradient of a block exists
-/// only during its backward;</item>
+/// <item>stage 2: also their averaged gradient, reduce-scattered during each micro-batch's backward, a block's
+/// started as soon as its backward ends (at its <see cref="Boundary"/>) and overlapped with the backward of the blocks
+/// before it (at most <see cref="MaxReduceScattersInFlight"/> in flight), the root's after it: the whole gradient of a
+/// block is freed once its reduce-scatter is done;</item>
 /// <item>stage 3: also, for blocks, their fp32 master weights: a block's parameters are all-gathered for its forward
 /// and again for its recomputation in backward (<see cref="Recomputed"/>: every block recomputes), then freed, and its
-/// gradient is reduce-scattered as soon as its backward ends. The gather of the block that runs next starts when a
+/// gradient's reduce-scatter starts as soon as its backward ends, overlapped as in stage 2. The gather of the block that runs next starts when a
 /// block starts (prefetch: two blocks are whole at a time). The root stays whole on every rank.</item>
 /// </list>
 /// Each rank updates its elements with <see cref="FlatAdamW.Update"/>, the unsharded optimizer's arithmetic element
@@ -45,6 +46,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         public required long Padded, Size, Low, DecayEnd; // elements: whole buffer (padded), shard, shard's first, end of the matrices
         public Tensor? Full;                              // [Padded] the parameters (stage 3 blocks: only while gathered)
         public IPendingCollective? Arriving;              // stage 3: the all-gather into Full started ahead of use
+        public (IPendingCollective Done, Tensor Part)? Scattering; // stages 2-3: FullGrad's reduce-scatter into Part [Size], in flight
         public Tensor? Master;                            // [Size] stage 3 blocks: this rank's fp32 master weights
         public Tensor? FullGrad;                          // [Padded] the gradient: stage 1 always, stages 2-3 during a backward
         public Tensor? ShardGrad;                         // [Size] stages 2-3: this rank's averaged gradient
@@ -62,11 +64,18 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     readonly double weightDecay, beta1, beta2, eps;
     Exception? boundaryFailure; // a collective that failed to run or start inside backward, thrown after it
     readonly List<IPendingCollective> pending = [];  // stage 1: all-reduces started during backward
+    readonly List<Unit> scattering = [];             // stages 2-3: units whose reduce-scatter is in flight, oldest first
     bool lastMicroBatch;
 
     public int Stage { get; }
-    /// <summary>Stage 1: blocks whose all-reduce the last step started during backward (n_layer with overlap, else 0).</summary>
+    /// <summary>Blocks whose gradient reduction the last backward started during backward: stage 1, all-reduces of the
+    /// step's last micro-batch (n_layer with overlap, else 0); stages 2-3, reduce-scatters (n_layer).</summary>
     public int GroupsStartedInBackward { get; private set; }
+
+    /// <summary>Stages 2-3: block reduce-scatters in flight at once during backward; starting one more first finishes
+    /// the oldest (adds its result to the shard, frees its whole gradient). Two: a block's reduce-scatter runs during
+    /// the backward of the block before it, with one more of slack.</summary>
+    public const int MaxReduceScattersInFlight = 2;
     public long Steps { get; private set; }
 
     /// <param name="vocab">The vocabulary group when the embeddings are split by rows over it (their names:
@@ -94,7 +103,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         if (boundary >= blocks.Length || boundaryFailure is not null) return;
         try
         {
-            if (Stage == 2) ReduceScatter(blocks[boundary]);
+            if (Stage == 2) StartReduceScatter(blocks[boundary], inBackward: true);
             else if (lastMicroBatch) pending.Add(data.AllReduceAsync(blocks[boundary].FullGrad!, ReduceOp.Average));
         }
         catch (Exception e) { boundaryFailure = e; } // never through libtorch's backward
@@ -153,6 +162,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     {
         this.lastMicroBatch = lastMicroBatch;
         if (Stage == 1) return;
+        GroupsStartedInBackward = 0;
         using var noGrad = no_grad();
         foreach (var unit in WholeUnits) WholeGradient(unit);
     }
@@ -167,7 +177,8 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
             throw new CollectiveException($"step {step}: a gradient reduce-scatter failed during backward: {failure.Message}", failure);
         }
         if (Stage == 1) return;
-        foreach (var unit in WholeUnits) ReduceScatter(unit);
+        foreach (var unit in WholeUnits) StartReduceScatter(unit, inBackward: false);
+        while (scattering.Count > 0) FinishReduceScatter(scattering[0]);
     }
 
     /// <summary>Stage 1: the whole gradients averaged over the group (after the last micro-batch): the all-reduces
@@ -271,8 +282,8 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         if (Stage == 3) Free(blocks[block]);
     }
 
-    // After block k's backward: its gradient reduce-scattered into this rank's shard and freed (stage 3).
-    void IBlockParameters.Backward(int block) => ReduceScatter(blocks[block]);
+    // After block k's backward: its gradient's reduce-scatter into this rank's shard started (stage 3).
+    void IBlockParameters.Backward(int block) => StartReduceScatter(blocks[block], inBackward: true);
 
     /// <summary>Stage 3: every block gathered (collective over the data group), to save or load the whole model.</summary>
     public void GatherBlocks()
@@ -321,21 +332,43 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
 
     void WholeGradient(Unit unit)
     {
+        if (unit.Scattering is not null) FinishReduceScatter(unit); // its buffer is still being read
         unit.FullGrad ??= zeros(unit.Padded, unit.ShardGrad!.dtype, unit.ShardGrad.device);
         foreach (var m in unit.Members) m.P.grad = m.In(unit.FullGrad);
     }
 
-    // The gradient of this micro-batch, averaged over the group, added to this rank's shard; the whole one freed.
-    void ReduceScatter(Unit unit)
+    // The gradient of this micro-batch on its way to the shards: its reduce-scatter (averaged over the group) started,
+    // to run while backward goes on; beyond MaxReduceScattersInFlight the oldest is finished first.
+    void StartReduceScatter(Unit unit, bool inBackward)
     {
-        if (unit.FullGrad is null) return;
+        if (unit.FullGrad is null || unit.Scattering is not null) return; // nothing to send, or on its way
         using var noGrad = no_grad();
-        using var part = empty(unit.Size, unit.FullGrad.dtype, unit.FullGrad.device);
-        data.ReduceScatter(unit.FullGrad, part, ReduceOp.Average);
-        unit.ShardGrad!.add_(part);
-        foreach (var m in unit.Members) m.P.grad = null;
-        unit.FullGrad.Dispose();
-        unit.FullGrad = null;
+        foreach (var m in unit.Members) m.P.grad = null;                  // nothing accumulates into it any more
+        var part = empty(unit.Size, unit.FullGrad.dtype, unit.FullGrad.device).DetachFromDisposeScope();
+        unit.Scattering = (data.ReduceScatterAsync(unit.FullGrad, part, ReduceOp.Average), part);
+        scattering.Add(unit);
+        if (inBackward) GroupsStartedInBackward++;
+        while (scattering.Count > MaxReduceScattersInFlight) FinishReduceScatter(scattering[0]);
+    }
+
+    // Its averaged gradient added to this rank's shard, and the whole one freed.
+    void FinishReduceScatter(Unit unit)
+    {
+        scattering.Remove(unit);
+        if (unit.Scattering is not var (done, part)) return;
+        unit.Scattering = null;
+        try
+        {
+            done.Wait();
+            using var noGrad = no_grad();
+            unit.ShardGrad!.add_(part);
+        }
+        finally
+        {
+            part.Dispose();
+            unit.FullGrad?.Dispose();
+            unit.FullGrad = null;
+        }
     }
 
     // Stage 3: the block's parameters made empty and its whole buffer and compute-dtype copies freed.
@@ -359,6 +392,6 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     public void Dispose()
     {
         foreach (var unit in Units)
-            foreach (var t in new[] { unit.Full, unit.Master, unit.FullGrad, unit.ShardGrad, unit.ExpAvg, unit.ExpAvgSq }) t?.Dispose();
+            foreach (var t in new[] { unit.Full, unit.Master, unit.FullGrad, unit.ShardGrad, unit.ExpAvg, unit.ExpAvgSq, unit.Scattering?.Part }) t?.Dispose();
     }
 }

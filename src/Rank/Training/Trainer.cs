@@ -142,7 +142,7 @@ public sealed class Trainer : IDisposable
         {
             using var scope = NewDisposeScope();
             var hidden = Model.forward(x[micro]).view(B * T, Model.Dim);                     // [B*T, d] fp32
-            if (Profiler is { } profiled) hidden = Boundary.apply(hidden, (Action)(() => profiled.Mark("backward: head and loss")));
+            if (Profiler is { } profiled) hidden = Boundary.Mark(hidden, () => profiled.Mark("backward: head and loss"));
             var loss = LossOf(hidden, y[micro], statistics && micro == accum - 1);        // logits chunk by chunk, never [B*T, V] at once
             Profiler?.Mark("head and loss");
             gradients?.BeforeBackward(lastMicroBatch: micro == accum - 1);                  // its backward starts the all-reduces layer by layer
