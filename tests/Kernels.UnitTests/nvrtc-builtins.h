@@ -34,5 +34,7 @@ __device__ float sinf(float x);
 __device__ float cosf(float x);
 __device__ float fmaf(float x, float y, float z);
 __device__ float __fdividef(float x, float y);
+__device__ float __fmul_rn(float x, float y);
+__device__ float __fadd_rn(float x, float y);
 __device__ double sqrt(double x);
 __device__ double pow(double x, double y);

@@ -1,4 +1,5 @@
 // The paper's decoder: rotary positions, SwiGLU MLP, pre-LN LayerNorm, qk-layernorm per head, no biases, no dropout.
+using Kernels.Ops;
 using Rank.Parallel;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -75,8 +76,8 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     public ActivationCheckpointing Checkpointing { get; set; } = ActivationCheckpointing.None;
 
     /// <summary>The fused CUDA kernels (train.fused_kernels), or null: the TorchSharp ops they replace, which are
-    /// their reference and what the CPU always runs.</summary>
-    public Kernels.KernelRuntime? Kernels { get; set; }
+    /// their reference and what the CPU always runs. Kept in <see cref="Weights"/>, which every block's modules share.</summary>
+    public Kernels.KernelRuntime? Kernels { get => Weights.FusedKernels; set => Weights.FusedKernels = value; }
 
     /// <summary>Gathers and releases each block's parameters around its forwards when a sharding keeps them elsewhere
     /// (ZeRO-3, which then recomputes every block). Null: the parameters are always here.</summary>
@@ -318,9 +319,10 @@ public sealed class SwiGlu : nn.Module<Tensor, Tensor>
 
     public static int HiddenSize(int d) => 256 * ((8 * d / 3 + 255) / 256);
 
-    /// <summary>x [B, T, d] fp32 -> [B, T, d] in the compute dtype; silu and the product run in it too (autocast lists neither).</summary>
+    /// <summary>x [B, T, d] fp32 -> [B, T, d] in the compute dtype; silu(W x) * V x [B, T, hidden] in it too (autocast
+    /// lists neither): the fused kernels when the model has them (one rounding), else silu and the product (<see cref="SwiGluOp"/>).</summary>
     public override Tensor forward(Tensor x) =>
-        Mixed.Linear(W_2, nn.functional.silu(Mixed.Linear(W, x, weights)) * Mixed.Linear(V, x, weights), weights);
+        Mixed.Linear(W_2, SwiGluOp.Apply(weights.FusedKernels, Mixed.Linear(W, x, weights), Mixed.Linear(V, x, weights)), weights);
 }
 
 /// <summary>
@@ -358,6 +360,9 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
     readonly Dictionary<Tensor, Tensor> copies = new(ReferenceEqualityComparer.Instance);
 
     public ScalarType Compute => compute;
+
+    /// <summary>The model's fused CUDA kernels (<see cref="Gpt.Kernels"/>), here because every module that uses them holds these weights.</summary>
+    public Kernels.KernelRuntime? FusedKernels { get; set; }
 
     /// <summary>weight [.., ..] fp32 -> the same in the compute dtype, differentiable to the weight.</summary>
     public Tensor Of(Tensor weight) =>

@@ -1,5 +1,7 @@
 // AdamW over flat buffers: a group's parameters are views of one buffer and their gradients views of another, so a
-// step is five kernels per group where TorchSharp's AdamW launches about ten per parameter.
+// step is five kernels per group (one with the fused kernels) where TorchSharp's AdamW launches about ten per parameter.
+using Kernels;
+using Kernels.Ops;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -56,6 +58,10 @@ public sealed class FlatAdamW : IOptimizer
     public HeldBytes Held => new(groups.Sum(g => HeldBytes.Of(g.Data)), groups.Sum(g => HeldBytes.Of(g.Grad)),
                                  groups.Sum(g => HeldBytes.Of(g.ExpAvg) + HeldBytes.Of(g.ExpAvgSq)));
 
+    /// <summary>The fused kernels (the trainer passes Model.Kernels): a group's step is one launch of the AdamW kernel
+    /// when its buffers are fp32 on the runtime's CUDA device (<see cref="AdamWOp"/>); null: <see cref="Update"/>.</summary>
+    public KernelRuntime? Kernels { get; init; }
+
     /// <summary>Steps taken (the bias correction's t).</summary>
     public long Steps => groups.Count == 0 ? 0 : groups[0].Step;
 
@@ -64,23 +70,15 @@ public sealed class FlatAdamW : IOptimizer
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        foreach (var g in groups) Update(g.Data, g.Grad, g.ExpAvg, g.ExpAvgSq, ++g.Step, lr, g.WeightDecay, beta1, beta2, eps);
+        foreach (var g in groups) AdamWOp.Apply(Kernels, g.Data, g.Grad, g.ExpAvg, g.ExpAvgSq, ++g.Step, lr, g.WeightDecay, beta1, beta2, eps);
     }
 
     /// <summary>AdamW on one run of elements (flat tensors of one length): the arithmetic of PyTorch's single-tensor
     /// AdamW at step <paramref name="step"/> (1 at the first), element by element, so any split of a buffer into runs
     /// gives the same bits as the whole (ZeRO steps its shard with it).</summary>
     public static void Update(Tensor data, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, double weightDecay,
-                              double beta1, double beta2, double eps)
-    {
-        using var scope = NewDisposeScope();
-        double bias1 = 1 - Math.Pow(beta1, step), bias2 = 1 - Math.Pow(beta2, step);
-        if (weightDecay != 0) data.mul_(1 - lr * weightDecay);                 // x 1 when 0: skipped, the same bits
-        expAvg.mul_(beta1).add_(grad, alpha: 1 - beta1);
-        expAvgSq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
-        var denominator = (expAvgSq.sqrt() / Math.Sqrt(bias2)).add_(eps);
-        data.addcdiv_(expAvg, denominator, value: -lr / bias1);
-    }
+                              double beta1, double beta2, double eps) =>
+        AdamWOp.Reference(data, grad, expAvg, expAvgSq, step, lr, weightDecay, beta1, beta2, eps);
 
     /// <summary>Every gradient to zero, in place (the views stay).</summary>
     public void ZeroGrad()
@@ -89,7 +87,10 @@ public sealed class FlatAdamW : IOptimizer
     }
 
     /// <summary>torch's clip_grad_norm_ over all the gradients: the L2 norm of the whole gradient, and when
-    /// <paramref name="maxNorm"/> &gt; 0 every gradient scaled by min(1, maxNorm / (norm + 1e-6)). Returns the norm.</summary>
+    /// <paramref name="maxNorm"/> &gt; 0 every gradient scaled by min(1, maxNorm / (norm + 1e-6)). Returns the norm,
+    /// read on the host (one wait for the device, where the step has just waited for its loss; the fused AdamW kernel
+    /// could take the coefficient from device memory, but the step returns the norm and ZeRO and the vocabulary
+    /// layout clip alike, so the kernel runs with gradient scale 1 after this).</summary>
     public double ClipGradNorm(double maxNorm)
     {
         using var scope = NewDisposeScope();

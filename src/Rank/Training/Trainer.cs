@@ -103,7 +103,7 @@ public sealed class Trainer : IDisposable
             gradients = Parallelize.ApplyDataParallel(Model, groups, overlap: train.Overlaps);
             var parameters = Model.parameters().ToList();
             flat = new FlatAdamW([(parameters.Where(p => p.dim() >= 2).ToList(), train.WeightDecay), (parameters.Where(p => p.dim() < 2).ToList(), 0)],
-                                 train.Beta1, train.Beta2, train.Eps);
+                                 train.Beta1, train.Beta2, train.Eps) { Kernels = Model.Kernels };
         }
 
         Data = new TrainingData(data, train.SequenceLength);
