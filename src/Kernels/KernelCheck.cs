@@ -39,6 +39,7 @@ public static class KernelChecks
     /// of the model's shapes (fp32 and bf16, odd sizes, the 16M and 162M shapes), forward and backward.</summary>
     public static IReadOnlyList<(string Name, Func<KernelRuntime, IEnumerable<KernelCheck>> Run)> All { get; } =
     [
+        ("layernorm", Ops.LayerNormOp.Checks),
         ("swiglu", Ops.SwiGluOp.Checks),
         ("cross-entropy", Ops.CrossEntropyOp.Checks),
         ("adamw", Ops.AdamWOp.Checks),

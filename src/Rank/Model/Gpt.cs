@@ -39,7 +39,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         Dim = d;
         Weights = new ComputeWeights(compute);
         wte = nn.Embedding(VocabSize, d);
-        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, Weights)).ToArray());
+        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, Weights, () => Kernels)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
         if (!o.WeightTying) lm_head = nn.Parameter(empty(VocabSize, d));
         RegisterComponents();
@@ -88,7 +88,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         var x = Lookup(idx);                                           // [B, T, d]
         PhaseEnded?.Invoke("embedding");
         for (int k = 0; k < h.Count; k++) x = ForwardBlock(k, Mark(x, k));
-        x = ln_f.forward(Mark(x, h.Count));                            // [B, T, d]
+        x = LayerNormOp.Apply(Kernels, Mark(x, h.Count), ln_f.weight!, 1e-5); // [B, T, d]
         PhaseEnded?.Invoke("blocks 1.. and ln_f");
         return x;
     }
@@ -174,9 +174,12 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     readonly LayerNorm ln_1, ln_2;
     readonly CausalSelfAttention attn;
     readonly SwiGlu mlp;
+    readonly Func<Kernels.KernelRuntime?> kernels;
 
-    public Block(int d, int heads, int maxSequenceLength, ComputeWeights weights) : base("block")
+    /// <param name="kernels">The model's fused kernels when its forward runs (Gpt.Kernels); null: the reference ops.</param>
+    public Block(int d, int heads, int maxSequenceLength, ComputeWeights weights, Func<Kernels.KernelRuntime?>? kernels = null) : base("block")
     {
+        this.kernels = kernels ?? (() => null);
         ln_1 = nn.LayerNorm([d], bias: false);
         attn = new CausalSelfAttention(d, heads, maxSequenceLength, weights);
         ln_2 = nn.LayerNorm([d], bias: false);
@@ -191,9 +194,9 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, Action<string>? phaseEnded)
     {
         using var scope = NewDisposeScope();
-        x = x + attn.forward(ln_1.forward(x));
+        x = x + attn.forward(LayerNormOp.Apply(kernels(), x, ln_1.weight!, 1e-5));
         phaseEnded?.Invoke("block 0: attention");
-        x = x + mlp.forward(ln_2.forward(x));
+        x = x + mlp.forward(LayerNormOp.Apply(kernels(), x, ln_2.weight!, 1e-5));
         phaseEnded?.Invoke("block 0: MLP");
         return x.MoveToOuterDisposeScope();
     }
