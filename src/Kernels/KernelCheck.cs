@@ -39,5 +39,6 @@ public static class KernelChecks
     /// of the model's shapes (fp32 and bf16, odd sizes, the 16M and 162M shapes), forward and backward.</summary>
     public static IReadOnlyList<(string Name, Func<KernelRuntime, IEnumerable<KernelCheck>> Run)> All { get; } =
     [
+        ("qk-norm-rotary", Ops.QkNormRotaryOp.Check),
     ];
 }
