@@ -1,4 +1,5 @@
 // The paper's decoder: rotary positions, SwiGLU MLP, pre-LN LayerNorm, qk-layernorm per head, no biases, no dropout.
+using Kernels.Ops;
 using Rank.Parallel;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -38,7 +39,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         Dim = d;
         Weights = new ComputeWeights(compute);
         wte = nn.Embedding(VocabSize, d);
-        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, Weights)).ToArray());
+        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, Weights, () => Kernels)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
         if (!o.WeightTying) lm_head = nn.Parameter(empty(VocabSize, d));
         RegisterComponents();
@@ -174,10 +175,11 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     readonly CausalSelfAttention attn;
     readonly SwiGlu mlp;
 
-    public Block(int d, int heads, int maxSequenceLength, ComputeWeights weights) : base("block")
+    /// <param name="kernels">The model's fused kernels (<see cref="Gpt.Kernels"/>), read at each forward; null: none.</param>
+    public Block(int d, int heads, int maxSequenceLength, ComputeWeights weights, Func<Kernels.KernelRuntime?>? kernels = null) : base("block")
     {
         ln_1 = nn.LayerNorm([d], bias: false);
-        attn = new CausalSelfAttention(d, heads, maxSequenceLength, weights);
+        attn = new CausalSelfAttention(d, heads, maxSequenceLength, weights, kernels);
         ln_2 = nn.LayerNorm([d], bias: false);
         mlp = new SwiGlu(d, weights);
         RegisterComponents();
@@ -206,10 +208,11 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     readonly Rotary rotary;
     readonly int heads;
     readonly ComputeWeights weights;
+    readonly Func<Kernels.KernelRuntime?>? kernels;
 
-    public CausalSelfAttention(int d, int heads, int maxSequenceLength, ComputeWeights weights) : base("attn")
+    public CausalSelfAttention(int d, int heads, int maxSequenceLength, ComputeWeights weights, Func<Kernels.KernelRuntime?>? kernels = null) : base("attn")
     {
-        (this.heads, this.weights) = (heads, weights);
+        (this.heads, this.weights, this.kernels) = (heads, weights, kernels);
         c_attn = nn.Linear(d, 3 * d, hasBias: false);
         c_proj = nn.Linear(d, d, hasBias: false);
         q_layernorm = nn.LayerNorm([d / heads], bias: false);
@@ -223,10 +226,11 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
-        var qkv = Mixed.Linear(c_attn, x, weights).view(B, T, 3, heads, C / heads).permute(2, 0, 3, 1, 4); // [3, B, nh, T, hs]
-        var q = rotary.Apply(q_layernorm.forward(Mixed.Fp32(qkv[0])));                                    // [B, nh, T, hs] fp32
-        var k = rotary.Apply(k_layernorm.forward(Mixed.Fp32(qkv[1])));
-        var y = Mixed.Attention(q, k, qkv[2], weights.Compute);                                           // [B, nh, T, hs]
+        var qkv = Mixed.Linear(c_attn, x, weights).view(B, T, 3, heads, C / heads);                      // [B, T, 3, nh, hs]
+        var (cos, sin) = rotary.Follow(ScalarType.Float32, x.device);
+        var q = QkNormRotaryOp.Apply(kernels?.Invoke(), qkv, 0, q_layernorm.weight, cos, sin);          // [B, nh, T, hs] fp32
+        var k = QkNormRotaryOp.Apply(kernels?.Invoke(), qkv, 1, k_layernorm.weight, cos, sin);
+        var y = Mixed.Attention(q, k, qkv.select(2, 2).transpose(1, 2), weights.Compute);               // [B, nh, T, hs]
         return Mixed.Linear(c_proj, y.transpose(1, 2).reshape(B, T, C), weights);
     }
 }
@@ -239,13 +243,12 @@ public sealed class Rotary : nn.Module
 {
     readonly Tensor cos, sin;    // [T_max, hs/2] fp32 on the CPU, each frequency repeated for its pair; sin with the
                                  // sign of its place in the pair (-sin, +sin), so that a swap of the pair rotates
-    readonly int rotated;
     (Tensor Cos, Tensor Sin)? here; // the same tables where the inputs are, in their dtype (Follow); a tuple, so that
                                     // RegisterComponents does not take it for a buffer
 
     public Rotary(int headDim, int maxSequenceLength) : base("rotary")
     {
-        rotated = headDim / 2;
+        int rotated = headDim / 2;
         var inverseFrequency = 1.0 / pow(10000.0, arange(0, rotated, 2, dtype: float32) / rotated); // [hs/4]
         var angles = outer(arange(maxSequenceLength, dtype: float32), inverseFrequency);             // [T_max, hs/4]
         angles = angles.repeat_interleave(2, dim: 1);                                                // [T_max, hs/2]
@@ -255,32 +258,27 @@ public sealed class Rotary : nn.Module
         register_buffer("sin", sin, persistent: false); // not moved by Module.to(): Follow moves them
     }
 
-    /// <summary>The cos table Apply last used, [T_max, hs/2]: where and in what dtype the tables are now.</summary>
+    /// <summary>The cos table Follow last returned, [T_max, hs/2]: where and in what dtype the tables are now.</summary>
     public Tensor Cos => here?.Cos ?? cos;
 
     /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per
-    /// pair, as x cos + swap(x) (-sin, +sin) (five kernels: the swap's stack, two products, a sum, the concatenation;
-    /// flip or index_select would take fewer calls but have no meta kernel, which RotaryTests moves the model to).</summary>
+    /// pair (<see cref="QkNormRotaryOp.Rotate"/>, which the fused qk-LayerNorm's reference shares).</summary>
     public Tensor Apply(Tensor x)
     {
-        var (c, s) = Follow(x);
-        long T = x.shape[2], hs = x.shape[3];
-        var rot = x.narrow(3, 0, rotated);                                               // [B, nh, T, hs/2]
-        var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
-        var swapped = stack([pairs.select(4, 1), pairs.select(4, 0)], -1).flatten(-2);    // (x1, x2) -> (x2, x1)
-        return cat([rot * c.narrow(0, 0, T) + swapped * s.narrow(0, 0, T), x.narrow(3, rotated, hs - rotated)], -1);
+        var (c, s) = Follow(x.dtype, x.device);
+        return QkNormRotaryOp.Rotate(x, c, s);
     }
 
-    // The tables move once, at the first input on another device or of another dtype, not at every call: a
-    // host-to-GPU copy per call would stall the stream four times a layer. Converted from the fp32 CPU tables, so a
-    // detour through bf16 loses nothing.
-    (Tensor Cos, Tensor Sin) Follow(Tensor x)
+    /// <summary>The tables [T_max, hs/2] in <paramref name="dtype"/> on <paramref name="device"/>. They move once, at
+    /// the first use on another device or in another dtype, not at every call: a host-to-GPU copy per call would stall
+    /// the stream four times a layer. Converted from the fp32 CPU tables, so a detour through bf16 loses nothing.</summary>
+    public (Tensor Cos, Tensor Sin) Follow(ScalarType dtype, Device device)
     {
-        static bool Fits(Tensor t, Tensor x) => t.device_type == x.device_type && t.device_index == x.device_index && t.dtype == x.dtype;
-        if (here is { } moved && Fits(moved.Cos, x)) return moved;
+        bool Fits(Tensor t) => t.device_type == device.type && t.device_index == device.index && t.dtype == dtype;
+        if (here is { } moved && Fits(moved.Cos)) return moved;
         DisposeMoved();
-        if (Fits(cos, x)) return (cos, sin);
-        here = (cos.to(x.dtype, x.device).DetachFromDisposeScope(), sin.to(x.dtype, x.device).DetachFromDisposeScope());
+        if (Fits(cos)) return (cos, sin);
+        here = (cos.to(dtype, device).DetachFromDisposeScope(), sin.to(dtype, device).DetachFromDisposeScope());
         return here.Value;
     }
 
