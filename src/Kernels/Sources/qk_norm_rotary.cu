@@ -15,8 +15,9 @@ __device__ __forceinline__ long long qk_row_start(int r, int seq, int heads, int
 
 // out [rows, hs] fp32 with rows = B nh T (the order of [B, nh, T, hs]); mean, rstd [rows]; qkv [B, T, 3, nh, hs];
 // weight [hs]; cos_table, sin_table [T_max, hs/2] (sin signed per pair: -sin, +sin). o = (x - mean) rstd weight, then
-// the first hs/2 dims turn in pairs: y_i = o_i cos_i + o_{i^1} sin_i; hs/2 even, so a pair never straddles hs/2 and lane i's
-// partner is lane i^1 of the same warp.
+// the first hs/2 dims turn in pairs: y_i = o_i cos_i + o_{i^1} sin_i; hs/2 even, so a pair never straddles hs/2 and
+// lane i's partner is lane i^1 of the same warp. The loops stop after the row's last element (at the same k in every
+// lane, so that the shuffles see the whole warp).
 template <typename T>
 __device__ void qk_norm_rotary_forward(float* out, float* mean, float* rstd, const T* qkv, const float* weight,
     const float* cos_table, const float* sin_table, int rows, int seq, int heads, int hs, int which)
@@ -31,6 +32,7 @@ __device__ void qk_norm_rotary_forward(float* out, float* mean, float* rstd, con
 #pragma unroll
     for (int k = 0; k < QK_PER_LANE; k++)
     {
+        if (32 * k >= hs) break;
         int i = lane + 32 * k;
         v[k] = i < hs ? to_float(x[i]) : 0.0f;
         sum += v[k];
@@ -40,6 +42,7 @@ __device__ void qk_norm_rotary_forward(float* out, float* mean, float* rstd, con
 #pragma unroll
     for (int k = 0; k < QK_PER_LANE; k++)
     {
+        if (32 * k >= hs) break;
         float d = lane + 32 * k < hs ? v[k] - m : 0.0f;
         squares += d * d;
     }
@@ -50,6 +53,7 @@ __device__ void qk_norm_rotary_forward(float* out, float* mean, float* rstd, con
 #pragma unroll
     for (int k = 0; k < QK_PER_LANE; k++)
     {
+        if (32 * k >= hs) break;
         int i = lane + 32 * k;
         float o = i < hs ? (v[k] - m) * s * weight[i] : 0.0f;
         float partner = __shfl_xor_sync(0xffffffffu, o, 1); // every lane takes part, in and out of the row
@@ -91,6 +95,7 @@ __device__ void qk_norm_rotary_backward(T* dqkv, float* dweight_partial, const f
 #pragma unroll
         for (int k = 0; k < QK_PER_LANE; k++)
         {
+            if (32 * k >= hs) break;
             int i = lane + 32 * k;
             float g = i < hs ? dy[i] : 0.0f;
             float partner = __shfl_xor_sync(0xffffffffu, g, 1);
@@ -105,6 +110,7 @@ __device__ void qk_norm_rotary_backward(T* dqkv, float* dweight_partial, const f
 #pragma unroll
         for (int k = 0; k < QK_PER_LANE; k++)
         {
+            if (32 * k >= hs) break;
             int i = lane + 32 * k;
             if (i < hs) dqkv[start + i] = from_float<T>(s * (gw[k] - mean_gw - xhat[k] * mean_gw_xhat));
         }
