@@ -55,11 +55,7 @@ public static class QkNormRotaryOp
     public static Tensor Fused(KernelRuntime kernels, Tensor qkv, int which, Tensor weight, Tensor cos, Tensor sin)
     {
         if (!Handles(kernels, qkv, weight, cos, sin)) return Reference(qkv, which, weight, cos, sin);
-        var call = new Call(kernels, which, cos, sin);
-        var y = Function.apply(qkv, weight, call);
-        if (call.Context is { } ctx) AutogradOutputs.Slim(ctx);
-        call.Context = null;
-        return y;
+        return AutogradOutputs.Apply(slot => Function.apply(qkv, weight, new Call(kernels, which, cos, sin), slot));
     }
 
     /// <summary>The self-check: the kernels against <see cref="Reference"/> on the same random inputs, q and k of
@@ -92,7 +88,7 @@ public static class QkNormRotaryOp
         var cos = rand([T + 3, hs / 2], device: device) * 2 - 1;                      // [T_max, hs/2]
         var sin = rand([T + 3, hs / 2], device: device) * 2 - 1;
         var dy = randn([B, nh, T, hs], device: device);                               // the gradient of the output
-        if (!Handles(kernels, qkv, weight, cos, sin)) throw new InvalidOperationException($"qk-norm-rotary: the kernels would not take {dtype} qkv [{string.Join(", ", qkv.shape)}]");
+        if (!Handles(kernels, qkv, weight, cos, sin)) throw new KernelException($"qk-norm-rotary: the kernels would not take {dtype} qkv [{string.Join(", ", qkv.shape)}]");
         var fused = Differentiate((x, w) => Fused(kernels, x, which, w, cos, sin), qkv, weight, dy);
         var reference = Differentiate((x, w) => Reference(x, which, w, cos, sin), qkv, weight, dy);
         string @case = $"{(dtype == ScalarType.BFloat16 ? "bf16" : "fp32")} B {B} T {T} nh {nh} hs {hs} {"qkv"[which]}";
@@ -141,12 +137,8 @@ public static class QkNormRotaryOp
 
     static uint Blocks(long rows) => (uint)((rows + Warps - 1) / Warps);
 
-    /// <summary>What the function needs besides its inputs; Context: the ctx its forward received, for
-    /// <see cref="AutogradOutputs.Slim"/>.</summary>
-    sealed record Call(KernelRuntime Kernels, int Which, Tensor Cos, Tensor Sin)
-    {
-        public torch.autograd.AutogradContext? Context { get; set; }
-    }
+    /// <summary>What the function needs besides its inputs.</summary>
+    sealed record Call(KernelRuntime Kernels, int Which, Tensor Cos, Tensor Sin);
 
     /// <summary>Inputs qkv [B, T, 3, nh, hs] and weight [hs]; output [B, nh, T, hs] fp32; saves qkv, weight and the
     /// rows' mean and rstd [B nh T] fp32. Backward: dqkv [B, T, 3, nh, hs] in qkv's dtype (zero outside the slice), dweight [hs].</summary>
@@ -157,7 +149,7 @@ public static class QkNormRotaryOp
         public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
         {
             var (qkv, weight, call) = ((Tensor)vars[0], (Tensor)vars[1], (Call)vars[2]);
-            call.Context = ctx;
+            AutogradOutputs.Fill(ctx, vars); // its placeholder would hold a second [B, nh, T, hs] fp32
             long B = qkv.shape[0], T = qkv.shape[1], nh = qkv.shape[3], hs = qkv.shape[4];
             int rows = (int)(B * nh * T);
             var y = empty([B, nh, T, hs], ScalarType.Float32, qkv.device);
@@ -166,7 +158,7 @@ public static class QkNormRotaryOp
             call.Kernels.Function(Source, KernelName("qk_norm_rotary_forward", qkv.dtype)).Launch((Blocks(rows), 1), Warps * 32, 0,
                 y, mean, rstd, qkv, weight, call.Cos, call.Sin, rows, (int)T, (int)nh, (int)hs, call.Which);
             ctx.save_for_backward([qkv, weight, mean, rstd]);
-            ctx.save_data("call", call with { Context = null });
+            ctx.save_data("call", call);
             return y;
         }
 
@@ -185,7 +177,7 @@ public static class QkNormRotaryOp
                 dqkv, partial, dy, qkv, weight, mean, rstd, call.Cos, call.Sin, rows, (int)T, (int)nh, (int)hs, call.Which);
             var dweight = partial.sum(0);                                                   // [hs]
             saved.ForEach(t => t.Dispose());
-            return [dqkv, dweight, null!];
+            return [dqkv, dweight, null!, null!];
         }
     }
 }
