@@ -40,6 +40,7 @@ public static class KernelChecks
     public static IReadOnlyList<(string Name, Func<KernelRuntime, IEnumerable<KernelCheck>> Run)> All { get; } =
     [
         ("layernorm", Ops.LayerNormOp.Checks),
+        ("qk-norm-rotary", Ops.QkNormRotaryOp.Checks),
         ("swiglu", Ops.SwiGluOp.Checks),
         ("cross-entropy", Ops.CrossEntropyOp.Checks),
         ("adamw", Ops.AdamWOp.Checks),

@@ -39,7 +39,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         Dim = d;
         Weights = new ComputeWeights(compute);
         wte = nn.Embedding(VocabSize, d);
-        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, Weights, () => Kernels)).ToArray());
+        h = new ModuleList<Block>(Enumerable.Range(0, layers).Select(_ => new Block(d, heads, maxSequenceLength, Weights)).ToArray());
         ln_f = nn.LayerNorm([d], bias: false);
         if (!o.WeightTying) lm_head = nn.Parameter(empty(VocabSize, d));
         RegisterComponents();
@@ -174,12 +174,12 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     readonly LayerNorm ln_1, ln_2;
     readonly CausalSelfAttention attn;
     readonly SwiGlu mlp;
-    readonly Func<Kernels.KernelRuntime?> kernels;
+    readonly ComputeWeights weights;
 
-    /// <param name="kernels">The model's fused kernels when its forward runs (Gpt.Kernels); null: the reference ops.</param>
-    public Block(int d, int heads, int maxSequenceLength, ComputeWeights weights, Func<Kernels.KernelRuntime?>? kernels = null) : base("block")
+    /// <param name="weights">The model's compute-dtype weights, which also carry its fused kernels (read at each forward).</param>
+    public Block(int d, int heads, int maxSequenceLength, ComputeWeights weights) : base("block")
     {
-        this.kernels = kernels ?? (() => null);
+        this.weights = weights;
         ln_1 = nn.LayerNorm([d], bias: false);
         attn = new CausalSelfAttention(d, heads, maxSequenceLength, weights);
         ln_2 = nn.LayerNorm([d], bias: false);
@@ -194,9 +194,9 @@ public sealed class Block : nn.Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, Action<string>? phaseEnded)
     {
         using var scope = NewDisposeScope();
-        x = x + attn.forward(LayerNormOp.Apply(kernels(), x, ln_1.weight!, 1e-5));
+        x = x + attn.forward(LayerNormOp.Apply(weights.FusedKernels, x, ln_1.weight!, 1e-5));
         phaseEnded?.Invoke("block 0: attention");
-        x = x + mlp.forward(LayerNormOp.Apply(kernels(), x, ln_2.weight!, 1e-5));
+        x = x + mlp.forward(LayerNormOp.Apply(weights.FusedKernels, x, ln_2.weight!, 1e-5));
         phaseEnded?.Invoke("block 0: MLP");
         return x.MoveToOuterDisposeScope();
     }
@@ -227,10 +227,11 @@ public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         long B = x.shape[0], T = x.shape[1], C = x.shape[2];
-        var qkv = Mixed.Linear(c_attn, x, weights).view(B, T, 3, heads, C / heads).permute(2, 0, 3, 1, 4); // [3, B, nh, T, hs]
-        var q = rotary.Apply(q_layernorm.forward(Mixed.Fp32(qkv[0])));                                    // [B, nh, T, hs] fp32
-        var k = rotary.Apply(k_layernorm.forward(Mixed.Fp32(qkv[1])));
-        var y = Mixed.Attention(q, k, qkv[2], weights.Compute);                                           // [B, nh, T, hs]
+        var qkv = Mixed.Linear(c_attn, x, weights).view(B, T, 3, heads, C / heads);                      // [B, T, 3, nh, hs]
+        var (cos, sin) = rotary.Follow(ScalarType.Float32, x.device);
+        var q = QkNormRotaryOp.Apply(weights.FusedKernels, qkv, 0, q_layernorm.weight, cos, sin);          // [B, nh, T, hs] fp32
+        var k = QkNormRotaryOp.Apply(weights.FusedKernels, qkv, 1, k_layernorm.weight, cos, sin);
+        var y = Mixed.Attention(q, k, qkv.select(2, 2).transpose(1, 2), weights.Compute);               // [B, nh, T, hs]
         return Mixed.Linear(c_proj, y.transpose(1, 2).reshape(B, T, C), weights);
     }
 }
@@ -243,13 +244,12 @@ public sealed class Rotary : nn.Module
 {
     readonly Tensor cos, sin;    // [T_max, hs/2] fp32 on the CPU, each frequency repeated for its pair; sin with the
                                  // sign of its place in the pair (-sin, +sin), so that a swap of the pair rotates
-    readonly int rotated;
     (Tensor Cos, Tensor Sin)? here; // the same tables where the inputs are, in their dtype (Follow); a tuple, so that
                                     // RegisterComponents does not take it for a buffer
 
     public Rotary(int headDim, int maxSequenceLength) : base("rotary")
     {
-        rotated = headDim / 2;
+        int rotated = headDim / 2;
         var inverseFrequency = 1.0 / pow(10000.0, arange(0, rotated, 2, dtype: float32) / rotated); // [hs/4]
         var angles = outer(arange(maxSequenceLength, dtype: float32), inverseFrequency);             // [T_max, hs/4]
         angles = angles.repeat_interleave(2, dim: 1);                                                // [T_max, hs/2]
@@ -259,32 +259,27 @@ public sealed class Rotary : nn.Module
         register_buffer("sin", sin, persistent: false); // not moved by Module.to(): Follow moves them
     }
 
-    /// <summary>The cos table Apply last used, [T_max, hs/2]: where and in what dtype the tables are now.</summary>
+    /// <summary>The cos table Follow last returned, [T_max, hs/2]: where and in what dtype the tables are now.</summary>
     public Tensor Cos => here?.Cos ?? cos;
 
     /// <summary>x [B, nh, T, hs] -> same shape, positions 0..T-1: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per
-    /// pair, as x cos + swap(x) (-sin, +sin) (five kernels: the swap's stack, two products, a sum, the concatenation;
-    /// flip or index_select would take fewer calls but have no meta kernel, which RotaryTests moves the model to).</summary>
+    /// pair (<see cref="QkNormRotaryOp.Rotate"/>, which the fused qk-LayerNorm's reference shares).</summary>
     public Tensor Apply(Tensor x)
     {
-        var (c, s) = Follow(x);
-        long T = x.shape[2], hs = x.shape[3];
-        var rot = x.narrow(3, 0, rotated);                                               // [B, nh, T, hs/2]
-        var pairs = rot.unflatten(3, [rotated / 2, 2]);                                   // [B, nh, T, hs/4, 2]
-        var swapped = stack([pairs.select(4, 1), pairs.select(4, 0)], -1).flatten(-2);    // (x1, x2) -> (x2, x1)
-        return cat([rot * c.narrow(0, 0, T) + swapped * s.narrow(0, 0, T), x.narrow(3, rotated, hs - rotated)], -1);
+        var (c, s) = Follow(x.dtype, x.device);
+        return QkNormRotaryOp.Rotate(x, c, s);
     }
 
-    // The tables move once, at the first input on another device or of another dtype, not at every call: a
-    // host-to-GPU copy per call would stall the stream four times a layer. Converted from the fp32 CPU tables, so a
-    // detour through bf16 loses nothing.
-    (Tensor Cos, Tensor Sin) Follow(Tensor x)
+    /// <summary>The tables [T_max, hs/2] in <paramref name="dtype"/> on <paramref name="device"/>. They move once, at
+    /// the first use on another device or in another dtype, not at every call: a host-to-GPU copy per call would stall
+    /// the stream four times a layer. Converted from the fp32 CPU tables, so a detour through bf16 loses nothing.</summary>
+    public (Tensor Cos, Tensor Sin) Follow(ScalarType dtype, Device device)
     {
-        static bool Fits(Tensor t, Tensor x) => t.device_type == x.device_type && t.device_index == x.device_index && t.dtype == x.dtype;
-        if (here is { } moved && Fits(moved.Cos, x)) return moved;
+        bool Fits(Tensor t) => t.device_type == device.type && t.device_index == device.index && t.dtype == dtype;
+        if (here is { } moved && Fits(moved.Cos)) return moved;
         DisposeMoved();
-        if (Fits(cos, x)) return (cos, sin);
-        here = (cos.to(x.dtype, x.device).DetachFromDisposeScope(), sin.to(x.dtype, x.device).DetachFromDisposeScope());
+        if (Fits(cos)) return (cos, sin);
+        here = (cos.to(dtype, device).DetachFromDisposeScope(), sin.to(dtype, device).DetachFromDisposeScope());
         return here.Value;
     }
 
@@ -330,8 +325,8 @@ public sealed class SwiGlu : nn.Module<Tensor, Tensor>
 
 /// <summary>
 /// Mixed precision without autocast, with autocast's dtype flow (torch.autocast(bfloat16) on the same model): a matmul
-/// or attention casts its operands to the compute dtype and returns its result in it; LayerNorm takes fp32
-/// (<see cref="Fp32"/>) and returns fp32; every other op runs in its inputs' dtype with type promotion, so the residual
+/// or attention casts its operands to the compute dtype and returns its result in it; LayerNorm takes fp32 (q and k
+/// are cast to fp32 for theirs in Kernels.Ops.QkNormRotaryOp) and returns fp32; every other op runs in its inputs' dtype with type promotion, so the residual
 /// stream (fp32 + bf16) stays fp32. The casts are differentiable, so the backward runs the matmul in the compute dtype
 /// and the gradient reaches the fp32 weights (the master weights) in fp32. With compute = Float32 every cast is a no-op
 /// that returns the tensor itself (libtorch's to() aliases when nothing changes): fp32 is bit for bit the plain computation.
@@ -346,9 +341,6 @@ public static class Mixed
     /// softmax keeps its running max and sum in fp32 whatever the input dtype (flash attention's online softmax).</summary>
     public static Tensor Attention(Tensor q, Tensor k, Tensor v, ScalarType compute) =>
         nn.functional.scaled_dot_product_attention(q.to_type(compute), k.to_type(compute), v.to_type(compute), is_casual: true);
-
-    /// <summary>x in fp32, as autocast gives the ops of its fp32 list (layer_norm); x itself when it is fp32.</summary>
-    public static Tensor Fp32(Tensor x) => x.to_type(ScalarType.Float32);
 }
 
 /// <summary>

@@ -1,5 +1,6 @@
 // ZeRO over the data group: AdamW's state (stage 1), the gradients (2) and the blocks' parameters (3) split into dp shards.
 using Collectives;
+using Kernels.Ops;
 using Rank.Model;
 using Rank.Training;
 using TorchSharp;
@@ -25,7 +26,7 @@ namespace Rank.Parallel;
 /// gradient's reduce-scatter starts as soon as its backward ends, overlapped as in stage 2. The gather of the block that runs next starts when a
 /// block starts (prefetch: two blocks are whole at a time). The root stays whole on every rank.</item>
 /// </list>
-/// Each rank updates its elements with <see cref="FlatAdamW.Update"/>, the unsharded optimizer's arithmetic element
+/// Each rank updates its elements with <see cref="AdamWOp"/>, the unsharded optimizer's arithmetic element
 /// for element, then the parameters held whole are all-gathered. Within a unit the matrices come first (weight decay),
 /// then the vectors; in the root the embeddings lead, so that with a sharded vocabulary (job.vocab_parallel) their rows,
 /// whose squared gradient norms add over the vocabulary group, are one range.
@@ -234,8 +235,8 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
             long decay = Math.Clamp(unit.DecayEnd - unit.Low, 0, unit.Size);   // this shard's matrices: [0, decay)
             foreach (var (from, length, wd) in new[] { (0L, decay, weightDecay), (decay, unit.Size - decay, 0.0) })
                 if (length > 0)
-                    FlatAdamW.Update(unit.Weights.narrow(0, from, length), unit.Gradient.narrow(0, from, length),
-                                     unit.ExpAvg.narrow(0, from, length), unit.ExpAvgSq.narrow(0, from, length), Steps, lr, wd, beta1, beta2, eps);
+                    AdamWOp.Apply(model.Kernels, unit.Weights.narrow(0, from, length), unit.Gradient.narrow(0, from, length),
+                                  unit.ExpAvg.narrow(0, from, length), unit.ExpAvgSq.narrow(0, from, length), Steps, lr, wd, beta1, beta2, eps);
         }
         foreach (var unit in WholeUnits) data.AllGather(unit.Weights.clone(), unit.Full!);
     }

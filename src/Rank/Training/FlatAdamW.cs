@@ -73,13 +73,6 @@ public sealed class FlatAdamW : IOptimizer
         foreach (var g in groups) AdamWOp.Apply(Kernels, g.Data, g.Grad, g.ExpAvg, g.ExpAvgSq, ++g.Step, lr, g.WeightDecay, beta1, beta2, eps);
     }
 
-    /// <summary>AdamW on one run of elements (flat tensors of one length): the arithmetic of PyTorch's single-tensor
-    /// AdamW at step <paramref name="step"/> (1 at the first), element by element, so any split of a buffer into runs
-    /// gives the same bits as the whole (ZeRO steps its shard with it).</summary>
-    public static void Update(Tensor data, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, double weightDecay,
-                              double beta1, double beta2, double eps) =>
-        AdamWOp.Reference(data, grad, expAvg, expAvgSq, step, lr, weightDecay, beta1, beta2, eps);
-
     /// <summary>Every gradient to zero, in place (the views stay).</summary>
     public void ZeroGrad()
     {
