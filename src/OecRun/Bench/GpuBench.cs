@@ -83,8 +83,9 @@ public static class GpuBench
         console.WriteLine("device memory used: total - free at the end of the row; oecrun's rows share one process, so the second reads at least what the first's cached blocks hold");
         var device = o.Device == "cuda" ? new Device(DeviceType.CUDA, 0) : CPU;
         var model = new Rank.Model.ModelOptions { NLayer = o.Layers, DModel = o.Dim, NHead = o.Heads };
-        var (adamw, flat) = TrainingBench.TimeOptimizers(() => new Rank.Model.Gpt(model, o.Vocab, o.Sequence), device, o.Steps);
-        console.WriteLine($"the optimizer step alone on {o.Device}: TorchSharp's AdamW {adamw:F2} ms, FlatAdamW (what oecrun runs) {flat:F2} ms, ratio {flat / adamw:F2}");
+        var kernels = Kernels.FusedKernels.Resolve(o.FusedKernels, device);
+        var (adamw, flat) = TrainingBench.TimeOptimizers(() => new Rank.Model.Gpt(model, o.Vocab, o.Sequence), device, o.Steps, kernels);
+        console.WriteLine($"the optimizer step alone on {o.Device}: TorchSharp's AdamW {adamw:F2} ms, FlatAdamW (what oecrun runs{(kernels is null ? "" : ", the fused kernel")}) {flat:F2} ms, ratio {flat / adamw:F2}");
         profile?.Write(console, $"oecrun's step profile (oec.method = none, {o.Precision}; block 0 stands for each block)");
         foreach (string failure in failed) console.WriteLine($"failed: {failure}");
         return rows;
