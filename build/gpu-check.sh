@@ -52,7 +52,8 @@ else
     ncclib=$(python3 -c "import nvidia.nccl,os;print(list(nvidia.nccl.__path__)[0]+'/lib')" 2>/dev/null || true)
     # NVRTC for the fused kernels: the one PyTorch's wheels install (nvidia/cu13/lib or nvidia/cuda_nvrtc/lib).
     nvrtc=$(python3 -c "import nvidia,glob,os;print(next(iter(sorted(f for p in nvidia.__path__ for f in glob.glob(p+'/*/lib/libnvrtc.so.1[0-9]'))),''))" 2>/dev/null || true)
-    [ -n "$nvrtc" ] && export OEC_NVRTC_LIBRARY="$nvrtc"
+    # (its directory on the loader's path too: NVRTC loads libnvrtc-builtins from beside it)
+    [ -n "$nvrtc" ] && export OEC_NVRTC_LIBRARY="$nvrtc" LD_LIBRARY_PATH="$(dirname "$nvrtc"):$LD_LIBRARY_PATH"
     export OEC_LIBTORCH=python OEC_LIBTORCH_ANY_VERSION=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
     export LD_LIBRARY_PATH="$torchlib${ncclib:+:$ncclib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
