@@ -4,7 +4,7 @@
 // shuffle one of the warp's 32 lanes; a thread that has returned counts as arrived at both (as on a GPU, where a
 // barrier waits only for threads that have not exited). A barrier that can never complete aborts with a message.
 // Dynamic shared memory: C++ cannot spell `extern __shared__ T name[];` (extern and static conflict), so the test build
-// writes it as `T* name = dynamic_shared<T>();` (HostEmulation.WithSources); it holds the launch's shared bytes, filled
+// writes it as `T* name = dynamic_shared<T>();` (HostEmulation.Run); it holds the launch's shared bytes, filled
 // with 0xff (NaN as floats) at the start of each block so that a read before a write shows. Math is the host's <math.h>.
 #pragma once
 #include <algorithm>
@@ -43,7 +43,8 @@ struct Fiber
     ucontext_t context;
     std::unique_ptr<char[]> stack; // StackBytes, allocated once and kept across launches
     bool done = false;
-    unsigned shuffles = 0; // the parity picks the shuffle's slots, so that one barrier a shuffle suffices
+    unsigned shuffles = 0; // its parity picks the slots: a lane may write the next shuffle's before the others read
+                           // this one's, so that one barrier a shuffle suffices
 };
 
 constexpr size_t StackBytes = 64 << 10;
@@ -56,10 +57,10 @@ struct alignas(16) Chunk { unsigned char bytes[16]; };
 std::vector<Chunk> dynamic_shared;
 const std::function<void()>* kernel;
 
-inline void arrive(Barrier& b)
+// Completes the barrier once every thread still expected has arrived.
+inline void complete_if_all(Barrier& b)
 {
-    progress = true;
-    if (++b.arrived == b.expected)
+    if (b.arrived > 0 && b.arrived == b.expected)
     {
         b.arrived = 0;
         b.generation++;
@@ -70,7 +71,9 @@ inline void arrive(Barrier& b)
 inline void wait(Barrier& b)
 {
     unsigned mine = b.generation;
-    arrive(b);
+    progress = true;
+    b.arrived++;
+    complete_if_all(b);
     while (b.generation == mine) swapcontext(&fibers[threadIdx.x].context, &scheduler);
 }
 
@@ -78,11 +81,7 @@ inline void wait(Barrier& b)
 inline void leave(Barrier& b)
 {
     b.expected--;
-    if (b.arrived > 0 && b.arrived == b.expected)
-    {
-        b.arrived = 0;
-        b.generation++;
-    }
+    complete_if_all(b);
 }
 
 inline void run_thread()
