@@ -132,18 +132,12 @@ public class CrossEntropyTests(ITestOutputHelper log)
         Assert.True(check.Passed, check.ToString());
     }
 
-    // Emulation/cross_entropy_host.cpp includes the kernel source as it is embedded and runs it on the host, one thread
+    // Emulation/cross_entropy_host.cpp includes the kernel source as it is embedded and runs it on the host, one fiber
     // per CUDA thread (Emulation/cuda_host.h), against the closed form in fp64; it exits with its number of misses.
     [Fact]
     public void On_the_host_the_kernel_source_meets_the_closed_form_in_fp64()
     {
-        using var temp = KernelSourceTests.WithSources();
-        string emulation = Path.Combine(AppContext.BaseDirectory, "Emulation"), program = temp.File("cross_entropy_host");
-        var (built, compiler) = KernelSourceTests.Run(KernelSourceTests.Clang(), ["-x", "c++", "-std=c++17", "-O1", "-pthread", "-Wall", "-Werror",
-            "-I", temp.Path, "-I", emulation, "-o", program, Path.Combine(emulation, "cross_entropy_host.cpp"), "-lstdc++", "-lm"]);
-        Assert.True(built == 0, $"the host build failed:\n{compiler}");
-
-        var (misses, output) = KernelSourceTests.Run(program, []);
+        var (misses, output) = HostEmulation.Run("cross_entropy_host");
         log.WriteLine(output);
         Assert.True(misses == 0, output);
     }

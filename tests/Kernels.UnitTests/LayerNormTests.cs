@@ -1,11 +1,13 @@
-// LayerNormOp: without kernels it is nn.LayerNorm bit for bit; on a GPU the kernels match it (the self-check).
+// LayerNormOp: without kernels it is nn.LayerNorm bit for bit; the kernel source run on the host meets LayerNorm in fp64;
+// on a GPU the kernels match it (the self-check).
 using Kernels.Ops;
 using TorchSharp;
+using Xunit.Abstractions;
 using static TorchSharp.torch;
 
 namespace Kernels.UnitTests;
 
-public class LayerNormTests
+public class LayerNormTests(ITestOutputHelper log)
 {
     [Fact]
     public void Without_kernels_it_is_nn_LayerNorm_bit_for_bit_forward_and_gradients()
@@ -39,6 +41,16 @@ public class LayerNormTests
         var e = Assert.Throws<ArgumentException>(() => LayerNormOp.Apply(null, x, weight, 1e-5));
         Assert.Contains("[96]", e.Message);
         Assert.Contains("[7, 100]", e.Message);
+    }
+
+    // Emulation/layernorm_host.cpp runs layernorm.cu's kernels on the host (cuda_host.h) as LayerNormOp launches them,
+    // fp32 and bf16, against LayerNorm and its gradients in fp64: y, mean, rstd, dx, dweight; it exits with its misses.
+    [Fact]
+    public void On_the_host_the_kernel_source_meets_LayerNorm_and_its_gradients_in_fp64()
+    {
+        var (misses, output) = HostEmulation.Run("layernorm_host");
+        log.WriteLine(output);
+        Assert.True(misses == 0, output);
     }
 
     [SkippableFact]

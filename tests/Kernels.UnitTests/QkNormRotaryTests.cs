@@ -1,5 +1,6 @@
 // qk-LayerNorm fused with rotary: the reference path is the attention's former ops bit for bit (CPU), shapes it cannot
-// take are refused by name, and on a GPU the kernels match the reference (the self-check's entry).
+// take are refused by name, the kernel source run on the host meets the op in fp64, and on a GPU the kernels match the
+// reference (the self-check's entry).
 using Kernels.Ops;
 using TorchSharp;
 using Xunit.Abstractions;
@@ -76,6 +77,17 @@ public class QkNormRotaryTests(ITestOutputHelper log)
         var weight = Assert.Throws<ArgumentException>(() => QkNormRotaryOp.Apply(null, qkv, 1, ones(16), ones(8, 10), ones(8, 10)));
         Assert.Contains("weight", weight.Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => QkNormRotaryOp.Apply(null, qkv, 3, ones(20), ones(8, 10), ones(8, 10)));
+    }
+
+    // Emulation/qk_norm_rotary_host.cpp runs qk_norm_rotary.cu's kernels on the host (cuda_host.h) as QkNormRotaryOp
+    // launches them, fp32 and bf16 qkv, q and k, hs 8, 20 and 72, against LayerNorm + rotary and their gradients in
+    // fp64: out, mean, rstd, dqkv, dweight; it exits with its number of misses.
+    [Fact]
+    public void On_the_host_the_kernel_source_meets_LayerNorm_and_rotary_and_their_gradients_in_fp64()
+    {
+        var (misses, output) = HostEmulation.Run("qk_norm_rotary_host");
+        log.WriteLine(output);
+        Assert.True(misses == 0, output);
     }
 
     [SkippableFact]
