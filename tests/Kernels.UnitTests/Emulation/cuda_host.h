@@ -75,3 +75,8 @@ inline void launch(unsigned grid_x, unsigned threads, const std::function<void()
         for (auto& thread : block) thread.join();
     }
 }
+
+// Round-to-nearest product and sum that the compiler never contracts into an fma (adamw.cu); the host compiles with
+// -O1 for the default x86-64 (no FMA instructions), so no other product is contracted either, as NVRTC may on a GPU.
+inline float __fmul_rn(float x, float y) { return x * y; }
+inline float __fadd_rn(float x, float y) { return x + y; }
