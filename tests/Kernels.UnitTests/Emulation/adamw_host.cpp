@@ -5,6 +5,7 @@
 #include "cuda_host.h"
 #include "adamw.cu"
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <random>
 

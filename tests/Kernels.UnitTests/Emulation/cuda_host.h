@@ -76,7 +76,7 @@ inline void launch(unsigned grid_x, unsigned threads, const std::function<void()
     }
 }
 
-// Round-to-nearest product and sum that the compiler never contracts into an fma (adamw.cu); the host compiles with
-// -O1 for the default x86-64 (no FMA instructions), so no other product is contracted either, as NVRTC may on a GPU.
+// Round-to-nearest product and sum that no compiler contracts into an fma (adamw.cu). A host build for x86-64 (its
+// default target has no FMA instruction) contracts no other product either; NVRTC on a GPU may.
 inline float __fmul_rn(float x, float y) { return x * y; }
 inline float __fadd_rn(float x, float y) { return x + y; }

@@ -5,6 +5,7 @@
 #include "cuda_host.h"
 #include "swiglu.cu"
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <random>
