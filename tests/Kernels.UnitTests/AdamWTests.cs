@@ -1,12 +1,14 @@
-// AdamW's op: without kernels its steps are TorchSharp's AdamW, bit for bit; on a GPU the one-launch kernel matches them.
+// AdamW's op: without kernels its steps are TorchSharp's AdamW, bit for bit; on a GPU the one-launch kernel matches them;
+// on the host the kernel source steps as libtorch's ops do, op for op.
 using Kernels.Ops;
 using TorchSharp;
 using TorchSharp.Modules;
+using Xunit.Abstractions;
 using static TorchSharp.torch;
 
 namespace Kernels.UnitTests;
 
-public class AdamWTests
+public class AdamWTests(ITestOutputHelper log)
 {
     [Fact]
     public void Without_kernels_three_steps_with_weight_decay_give_the_bits_of_TorchSharps_AdamW()
@@ -75,5 +77,22 @@ public class AdamWTests
         AdamWOp.Apply(rt, cpu, g, m1, v1, 1, 1e-2, 0.1, 0.9, 0.95, 1e-8);
         AdamWOp.Reference(cpuRef, g, m2, v2, 1, 1e-2, 0.1, 0.9, 0.95, 1e-8);
         Assert.True(cpu.equal(cpuRef).all().item<bool>(), "a CPU run did not take the reference");
+    }
+
+    // Emulation/adamw_host.cpp includes adamw.cu as it is embedded and runs the kernel on the host, one thread per CUDA
+    // thread (Emulation/cuda_host.h), against AdamWOp.Reference emulated op for op in fp32: m and v bit for bit, p within
+    // the self-check's 2^-21 (the kernel's fp32 learning rate); it exits with its number of misses.
+    [Fact]
+    public void On_the_host_the_kernel_source_steps_p_m_and_v_as_libtorchs_ops_do()
+    {
+        using var temp = KernelSourceTests.WithSources();
+        string emulation = Path.Combine(AppContext.BaseDirectory, "Emulation"), program = temp.File("adamw_host");
+        var (built, compiler) = KernelSourceTests.Run(KernelSourceTests.Clang(), ["-x", "c++", "-std=c++17", "-O1", "-pthread", "-Wall", "-Werror",
+            "-I", temp.Path, "-I", emulation, "-o", program, Path.Combine(emulation, "adamw_host.cpp"), "-lstdc++", "-lm"]);
+        Assert.True(built == 0, $"the host build failed:\n{compiler}");
+
+        var (misses, output) = KernelSourceTests.Run(program, []);
+        log.WriteLine(output);
+        Assert.True(misses == 0, output);
     }
 }

@@ -1,11 +1,13 @@
-// SwiGLU's op: without kernels it is the model's former silu(a) * b, bit for bit; on a GPU the kernels match it.
+// SwiGLU's op: without kernels it is the model's former silu(a) * b, bit for bit; on a GPU the kernels match it; on the
+// host the kernel source meets the closed form in fp64.
 using Kernels.Ops;
 using TorchSharp;
+using Xunit.Abstractions;
 using static TorchSharp.torch;
 
 namespace Kernels.UnitTests;
 
-public class SwiGluTests
+public class SwiGluTests(ITestOutputHelper log)
 {
     [Theory]
     [InlineData(ScalarType.Float32)]
@@ -64,5 +66,22 @@ public class SwiGluTests
 
         var (x, z) = (randn(7, 100), randn(7, 100));
         Assert.True(SwiGluOp.Apply(rt, x, z).equal(SwiGluOp.Reference(x, z)).all().item<bool>(), "a CPU input did not take the reference");
+    }
+
+    // Emulation/swiglu_host.cpp includes swiglu.cu as it is embedded and runs both kernels on the host, one thread per
+    // CUDA thread (Emulation/cuda_host.h), fp32 and bf16 through the packs, the tail and an unaligned start, against
+    // y, da and db in fp64; it exits with its number of misses.
+    [Fact]
+    public void On_the_host_the_kernel_source_meets_silu_times_b_and_its_gradients_in_fp64()
+    {
+        using var temp = KernelSourceTests.WithSources();
+        string emulation = Path.Combine(AppContext.BaseDirectory, "Emulation"), program = temp.File("swiglu_host");
+        var (built, compiler) = KernelSourceTests.Run(KernelSourceTests.Clang(), ["-x", "c++", "-std=c++17", "-O1", "-pthread", "-Wall", "-Werror",
+            "-I", temp.Path, "-I", emulation, "-o", program, Path.Combine(emulation, "swiglu_host.cpp"), "-lstdc++", "-lm"]);
+        Assert.True(built == 0, $"the host build failed:\n{compiler}");
+
+        var (misses, output) = KernelSourceTests.Run(program, []);
+        log.WriteLine(output);
+        Assert.True(misses == 0, output);
     }
 }

@@ -163,3 +163,8 @@ inline void launch(unsigned grid_x, unsigned threads, const std::function<void()
         host_block::run(threads);
     }
 }
+
+// Round-to-nearest product and sum that no compiler contracts into an fma (adamw.cu). A host build for x86-64 (its
+// default target has no FMA instruction) contracts no other product either; NVRTC on a GPU may.
+inline float __fmul_rn(float x, float y) { return x * y; }
+inline float __fadd_rn(float x, float y) { return x + y; }
