@@ -85,13 +85,7 @@ public class AdamWTests(ITestOutputHelper log)
     [Fact]
     public void On_the_host_the_kernel_source_steps_p_m_and_v_as_libtorchs_ops_do()
     {
-        using var temp = KernelSourceTests.WithSources();
-        string emulation = Path.Combine(AppContext.BaseDirectory, "Emulation"), program = temp.File("adamw_host");
-        var (built, compiler) = KernelSourceTests.Run(KernelSourceTests.Clang(), ["-x", "c++", "-std=c++17", "-O1", "-pthread", "-Wall", "-Werror",
-            "-I", temp.Path, "-I", emulation, "-o", program, Path.Combine(emulation, "adamw_host.cpp"), "-lstdc++", "-lm"]);
-        Assert.True(built == 0, $"the host build failed:\n{compiler}");
-
-        var (misses, output) = KernelSourceTests.Run(program, []);
+        var (misses, output) = HostEmulation.Run("adamw_host");
         log.WriteLine(output);
         Assert.True(misses == 0, output);
     }
