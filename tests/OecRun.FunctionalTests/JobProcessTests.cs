@@ -88,13 +88,13 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
 
         JobState? job = null;
         Task? killer = null;
-        var pids = new System.Collections.Concurrent.ConcurrentBag<int>();
+        var pids = new System.Collections.Concurrent.ConcurrentBag<(int Pid, string Start)>();
         var environments = new System.Collections.Concurrent.ConcurrentBag<string[]>();
         int exit = await Launch.Local(faulty, Launch.SelfRankCommand(), TextWriter.Synchronized(console), CancellationToken.None,
             created: j => job = j,
             started: (generation, rank, process) =>
             {
-                pids.Add(process.Id);
+                pids.Add((process.Id, StartTime(process.Id)));
                 environments.Add(File.ReadAllText($"/proc/{process.Id}/environ").Split('\0'));
                 if (generation != 1 || rank != 1) return;
                 killer = Task.Run(async () =>
@@ -117,11 +117,19 @@ public class JobProcessTests(ITestOutputHelper log, CleanJobFixture fixture) : I
         Assert.Contains("succeeded: finished 160 steps", coordinatorLog);
 
         AssertSameResult(clean, faulty); // the replacement generation's result is the uninterrupted job's, to the bit
-        // No rank, the killed one included, left .NET's debugger pipes or diagnostics socket (clr-debug-pipe-PID-*,
-        // dotnet-diagnostic-PID-*) in the temporary directory.
+        // No rank, the killed one included, left .NET's debugger pipes or diagnostics socket (clr-debug-pipe-PID-START-*,
+        // dotnet-diagnostic-PID-START-*) in the temporary directory; START tells a rank from a later process that got its pid.
         Assert.All(environments, e => Assert.Contains("OMP_WAIT_POLICY=PASSIVE", e)); // OpenMP threads that sleep, not spin
-        Assert.Empty(pids.SelectMany(pid => new[] { "clr-debug-pipe", "dotnet-diagnostic" }
-            .SelectMany(kind => Directory.EnumerateFileSystemEntries(Path.GetTempPath(), $"{kind}-{pid}-*"))));
+        Assert.Empty(pids.SelectMany(p => new[] { "clr-debug-pipe", "dotnet-diagnostic" }
+            .SelectMany(kind => Directory.EnumerateFileSystemEntries(Path.GetTempPath(), $"{kind}-{p.Pid}-{p.Start}-*"))));
+    }
+
+    /// <summary>A process's start time in clock ticks since boot (/proc/PID/stat's 22nd field), which .NET puts after
+    /// the pid in the names of its diagnostic pipes.</summary>
+    static string StartTime(int pid)
+    {
+        string stat = File.ReadAllText($"/proc/{pid}/stat");
+        return stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[19]; // fields from the 3rd (state) on, after "(comm) "
     }
 
     [Fact]
