@@ -91,10 +91,9 @@ static class Native
     [DllImport(Nvrtc)] public static extern IntPtr nvrtcGetErrorString(int result);
 
     // cuda.h: CUresult (0 = CUDA_SUCCESS); CUdevice is an int, the rest are handles.
-    public const int ComputeCapabilityMajor = 75, ComputeCapabilityMinor = 76, MaxSharedMemoryPerBlockOptin = 97;
+    public const int ComputeCapabilityMajor = 75, ComputeCapabilityMinor = 76;
     public const int FuncAttributeMaxDynamicSharedSize = 8;
     [DllImport(Driver)] public static extern int cuInit(uint flags);
-    [DllImport(Driver)] public static extern int cuDriverGetVersion(out int version);
     [DllImport(Driver)] public static extern int cuDeviceGet(out int device, int ordinal);
     [DllImport(Driver)] public static extern int cuDeviceGetAttribute(out int value, int attribute, int device);
     [DllImport(Driver)] public static extern int cuDevicePrimaryCtxRetain(out IntPtr context, int device);
