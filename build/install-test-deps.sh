@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the programs the tests drive for real: a Prometheus server (scrapes a job's coordinator; promtool checks
 # the alert rules), headless Chromium (loads the coordinator's live page), a font (the text of `report`'s charts) and
-# kubectl (renders the Kubernetes overlays offline with its built-in kustomize), clang (type-checks the CUDA kernel
-# sources as device code where there is no NVRTC) and PyTorch for /usr/bin/python3 (the
+# kubectl (renders the Kubernetes overlays offline with its built-in kustomize), NVRTC (compiles every CUDA kernel for
+# sm_80 and sm_90 without a GPU: Debian's libnvrtc11.2, CUDA 11.8's, from the non-free component, which this adds when
+# apt has no candidate), clang (runs the kernel sources on the host) and PyTorch for /usr/bin/python3 (the
 # reference that the model's logits and gradients are compared against, and bench-gpu's twin at toy size on the CPU).
 # Debian 12 / Ubuntu 22.04 packages. Idempotent: does nothing when all are installed. Needs root or sudo. .ci/run calls
 # it; the tests call it themselves when a program is missing and they run as root.
@@ -14,6 +15,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Debian's package of kubectl is kubernetes-client (1.20, whose kustomize the overlays are kept compatible with).
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v clang-16 >/dev/null 2>&1 || command -v clang-15 >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || need+=(clang)
+/sbin/ldconfig -p | grep 'libnvrtc\.so' >/dev/null || need+=(libnvrtc11.2 libnvrtc-builtins11.8)
 # Debian's PyTorch (1.13, CPU) for Debian's python, not for whichever python3 comes first on PATH.
 /usr/bin/python3 -c "import torch" >/dev/null 2>&1 || need+=(python3-torch)
 [ ${#need[@]} -eq 0 ] && exit 0
@@ -23,6 +25,16 @@ export DEBIAN_FRONTEND=noninteractive
 # Prometheus' package would start a system service; tests start their own server on loopback instead.
 $sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
 trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+# libnvrtc11.2 is in Debian's non-free component: add it (a sources file of its own, the release's mirror) where apt
+# knows no candidate.
+if [[ " ${need[*]} " == *" libnvrtc11.2 "* ]] && ! apt-cache policy libnvrtc11.2 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
+    . /etc/os-release
+    if [ "${ID:-}" = debian ]; then
+        mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
+        printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "${mirror:-http://deb.debian.org/debian}" "${VERSION_CODENAME}" | $sudo tee /etc/apt/sources.list.d/debian-non-free.sources >/dev/null
+    fi
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-command -v prometheus >/dev/null && command -v chromium >/dev/null && { command -v clang-16 || command -v clang-15 || command -v clang; } >/dev/null && command -v chromium >/dev/null && command -v kubectl >/dev/null && /usr/bin/python3 -c "import torch"
+command -v prometheus >/dev/null && command -v chromium >/dev/null && { command -v clang-16 || command -v clang-15 || command -v clang; } >/dev/null && command -v chromium >/dev/null && command -v kubectl >/dev/null && /usr/bin/python3 -c "import torch" && /sbin/ldconfig -p | grep 'libnvrtc\.so' >/dev/null 

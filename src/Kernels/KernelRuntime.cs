@@ -35,8 +35,7 @@ public sealed class KernelRuntime
         Native.Check(Native.cuDeviceGetAttribute(out int minor, Native.ComputeCapabilityMinor, handle), "cuDeviceGetAttribute(minor)");
         Architecture = (major, minor);
         Native.Check(Native.cuDevicePrimaryCtxRetain(out context, handle), "cuDevicePrimaryCtxRetain");
-        Native.CheckNvrtc(Native.nvrtcVersion(out int nvMajor, out int nvMinor), "nvrtcVersion");
-        CompilerVersion = (nvMajor, nvMinor);
+        CompilerVersion = KernelCompiler.Version;
     }
 
     /// <summary>The runtime of CUDA device <paramref name="device"/>, or null with the reason (no CUDA libtorch, no
@@ -73,10 +72,6 @@ public sealed class KernelRuntime
         }
     }
 
-    /// <summary>The compiler options: the device's architecture (a cubin, no PTX to JIT), C++17, IEEE arithmetic (no
-    /// fast math: the kernels must give the references' numbers).</summary>
-    IReadOnlyList<string> Options => [$"--gpu-architecture=sm_{Architecture.Major}{Architecture.Minor}", "--std=c++17", "-default-device", "-lineinfo"];
-
     /// <summary>Function <paramref name="name"/> (extern "C") of source file <paramref name="source"/> (e.g. "layernorm.cu").</summary>
     public Kernel Function(string source, string name)
     {
@@ -86,50 +81,13 @@ public sealed class KernelRuntime
             MakeCurrent();
             if (!modules.TryGetValue(source, out var module))
             {
-                byte[] cubin = Compile(source);
+                byte[] cubin = KernelCompiler.Cached(cache, source, Architecture);
                 Native.Check(Native.cuModuleLoadData(out module, cubin), $"cuModuleLoadData({source})");
                 modules[source] = module;
             }
             Native.Check(Native.cuModuleGetFunction(out var function, module, name), $"cuModuleGetFunction({source}: {name})");
             return functions[(source, name)] = new Kernel(this, function, name);
         }
-    }
-
-    byte[] Compile(string source)
-    {
-        string text = KernelSources.Read(source);
-        var headers = KernelSources.Headers();
-        string key = KernelCache.Key([$"nvrtc {CompilerVersion}", .. Options, source, text, .. headers.SelectMany(h => new[] { h.Name, h.Text })]);
-        return cache.GetOrAdd(source, key, () => Nvrtc(source, text, headers));
-    }
-
-    byte[] Nvrtc(string source, string text, IReadOnlyList<(string Name, string Text)> headers)
-    {
-        var strings = new List<IntPtr>();
-        IntPtr Utf8(string s) { var p = Marshal.StringToCoTaskMemUTF8(s); strings.Add(p); return p; }
-        try
-        {
-            Native.CheckNvrtc(Native.nvrtcCreateProgram(out var program, text, source, headers.Count,
-                headers.Select(h => Utf8(h.Text)).ToArray(), headers.Select(h => Utf8(h.Name)).ToArray()), $"nvrtcCreateProgram({source})");
-            try
-            {
-                int compiled = Native.nvrtcCompileProgram(program, Options.Count, Options.Select(Utf8).ToArray());
-                if (compiled != 0)
-                {
-                    Native.nvrtcGetProgramLogSize(program, out nuint size);
-                    var log = new byte[(int)size];
-                    Native.nvrtcGetProgramLog(program, log);
-                    throw new KernelException($"NVRTC {CompilerVersion.Major}.{CompilerVersion.Minor} could not compile {source} for "
-                        + $"sm_{Architecture.Major}{Architecture.Minor}:\n{System.Text.Encoding.UTF8.GetString(log).TrimEnd('\0', '\n')}");
-                }
-                Native.CheckNvrtc(Native.nvrtcGetCUBINSize(program, out nuint cubinSize), "nvrtcGetCUBINSize");
-                var cubin = new byte[(int)cubinSize];
-                Native.CheckNvrtc(Native.nvrtcGetCUBIN(program, cubin), "nvrtcGetCUBIN");
-                return cubin;
-            }
-            finally { Native.nvrtcDestroyProgram(ref program); }
-        }
-        finally { strings.ForEach(Marshal.FreeCoTaskMem); }
     }
 
     /// <summary>Makes the primary context current on this thread (autograd runs backward on a thread of its own; a

@@ -27,19 +27,24 @@ static class Native
     /// <summary>Finds libnvrtc and libcuda.so.1; null when both load, else why not (naming every place looked in).</summary>
     public static string? Unavailable()
     {
+        var missing = new List<string>();
+        if (NvrtcUnavailable() is { } nvrtc) missing.Add(nvrtc);
+        if (!NativeLibrary.TryLoad("libcuda.so.1", out _))
+            missing.Add("the CUDA driver (libcuda.so.1) did not load: no NVIDIA driver on this machine");
+        return missing.Count == 0 ? null : string.Join("; and ", missing);
+    }
+
+    /// <summary>Finds libnvrtc; null when found, else why not (naming every place looked in).</summary>
+    public static string? NvrtcUnavailable()
+    {
         lock (Gate)
         {
-            var missing = new List<string>();
-            if (nvrtcPath is null)
-            {
-                var (found, searched) = FindNvrtc();
-                if (found is null)
-                    missing.Add($"NVRTC was not found (looked in: {string.Join("; ", searched)}); install PyTorch's nvidia wheels or the CUDA toolkit, or set {NvrtcVariable}=/path/to/libnvrtc.so.13");
-                else nvrtcPath = found;
-            }
-            if (!NativeLibrary.TryLoad("libcuda.so.1", out _))
-                missing.Add("the CUDA driver (libcuda.so.1) did not load: no NVIDIA driver on this machine");
-            return missing.Count == 0 ? null : string.Join("; and ", missing);
+            if (nvrtcPath is not null) return null;
+            var (found, searched) = FindNvrtc();
+            if (found is null)
+                return $"NVRTC was not found (looked in: {string.Join("; ", searched)}); install PyTorch's nvidia wheels or the CUDA toolkit, or set {NvrtcVariable}=/path/to/libnvrtc.so.13";
+            nvrtcPath = found;
+            return null;
         }
     }
 
@@ -55,7 +60,8 @@ static class Native
         string? explicitPath = Environment.GetEnvironmentVariable(NvrtcVariable);
         searched.Add($"{NvrtcVariable}={explicitPath ?? "(unset)"}");
         if (explicitPath is not null) return (File.Exists(explicitPath) ? explicitPath : null, searched);
-        string[] names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"];
+        // 11.2 is the soname of CUDA 11.2 to 11.8's NVRTC (Debian 12's libnvrtc11.2 is 11.8, which knows sm_90).
+        string[] names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", "libnvrtc.so.11.2"];
         searched.Add($"the dynamic loader's path for {string.Join(", ", names)} (LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"})");
         foreach (string name in names)
             if (NativeLibrary.TryLoad(name, out var handle))
@@ -80,6 +86,8 @@ static class Native
 
     // nvrtc.h: nvrtcResult (0 = NVRTC_SUCCESS).
     [DllImport(Nvrtc)] public static extern int nvrtcVersion(out int major, out int minor);
+    [DllImport(Nvrtc)] public static extern int nvrtcGetNumSupportedArchs(out int count);
+    [DllImport(Nvrtc)] public static extern int nvrtcGetSupportedArchs(int[] architectures);
     [DllImport(Nvrtc)] public static extern int nvrtcCreateProgram(out IntPtr program, [MarshalAs(UnmanagedType.LPUTF8Str)] string source,
         [MarshalAs(UnmanagedType.LPUTF8Str)] string name, int headerCount, IntPtr[] headers, IntPtr[] includeNames);
     [DllImport(Nvrtc)] public static extern int nvrtcCompileProgram(IntPtr program, int optionCount, IntPtr[] options);

@@ -27,7 +27,9 @@ __device__ __forceinline__ float transform(float l, float cap) { return cap > 0.
 // terms), out [ROW_OUTPUTS, rows] fp32. cap: soft-capping's c, 0 for none; z_loss: lambda, 0 for none; inv_tokens:
 // 1 / N, the loss being the mean over all N tokens of the step. gradient != 0: each logit l is overwritten by
 // d(loss / N)/dl; 0 leaves the logits as they are. blockDim.x a multiple of 32, at most 1024; grid (rows, 1).
-extern "C" __global__ void cross_entropy_f32(float* logits, const long long* targets, float* out, int rows, int vocab,
+// __launch_bounds__(1024): at most 64 registers a thread, so that a block of 1024 threads fits a multiprocessor's
+// 65536 (the only kernel launched with more than 256 threads, which fit at any register count).
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_f32(float* logits, const long long* targets, float* out, int rows, int vocab,
                                              float cap, float z_loss, float inv_tokens, int gradient)
 {
     __shared__ float scratch[32];

@@ -1,4 +1,5 @@
-// `oecrun kernels`: whether the fused CUDA kernels can run here, and with --check every kernel against its reference.
+// `oecrun kernels`: whether the fused CUDA kernels can run here, with --check every kernel against its reference, and
+// with --compile every kernel compiled for an architecture without a GPU.
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using Job;
@@ -14,15 +15,20 @@ public static class KernelsCommand
         var command = new Command("kernels", "Report whether the fused CUDA kernels (train.fused_kernels) can run on this machine: the GPU's " +
                                              "architecture, NVRTC's version and the kernel cache. With --check, run every kernel and the TorchSharp " +
                                              "ops it replaces on random inputs of the model's shapes (fp32 and bf16, forward and backward) and print " +
-                                             "the largest errors against each kernel's tolerance; exit 1 on a miss, 2 where the kernels cannot run.");
+                                             "the largest errors against each kernel's tolerance; exit 1 on a miss, 2 where the kernels cannot run. With --compile, " +
+                                             "compile every kernel for the given architectures with NVRTC alone (no GPU needed) into the kernel " +
+                                             "cache, for example while building an image, and print each kernel's registers and spills.");
         var device = new Option<int>("--device") { Description = "The CUDA device's index.", DefaultValueFactory = _ => 0 };
         var check = new Option<bool>("--check") { Description = "Compare every kernel with its reference." };
         var only = new Option<string?>("--only") { Description = $"With --check, one kernel family: {string.Join(", ", KernelChecks.All.Select(k => k.Name))}." };
         command.Options.Add(device);
         command.Options.Add(check);
+        var compile = new Option<string?>("--compile") { Description = "Compute capabilities to compile for, without a GPU: e.g. 90 or 80,90." };
         command.Options.Add(only);
+        command.Options.Add(compile);
         command.SetGuardedAction(parse =>
         {
+            if (parse.GetValue(compile) is { } architectures) return Compile(architectures);
             TorchRuntime.EnsureLoaded();
             int index = parse.GetValue(device);
             var runtime = KernelRuntime.For(index, out string? why);
@@ -38,6 +44,38 @@ public static class KernelsCommand
             return Check(runtime, parse.GetValue(only));
         });
         return command;
+    }
+
+    /// <summary>Compiles every source for each architecture of <paramref name="list"/> ("80,90") into the kernel cache.</summary>
+    static int Compile(string list)
+    {
+        if (KernelCompiler.Unavailable() is { } why)
+        {
+            Console.Error.WriteLine($"kernels: cannot compile: {why}");
+            return ExitCodes.Refused;
+        }
+        var supported = KernelCompiler.Architectures();
+        var architectures = new List<int>();
+        foreach (string item in list.Split(',', StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(item.StartsWith("sm_") ? item[3..] : item, out int architecture) || !supported.Contains(architecture))
+            {
+                Console.Error.WriteLine($"kernels: --compile '{item}': NVRTC {KernelCompiler.Version.Major}.{KernelCompiler.Version.Minor} compiles for {string.Join(", ", supported)}");
+                return ExitCodes.Refused;
+            }
+            architectures.Add(architecture);
+        }
+        var cache = KernelCache.Default();
+        Console.WriteLine($"kernels: NVRTC {KernelCompiler.Version.Major}.{KernelCompiler.Version.Minor}, cache {cache.Directory ?? "(none)"}");
+        foreach (int architecture in architectures)
+            foreach (string source in KernelSources.Names().Where(n => n.EndsWith(".cu")))
+            {
+                var target = (architecture / 10, architecture % 10);
+                var compiled = KernelCompiler.Compile(source, KernelSources.Read(source), target, report: true);
+                cache.GetOrAdd(source, KernelCompiler.Key(source, target), () => compiled.Cubin);
+                foreach (var kernel in compiled.Resources()) Console.WriteLine($"sm_{architecture} {kernel}");
+            }
+        return ExitCodes.Success;
     }
 
     /// <summary>Runs the checks of every family (or of <paramref name="only"/>), a line per comparison; a family that

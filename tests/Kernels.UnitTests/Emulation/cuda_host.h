@@ -24,6 +24,7 @@ struct Dim3
 Dim3 threadIdx, blockIdx, blockDim, gridDim; // threadIdx: the running fiber's, set before each resume
 
 #define __global__
+#define __launch_bounds__(...)
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
