@@ -223,10 +223,14 @@ public sealed partial class JobState
         {
             var now = clock.Elapsed;
             var g = current;
-            if (phase == JobPhase.Registering && (now - g.Opened).TotalSeconds > spec.Options.RendezvousTimeoutS)
+            // The first rank may take job.startup_timeout_s (a queue, image pulls); the rest job.rendezvous_timeout_s after it.
+            if (phase == JobPhase.Registering && g.FirstArrival is null && (now - g.Opened).TotalSeconds > spec.Options.FirstRankTimeoutS)
+                (failing, reason) = (g.Number, $"no rank registered within {spec.Options.FirstRankTimeoutS:0.#} s of generation {g.Number}'s start " +
+                                               "(job.startup_timeout_s, else job.rendezvous_timeout_s): were the rank pods or processes started?");
+            else if (phase == JobPhase.Registering && g.FirstArrival is { } first && (now - first).TotalSeconds > spec.Options.RendezvousTimeoutS)
             {
                 var missing = Enumerable.Range(0, World).Where(r => g.Slots[r] is null);
-                (failing, reason) = (g.Number, $"rendezvous timed out after {spec.Options.RendezvousTimeoutS:0.#} s: ranks [{string.Join(", ", missing)}] of {World} never registered");
+                (failing, reason) = (g.Number, $"rendezvous timed out {spec.Options.RendezvousTimeoutS:0.#} s after the first rank registered: ranks [{string.Join(", ", missing)}] of {World} never registered");
             }
             else if (phase == JobPhase.Running && g.PeerLost is { } lost && now - lost.At > PeerLostGrace)
                 (failing, reason) = (g.Number, LostPeerReason(g, lost, now));

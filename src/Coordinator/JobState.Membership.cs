@@ -30,6 +30,7 @@ public sealed partial class JobState
             }
             else rank = Array.FindIndex(g.Slots, s => s is null);
             g.Slots[rank] = new RankSlot(r.Host, r.Pid, clock.Elapsed);
+            g.FirstArrival ??= clock.Elapsed;
             log.Info($"generation {g.Number}: rank {rank} registered ({r.Host} pid {r.Pid}); {g.Slots.Count(s => s is not null)} of {World}");
             if (g.Slots.All(s => s is not null)) Start(g);
         }

@@ -154,6 +154,8 @@ public sealed partial class JobState : IDisposable
         public long StartStep { get; } = startStep;
         public string? ResumeFrom { get; } = resumeFrom;
         public TimeSpan Opened { get; } = opened;
+        /// <summary>When its first rank registered; null until one has.</summary>
+        public TimeSpan? FirstArrival { get; set; }
         /// <summary>When a rank last reported a step it had not reported before (or registration ended).</summary>
         public TimeSpan LastProgress { get; set; }
         public RankSlot?[] Slots { get; } = new RankSlot?[world];

@@ -21,8 +21,15 @@ public sealed record JobOptions
     public double HeartbeatIntervalS { get; init; } = 1;
     /// <summary>A rank silent for this long has failed; a rank that cannot reach the coordinator this long aborts.</summary>
     public double HeartbeatTimeoutS { get; init; } = 15;
-    /// <summary>How long a generation waits for all its ranks to register, and ranks for each other in an exchange.</summary>
+    /// <summary>How long a generation waits for all its ranks to register (counted from the first rank's arrival), and
+    /// ranks for each other in an exchange.</summary>
     public double RendezvousTimeoutS { get; init; } = 120;
+    /// <summary>How long a generation waits for its first rank (pods being scheduled, images pulled, a queue admitting
+    /// the rank Job); 0 = job.rendezvous_timeout_s. Once a rank is in, the rest have job.rendezvous_timeout_s.</summary>
+    public double StartupTimeoutS { get; init; }
+
+    /// <summary>The first rank's wait: job.startup_timeout_s, or job.rendezvous_timeout_s where that is 0.</summary>
+    public double FirstRankTimeoutS => StartupTimeoutS > 0 ? StartupTimeoutS : RendezvousTimeoutS;
     /// <summary>A generation whose ranks all beat but none finishes a step for this long has hung (a collective waiting
     /// on a peer that never joins it: NCCL's waits have no timeout of their own) and fails; 0 = never. Counts from
     /// the end of registration, so it must cover the first step, an evaluation and a checkpoint.</summary>
@@ -46,6 +53,7 @@ public sealed record JobOptions
         if (!(HeartbeatTimeoutS >= 2 * HeartbeatIntervalS))
             throw new ArgumentException($"job.heartbeat_timeout_s = {HeartbeatTimeoutS}: must be at least twice job.heartbeat_interval_s = {HeartbeatIntervalS}");
         if (!(RendezvousTimeoutS > 0)) throw new ArgumentException($"job.rendezvous_timeout_s = {RendezvousTimeoutS}: must be > 0");
+        if (!(StartupTimeoutS >= 0)) throw new ArgumentException($"job.startup_timeout_s = {StartupTimeoutS}: must be >= 0 (0: job.rendezvous_timeout_s)");
         if (!(StepTimeoutS == 0 || StepTimeoutS >= 2 * HeartbeatIntervalS)) // progress arrives with the heartbeats
             throw new ArgumentException($"job.step_timeout_s = {StepTimeoutS}: must be 0 (never) or at least twice job.heartbeat_interval_s = {HeartbeatIntervalS}");
         if (CheckpointEvery < 0) throw new ArgumentException($"job.checkpoint_every = {CheckpointEvery}: must be >= 0");

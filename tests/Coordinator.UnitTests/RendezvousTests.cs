@@ -1,6 +1,6 @@
 // Over real gRPC: registration waits for the whole world, exchanges return every rank's value in rank order (a split's
 // group's exchange waits for its group alone), and a rendezvous that never completes fails the generation naming the
-// missing rank.
+// missing rank; the first rank may take job.startup_timeout_s, the rest job.rendezvous_timeout_s after it.
 using Job;
 using Coordinator.Protocol;
 using Grpc.Core;
@@ -65,6 +65,33 @@ public sealed class RendezvousTests
         Assert.Equal(1, outcome.ExitCode);
         Assert.Contains("ranks [1] of 2 never registered", outcome.Reason);
         Assert.Equal(JobPhase.Failed, grpc.Job.State.Phase);
+    }
+
+    [Fact]
+    public async Task The_first_rank_may_take_the_startup_timeout_and_the_rest_the_rendezvous_timeout_after_it()
+    {
+        await using var grpc = await GrpcJob.StartAsync(new JobOptions { StartupTimeoutS = 60, RendezvousTimeoutS = 1, MaxRestarts = 0 });
+
+        await Task.Delay(TimeSpan.FromSeconds(2));                       // twice the rendezvous timeout, no rank yet
+        Assert.Equal(JobPhase.Registering, grpc.Job.State.Phase);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var e = await Assert.ThrowsAsync<RpcException>(() =>
+            grpc.Client.RegisterAsync(TestJob.RegisterRequest(0), GrpcJob.Call()).ResponseAsync.Within());
+
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(0.9), $"failed {clock.Elapsed.TotalSeconds:0.00} s after the first rank: not counted from it");
+        Assert.Equal(StatusCode.Aborted, e.StatusCode);
+        Assert.Contains("rendezvous timed out 1 s after the first rank registered: ranks [1] of 2 never registered", e.Status.Detail);
+    }
+
+    [Fact]
+    public async Task A_generation_no_rank_joins_fails_after_the_startup_timeout_saying_so()
+    {
+        await using var grpc = await GrpcJob.StartAsync(new JobOptions { StartupTimeoutS = 1, RendezvousTimeoutS = 60, MaxRestarts = 0 });
+
+        var outcome = await grpc.Job.State.Outcome.Within();
+
+        Assert.Equal(JobPhase.Failed, outcome.Phase);
+        Assert.Contains("no rank registered within 1 s of generation 1's start (job.startup_timeout_s", outcome.Reason);
     }
 
     [Fact]

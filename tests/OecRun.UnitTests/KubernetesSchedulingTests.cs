@@ -37,6 +37,14 @@ public class KubernetesSchedulingTests
     }
 
     [Fact]
+    public void A_queued_Job_s_coordinator_waits_a_day_for_the_first_rank_unless_told_otherwise()
+    {
+        Assert.Equal("86400", EffectiveSetting(Objects([.. Gpu, "--queue", "team-a"]), "job", "startup_timeout_s"));
+        Assert.Equal("3600", EffectiveSetting(Objects([.. Gpu, "--queue", "team-a", "job.startup_timeout_s=3600"]), "job", "startup_timeout_s"));
+        Assert.Equal("0", EffectiveSetting(Objects(Gpu), "job", "startup_timeout_s"));   // no queue: job.rendezvous_timeout_s
+    }
+
+    [Fact]
     public void Without_a_queue_the_Job_starts_at_once_and_carries_no_queue_label()
     {
         var objects = Objects(Cpu);

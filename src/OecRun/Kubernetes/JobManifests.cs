@@ -65,18 +65,24 @@ public static class JobManifests
 
     /// <summary>
     /// The run configuration the coordinator gets: the file and overrides, then the renderer's settings (world size, id,
-    /// run.out_dir on the shared volume, resume so that a recreated coordinator continues), validated as at start-up.
+    /// run.out_dir on the shared volume, resume so that a recreated coordinator continues; with a queue, a day's
+    /// job.startup_timeout_s unless one is set), validated as at start-up.
     /// </summary>
     public static RunConfig Resolve(ManifestOptions o)
     {
         string[] rendered = [$"job.world_size={o.Ranks}", $"job.id={o.Name}", $"run.out_dir={SharedMount}/runs/{o.Name}", "job.resume=auto", .. DeviceSettings(o.GpusPerRank > 0)];
         var run = RunConfig.Load(o.ConfigFile, [.. o.Overrides, .. rendered]);
+        if (o.Queue is not null && run.Job.StartupTimeoutS == 0) // the Job may wait in its queue: the first rank's wait covers it
+            run = run with { Job = run.Job with { StartupTimeoutS = QueuedStartupTimeoutS } };
         ParallelLayout.Of(run.Job).ReplicaBatch(run.Train.BatchSize); // fails at render time, not in the pod
         foreach (var (key, pattern) in new[] { ("data.train_shards", run.Data.TrainShards), ("data.val_shards", run.Data.ValShards) })
             if (run.Data.Source == "shards" && !pattern!.StartsWith(SharedMount + "/", StringComparison.Ordinal))
                 throw new ArgumentException($"{key} = '{pattern}': must be under {SharedMount}/, the shared volume, where the coordinator and every rank read the same files");
         return run;
     }
+
+    /// <summary>job.startup_timeout_s of a queued rank Job unless set: a day in the queue before the job fails.</summary>
+    public const double QueuedStartupTimeoutS = 86400;
 
     /// <summary>The device and backend of a rendered job: a GPU job trains on cuda over NCCL, a CPU job over the TCP ring.</summary>
     public static string[] DeviceSettings(bool gpu) => gpu ? ["train.device=cuda", "job.backend=nccl"] : ["train.device=cpu", "job.backend=tcp"];
