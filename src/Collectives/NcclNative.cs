@@ -43,31 +43,8 @@ static class NcclNative
 
     /// <summary>NCCL_LIBRARY, then the dynamic loader's own search (LD_LIBRARY_PATH, ld.so.cache), then the NCCL that
     /// PyTorch's wheels install under site-packages/nvidia/nccl/lib.</summary>
-    static (string? Path, List<string> Searched) FindLibrary()
-    {
-        var searched = new List<string>();
-        string? explicitPath = Environment.GetEnvironmentVariable("NCCL_LIBRARY");
-        searched.Add($"NCCL_LIBRARY={explicitPath ?? "(unset)"}");
-        if (explicitPath is not null && File.Exists(explicitPath)) return (explicitPath, searched);
-        searched.Add($"the dynamic loader's path (LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"}, /etc/ld.so.cache)");
-        if (NativeLibrary.TryLoad("libnccl.so.2", out var handle))
-        {
-            NativeLibrary.Free(handle);
-            return ("libnccl.so.2", searched);
-        }
-        foreach (var root in new[] { "/usr/local/lib", "/usr/lib", "/opt/conda/lib", Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local/lib") })
-        {
-            if (!Directory.Exists(root)) continue;
-            foreach (var python in Directory.EnumerateDirectories(root, "python3*"))
-                foreach (var packages in new[] { "site-packages", "dist-packages" })
-                {
-                    string candidate = Path.Combine(python, packages, "nvidia/nccl/lib/libnccl.so.2");
-                    searched.Add(candidate);
-                    if (File.Exists(candidate)) return (candidate, searched);
-                }
-        }
-        return (null, searched);
-    }
+    static (string? Path, List<string> Searched) FindLibrary() =>
+        Oec.Native.NativeLibrarySearch.Find("NCCL_LIBRARY", ["libnccl.so.2"], ["nvidia/nccl/lib/libnccl.so.2"]);
 
     static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) => name switch
     {

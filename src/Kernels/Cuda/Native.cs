@@ -51,38 +51,12 @@ static class Native
     /// <summary>The environment variable that names libnvrtc explicitly.</summary>
     public const string NvrtcVariable = "OEC_NVRTC_LIBRARY";
 
-    /// <summary>OEC_NVRTC_LIBRARY, then the dynamic loader (an NVRTC already loaded into the process, LD_LIBRARY_PATH,
-    /// ld.so.cache), then the CUDA toolkit's and PyTorch's wheels' places (site-packages/nvidia/cu13/lib,
-    /// nvidia/cuda_nvrtc/lib), in the Python prefixes of a virtual environment first.</summary>
-    static (string? Path, List<string> Searched) FindNvrtc()
-    {
-        var searched = new List<string>();
-        string? explicitPath = Environment.GetEnvironmentVariable(NvrtcVariable);
-        searched.Add($"{NvrtcVariable}={explicitPath ?? "(unset)"}");
-        if (explicitPath is not null) return (File.Exists(explicitPath) ? explicitPath : null, searched);
-        // 11.2 is the soname of CUDA 11.2 to 11.8's NVRTC (Debian 12's libnvrtc11.2 is 11.8, which knows sm_90).
-        string[] names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", "libnvrtc.so.11.2"];
-        searched.Add($"the dynamic loader's path for {string.Join(", ", names)} (LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "(unset)"})");
-        foreach (string name in names)
-            if (NativeLibrary.TryLoad(name, out var handle))
-            {
-                NativeLibrary.Free(handle);
-                return (name, searched);
-            }
-        var roots = new List<string>();
-        if (Environment.GetEnvironmentVariable("VIRTUAL_ENV") is { } venv) roots.Add(Path.Combine(venv, "lib"));
-        roots.AddRange(["/usr/local/lib", "/usr/lib", "/opt/conda/lib", Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local/lib")]);
-        foreach (var candidate in new[] { "/usr/local/cuda/lib64/libnvrtc.so" }.Concat(roots.Where(Directory.Exists).SelectMany(root =>
-                     from python in Directory.EnumerateDirectories(root, "python3*")
-                     from packages in new[] { "site-packages", "dist-packages" }
-                     from place in new[] { "nvidia/cu13/lib/libnvrtc.so.13", "nvidia/cuda_nvrtc/lib/libnvrtc.so.12" }
-                     select Path.Combine(python, packages, place))))
-        {
-            searched.Add(candidate);
-            if (File.Exists(candidate)) return (candidate, searched);
-        }
-        return (null, searched);
-    }
+    /// <summary>OEC_NVRTC_LIBRARY, then the dynamic loader, then the CUDA toolkit's place and PyTorch's wheels
+    /// (nvidia/cu13/lib, nvidia/cuda_nvrtc/lib). 11.2 is the soname of CUDA 11.2 to 11.8's NVRTC (Debian 12's
+    /// libnvrtc11.2 is 11.8's, which knows sm_90).</summary>
+    static (string? Path, List<string> Searched) FindNvrtc() => Oec.Native.NativeLibrarySearch.Find(NvrtcVariable,
+        ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", "libnvrtc.so.11.2"],
+        ["/usr/local/cuda/lib64/libnvrtc.so", "nvidia/cu13/lib/libnvrtc.so.13", "nvidia/cuda_nvrtc/lib/libnvrtc.so.12"]);
 
     // nvrtc.h: nvrtcResult (0 = NVRTC_SUCCESS).
     [DllImport(Nvrtc)] public static extern int nvrtcVersion(out int major, out int minor);
