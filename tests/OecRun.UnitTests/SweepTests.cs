@@ -29,6 +29,27 @@ public class SweepTests
     }
 
     [Fact]
+    public void The_report_of_a_sweep_stopped_before_a_group_had_a_cell_shows_that_group_empty()
+    {
+        using var temp = new TempDirectory();
+        var options = new SweepOptions { OutDir = temp.Path, Methods = [OecMethod.None, OecMethod.MuCentering], LearningRates = [1e-3, 3e-3] }.Validated();
+        var cell = new SweepCell("tiny", false, OecMethod.None, 1e-3);
+        var now = DateTime.UtcNow;
+        var results = new Dictionary<SweepCell, CellResult>
+        {
+            [cell] = new(cell.Name, "tiny", false, "none", 1e-3, 0, 600, 3.5, 3.4, 1.2, -0.1, 9.5, 0.05, 40, now, now),
+        };
+        var initial = new[] { false, true }.ToDictionary(tied => ("tiny", tied), tied => new InitialLoss("tiny", tied, 6.25, 4, Math.Log(512)));
+
+        SweepReport.Write(temp.Path, options, options.BaseConfig(), results, initial, width: 300, height: 200);   // the tied group has no cell
+
+        string markdown = File.ReadAllText(temp.File(SweepReport.FileName));
+        Assert.Contains("1 cells of 8 (the sweep was stopped", markdown);
+        Assert.Contains("Best: none at 1e-3, 3.5000.", markdown);                                  // the untied group
+        Assert.Contains("| none | – | – |", markdown[markdown.IndexOf("## tiny, tied", StringComparison.Ordinal)..]);
+    }
+
+    [Fact]
     public void Cells_share_the_cores_on_CPUs_and_run_one_at_a_time_on_GPUs_unless_parallel_is_given()
     {
         var options = new SweepOptions { OutDir = "sweep", Ranks = 2 };

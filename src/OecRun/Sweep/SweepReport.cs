@@ -121,9 +121,9 @@ public static class SweepReport
                   string.Join(", ", g.Seeds.Select(seed => g.Lrs(m, seed) is double l ? $"{l:F4}" : "–"));
             md.AppendLine($"| {SweepOptions.MethodName(m)} | {string.Join(" | ", g.Rates.Select(lr => seeded ? Spread(g, g.Seeded(m, lr)) : Loss(g, g.Cell(m, lr, null))))} | {lrsCells} | {overhead} |");
         }
-        var best = g.Methods.SelectMany(m => g.Rates.Select(lr => (m, lr, Cells: g.Seeded(m, lr))))
-            .Where(x => x.Cells.Count > 0 && !x.Cells.Any(g.Diverged)).MinBy(x => x.Cells.Average(c => c.FinalValLoss));
-        if (best.Cells is not null)
+        var finished = g.Methods.SelectMany(m => g.Rates.Select(lr => (m, lr, Cells: g.Seeded(m, lr))))
+            .Where(x => x.Cells.Count > 0 && !x.Cells.Any(g.Diverged)).ToList();   // none yet in a group a stopped sweep has not reached
+        if (finished.Count > 0 && finished.MinBy(x => x.Cells.Average(c => c.FinalValLoss)) is var best)
             md.AppendLine().AppendLine($"Best: {SweepOptions.MethodName(best.m)} at {SweepOptions.FormatRate(best.lr)}, {best.Cells.Average(c => c.FinalValLoss):F4}{(seeded ? " (mean over its seeds)" : "")}.");
         md.AppendLine().AppendLine($"![final validation loss against the learning rate](loss_vs_lr_{g.FileSuffix}.png)");
         md.AppendLine($"![norm of mu against the learning rate](mu_norm_vs_lr_{g.FileSuffix}.png)");
