@@ -154,9 +154,8 @@ static class NcclNative
 
     public static IntPtr CurrentStream(int device)
     {
-        int result = aoti_torch_get_current_cuda_stream(device, out var stream);
-        if (result != 0) throw new CollectiveException($"libtorch could not report the current CUDA stream of cuda:{device} (code {result})");
-        return stream;
+        return Oec.Native.LibTorchNative.CurrentStream(device, out int error)
+            ?? throw new CollectiveException($"libtorch could not report the current CUDA stream of cuda:{device} (code {error})");
     }
 
     public static int AsyncError(IntPtr comm) => ncclCommGetAsyncError(comm, out int error) == 0 ? error : 3;
@@ -204,7 +203,6 @@ static class NcclNative
     [DllImport(Nccl)] public static extern int ncclCommDestroy(IntPtr comm);
     [DllImport(Nccl)] static extern IntPtr ncclGetErrorString(int result);
     [DllImport(Nccl)] static extern IntPtr ncclGetLastError(IntPtr comm);
-    [DllImport("torch_cuda")] static extern int aoti_torch_get_current_cuda_stream(int device, out IntPtr stream);
 
     // cuda_runtime_api.h: cudaError_t results (0 = cudaSuccess); flags cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2.
     public const uint StreamNonBlocking = 1, EventDisableTiming = 2;

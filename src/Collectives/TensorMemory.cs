@@ -7,10 +7,6 @@ namespace Collectives;
 
 internal static class TensorMemory
 {
-    // Exported by LibTorchSharp (loaded by TorchSharp before any tensor exists); honours a view's storage offset.
-    [DllImport("LibTorchSharp")]
-    private static extern IntPtr THSTensor_data(IntPtr tensor);
-
     private static readonly HashSet<ScalarType> Supported =
     [
         ScalarType.Float32, ScalarType.Float64, ScalarType.BFloat16, ScalarType.Float16,
@@ -18,7 +14,7 @@ internal static class TensorMemory
     ];
 
     /// <summary>Address of element 0; IntPtr.Zero for an empty tensor.</summary>
-    public static IntPtr Data(Tensor tensor) => tensor.numel() == 0 ? IntPtr.Zero : THSTensor_data(tensor.Handle);
+    public static IntPtr Data(Tensor tensor) => Oec.Native.LibTorchNative.Data(tensor);
 
     /// <summary>True when the two tensors' bytes share an address (a view of the other, or views of one storage).</summary>
     public static bool Overlap(Tensor a, Tensor b)

@@ -66,9 +66,8 @@ public sealed class KernelRuntime
     {
         get
         {
-            int result = Native.aoti_torch_get_current_cuda_stream(Device, out var stream);
-            if (result != 0) throw new KernelException($"libtorch could not report the current CUDA stream of cuda:{Device} (code {result})");
-            return stream;
+            return Oec.Native.LibTorchNative.CurrentStream(Device, out int error)
+                ?? throw new KernelException($"libtorch could not report the current CUDA stream of cuda:{Device} (code {error})");
         }
     }
 
@@ -149,13 +148,11 @@ public readonly struct KernelArg
 {
     internal long Bits { get; init; }
 
-    [DllImport("LibTorchSharp")] static extern IntPtr THSTensor_data(IntPtr tensor);
-
     public static implicit operator KernelArg(Tensor t)
     {
         if (t.device_type != DeviceType.CUDA) throw new ArgumentException($"a kernel argument is on {t.device}, expected a CUDA tensor");
         if (!t.is_contiguous()) throw new ArgumentException($"a kernel argument of shape [{string.Join(", ", t.shape)}] is not contiguous");
-        return new() { Bits = t.numel() == 0 ? 0 : THSTensor_data(t.Handle) };
+        return new() { Bits = Oec.Native.LibTorchNative.Data(t) };
     }
 
     public static implicit operator KernelArg(int v) => new() { Bits = (uint)v };

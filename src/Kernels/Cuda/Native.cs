@@ -1,6 +1,7 @@
 // The three native libraries the kernel runtime calls: NVRTC (compiles CUDA C to a cubin), the CUDA driver API (loads
-// and launches it, in the primary context that libtorch's runtime uses) and libtorch_cuda (its current stream). Found
-// once; a missing one is reported in one sentence that names where it was looked for.
+// and launches it, in the primary context that libtorch's runtime uses) and libtorch_cuda (its current stream, asked
+// through Oec.Native.LibTorchNative). Found once; a missing one is reported in one sentence that names where it was
+// looked for.
 using System.Reflection;
 using System.Runtime.InteropServices;
 
@@ -88,7 +89,6 @@ static class Native
         uint blockX, uint blockY, uint blockZ, uint sharedBytes, IntPtr stream, void** parameters, void** extra);
     [DllImport(Driver)] public static extern int cuGetErrorString(int result, out IntPtr text);
 
-    [DllImport(TorchCuda)] public static extern int aoti_torch_get_current_cuda_stream(int device, out IntPtr stream);
 
     /// <summary>Throws KernelException with the driver's words for a failed call.</summary>
     public static void Check(int result, string call)
