@@ -29,6 +29,7 @@ public sealed record JobOptions
     public double StartupTimeoutS { get; init; }
 
     /// <summary>The first rank's wait: job.startup_timeout_s, or job.rendezvous_timeout_s where that is 0.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public double FirstRankTimeoutS => StartupTimeoutS > 0 ? StartupTimeoutS : RendezvousTimeoutS;
     /// <summary>A generation whose ranks all beat but none finishes a step for this long has hung (a collective waiting
     /// on a peer that never joins it: NCCL's waits have no timeout of their own) and fails; 0 = never. Counts from
