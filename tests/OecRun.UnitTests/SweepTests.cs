@@ -50,6 +50,27 @@ public class SweepTests
     }
 
     [Fact]
+    public void A_sweep_directory_continues_only_under_its_base_configuration_and_an_option_added_since_counts_as_its_default()
+    {
+        using var temp = new TempDirectory();
+        var config = new SweepOptions { OutDir = temp.Path }.BaseConfig();
+        SweepRun.CheckManifest(temp.Path, config);                                  // writes sweep.json
+        string path = temp.File(SweepRun.ManifestFile);
+        SweepRun.CheckManifest(temp.Path, config);
+
+        var e = Assert.Throws<ArgumentException>(() => SweepRun.CheckManifest(temp.Path, config with { Train = config.Train with { LearningRate = 0.5 } }));
+        Assert.Contains($"train.learning_rate = {config.Train.LearningRate} there, 0.5 now", e.Message);
+
+        // As written by an oecrun that had no job.startup_timeout_s: the default (0) now.
+        var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!;
+        Assert.True(manifest["base"]!["job"]!.AsObject().Remove("startup_timeout_s"));
+        File.WriteAllText(path, manifest.ToJsonString());
+        SweepRun.CheckManifest(temp.Path, config);
+        e = Assert.Throws<ArgumentException>(() => SweepRun.CheckManifest(temp.Path, config with { Job = config.Job with { StartupTimeoutS = 60 } }));
+        Assert.Contains("job.startup_timeout_s = 0 there, 60 now", e.Message);
+    }
+
+    [Fact]
     public void Cells_share_the_cores_on_CPUs_and_run_one_at_a_time_on_GPUs_unless_parallel_is_given()
     {
         var options = new SweepOptions { OutDir = "sweep", Ranks = 2 };

@@ -148,8 +148,9 @@ public static class SweepRun
     }
 
     /// <summary>The first run writes the base configuration to sweep.json; a later run in the same directory must
-    /// have the same one (run.out_dir and job.id aside), else it is refused naming every difference.</summary>
-    static void CheckManifest(string outDir, RunConfig baseConfig)
+    /// have the same one (run.out_dir and job.id aside), else it is refused naming every difference. The saved one is
+    /// read as a configuration, so an option added to oecrun since (absent there) counts as its default.</summary>
+    public static void CheckManifest(string outDir, RunConfig baseConfig)
     {
         string path = Path.Combine(outDir, ManifestFile);
         var now = JsonNode.Parse(baseConfig.ToJson())!.AsObject();
@@ -159,8 +160,12 @@ public static class SweepRun
             AtomicFile.Write(path, s => { using var w = new StreamWriter(s, leaveOpen: true); w.Write(manifest.ToJsonString(RunConfig.Json)); });
             return;
         }
-        var before = Flatten(JsonNode.Parse(File.ReadAllText(path))?["base"] as JsonObject
-                             ?? throw new Data.DataFormatException($"{path}: no \"base\" configuration object"));
+        var saved = JsonNode.Parse(File.ReadAllText(path))?["base"] as JsonObject
+                    ?? throw new Data.DataFormatException($"{path}: no \"base\" configuration object");
+        RunConfig savedConfig;
+        try { savedConfig = RunConfig.FromJson(saved.ToJsonString()); }
+        catch (ArgumentException e) { throw new Data.DataFormatException($"{path}: its base configuration cannot be read: {e.Message}"); }
+        var before = Flatten(JsonNode.Parse(savedConfig.ToJson())!.AsObject());
         var after = Flatten(now);
         var differences = before.Keys.Union(after.Keys).Order(StringComparer.Ordinal)
             .Where(k => k is not ("run.out_dir" or "job.id") && before.GetValueOrDefault(k) != after.GetValueOrDefault(k))
