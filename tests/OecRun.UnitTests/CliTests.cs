@@ -1,6 +1,7 @@
 // oecrun's command line in process: exit codes and messages for bad settings and options, and the report command; the
 // train runs that start rank processes are in OecRun.FunctionalTests.
 using System.Text.RegularExpressions;
+using TorchSharp;
 using static OecRun.UnitTests.CommandLineRun;
 
 namespace OecRun.UnitTests;
@@ -66,6 +67,8 @@ public class CliTests
         Assert.True(code == 0, $"torch-info exited with {code}: {error}");
         Assert.Contains("libtorch: bundled with oecrun", output);
         Assert.Matches($@"libtorch version: {Regex.Escape(Rank.ExternalLibTorch.ExpectedVersion)}\.\d+ \(package libtorch-\S+ in \S+\.deps\.json\)", output);
+        if (!torch.cuda.is_available())                     // NVRTC without a GPU (install-test-deps installs one)
+            Assert.Matches(@"nvrtc: \d+\.\d+, compiles for sm_\d+(, sm_\d+)*.* \(oecrun kernels --compile\)", output);
     }
 
     [Fact]

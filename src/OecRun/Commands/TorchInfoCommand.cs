@@ -30,6 +30,9 @@ public static class TorchInfoCommand
             var kernels = Kernels.KernelRuntime.For(0, out string? why);
             Console.WriteLine(kernels is null ? $"fused kernels: unavailable ({why})"
                 : $"fused kernels: available on cuda:0 (sm_{kernels.Architecture.Major}{kernels.Architecture.Minor}, NVRTC {kernels.CompilerVersion.Major}.{kernels.CompilerVersion.Minor})");
+            if (kernels is null && Kernels.KernelCompiler.Unavailable() is null) // NVRTC without a GPU: the kernels compile here
+                Console.WriteLine($"nvrtc: {Kernels.KernelCompiler.Version.Major}.{Kernels.KernelCompiler.Version.Minor}, " +
+                                  $"compiles for sm_{string.Join(", sm_", Kernels.KernelCompiler.Architectures())} (oecrun kernels --compile)");
             return 0;
         });
         return command;
