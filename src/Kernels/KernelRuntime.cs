@@ -62,14 +62,8 @@ public sealed class KernelRuntime
     }
 
     /// <summary>libtorch's current stream on this device: kernels queue behind the ops before them and ahead of those after.</summary>
-    public IntPtr Stream
-    {
-        get
-        {
-            return Oec.Native.LibTorchNative.CurrentStream(Device, out int error)
-                ?? throw new KernelException($"libtorch could not report the current CUDA stream of cuda:{Device} (code {error})");
-        }
-    }
+    public IntPtr Stream => Oec.Native.LibTorchNative.CurrentStream(Device, out int error)
+        ?? throw new KernelException($"libtorch could not report the current CUDA stream of cuda:{Device} (code {error})");
 
     /// <summary>Function <paramref name="name"/> (extern "C") of source file <paramref name="source"/> (e.g. "layernorm.cu").</summary>
     public Kernel Function(string source, string name)
