@@ -1,5 +1,4 @@
 // Raw access to the bytes of contiguous CPU tensors, argument checks, overlap, and the element-wise reduction of received segments.
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 

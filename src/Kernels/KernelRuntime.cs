@@ -3,7 +3,6 @@
 // libtorch's current stream on tensors libtorch allocated, as CuPy's RawKernel does.
 using System.Collections.Concurrent;
 using System.Reflection;
-using System.Runtime.InteropServices;
 using Kernels.Cuda;
 using TorchSharp;
 using static TorchSharp.torch;
