@@ -20,9 +20,9 @@ public sealed record JobSpec(string JobId, string Token, JobOptions Options, str
     public double? UntrainedLoss { get; init; }
 
     /// <summary>The resume check: the configuration JSON of the checkpoint a resumed job starts from -> a message naming
-    /// the section and values that differ from this run's, or null when the run may continue it. Null: the model and
-    /// data sections are compared as JSON text.</summary>
-    public Func<string, string?>? ResumeConflict { get; init; }
+    /// the section and values that differ from this run's, or null when the run may continue it. The configuration's
+    /// owner supplies it (RunConfig.ResumeConflict); the coordinator does not read the configuration.</summary>
+    public required Func<string, string?> ResumeConflict { get; init; }
 
     /// <summary>The ranks' layout: world size = data-parallel size x job.vocab_parallel.</summary>
     public ParallelLayout Layout => ParallelLayout.Of(Options);

@@ -81,7 +81,7 @@ public sealed partial class JobState
             return (0, null, null);
         }
         var (manifest, dir) = latest.Value;
-        if ((spec.ResumeConflict ?? SectionsDiffer)(manifest.Config) is { } conflict)
+        if (spec.ResumeConflict(manifest.Config) is { } conflict)
             throw new ArgumentException($"cannot resume from {dir}: {conflict}");
         return (manifest.Step, dir, manifest);
     }
@@ -96,15 +96,6 @@ public sealed partial class JobState
     }
 
     static string Setting(ResumeMode mode) => mode == ResumeMode.Auto ? "auto" : "true";
-
-    // Without a typed comparison (spec.ResumeConflict): the model and data sections compared as JSON text.
-    string? SectionsDiffer(string checkpointConfig)
-    {
-        string? Section(string json, string name) => JsonNode.Parse(json)?[name]?.ToJsonString();
-        return new[] { "model", "data" }.Where(s => Section(checkpointConfig, s) != Section(spec.ConfigJson, s))
-            .Select(s => $"its {s} section {Section(checkpointConfig, s)} differs from this run's {Section(spec.ConfigJson, s)}")
-            .FirstOrDefault();
-    }
 
     [GeneratedRegex("^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
     private static partial Regex FileName();

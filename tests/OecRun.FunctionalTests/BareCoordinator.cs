@@ -29,7 +29,8 @@ internal sealed class BareCoordinator : IAsyncDisposable
         var data = new TrainingData(config.Data, config.Train.SequenceLength);
         var log = new JobLog(null, null);
         var job = new JobState(new JobSpec(jobId, new string('t', 32), config.Job with { Id = jobId }, config.ToJson(),
-            new Data.BatchPlan(data.Train, config.Train.BatchSize, config.Train.Seed), 1, config.Train.Steps, config.Run.OutDir!), log);
+            new Data.BatchPlan(data.Train, config.Train.BatchSize, config.Train.Seed), 1, config.Train.Steps, config.Run.OutDir!)
+            { ResumeConflict = config.ResumeConflict }, log);
         return new BareCoordinator(jobId, data, log, job, await CoordinatorHost.StartAsync(job, log, IPAddress.Loopback, 0));
     }
 
