@@ -96,7 +96,8 @@ public class SweepRunTests(ITestOutputHelper output)
                     Assert.Equal((steps[^1].MuNorm, steps[^1].MaxAbsLogit), (result.MuNorm, result.MaxAbsLogit));
                     losses.Add(val);
                 }
-                stepSeconds[$"{method}/{rate}"] = steps.Skip(1).Average(s => s.StepSeconds);
+                var intervals = steps.Skip(1).Select((s, i) => (s.StepSeconds, Steps: s.Step - steps[i].Step)).ToList(); // each row: the steps since the one before
+                stepSeconds[$"{method}/{rate}"] = intervals.Sum(t => t.StepSeconds * t.Steps) / intervals.Sum(t => t.Steps);
                 Assert.Equal(stepSeconds[$"{method}/{rate}"], result.StepSeconds, 12);
             }
             // LRS by hand: cap at L0 (a non-finite loss counts as L0), subtract the best, sum, divide by N - 1 = 1.

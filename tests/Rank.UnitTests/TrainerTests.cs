@@ -145,6 +145,7 @@ public class TrainerTests(ITestOutputHelper log)
                                m.LogitStd, m.MaxAbsLogit, m.MeanLogZ, m.RLog, m.ValLoss ?? 0];
             Assert.All(fields, v => Assert.True(double.IsFinite(v), $"step {m.Step}: {m}"));
             Assert.Equal(config.Train.LearningRateAt(m.Step - 1), m.LearningRate);
+            Assert.Equal(config.Train.BatchSize * config.Train.SequenceLength, m.TokensPerSecond * m.StepSeconds, 6); // one clock for both
             // the mechanism measures: the mean logit is mu . h per token (an identity: a gap of float rounding)
             Assert.True(m.MeanMuDotH is double muDotH && Math.Abs(muDotH - m.MeanLogit) < 1e-4, $"step {m.Step}: mean mu.h {m.MeanMuDotH}, mean logit {m.MeanLogit}");
             Assert.True(m.MaxMeanLogitGap is < 1e-4, $"step {m.Step}: largest gap {m.MaxMeanLogitGap}");

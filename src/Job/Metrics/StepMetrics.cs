@@ -15,8 +15,8 @@ public sealed record StepMetrics(
     double? ValLoss,           // cross-entropy on the validation batches, when this step validated
     double LearningRate,
     double GradNorm,           // global L2 norm of the gradient before clipping
-    double TokensPerSecond,
-    double StepSeconds,
+    double TokensPerSecond,    // over the training steps since the previous logged step
+    double StepSeconds,        // their mean duration (validation and checkpoints not counted)
     double MuNorm,
     double MeanLogit,
     double LogitStd,
@@ -53,8 +53,8 @@ public sealed record StepMetrics(
         Field(nameof(ValLoss), "Cross-entropy on the validation batches, nats per token", m => m.ValLoss),
         Field(nameof(LearningRate), "Learning rate of the step", m => m.LearningRate),
         Field(nameof(GradNorm), "Global L2 norm of the gradient before clipping", m => m.GradNorm),
-        Field(nameof(TokensPerSecond), "Training throughput of the step", m => m.TokensPerSecond),
-        Field(nameof(StepSeconds), "Duration of the training step", m => m.StepSeconds),
+        Field(nameof(TokensPerSecond), "Training throughput over the steps since the previous logged step, tokens per second", m => m.TokensPerSecond),
+        Field(nameof(StepSeconds), "Mean duration of the training steps since the previous logged step, seconds", m => m.StepSeconds),
         Field(nameof(MuNorm), "Norm of the mean output embedding", m => m.MuNorm),
         Field(nameof(MeanLogit), "Mean logit over the vocabulary, averaged over tokens", m => m.MeanLogit),
         Field(nameof(LogitStd), "Standard deviation of the logits over the vocabulary, averaged over tokens", m => m.LogitStd),

@@ -13,7 +13,8 @@ namespace OecRun.Sweep;
 /// <param name="FinalValLoss">Cross-entropy on the validation batches after the last step, nats per token; NaN when
 /// the job stopped on a non-finite loss.</param>
 /// <param name="MuNorm">||mu||, the mean logit and max |logit| at the last logged step (see README, metrics log).</param>
-/// <param name="StepSeconds">Mean step_seconds of the logged steps after the first (whose time includes warm-up).</param>
+/// <param name="StepSeconds">Mean time of a training step after the first logged row (whose interval includes warm-up):
+/// each row's step_seconds (the mean over the steps since the row before) weighted by those steps.</param>
 /// <param name="WallSeconds">The whole job: coordinator, rank process starts, training, validation; of a cell stopped
 /// and resumed, the invocation that finished it.</param>
 public sealed record CellResult(
@@ -43,12 +44,13 @@ public sealed record CellResult(
         var steps = File.Exists(log) ? MetricsLog.Read(log) : [];
         if (steps.Count == 0 && exitCode != 3) throw new InvalidOperationException($"cell {cell.Name}: the job ended with exit code {exitCode} but {log} holds no steps");
         var last = steps.Count > 0 ? steps[^1] : null;
-        var timed = steps.Count > 1 ? steps.Skip(1) : steps;
+        var timed = (steps.Count > 1 ? steps.Zip(steps.Skip(1), (before, row) => (row.StepSeconds, Steps: row.Step - before.Step))
+            : steps.Select(row => (row.StepSeconds, Steps: row.Step))).ToList();
         double valLoss = exitCode == 3 ? double.NaN
             : last!.ValLoss ?? throw new InvalidOperationException($"cell {cell.Name}: the last logged step {last.Step} in {log} did not validate");
         return new CellResult(cell.Name, cell.Preset, cell.WeightTying, SweepOptions.MethodName(cell.Method), cell.LearningRate, exitCode,
             last?.Step ?? 0, valLoss, last?.TrainLoss ?? double.NaN, last?.MuNorm ?? double.NaN, last?.MeanLogit ?? double.NaN,
-            last?.MaxAbsLogit ?? double.NaN, timed.Any() ? timed.Average(s => s.StepSeconds) : double.NaN,
+            last?.MaxAbsLogit ?? double.NaN, timed.Count > 0 ? timed.Sum(t => t.StepSeconds * t.Steps) / timed.Sum(t => t.Steps) : double.NaN,
             wall.TotalSeconds, startedUtc, DateTime.UtcNow) { Seed = cell.Seed };
     }
 

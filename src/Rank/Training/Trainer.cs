@@ -241,6 +241,9 @@ public sealed class Trainer : IDisposable
 
         using var log = lead ? new MetricsLog(Path.Combine(outDir, "metrics.jsonl"), keepThrough: start) : null;
         var clock = Stopwatch.StartNew();
+        // The training steps since the last logged one: a logged step reports their mean time, so that the statistics a
+        // logged step computes (and warm-up after a resume) weigh as they do in the run; validation and checkpoints out.
+        (double Seconds, int Steps) interval = (0, 0);
         double loss = double.NaN;
         double? valLoss = null;
         for (long step = start; step < train.Steps; step++)
@@ -249,7 +252,7 @@ public sealed class Trainer : IDisposable
             bool logged = (step + 1) % train.LogEvery == 0 || validate || step == train.Steps - 1;
             var stepClock = Stopwatch.StartNew();
             var (crossEntropy, gradNorm, measured, stop) = Step(step, statistics: logged, session.StopRequested);
-            double seconds = stepClock.Elapsed.TotalSeconds;
+            interval = (interval.Seconds + stepClock.Elapsed.TotalSeconds, interval.Steps + 1);
             loss = crossEntropy;
             double? val = validate || !double.IsFinite(loss) ? Evaluate() : null;
             if (val is not null) valLoss = val;
@@ -257,6 +260,8 @@ public sealed class Trainer : IDisposable
             if (logged || !double.IsFinite(loss))
             {
                 var stats = measured ?? new LogitStatistics(double.NaN, double.NaN, double.NaN, double.NaN, double.NaN, double.NaN);
+                double seconds = interval.Seconds / interval.Steps;
+                interval = (0, 0);
                 double tokensPerSecond = (double)train.BatchSize * train.GradAccum * train.SequenceLength / seconds;
                 metrics = new StepMetrics((int)step + 1, loss, val, LearningRateAt(step), gradNorm, tokensPerSecond, seconds,
                     stats.MuNorm, stats.MeanLogit, stats.LogitStd, stats.MaxAbsLogit, stats.MeanLogZ, stats.RLog)
