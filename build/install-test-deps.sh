@@ -37,4 +37,4 @@ if [[ " ${need[*]} " == *" libnvrtc11.2 "* ]] && ! apt-cache policy libnvrtc11.2
 fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-command -v prometheus >/dev/null && command -v chromium >/dev/null && { command -v clang-16 || command -v clang-15 || command -v clang; } >/dev/null && command -v chromium >/dev/null && command -v kubectl >/dev/null && /usr/bin/python3 -c "import torch" && /sbin/ldconfig -p | grep 'libnvrtc\.so' >/dev/null 
+command -v prometheus >/dev/null && command -v chromium >/dev/null && { command -v clang-16 || command -v clang-15 || command -v clang; } >/dev/null && command -v chromium >/dev/null && command -v kubectl >/dev/null && /usr/bin/python3 -c "import torch" && /sbin/ldconfig -p | grep 'libnvrtc\.so' >/dev/null
