@@ -98,7 +98,7 @@ public static class SweepReport
         if (seeded)
             md.AppendLine("- With several seeds: each loss is the mean over the seeds [min, max] of min(L, L0) (a diverged seed counts as L0; † k/N: k of the N seeds diverged); " +
                           "the LRS is computed per seed, then its mean, [min, max] and each seed's are given.");
-        md.AppendLine("- Overhead: the mean seconds per step of the method's cells over that of none's, minus 1 (step_seconds of the logged steps after the first; " +
+        md.AppendLine("- Overhead: the mean seconds per step of the method's cells over that of none's, minus 1 (the training steps after the first logged row, validation and checkpoints not counted; " +
                       "cells ran side by side on a shared machine, so it carries that noise).");
         foreach (var g in groups) Group(md, g, seeded);
         return md.ToString();
