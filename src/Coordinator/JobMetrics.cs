@@ -48,7 +48,7 @@ public sealed class JobMetrics : IDisposable
         Counter("oec_skipped_sequences", "Training sequences skipped by rollbacks", () => job.SkippedSequences);
         long tokensPerStep = (long)job.Spec.Train.BatchSize * job.Spec.Train.Plan.SequenceLength; // the global batch
         Counter("oec_tokens", "Tokens trained by the job, again after a rollback or restart", () => job.StepsTrained * tokensPerStep);
-        stepDuration = Meter.CreateHistogram("oec_step_duration", unit: "s", description: "Duration of the reported training steps",
+        stepDuration = Meter.CreateHistogram("oec_step_duration", unit: "s", description: "Mean duration of the training steps between a rank's reports (its step_seconds)",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
         job.StepReported += (rank, m) =>
         {
