@@ -54,7 +54,7 @@ else
     # NVRTC for the fused kernels: the one PyTorch's wheels install (nvidia/cu13/lib or nvidia/cuda_nvrtc/lib).
     nvrtc=$(python3 -c "import nvidia,glob,os;print(next(iter(sorted(f for p in nvidia.__path__ for f in glob.glob(p+'/*/lib/libnvrtc.so.1[0-9]'))),''))" 2>/dev/null || true)
     # (its directory on the loader's path too: NVRTC loads libnvrtc-builtins from beside it)
-    [ -n "$nvrtc" ] && export OEC_NVRTC_LIBRARY="$nvrtc" LD_LIBRARY_PATH="$(dirname "$nvrtc"):$LD_LIBRARY_PATH"
+    [ -n "$nvrtc" ] && export OEC_NVRTC_LIBRARY="$nvrtc" LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export OEC_LIBTORCH=python OEC_LIBTORCH_ANY_VERSION=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
     export LD_LIBRARY_PATH="$torchlib${ncclib:+:$ncclib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
@@ -153,16 +153,19 @@ sys.exit(0 if sorted(two) == sorted(one) == sorted(zero3) and max(worst(two), wo
 PY
 }
 
-# The largest preset one GPU trains (gpt3-2.7B fits an H200 by the plan), without and with every block checkpointed,
-# each at the largest micro-batch `oecrun plan` gives for LARGEST_MEMORY (below the GPU's, for the CUDA context and
-# the allocator's fragmentation): tokens/s, and the device memory in use at its highest (nvidia-smi every 0.2 s)
+# The largest preset one GPU trains (gpt3-2.7B fits an H100 or an H200 by the plan), without and with every block checkpointed,
+# each at the largest micro-batch `oecrun plan` gives for LARGEST_MEMORY (default 85% of the GPU's memory, leaving the
+# rest to the CUDA context and the allocator's fragmentation; 2 sequences on an 80 GB H100, 8 on an H200): tokens/s, and the device memory in use at its highest (nvidia-smi every 0.2 s)
 # against the plan's total. Passes when both train and the measured peak is within 25% of the plan's total.
 largest() {
     local base=(model.preset="${LARGEST_PRESET:-gpt3-2.7B}" data.vocab_size=50257 data.synthetic_tokens=2000000 train.sequence_length=2048
                 train.precision=bf16 train.steps=5 train.warmup_steps=1 train.log_every=1 train.eval_every=0 job.checkpoint_every=0)
     mkdir -p "$out/largest"
+    local total memory
+    total=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)   # MiB
+    memory=${LARGEST_MEMORY:-$([ -n "$total" ] && echo "$((total * 85 / 100))MiB" || echo 120GiB)}
     for ac in none all; do
-        "$oecrun" plan "${base[@]}" "${gpu[@]}" --gpu-memory "${LARGEST_MEMORY:-120GiB}" --activation-checkpointing $ac > "$out/largest/plan-$ac.txt" || return 1
+        "$oecrun" plan "${base[@]}" "${gpu[@]}" --gpu-memory "$memory" --activation-checkpointing $ac > "$out/largest/plan-$ac.txt" || return 1
         local batch
         batch=$(sed -n 's/^largest micro-batch: \([0-9]*\) .*/\1/p' "$out/largest/plan-$ac.txt")
         [ "${batch:-0}" -ge 1 ] || { echo "largest: the plan fits no sequence ($ac)" >&2; return 1; }

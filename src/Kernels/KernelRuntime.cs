@@ -56,13 +56,24 @@ public sealed class KernelRuntime
         if (!cuda.is_available()) missing.Add("CUDA is not available to TorchSharp (no GPU, or a libtorch without CUDA)");
         if (Native.Unavailable() is { } libraries) missing.Add(libraries);
         if (missing.Count > 0) return (null, string.Join("; and ", missing));
-        try { return (new KernelRuntime(device, KernelCache.Default()), null); }
+        try
+        {
+            var runtime = new KernelRuntime(device, KernelCache.Default());
+            runtime.LoadAll();
+            return (runtime, null);
+        }
         catch (Exception e) when (e is KernelException or DllNotFoundException or EntryPointNotFoundException) { return (null, e.Message); }
     }
 
     /// <summary>libtorch's current stream on this device: kernels queue behind the ops before them and ahead of those after.</summary>
     public IntPtr Stream => Oec.Native.LibTorchNative.CurrentStream(Device, out int error)
         ?? throw new KernelException($"libtorch could not report the current CUDA stream of cuda:{Device} (code {error})");
+
+    /// <summary>The sources whose modules are loaded: every one, from the runtime's start.</summary>
+    public IReadOnlyCollection<string> LoadedSources
+    {
+        get { lock (functions) return [.. modules.Keys]; }
+    }
 
     /// <summary>Function <paramref name="name"/> (extern "C") of source file <paramref name="source"/> (e.g. "layernorm.cu").</summary>
     public Kernel Function(string source, string name)
@@ -71,15 +82,29 @@ public sealed class KernelRuntime
         {
             if (functions.TryGetValue((source, name), out var kernel)) return kernel;
             MakeCurrent();
-            if (!modules.TryGetValue(source, out var module))
-            {
-                byte[] cubin = KernelCompiler.Cached(cache, source, Architecture);
-                Native.Check(Native.cuModuleLoadData(out module, cubin), $"cuModuleLoadData({source})");
-                modules[source] = module;
-            }
-            Native.Check(Native.cuModuleGetFunction(out var function, module, name), $"cuModuleGetFunction({source}: {name})");
+            Native.Check(Native.cuModuleGetFunction(out var function, Module(source), name), $"cuModuleGetFunction({source}: {name})");
             return functions[(source, name)] = new Kernel(this, function, name);
         }
+    }
+
+    // Compiles (through the disk cache) and loads every source at the start, so that kernels that cannot run here (a
+    // compile error, NVRTC without its builtins library, a cubin the driver refuses) refuse the runtime, and `auto`
+    // falls back to the reference ops, instead of failing inside a step; and no module loads while a step runs.
+    void LoadAll()
+    {
+        lock (functions)
+        {
+            MakeCurrent();
+            foreach (var source in KernelSources.Names().Where(n => n.EndsWith(".cu"))) Module(source);
+        }
+    }
+
+    IntPtr Module(string source)
+    {
+        if (modules.TryGetValue(source, out var module)) return module;
+        byte[] cubin = KernelCompiler.Cached(cache, source, Architecture);
+        Native.Check(Native.cuModuleLoadData(out module, cubin), $"cuModuleLoadData({source})");
+        return modules[source] = module;
     }
 
     /// <summary>Makes the primary context current on this thread (autograd runs backward on a thread of its own; a
@@ -132,8 +157,11 @@ public sealed class Kernel(KernelRuntime runtime, IntPtr function, string name)
     }
 
     /// <summary>Allows more than 48 KiB of dynamic shared memory per block.</summary>
-    public void AllowSharedBytes(int bytes) =>
+    public void AllowSharedBytes(int bytes)
+    {
+        runtime.MakeCurrent();
         Native.Check(Native.cuFuncSetAttribute(function, Native.FuncAttributeMaxDynamicSharedSize, bytes), $"cuFuncSetAttribute({name})");
+    }
 }
 
 /// <summary>One kernel argument: a tensor's device address, or an int, long or float by value.</summary>

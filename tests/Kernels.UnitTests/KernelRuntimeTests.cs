@@ -69,6 +69,13 @@ public class KernelRuntimeTests
         Assert.Contains("the fused CUDA kernels cannot run on cuda:0", e.Message);
     }
 
+    [SkippableFact]
+    public void On_a_GPU_the_runtime_has_loaded_every_source_when_it_is_handed_out()
+    {
+        var runtime = Gpu.Runtime();
+        Assert.Equal(KernelSources.Names().Where(n => n.EndsWith(".cu")).Order(), runtime.LoadedSources.Order());
+    }
+
     [Fact]
     public void The_fused_kernels_setting_is_off_on_the_CPU_unless_required_and_names_a_bad_value()
     {

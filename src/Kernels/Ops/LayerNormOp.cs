@@ -37,16 +37,18 @@ public static class LayerNormOp
     /// </summary>
     public static Tensor Fused(KernelRuntime kernels, Tensor x, Tensor weight, double eps)
     {
-        bool handled = x.device_type == DeviceType.CUDA && x.device_index == kernels.Device
-            && x.dtype is ScalarType.Float32 or ScalarType.BFloat16
-            && weight.dtype == x.dtype && weight.device_type == x.device_type && weight.device_index == x.device_index
-            && x.numel() > 0 && weight.shape[0] <= MaxWidth;
-        if (!handled) return Reference(x, weight, eps);
+        if (!Handles(kernels, x, weight)) return Reference(x, weight, eps);
         var call = new Call(kernels, (float)eps, new());
         var y = Function.apply(x.contiguous(), weight.contiguous(), call);
         if (call.Context.Value is { } ctx) AutogradOutputs.Slim(ctx);
         return y;
     }
+
+    static bool Handles(KernelRuntime kernels, Tensor x, Tensor weight) =>
+        x.device_type == DeviceType.CUDA && x.device_index == kernels.Device
+        && x.dtype is ScalarType.Float32 or ScalarType.BFloat16
+        && weight.dtype == x.dtype && weight.device_type == x.device_type && weight.device_index == x.device_index
+        && x.numel() > 0 && weight.shape[0] <= MaxWidth;
 
     static string Suffix(Tensor t) => t.dtype == ScalarType.Float32 ? "f32" : "bf16";
 
@@ -107,12 +109,13 @@ public static class LayerNormOp
         }
     }
 
-    /// <summary>The self-check: fp32 and bf16 at an odd shape (7 rows, d 100), the 16M model's (4096 x 224) and the
-    /// 162M's (4096 x 768); y, dx and dweight of the kernels against <see cref="Reference"/>'s on the same inputs.</summary>
+    /// <summary>The self-check: fp32 and bf16 at an odd shape (7 rows, d 100), the 16M model's (4096 x 224, and its
+    /// whole batch of 16 x 2048 rows, where backward's blocks reach their cap of 1024 and each warp takes several rows)
+    /// and the 162M's (4096 x 768); y, dx and dweight of the kernels against <see cref="Reference"/>'s on the same inputs.</summary>
     public static IEnumerable<KernelCheck> Checks(KernelRuntime kernels)
     {
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
-            foreach (var (N, d) in new[] { (7, 100), (4096, 224), (4096, 768) })
+            foreach (var (N, d) in new[] { (7, 100), (4096, 224), (32768, 224), (4096, 768) })
                 foreach (var check in Check(kernels, dtype, N, d)) yield return check;
     }
 
@@ -132,6 +135,7 @@ public static class LayerNormOp
         var x = (randn([N, d], generator: generator) * 2 + 0.5).to(dtype, device);     // [N, d], mean 0.5 and std 2
         var weight = (1 + 0.1 * randn([d], generator: generator)).to(dtype, device);   // [d], about 1
         var dy = randn([N, d], generator: generator).to(dtype, device);                 // [N, d]
+        if (!Handles(kernels, x, weight)) throw new KernelException($"layernorm: the kernels would not take {dtype} x [{N}, {d}]");
         var fused = Run((x, weight) => Fused(kernels, x, weight, 1e-5), x, weight, dy);
         var reference = Run((x, weight) => Reference(x, weight, 1e-5), x, weight, dy);
         bool fp32 = dtype == ScalarType.Float32;

@@ -32,11 +32,7 @@ public static class SwiGluOp
     /// </summary>
     public static Tensor Fused(KernelRuntime kernels, Tensor a, Tensor b)
     {
-        bool handled = a.device_type == DeviceType.CUDA && a.device_index == kernels.Device
-            && a.dtype is ScalarType.Float32 or ScalarType.BFloat16
-            && b.device_type == a.device_type && b.device_index == a.device_index && b.dtype == a.dtype
-            && a.shape.SequenceEqual(b.shape);
-        if (!handled) return Reference(a, b);
+        if (!Handles(kernels, a, b)) return Reference(a, b);
         return AutogradOutputs.Apply(slot => Function.apply(a.contiguous(), b.contiguous(), kernels, slot));
     }
 
@@ -64,6 +60,7 @@ public static class SwiGluOp
         manual_seed(rows * hidden + offset);
         Tensor Input() => (randn(offset + rows * hidden, device: device) * 2).to_type(dtype).narrow(0, offset, rows * hidden).view(rows, hidden).detach();
         var (a, b, g) = (Input().requires_grad_(), Input().requires_grad_(), Input());
+        if (!Handles(kernels, a, b)) throw new KernelException($"swiglu: the kernels would not take {dtype} [{rows}, {hidden}]");
         var y = Reference(a, b);
         var reference = torch.autograd.grad([y], [a, b], [g]);
         var yFused = Fused(kernels, a, b);
@@ -74,6 +71,12 @@ public static class SwiGluOp
                 KernelCheck.Compare("swiglu", name, "da", fused[0], reference[0], tolerance),
                 KernelCheck.Compare("swiglu", name, "db", fused[1], reference[1], tolerance)];
     }
+
+    static bool Handles(KernelRuntime kernels, Tensor a, Tensor b) =>
+        a.device_type == DeviceType.CUDA && a.device_index == kernels.Device
+        && a.dtype is ScalarType.Float32 or ScalarType.BFloat16
+        && b.device_type == a.device_type && b.device_index == a.device_index && b.dtype == a.dtype
+        && a.shape.SequenceEqual(b.shape);
 
     static string Suffix(Tensor t) => t.dtype == ScalarType.Float32 ? "f32" : "bf16";
 
