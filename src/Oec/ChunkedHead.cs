@@ -134,10 +134,10 @@ public static class ChunkedHead
             return totals.Loss;
         }
 
-        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => BackwardTensors.Run(gradOutput, () =>
         {
             var totals = (Totals)ctx.get_data("totals");
             return [totals.HiddenGrad!.mul_(gradOutput), totals.WeightGrad!.mul_(gradOutput), null!];
-        }
+        });
     }
 }

@@ -161,9 +161,10 @@ public sealed class MemoryPlanTests(ITestOutputHelper log)
         Assert.True(checkpointedSlope < plainSlope / 2, $"checkpointing kept {checkpointedSlope} B a sequence of {plainSlope}");
         // One block's backward holds temporaries besides what it saved (the plan leaves them out, see the test above);
         // with only one block's activations alive they are a larger share, and whether the sampler catches them
-        // depends on the machine's load: measured / planned was 0.85 to 0.93 on a quiet machine and 1.59 (bf16) in a
-        // CI run beside other work. A checkpointing that kept the activations would give 4 or more.
-        Assert.InRange(checkpointedSlope / planned, 0.75, 2.0);
+        // depends on the machine's load: measured / planned was 0.85 to 0.93 on a quiet machine, 1.59 (bf16) in a
+        // CI run beside other work, and 0.65 (fp32) at a load average of 9, where the sampler missed the recomputations'
+        // peaks in all five large-batch steps. A checkpointing that kept the activations would give 4 or more.
+        Assert.InRange(checkpointedSlope / planned, 0.5, 2.0);
     }
 
     /// <summary>Blocks of d 128 and 4 heads, vocabulary 512, a fixed loss chunk of 64 tokens (so that only the activations

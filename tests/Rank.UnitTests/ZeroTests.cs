@@ -127,6 +127,28 @@ public class ZeroTests(ITestOutputHelper log)
                         $"block {k}: {string.Join(", ", data.Events)}");
     }
 
+    /// <summary>Stage 3 frees a released block's weights when it releases them, not when a dispose scope ends or the
+    /// garbage collector runs: no wrapper of a view into the gathered buffer outlives the parameters' use of it. Measured
+    /// by the bytes malloc has handed out (libtorch's CPU tensors), inside a scope as a training step's forward is.</summary>
+    [Fact]
+    public void Stage_3_returns_a_released_blocks_memory_at_once()
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: 1) with { Model = new Model.ModelOptions { Preset = "tiny", NLayer = 4, DModel = 256 } };
+        using var model = new Model.Gpt(config.Model, 512, 16, seed: 1);
+        long blocks = model.named_parameters().Where(n => n.name.StartsWith("h.")).Sum(n => n.parameter.numel()) * sizeof(float); // 4 x ~12 d^2 fp32
+        using var zero = new ZeroAdamW(model, new MirroredPeer(), null, 3, 0, 0.9, 0.95, 1e-8);  // the blocks' weights sharded: their parameters empty
+        using var scope = torch.NewDisposeScope();
+        long before = PeakMemory.Allocated();
+        zero.GatherBlocks();
+        long gathered = PeakMemory.Allocated() - before;
+        zero.ReleaseBlocks();
+        long after = PeakMemory.Allocated() - before;
+        log.WriteLine($"blocks {blocks:N0} B; gathered {gathered:N0} B, after release {after:N0} B");
+        Assert.InRange(gathered, blocks, 2 * blocks);
+        Assert.True(after < blocks / 8, $"after the release {after:N0} of the {gathered:N0} bytes gathered are still allocated");
+    }
+
     /// <summary>A data group of two ranks whose other rank holds what this one holds: every collective's result is
     /// exact without a peer (an average is the value itself). Records the reduce-scatters of the blocks' gradients
     /// (identified by their size order) as "start k" and "wait k".</summary>
@@ -137,7 +159,13 @@ public class ZeroTests(ITestOutputHelper log)
         public int WorldSize => 2;
         public void AllReduce(torch.Tensor tensor, Collectives.ReduceOp op = Collectives.ReduceOp.Sum) { if (op == Collectives.ReduceOp.Sum) tensor.mul_(2); }
         public void Broadcast(torch.Tensor tensor, int root) { }
-        public void AllGather(torch.Tensor input, torch.Tensor output) { using var flat = input.view(-1); output.view(-1).copy_(torch.cat([flat, flat])); }
+        public void AllGather(torch.Tensor input, torch.Tensor output)
+        {
+            using var flat = input.view(-1);
+            using var both = torch.cat([flat, flat]);
+            using var into = output.view(-1);
+            into.copy_(both);
+        }
         public void ReduceScatter(torch.Tensor input, torch.Tensor output, Collectives.ReduceOp op = Collectives.ReduceOp.Sum)
         {
             using var mine = input.view(-1).narrow(0, 0, output.numel());

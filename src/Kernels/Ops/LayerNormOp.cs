@@ -99,14 +99,14 @@ public static class LayerNormOp
             return y;
         }
 
-        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => BackwardTensors.Run(gradOutput, () =>
         {
             var saved = ctx.get_saved_variables();
             using var dy = gradOutput.contiguous();
             var (dx, dweight) = Backward((KernelRuntime)ctx.get_data("kernels"), dy, saved[0], saved[1], saved[2], saved[3]);
             saved.ForEach(t => t.Dispose());
             return [dx, dweight, null!];
-        }
+        });
     }
 
     /// <summary>The self-check: fp32 and bf16 at an odd shape (7 rows, d 100), the 16M model's (4096 x 224, and its

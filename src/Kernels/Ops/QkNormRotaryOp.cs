@@ -162,7 +162,7 @@ public static class QkNormRotaryOp
             return y;
         }
 
-        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => BackwardTensors.Run(gradOutput, () =>
         {
             var call = (Call)ctx.get_data("call");
             var saved = ctx.get_saved_variables();
@@ -178,6 +178,6 @@ public static class QkNormRotaryOp
             var dweight = partial.sum(0);                                                   // [hs]
             saved.ForEach(t => t.Dispose());
             return [dqkv, dweight, null!, null!];
-        }
+        });
     }
 }

@@ -99,7 +99,7 @@ public static class SwiGluOp
             return y;
         }
 
-        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => BackwardTensors.Run(gradOutput, () =>
         {
             using var scope = NewDisposeScope();
             var kernels = (KernelRuntime)ctx.get_data("kernels");
@@ -109,6 +109,6 @@ public static class SwiGluOp
             var (da, db) = (empty_like(a), empty_like(b));
             kernels.Function(Source, $"swiglu_backward_{Suffix(a)}").Launch((Blocks(a), 1), Elementwise.Threads, 0, g, a, b, da, db, a.numel());
             return [da.MoveToOuterDisposeScope(), db.MoveToOuterDisposeScope(), null!, null!];
-        }
+        });
     }
 }

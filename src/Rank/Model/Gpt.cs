@@ -406,6 +406,6 @@ public sealed class ComputeWeights(ScalarType compute) : IDisposable
         }
 
         public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) =>
-            [gradOutput.to_type((ScalarType)ctx.get_data("dtype")), null!, null!];
+            Kernels.BackwardTensors.Run(gradOutput, () => [gradOutput.to_type((ScalarType)ctx.get_data("dtype")), null!, null!]);
     }
 }

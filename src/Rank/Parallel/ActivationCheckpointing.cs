@@ -62,7 +62,7 @@ public sealed class Recomputed : torch.autograd.SingleTensorFunction<Recomputed>
         finally { call.Hooks?.Release(call.Index); }
     }
 
-    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => BackwardTensors.Run(gradOutput, () =>
     {
         var call = (Call)ctx.get_data("call");
         using var input = ctx.get_saved_variables()[0];
@@ -87,7 +87,7 @@ public sealed class Recomputed : torch.autograd.SingleTensorFunction<Recomputed>
             call.Failure.Value ??= e;
             return [zeros_like(input), null!, null!];
         }
-    }
+    });
 }
 
 /// <summary>Where a block's parameters come from around its forwards (ZeRO-3 keeps them sharded in between).</summary>

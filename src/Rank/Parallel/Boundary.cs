@@ -28,9 +28,9 @@ public sealed class Boundary : torch.autograd.SingleTensorFunction<Boundary>
         return ((Tensor)vars[0]).view_as((Tensor)vars[0]);
     }
 
-    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output) => BackwardTensors.Run(grad_output, () =>
     {
         ((Action)ctx.get_data("reached"))();
         return [grad_output, null!, null!]; // one per input of apply: the action and the slot have none
-    }
+    });
 }

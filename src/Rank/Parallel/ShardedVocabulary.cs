@@ -1,5 +1,6 @@
 // The vocabulary-sharded head's reductions: local reduce, then all-reduce across the vocabulary-parallel group.
 using Collectives;
+using Kernels;
 using Oec;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -104,7 +105,7 @@ public sealed class ShardedVocabulary : IVocabularyReduction
         }
 
         // One gradient per argument: the tensor's, and none for the communicator.
-        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => [gradOutput, null!];
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) => BackwardTensors.Run(gradOutput, () => [gradOutput, null!]);
     }
 
     /// <summary>Forward: identity. Backward: all-reduce SUM of the gradient (each shard contributes its part).</summary>
@@ -118,9 +119,7 @@ public sealed class ShardedVocabulary : IVocabularyReduction
             return ((Tensor)vars[0]).alias();
         }
 
-        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput)
-        {
-            return [AllReducedCopy(gradOutput, (ICommunicator)ctx.get_data("group"), ReduceOp.Sum), null!];
-        }
+        public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor gradOutput) =>
+            BackwardTensors.Run(gradOutput, () => [AllReducedCopy(gradOutput, (ICommunicator)ctx.get_data("group"), ReduceOp.Sum), null!]);
     }
 }

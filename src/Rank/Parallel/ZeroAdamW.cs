@@ -38,7 +38,25 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     sealed record Member(string Name, Parameter P, long Offset, long[] Shape)
     {
         public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
-        public Tensor In(Tensor buffer) => buffer.narrow(0, Offset, Elements).view(Shape);
+        /// <summary>The member's view of <paramref name="buffer"/>: a wrapper of its own, for the caller to dispose once the
+        /// parameter (set_) or its .grad holds the view, so that no stray wrapper keeps a freed buffer's memory.</summary>
+        public Tensor In(Tensor buffer)
+        {
+            using var part = buffer.narrow(0, Offset, Elements);
+            return part.view(Shape);
+        }
+
+        public void SetWeights(Tensor buffer)
+        {
+            using var view = In(buffer);
+            P.set_(view);
+        }
+
+        public void SetGradient(Tensor buffer)
+        {
+            using var view = In(buffer);
+            P.grad = view;
+        }
     }
 
     sealed class Unit
@@ -146,12 +164,12 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         if (Stage == 1)
         {
             unit.FullGrad = zeros(padded, like.dtype, like.device);
-            foreach (var m in members) m.P.grad = m.In(unit.FullGrad);
+            foreach (var m in members) m.SetGradient(unit.FullGrad);
         }
         else unit.ShardGrad = zeros(size, like.dtype, like.device);
         if (shardWeights)
         {
-            unit.Master = unit.Full.narrow(0, unit.Low, size).clone();
+            using (var mine = unit.Full.narrow(0, unit.Low, size)) unit.Master = mine.clone();
             Free(unit);
         }
         return unit;
@@ -275,7 +293,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         if (unit.Arriving is not { } arriving) return;
         unit.Arriving = null;
         arriving.Wait();
-        foreach (var m in unit.Members) m.P.set_(m.In(unit.Full!));
+        foreach (var m in unit.Members) m.SetWeights(unit.Full!);
     }
 
     void IBlockParameters.Release(int block)
@@ -302,7 +320,8 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         using var noGrad = no_grad();
         foreach (var unit in blocks)
         {
-            if (keep) unit.Master!.copy_(unit.Full!.narrow(0, unit.Low, unit.Size));
+            if (keep)
+                using (var mine = unit.Full!.narrow(0, unit.Low, unit.Size)) unit.Master!.copy_(mine);
             Free(unit);
         }
     }
@@ -335,7 +354,7 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
     {
         if (unit.Scattering is not null) FinishReduceScatter(unit); // its buffer is still being read
         unit.FullGrad ??= zeros(unit.Padded, unit.ShardGrad!.dtype, unit.ShardGrad.device);
-        foreach (var m in unit.Members) m.P.grad = m.In(unit.FullGrad);
+        foreach (var m in unit.Members) m.SetGradient(unit.FullGrad);
     }
 
     // The gradient of this micro-batch on its way to the shards: its reduce-scatter (averaged over the group) started,
@@ -384,7 +403,8 @@ public sealed class ZeroAdamW : IGradientReduction, IOptimizer, IBlockParameters
         foreach (var m in unit.Members)
         {
             model.Weights.Forget(m.P);
-            m.P.set_(empty(0, m.P.dtype, m.P.device));
+            using var none = empty(0, m.P.dtype, m.P.device);
+            m.P.set_(none);
         }
         unit.Full?.Dispose();
         unit.Full = null;
