@@ -14,7 +14,7 @@ namespace Collectives;
 /// passed by value; NCCL refuses two ranks on one GPU, so a single-GPU machine runs world size 1 only.
 /// AllReduceAsync runs on a second, non-blocking stream so it overlaps the kernels queued after it on the current
 /// stream (the backward pass); events order it after the work queued before it, and Wait makes the current stream
-/// wait for it (on the GPU: the host does not block). Synchronous operations also wait for queued async ones, so all
+/// wait for it alone, not for async operations queued after it (on the GPU: the host does not block). Synchronous operations also wait for queued async ones, so all
 /// NCCL kernels of a communicator run in call order (NCCL does not promise progress for two at once).
 /// </summary>
 public sealed class NcclCommunicator : ICommunicator
@@ -30,8 +30,8 @@ public sealed class NcclCommunicator : ICommunicator
     IntPtr comm;
     readonly int device;
     readonly TimeSpan timeout;
-    IntPtr sideStream, inputReady, sideDone; // created by the first AllReduceAsync (CUDA runtime handles)
-    bool sidePending;                        // an async all-reduce was queued after the current stream last waited for sideDone
+    IntPtr sideStream, inputReady, sideDone; // created by the first async operation (CUDA runtime handles); sideDone: after the newest
+    bool sidePending;                        // an async operation was queued after the current stream last waited for sideDone
 
     public int Rank { get; }
     public int WorldSize { get; }
@@ -65,7 +65,7 @@ public sealed class NcclCommunicator : ICommunicator
     }
 
     /// <summary>Event inputReady on the current stream, the side stream waits for it, ncclAllReduce on the side
-    /// stream, event sideDone after it. One sideDone for all: Wait waits for the latest queued (never less than its own).</summary>
+    /// stream, then an event of its own after it (what Wait waits for) and sideDone (what synchronous operations wait for).</summary>
     public IPendingCollective AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         var (data, count, type) = Buffer(tensor, nameof(tensor));
@@ -100,9 +100,11 @@ public sealed class NcclCommunicator : ICommunicator
         NcclNative.Cuda(NcclNative.cudaEventRecord(inputReady, NcclNative.CurrentStream(device)), "cudaEventRecord (input ready)");
         NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(sideStream, inputReady, 0), "cudaStreamWaitEvent (side stream)");
         Check(launch(sideStream), operation);
+        NcclNative.Cuda(NcclNative.cudaEventCreateWithFlags(out var done, NcclNative.EventDisableTiming), "cudaEventCreateWithFlags");
+        NcclNative.Cuda(NcclNative.cudaEventRecord(done, sideStream), $"cudaEventRecord ({operation} done)");
         NcclNative.Cuda(NcclNative.cudaEventRecord(sideDone, sideStream), $"cudaEventRecord ({operation} done)");
         sidePending = true;
-        return new Pending(this);
+        return new Pending(this, done);
     }
 
     public void Broadcast(Tensor tensor, int root)
@@ -175,9 +177,9 @@ public sealed class NcclCommunicator : ICommunicator
         return NcclNative.CurrentStream(device);
     }
 
-    void JoinSideStream(bool always = false)
+    void JoinSideStream()
     {
-        if (sideDone == IntPtr.Zero || !(sidePending || always)) return;
+        if (sideDone == IntPtr.Zero || !sidePending) return;
         using var onDevice = new NcclNative.OnDevice(device);
         NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(NcclNative.CurrentStream(device), sideDone, 0), "cudaStreamWaitEvent (current stream)");
         sidePending = false;
@@ -192,14 +194,23 @@ public sealed class NcclCommunicator : ICommunicator
         NcclNative.Cuda(NcclNative.cudaStreamCreateWithFlags(out sideStream, NcclNative.StreamNonBlocking), "cudaStreamCreateWithFlags");
     }
 
-    // Wait: the current stream waits for the side stream (the host does not block), then NCCL's asynchronous error, if any.
-    sealed class Pending(NcclCommunicator c) : IPendingCollective
+    // Wait: the current stream waits for this operation's event (the host does not block; a later async operation
+    // still overlaps), then NCCL's asynchronous error, if any. The event is destroyed once waited for (CUDA frees it
+    // when it has fired); a second Wait does nothing.
+    sealed class Pending(NcclCommunicator c, IntPtr done) : IPendingCollective
     {
         public void Wait()
         {
             if (c.comm == IntPtr.Zero)
                 throw new CollectiveException($"NCCL collective (async) on rank {c.Rank} of {c.WorldSize} (cuda:{c.device}): the communicator was aborted or disposed before Wait");
-            c.JoinSideStream(always: true); // also when a synchronous op joined already: the current stream may differ now
+            if (done != IntPtr.Zero)
+            {
+                using var onDevice = new NcclNative.OnDevice(c.device);
+                // the current stream then, which may differ from the one a synchronous op joined
+                NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(NcclNative.CurrentStream(c.device), done, 0), "cudaStreamWaitEvent (current stream)");
+                NcclNative.cudaEventDestroy(done);
+                done = IntPtr.Zero;
+            }
             c.Check(0, "collective (async)");
         }
     }

@@ -48,8 +48,8 @@ public static class Checkpoint
             output.Write(padded);
             foreach (var (_, t) in tensors)
             {
-                using var host = t.detach().cpu().contiguous();
-                output.Write(host.bytes);
+                using var scope = NewDisposeScope();                       // the detached view and the host copy too
+                output.Write(t.detach().cpu().contiguous().bytes);
             }
         });
     }

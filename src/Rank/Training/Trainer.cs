@@ -133,8 +133,10 @@ public sealed class Trainer : IDisposable
         long[] mine = rows(step);
         if (mine.Length != B * accum) throw new InvalidOperationException($"step {step}: rank {Rank} was given {mine.Length} sequences, expected {B * accum}");
         trainBatches.Plan.FillRows(mine, inputs, targets);
-        using var x = tensor(inputs, dtype: ScalarType.Int64, device: Device).view(accum, B, T);
-        using var y = tensor(targets, dtype: ScalarType.Int64, device: Device).view(accum, B * T);
+        using var inputIds = tensor(inputs, dtype: ScalarType.Int64, device: Device);
+        using var targetIds = tensor(targets, dtype: ScalarType.Int64, device: Device);
+        using var x = inputIds.view(accum, B, T);
+        using var y = targetIds.view(accum, B * T);
         Profiler?.Mark("inputs");
         double crossEntropy = 0;
         LogitStatistics? stats = null;
@@ -164,8 +166,9 @@ public sealed class Trainer : IDisposable
             {
                 using var shared = tensor(new[] { crossEntropy, stopRequested ? 1.0 : 0.0 }, device: Device); // [cross-entropy, stop votes]
                 comm.AllReduce(shared, ReduceOp.Sum);                                        // a replica's tp ranks hold the same CE
-                crossEntropy = shared[0].item<double>() / WorldSize;
-                stop = shared[1].item<double>() > 0;
+                var sums = shared.cpu().data<double>().ToArray();                               // one wait for the device
+                crossEntropy = sums[0] / WorldSize;
+                stop = sums[1] > 0;
             }
             gradNorm = zero?.ClipGradNorm(train.GradClip)
                 ?? (groups.Vocab is { } vocabGroup ? ShardedClipping.ClipGradNorm(Model, vocabGroup, train.GradClip) : flat!.ClipGradNorm(train.GradClip));
