@@ -54,7 +54,7 @@ public sealed class NcclCommunicator : ICommunicator
         var ids = rendezvous.AllGather(groupKey + "/nccl-unique-id", rank, worldSize, id, timeout);
         torch.cuda.synchronize(new Device(DeviceType.CUDA, device));
         NcclNative.EnsureCudart();
-        using var onDevice = new NcclNative.OnDevice(device); // NCCL binds a communicator to the device current at init
+        NcclNative.UseDevice(device); // NCCL binds a communicator to the device current at init
         return new NcclCommunicator(NcclNative.InitRank(worldSize, Convert.FromBase64String(ids[0]), rank), rank, worldSize, device, timeout);
     }
 
@@ -94,8 +94,8 @@ public sealed class NcclCommunicator : ICommunicator
 
     IPendingCollective OnSideStream(Func<IntPtr, int> launch, string operation)
     {
-        NcclNative.EnsureCudart(); // before the first cudart call (OnDevice): the resolver hands out this handle
-        using var onDevice = new NcclNative.OnDevice(device);
+        NcclNative.EnsureCudart(); // before the first cudart call (UseDevice): the resolver hands out this handle
+        NcclNative.UseDevice(device);
         CreateSideStream();
         NcclNative.Cuda(NcclNative.cudaEventRecord(inputReady, NcclNative.CurrentStream(device)), "cudaEventRecord (input ready)");
         NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(sideStream, inputReady, 0), "cudaStreamWaitEvent (side stream)");
@@ -180,7 +180,7 @@ public sealed class NcclCommunicator : ICommunicator
     void JoinSideStream()
     {
         if (sideDone == IntPtr.Zero || !sidePending) return;
-        using var onDevice = new NcclNative.OnDevice(device);
+        NcclNative.UseDevice(device);
         NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(NcclNative.CurrentStream(device), sideDone, 0), "cudaStreamWaitEvent (current stream)");
         sidePending = false;
     }
@@ -205,7 +205,7 @@ public sealed class NcclCommunicator : ICommunicator
                 throw new CollectiveException($"NCCL collective (async) on rank {c.Rank} of {c.WorldSize} (cuda:{c.device}): the communicator was aborted or disposed before Wait");
             if (done != IntPtr.Zero)
             {
-                using var onDevice = new NcclNative.OnDevice(c.device);
+                NcclNative.UseDevice(c.device);
                 // the current stream then, which may differ from the one a synchronous op joined
                 NcclNative.Cuda(NcclNative.cudaStreamWaitEvent(NcclNative.CurrentStream(c.device), done, 0), "cudaStreamWaitEvent (current stream)");
                 NcclNative.cudaEventDestroy(done);

@@ -95,24 +95,14 @@ static class NcclNative
             throw new CollectiveException($"CUDA {call} failed: {Marshal.PtrToStringAnsi(cudaGetErrorString(error)) ?? "?"} (cudaError {error})");
     }
 
-    /// <summary>Makes a device current on this thread until disposed: the runtime's current device is per thread,
-    /// streams and events belong to the device current at their creation, and stream 0 names that device's stream.</summary>
-    public readonly struct OnDevice : IDisposable
+    /// <summary>Makes <paramref name="device"/> current on this thread (the runtime's current device is per thread;
+    /// streams and events belong to the device current at their creation, and stream 0 names that device's stream).
+    /// It stays current: a rank drives one GPU, libtorch's ops choose their device by their tensors, and switching back
+    /// to a thread's default device 0 would create a CUDA context there (about 500 MB of GPU 0) in every other rank of a node.</summary>
+    public static void UseDevice(int device)
     {
-        readonly int previous;
-        readonly bool switched;
-
-        public OnDevice(int device)
-        {
-            Cuda(cudaGetDevice(out previous), "cudaGetDevice");
-            switched = previous != device;
-            if (switched) Cuda(cudaSetDevice(device), $"cudaSetDevice({device})");
-        }
-
-        public void Dispose()
-        {
-            if (switched) cudaSetDevice(previous);
-        }
+        Cuda(cudaGetDevice(out int current), "cudaGetDevice");
+        if (current != device) Cuda(cudaSetDevice(device), $"cudaSetDevice({device})");
     }
 
     public static int DataType(ScalarType type) => type switch
@@ -218,7 +208,7 @@ static class NcclNative
     public static (long Free, long Total) MemoryInfo(int device)
     {
         EnsureCudart();
-        using var onDevice = new OnDevice(device);
+        UseDevice(device);
         Cuda(cudaMemGetInfo(out var free, out var total), "cudaMemGetInfo");
         return ((long)free, (long)total);
     }

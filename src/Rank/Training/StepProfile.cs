@@ -138,7 +138,7 @@ public sealed class StepProfile : IStepProfiler, IDisposable
 
     IntPtr NewEvent()
     {
-        using var on = new NcclNative.OnDevice(device.index); // an event belongs to the device current at its creation
+        NcclNative.UseDevice(device.index); // an event belongs to the device current at its creation
         NcclNative.Cuda(NcclNative.cudaEventCreateWithFlags(out var cudaEvent, 0), "cudaEventCreateWithFlags");
         return cudaEvent;
     }
