@@ -23,6 +23,10 @@ public class GpuBenchTests(Xunit.Abstractions.ITestOutputHelper log)
         Assert.All(rows, r => Assert.InRange(r.Losses[0], Math.Log(512) - 0.5, Math.Log(512) + 0.5)); // an untrained model: about ln V
         Assert.All(rows, r => Assert.True(r.TokensPerSecond > 0 && r.Mfu is null && r.DeviceUsedBytes is null));
         Assert.Contains("| oecrun | bf16, oec.method = mu_centering, kernels off |", console.ToString());
+        // each row also as soon as it was measured, before the table (which a time limit could cut off)
+        var measured = console.ToString().Split('\n').Where(l => l.StartsWith("measured: ", StringComparison.Ordinal)).ToList();
+        Assert.Equal(rows.Select(r => $"measured: {r.Framework}, {r.Mode}: "), measured.Select(l => l[..(l.IndexOf(": ", 10, StringComparison.Ordinal) + 2)]));
+        Assert.True(console.ToString().IndexOf("measured: ", StringComparison.Ordinal) < console.ToString().IndexOf("| framework |", StringComparison.Ordinal));
         Assert.Matches(@"the optimizer step alone on cpu: TorchSharp's AdamW [0-9.]+ ms, FlatAdamW \(what oecrun runs\) [0-9.]+ ms", console.ToString());
     }
 

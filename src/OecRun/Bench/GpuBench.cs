@@ -60,15 +60,20 @@ public static class GpuBench
     {
         var rows = new List<GpuBenchRow>();
         var failed = failures ?? [];
+        void Measured(GpuBenchRow row) // each row as soon as it is measured: a run stopped by a time limit keeps the rows it had
+        {
+            rows.Add(row);
+            console.WriteLine($"measured: {row.Framework}, {row.Mode}: {row.MedianMs:F1} ms/step, {row.TokensPerSecond:N0} tokens/s, device memory used {Gib(row.DeviceUsedBytes)}");
+        }
         foreach (string mode in o.Modes)
         {
-            try { rows.Add(PyTorch(o, mode, console)); }
+            try { Measured(PyTorch(o, mode, console)); }
             catch (Exception e) when (e is InvalidOperationException or TimeoutException) { failed.Add($"pytorch {mode}: {e.Message}"); }
         }
         using var profile = o.Profile ? new StepProfile(o.Device == "cuda" ? new Device(DeviceType.CUDA, 0) : CPU) : null;
-        rows.Add(Ours(o, OecMethod.None, profile, o.FusedKernels));
-        rows.Add(Ours(o, OecMethod.MuCentering, null, o.FusedKernels));
-        if (rows[^1].Mode.EndsWith("kernels on", StringComparison.Ordinal)) rows.Add(Ours(o, OecMethod.None, null, "off")); // the same step unfused
+        Measured(Ours(o, OecMethod.None, profile, o.FusedKernels));
+        Measured(Ours(o, OecMethod.MuCentering, null, o.FusedKernels));
+        if (rows[^1].Mode.EndsWith("kernels on", StringComparison.Ordinal)) Measured(Ours(o, OecMethod.None, null, "off")); // the same step unfused
         if (rows.Select(r => r.Parameters).Distinct().Count() != 1)
             throw new InvalidOperationException($"the frameworks built different models: parameters {string.Join(" vs ", rows.Select(r => $"{r.Framework} {r.Parameters:N0}"))}");
 
