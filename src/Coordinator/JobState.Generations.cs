@@ -44,8 +44,31 @@ public sealed partial class JobState
         var slot = g.Slots[c.Rank]!;
         slot.Finish = r;
         slot.Step = r.Step;
+        if (r.Stopped && stopReason is null && r.Step < spec.Steps)
+        {
+            // The ranks stopped at a checkpoint that the coordinator did not ask for: a rank's own SIGTERM or SIGINT (its
+            // pod evicted or preempted, its node drained, its Job suspended by a queue), passed to all as the stop vote.
+            // The job goes on from that checkpoint: every rank exits to be started again, and once all have finished
+            // (their parts of the checkpoint committed) the next generation opens there. Not a failure: not counted
+            // against job.max_restarts, as Kubernetes does not count a disrupted pod.
+            g.NextAfterOwnStop ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (g.Slots.All(s => s!.Finish is not null)) rolledBack = ContinueAfterOwnStop(g, r.Step);
+            return new RankOrder(OrderKind.Restart, $"the ranks stopped at step {r.Step} on a signal of their own (a pod evicted, preempted or " +
+                                                    "suspended, a node drained), not on the coordinator's request: the job continues from that checkpoint");
+        }
         if (g.Slots.All(s => s!.Finish is not null)) EndFinished(g);
         return RankOrder.Continue;
+    }
+
+    // Caller holds the lock. Every rank of `g` stopped at `step` on its own signal: the next generation resumes there.
+    Reopened ContinueAfterOwnStop(Attempt g, long step)
+    {
+        var latest = catalog.LatestValid();
+        Open(latest?.Manifest.Step ?? 0, latest?.Directory);
+        log.Info($"generation {g.Number} stopped at step {step} on its ranks' own signal; generation {current.Number} resumes from " +
+                 (latest is null ? "the start (no checkpoint committed)" : $"checkpoint step {current.StartStep} ({latest.Value.Directory})"));
+        monitor.Truncate(current.StartStep);
+        return new Reopened(current.StartStep, current.Number);
     }
 
     // Caller holds the lock. Every rank of `g` finished: the job ends as rank 0's last word says.
@@ -125,7 +148,9 @@ public sealed partial class JobState
     // Caller holds the lock. The next generation, registering, to start from `step` (checkpoint `from`, or none).
     void Open(long step, string? from)
     {
+        var ended = current;
         current = new Attempt(current.Number + 1, World, step, from, clock.Elapsed);
+        ended.NextAfterOwnStop?.TrySetResult(); // registrations waiting for it join this one
         phase = JobPhase.Registering;
     }
 
@@ -181,6 +206,11 @@ public sealed partial class JobState
             if (code is ExitCodes.Failed or ExitCodes.Restart && generation == current.Number && current.PeerLostReporters.Contains(rank))
             {
                 log.Info($"generation {generation}: {reason}, after it reported a lost peer");
+                return;
+            }
+            if (code == ExitCodes.Restart && generation == current.Number && current.NextAfterOwnStop is not null && current.Slots[rank]?.Finish is not null)
+            {
+                log.Info($"generation {generation}: {reason}, after it stopped on its own signal and was told to restart");
                 return;
             }
         }

@@ -10,6 +10,7 @@ public sealed partial class JobState
     {
         Attempt g;
         int rank;
+        Task? nextGeneration = null;
         lock (gate)
         {
             CheckJob(r.JobId, r.Peer);
@@ -20,19 +21,15 @@ public sealed partial class JobState
                 throw Refuse(RefusalKind.InvalidArgument, $"a rank at {r.Peer} asks for rank {r.RequestedRank}, beyond the world size {World} (ranks 0..{World - 1})");
             if (r.Host.Length > MaxKey) throw Refuse(RefusalKind.InvalidArgument, $"host name of {r.Host.Length} characters (at most {MaxKey})");
             g = current;
-            if (phase != JobPhase.Registering)
-                throw Refuse(RefusalKind.ResourceExhausted, $"generation {g.Number} already has all {World} ranks; a further rank at {r.Peer} ({r.Host} pid {r.Pid}) refused");
-            if (r.RequestedRank >= 0)
-            {
-                rank = r.RequestedRank;
-                if (g.Slots[rank] is { } taken)
-                    throw Refuse(RefusalKind.AlreadyExists, $"rank {rank} of generation {g.Number} is already registered by {taken.Host} pid {taken.Pid}; {r.Host} pid {r.Pid} refused");
-            }
-            else rank = Array.FindIndex(g.Slots, s => s is null);
-            g.Slots[rank] = new RankSlot(r.Host, r.Pid, clock.Elapsed);
-            g.FirstArrival ??= clock.Elapsed;
-            log.Info($"generation {g.Number}: rank {rank} registered ({r.Host} pid {r.Pid}); {g.Slots.Count(s => s is not null)} of {World}");
-            if (g.Slots.All(s => s is not null)) Start(g);
+            // A rank restarted after its generation stopped on its own signal may come back before the others have
+            // finished: it waits for the next generation.
+            if (phase != JobPhase.Registering && g.NextAfterOwnStop is { } next) nextGeneration = next.Task;
+            rank = nextGeneration is null ? Join(g, r) : -1;
+        }
+        if (nextGeneration is not null)
+        {
+            await nextGeneration.WaitAsync(cancel);
+            return await Register(r, cancel);
         }
         try
         {
@@ -44,6 +41,22 @@ public sealed partial class JobState
             throw;
         }
         return new Registration(g.Number, rank, g.StartStep, g.ResumeFrom, LearningRateScale);
+    }
+
+    // Caller holds the lock. A place in `g`, registering: the rank asked for, or the first free one.
+    int Join(Attempt g, Candidate r)
+    {
+        if (phase != JobPhase.Registering)
+            throw Refuse(RefusalKind.ResourceExhausted, $"generation {g.Number} already has all {World} ranks; a further rank at {r.Peer} ({r.Host} pid {r.Pid}) refused");
+        int rank = r.RequestedRank;
+        if (rank >= 0 && g.Slots[rank] is { } taken)
+            throw Refuse(RefusalKind.AlreadyExists, $"rank {rank} of generation {g.Number} is already registered by {taken.Host} pid {taken.Pid}; {r.Host} pid {r.Pid} refused");
+        if (rank < 0) rank = Array.FindIndex(g.Slots, s => s is null);
+        g.Slots[rank] = new RankSlot(r.Host, r.Pid, clock.Elapsed);
+        g.FirstArrival ??= clock.Elapsed;
+        log.Info($"generation {g.Number}: rank {rank} registered ({r.Host} pid {r.Pid}); {g.Slots.Count(s => s is not null)} of {World}");
+        if (g.Slots.All(s => s is not null)) Start(g);
+        return rank;
     }
 
     // Caller holds the lock. The world of `g` is complete: it runs.

@@ -106,6 +106,7 @@ public sealed partial class JobState : IDisposable
     {
         phase = o.Phase;
         current.Abort($"job {spec.JobId} ended: {o.Reason}");
+        current.NextAfterOwnStop?.TrySetResult(); // registrations waiting for a next generation hear that the job is over
         log.Info($"job {spec.JobId} {o.Phase.ToString().ToLowerInvariant()}: {o.Reason}");
         outcome.TrySetResult(o);
     }
@@ -167,6 +168,9 @@ public sealed partial class JobState : IDisposable
         public LostPeer? PeerLost { get; set; }
         /// <summary>The ranks that reported a lost peer: their own exit follows from it.</summary>
         public HashSet<int> PeerLostReporters { get; } = [];
+        /// <summary>Set when its ranks stopped at a checkpoint on a signal of their own (not the coordinator's stop):
+        /// completes when the next generation opens from that checkpoint; registrations for it wait on this.</summary>
+        public TaskCompletionSource? NextAfterOwnStop { get; set; }
 
         /// <summary>The most steps any of its ranks reported.</summary>
         public long StepsDone => Slots.Max(s => s?.Step ?? 0);

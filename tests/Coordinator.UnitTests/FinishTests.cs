@@ -78,6 +78,39 @@ public sealed class FinishTests
         Assert.Contains("job.resume=true", outcome.Reason);
     }
 
+    /// <summary>A pod evicted, preempted or drained: its ranks get SIGTERM, vote to stop, and every rank stops at a
+    /// checkpoint that the coordinator did not ask for. The job goes on from it: each rank is told to restart, a rank
+    /// back early waits for the next generation, which opens at that checkpoint once all have finished (not counted
+    /// as a restart).</summary>
+    [Fact]
+    public async Task A_stop_on_the_ranks_own_signal_continues_the_job_from_that_checkpoint()
+    {
+        using var job = new TestJob(new JobOptions { MaxRestarts = 0 });
+        await job.RegisterAll();
+        Assert.True(job.CommitBoth(1, 4).Rank1.Committed);                             // the stop's checkpoint
+
+        var first = job.Finish(1, 0, 4, 3.0, stopped: true);
+        Assert.Equal(Command.Restart, first.Command);
+        Assert.Contains("on a signal of their own", first.Reason);
+        var early = job.Register(0);                                                   // rank 0's replacement, back before rank 1 finished
+        await Task.Delay(200);
+        Assert.False(early.IsCompleted);
+        Assert.Equal(1, job.State.Generation);
+
+        Assert.Equal(Command.Restart, job.Finish(1, 1, 4, 3.0, stopped: true).Command);
+        Assert.Equal(2, job.State.Generation);
+        Assert.Equal(JobPhase.Registering, job.State.Phase);
+        var late = job.Register(1);
+        var replies = await Task.WhenAll(early, late).Within();
+        Assert.All(replies, r => Assert.Equal((2, 4L, job.State.Catalog.DirectoryFor(4)), (r.Generation, r.StartStep, r.ResumeFrom)));
+        Assert.Equal(0, job.State.Restarts);
+        Assert.False(job.State.Outcome.IsCompleted);
+
+        job.Finish(2, 0, TestJob.Steps, 2.5);                                          // and it finishes as any job does
+        job.Finish(2, 1, TestJob.Steps, 2.5);
+        Assert.Equal(JobPhase.Succeeded, (await job.State.Outcome.Within()).Phase);
+    }
+
     [Fact]
     public async Task Finishing_after_the_job_failed_leaves_it_failed()
     {

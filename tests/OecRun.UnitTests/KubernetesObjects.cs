@@ -109,6 +109,7 @@ internal static class KubernetesObjects
         Assert.Equal([2], Assert.Single(rules, r => r.Action == "FailJob").OnExitCodes.Values);
         Assert.All(rules.Where(r => r.OnExitCodes is not null), r => Assert.Equal(("rank", "In"), (r.OnExitCodes.ContainerName, r.OnExitCodes.OperatorProperty)));
         Assert.Contains(rules, r => r.Action == "Ignore" && r.OnPodConditions?.Any(c => c.Type == "DisruptionTarget") == true);
+        Assert.Equal(600, rankPod.TerminationGracePeriodSeconds); // a disrupted pod's ranks write their stop checkpoint first
         Assert.Equal(EffectiveSetting(objects, "job", "max_restarts"), $"{job.Spec.BackoffLimit}");
 
         // Common labels on every object.

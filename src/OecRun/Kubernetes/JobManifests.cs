@@ -29,6 +29,9 @@ public static class JobManifests
     const int ShmGiPerRank = 1;
     // SIGTERM stops the job at a checkpoint: the ranks finish their step and write one before the coordinator exits.
     const long CoordinatorGraceSeconds = 600;
+    // SIGTERM to a rank pod (evicted, preempted, its node drained): every rank stops at a checkpoint, which must be
+    // written before the kubelet kills the pod; the job then continues from it in a new generation.
+    const long RankGraceSeconds = 600;
     // The coordinator holds the data order and the job's state, not the model: small next to a rank.
     const string CoordinatorCpu = "1", CoordinatorMemory = "4Gi";
     // A rank that exits ExitCodes.Refused has a bad configuration (no retry helps); ExitCodes.Recreate (told to exit by the
@@ -249,7 +252,8 @@ public static class JobManifests
         };
         List<V1PodFailurePolicyRule> rules =
         [
-            // Evicted, preempted or its node drained: the coordinator sees a lost rank and restarts the generation itself.
+            // Evicted, preempted or its node drained: its ranks stop at a checkpoint (or are lost) and the coordinator
+            // continues the job from it (or restarts the generation) itself.
             new() { Action = "Ignore", OnPodConditions = [new V1PodFailurePolicyOnPodConditionsPattern { Type = "DisruptionTarget", Status = "True" }] },
             new() { Action = "Ignore", OnExitCodes = new V1PodFailurePolicyOnExitCodesRequirement { ContainerName = "rank", OperatorProperty = "In", Values = [.. ExitCodes.Recreate] } },
             new() { Action = "FailJob", OnExitCodes = new V1PodFailurePolicyOnExitCodesRequirement { ContainerName = "rank", OperatorProperty = "In", Values = [ExitCodes.Refused] } },
@@ -273,7 +277,7 @@ public static class JobManifests
                     Spec = new V1PodSpec
                     {
                         Subdomain = RanksName(o), RestartPolicy = "Never", // Never: required by podFailurePolicy
-                        Containers = [container], SecurityContext = SecurityContext(),
+                        Containers = [container], SecurityContext = SecurityContext(), TerminationGracePeriodSeconds = RankGraceSeconds,
                         PriorityClassName = o.PriorityClass, ServiceAccountName = o.ServiceAccount, ImagePullSecrets = PodPlacement.ImagePullSecrets(o),
                         NodeSelector = PodPlacement.NodeSelector(o), Tolerations = PodPlacement.Tolerations(o),
                         Affinity = PodPlacement.Affinity(o, labels), TopologySpreadConstraints = PodPlacement.TopologySpread(o, labels),

@@ -55,14 +55,17 @@ public static class RankProcess
             config = config with { Train = config.Train with { Threads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, localWorld)) } };
 
         using var session = new RemoteSession(client, registration, config.Run.OutDir!, console);
-        // Ctrl+C in a terminal reaches the launcher and its ranks alike: the rank votes to stop at a checkpoint
-        // (the coordinator would ask the same); a second Ctrl+C ends it at once.
+        // Ctrl+C in a terminal reaches the launcher and its ranks alike, SIGTERM a rank whose machine is taken away
+        // (Slurm's preemption, `--local-ranks` passing on its pod's): the rank votes to stop at a checkpoint, and the job
+        // ends there if the coordinator was asked to stop too, else continues from it; a second signal ends it at once.
         int interrupts = 0;
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, signal =>
+        void Interrupted(PosixSignalContext signal)
         {
             signal.Cancel = Interlocked.Increment(ref interrupts) == 1;
             session.RequestStop();
-        });
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Interrupted);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Interrupted);
         try
         {
             MemoryBudget.Check(config, ranksHere: localWorld); // before any allocation: a model too large fails the job, not a restart

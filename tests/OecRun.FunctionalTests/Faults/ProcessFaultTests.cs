@@ -61,6 +61,29 @@ public class ProcessFaultTests(ITestOutputHelper log, FaultReferenceFixture refe
         FaultJob.AssertSameModel(referenceDir, outDir);
     }
 
+    /// <summary>A rank told to go (a pod evicted, a node drained, Slurm's preemption) gets SIGTERM: the ranks stop at a
+    /// checkpoint that the coordinator did not ask for, so the job continues from it in a new generation, without a
+    /// restart counted, and ends with the reference model.</summary>
+    [Fact]
+    public async Task A_rank_sent_SIGTERM_stops_the_job_at_a_checkpoint_the_next_generation_continues_and_the_job_ends_with_the_reference_model()
+    {
+        string referenceDir = await reference.RunDir;
+        using var temp = new TempDirectory();
+        string outDir = temp.File("run");
+        var fault = await FaultJob.RunLocal(FaultJob.Config(outDir), victim: 1, atStep: 30, process => ChildProcesses.Signal(process, 15), log); // SIGTERM
+
+        string coordinatorLog = File.ReadAllText(Path.Combine(outDir, "coordinator.log"));
+        var resumed = System.Text.RegularExpressions.Regex.Match(coordinatorLog, @"generation 1 stopped at step (\d+) on its ranks' own signal; generation 2 resumes from checkpoint step (\d+)");
+        log.WriteLine(resumed.Value);
+        Assert.Equal(ExitCodes.Success, fault.Exit);
+        Assert.True(resumed.Success, coordinatorLog);
+        Assert.Equal(resumed.Groups[1].Value, resumed.Groups[2].Value);           // no step lost: the stop's own checkpoint
+        Assert.InRange(long.Parse(resumed.Groups[1].Value), 31, FaultJob.Steps - 1);
+        Assert.Equal(0, fault.Job.Restarts);
+        Assert.DoesNotContain("generation 1 failed", coordinatorLog);
+        FaultJob.AssertSameModel(referenceDir, outDir);
+    }
+
     public static TheoryData<string, string> DamagedFiles() => new()
     {
         { "model.safetensors", "flip" }, { "model.safetensors", "truncate" },
