@@ -115,4 +115,13 @@ public class RankEnvironmentTests
 
     [Fact]
     public void No_node_index_variable_gives_none() => Assert.Null(RankEnvironment.NodeIndex(new Dictionary<string, string>()));
+
+    [Theory]
+    [InlineData(16, 4, null, 4)]     // a pod's or a local job's ranks share the cores the process may use
+    [InlineData(3, 4, null, 1)]      // at least one
+    [InlineData(12, 8, "12", 12)]    // Slurm binds each task to its --cpus-per-task cores: ProcessorCount is already its own
+    [InlineData(96, 8, "12", 12)]    // unbound: the task's share still
+    [InlineData(16, 4, "x", 4)]      // not a count: as without it
+    public void A_ranks_threads_are_its_share_of_the_machine_or_Slurms_cpus_per_task(int processors, int localWorld, string? slurm, int expected) =>
+        Assert.Equal(expected, Rank.Distributed.RankProcess.Threads(processors, localWorld, slurm));
 }

@@ -51,8 +51,8 @@ public static class RankProcess
         }
         int rank = registration.Rank;
         var config = RunConfig.FromJson(registration.ConfigJson);
-        if (config.Train.Threads == 0) // ranks that share a machine share its cores
-            config = config with { Train = config.Train with { Threads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, localWorld)) } };
+        if (config.Train.Threads == 0)
+            config = config with { Train = config.Train with { Threads = Threads(Environment.ProcessorCount, localWorld, Env("SLURM_CPUS_PER_TASK")) } };
 
         using var session = new RemoteSession(client, registration, config.Run.OutDir!, console);
         // Ctrl+C in a terminal reaches the launcher and its ranks alike, SIGTERM a rank whose machine is taken away
@@ -111,6 +111,13 @@ public static class RankProcess
             return kind switch { FailureClass.Configuration => ExitCodes.Refused, FailureClass.PeerLost => ExitCodes.Restart, _ => ExitCodes.Failed };
         }
     }
+
+    /// <summary>libtorch threads for a rank when train.threads is 0: Slurm's --cpus-per-task where Slurm gives it (each
+    /// task has cores of its own), else the cores this process may use (its affinity and cgroup) shared by the
+    /// <paramref name="localWorld"/> ranks on this machine, which share them (a pod's ranks, a local job's).</summary>
+    public static int Threads(int processorCount, int localWorld, string? slurmCpusPerTask) =>
+        int.TryParse(slurmCpusPerTask, out int perTask) && perTask > 0 ? Math.Min(perTask, processorCount)
+            : Math.Max(1, processorCount / Math.Max(1, localWorld));
 
     static string Describe(FailureClass kind) => kind switch
     {
