@@ -72,6 +72,12 @@ public class KubernetesRdmaTests
         AssertRefused(expected, [.. Gpu, option, value]);
 
     [Theory]
+    [InlineData("soft")]
+    [InlineData("none")]
+    public void Host_network_with_pods_that_may_share_a_node_exits_with_2(string spread) =>
+        AssertRefused($"--host-network with --pod-spread {spread}: two rank pods on one node would share its network namespace", [.. Gpu, "--host-network", "--pod-spread", spread]);
+
+    [Theory]
     [InlineData("--nccl-ib-hca = 'mlx5 0'", "--nccl-ib-hca", "mlx5 0")]
     [InlineData("--nccl-ib-gid-index = 256", "--nccl-ib-gid-index", "256")]
     [InlineData("--nccl-ib-disable: contradicts --rdma-resource", "--nccl-ib-disable", null)]

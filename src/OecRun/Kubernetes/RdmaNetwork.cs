@@ -10,6 +10,10 @@ public static partial class RdmaNetwork
     /// <summary>Checks the RDMA options against each other and the job; throws naming the option and value.</summary>
     public static void Validate(ManifestOptions o)
     {
+        if (o.HostNetwork && PodPlacement.Spread(o) != "node")
+            throw new ArgumentException($"--host-network with --pod-spread {PodPlacement.Spread(o)}: two rank pods on one node would share its network " +
+                                        "namespace and host name, and NCCL would take them for one machine and try shared memory between pods that have none; " +
+                                        "use --pod-spread node (one rank pod per node)");
         if (o.RdmaResource is null)
         {
             foreach (var (option, given) in new[] { ("--nccl-ib-hca", o.NcclIbHca is not null), ("--nccl-ib-gid-index", o.NcclIbGidIndex is not null) })
