@@ -72,6 +72,7 @@ public static class RankProcess
             TorchRuntime.EnsureLoaded();
             var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
             var backend = Communicators.Parse(registration.Bootstrap.Backend);
+            if (backend == Backend.Nccl) ComputeDevice.Select(config.Train.Device, localRank); // a GPU that is not there, named before NCCL meets it
             using var comm = Communicators.Create(backend, client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, localRank, ring, timeout);
             var gpu = backend == Backend.Tcp && config.Train.Device == "cuda" ? ComputeDevice.SharedGpu(localRank) : localRank;
             if (!(registration.LearningRateScale > 0 && registration.LearningRateScale <= 1))
