@@ -16,6 +16,10 @@ public sealed class CollectiveException : Exception
     public CollectiveException(string message, Exception? inner) : base(message, inner) { }
 }
 
+/// <summary>A backend that cannot start on this machine (its library or device missing): no peer was lost, and no
+/// restart on the same machine can help.</summary>
+public sealed class BackendUnavailableException(string message) : Exception(message);
+
 /// <summary>A collective started by <see cref="ICommunicator.AllReduceAsync"/>. Until <see cref="Wait"/> returns, the
 /// caller keeps the tensor alive and neither reads nor writes it.</summary>
 public interface IPendingCollective

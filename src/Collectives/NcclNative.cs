@@ -38,7 +38,7 @@ static class NcclNative
         }
         if (!cuda.is_available())
             missing.Add("CUDA is not available to TorchSharp (torch.cuda.is_available() = false: no GPU, or libtorch without CUDA)");
-        if (missing.Count > 0) throw new CollectiveException("the NCCL backend cannot start: " + string.Join("; and ", missing));
+        if (missing.Count > 0) throw new BackendUnavailableException("the NCCL backend cannot start: " + string.Join("; and ", missing));
     }
 
     /// <summary>NCCL_LIBRARY, then the dynamic loader's own search (LD_LIBRARY_PATH, ld.so.cache), then the NCCL that

@@ -14,7 +14,7 @@ public class NcclCommunicatorTests
             NcclNative.EnsureAvailable();
             return true;
         }
-        catch (CollectiveException)
+        catch (BackendUnavailableException)
         {
             return false;
         }
@@ -25,7 +25,7 @@ public class NcclCommunicatorTests
     {
         Skip.If(NcclUsable(), "this machine has NCCL and CUDA");
 
-        var error = Assert.Throws<CollectiveException>(() =>
+        var error = Assert.Throws<BackendUnavailableException>(() =>
             NcclCommunicator.Create(new InProcessRendezvous(), "nccl-missing", 0, 1, device: 0, TimeSpan.FromSeconds(5)));
 
         Assert.Contains("NCCL backend cannot start", error.Message);

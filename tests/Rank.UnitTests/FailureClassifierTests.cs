@@ -18,6 +18,7 @@ public sealed class FailureClassifierTests
         { new CollectiveException("group 'job/g1': rank 1 failed", new IOException("No space left on device : '/x'", 28)), FailureClass.Resource },
         { new ArgumentException("model.d_model = 1000000000: too large"), FailureClass.Configuration },
         { new DataFormatException("data/a.bin: token id 60000 at position 3 is >= vocabSize 50257"), FailureClass.Configuration },
+        { new BackendUnavailableException("the NCCL backend cannot start: libnccl.so.2 was not found"), FailureClass.Configuration },
         { new CollectiveException("group 'job/g1': rank 1 (127.0.0.1:4000) failed: rank 1 closed the connection"), FailureClass.PeerLost },
         { new AggregateException(new CollectiveException("rank 0 reset the connection")), FailureClass.PeerLost },
         { new IOException("Input/output error", 5), FailureClass.Other },

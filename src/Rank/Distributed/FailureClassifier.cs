@@ -10,14 +10,15 @@ public static class FailureClassifier
     const int NoSpace = 28, QuotaExceeded = 122; // Linux errno ENOSPC, EDQUOT: IOException.HResult on Unix
 
     /// <summary>Resource: out of memory (.NET, libtorch's CPU allocator, CUDA), no space left on device or over quota.
-    /// Configuration: bad settings (ArgumentException) or data (DataFormatException). PeerLost: a collective failed
+    /// Configuration: bad settings (ArgumentException), data (DataFormatException) or a backend this machine cannot run
+    /// (BackendUnavailableException: NCCL or CUDA missing). PeerLost: a collective failed
     /// (its peer closed, reset or went silent). Anything else is Other, restarted by the coordinator. The exception and
     /// its inner exceptions are looked at, a resource first: a collective may fail because its own rank ran out.</summary>
     public static FailureClass Classify(Exception e)
     {
         var chain = Chain(e).ToList();
         if (chain.Any(IsResource)) return FailureClass.Resource;
-        if (chain.Any(x => x is ArgumentException or DataFormatException)) return FailureClass.Configuration;
+        if (chain.Any(x => x is ArgumentException or DataFormatException or BackendUnavailableException)) return FailureClass.Configuration;
         if (chain.Any(x => x is CollectiveException)) return FailureClass.PeerLost;
         return FailureClass.Other;
     }
