@@ -145,7 +145,9 @@ public class ZeroTests(ITestOutputHelper log)
         zero.ReleaseBlocks();
         long after = PeakMemory.Allocated() - before;
         log.WriteLine($"blocks {blocks:N0} B; gathered {gathered:N0} B, after release {after:N0} B");
-        Assert.InRange(gathered, blocks, 2 * blocks);
+        // malloc's count is process-wide: another thread's frees (the test host's, the GC's) can land between the
+        // two readings, so the gathered bytes are bounded below by most of the blocks, not all of them
+        Assert.InRange(gathered, blocks * 9 / 10, 2 * blocks);
         Assert.True(after < blocks / 8, $"after the release {after:N0} of the {gathered:N0} bytes gathered are still allocated");
     }
 
