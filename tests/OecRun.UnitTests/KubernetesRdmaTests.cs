@@ -77,6 +77,12 @@ public class KubernetesRdmaTests
     public void Host_network_with_pods_that_may_share_a_node_exits_with_2(string spread) =>
         AssertRefused($"--host-network with --pod-spread {spread}: two rank pods on one node would share its network namespace", [.. Gpu, "--host-network", "--pod-spread", spread]);
 
+    /// <summary>eth0 is the pod network's name; on the node's network NCCL would find no such interface and fail at
+    /// its first communicator, after the pods were scheduled.</summary>
+    [Fact]
+    public void Host_network_without_the_nodes_interface_for_NCCL_exits_with_2() =>
+        AssertRefused("--host-network: needs --nccl-socket-ifname, the node's interface for NCCL", [.. Gpu, "--host-network"]);
+
     [Theory]
     [InlineData("--nccl-ib-hca = 'mlx5 0'", "--nccl-ib-hca", "mlx5 0")]
     [InlineData("--nccl-ib-gid-index = 256", "--nccl-ib-gid-index", "256")]

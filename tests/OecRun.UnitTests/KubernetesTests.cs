@@ -31,6 +31,8 @@ public class KubernetesTests
         var job = Invariants(objects, gpusPerRank: 0);
         Assert.Equal(4, job.Spec.Completions);
         Assert.Equal(["rank", "--local-ranks", "1"], job.Spec.Template.Spec.Containers[0].Args);
+        Assert.Equal("4", job.Spec.Template.Spec.Containers[0].Resources.Limits["cpu"].ToString());
+        Assert.Equal("16Gi", job.Spec.Template.Spec.Containers[0].Resources.Limits["memory"].ToString());
         var secret = Assert.Single(objects.OfType<V1Secret>());
         Assert.Equal($"{CpuName}-token", secret.Metadata.Name);
         Assert.True(secret.StringData[JobManifests.TokenKey].Length >= 16);
@@ -50,6 +52,10 @@ public class KubernetesTests
         Assert.Equal(2, job.Spec.Completions);
         var rank = job.Spec.Template.Spec.Containers[0];
         Assert.Equal("4", rank.Resources.Limits["nvidia.com/gpu"].ToString());
+        // 4 ranks: 4 x (4 CPU, 16Gi) by default, requests = limits
+        Assert.Equal("16", rank.Resources.Limits["cpu"].ToString());
+        Assert.Equal("64Gi", rank.Resources.Limits["memory"].ToString());
+        Assert.Equal(rank.Resources.Limits["memory"].ToString(), rank.Resources.Requests["memory"].ToString());
         Assert.Equal("nccl", EffectiveSetting(objects, "job", "backend"));
         var env = rank.Env.ToDictionary(e => e.Name, e => e.Value);
         Assert.Equal("eth0", env["NCCL_SOCKET_IFNAME"]);
@@ -102,6 +108,9 @@ public class KubernetesTests
     [InlineData("--name = 'Bad_Name'", "--name", "Bad_Name", "--ranks", "4")]
     [InlineData("--name = '9lives'", "--name", "9lives", "--ranks", "4")]
     [InlineData("--memory = 'lots'", "--name", "job", "--ranks", "4", "--memory", "lots")]
+    [InlineData("--memory = '4Gi': a rank pod's memory must exceed its /dev/shm, 1Gi per rank (4Gi for --ranks-per-pod = 4)", "--name", "job", "--ranks", "8",
+        "--ranks-per-pod", "4", "--memory", "4Gi")]
+    [InlineData("--cpu = '0'", "--name", "job", "--ranks", "4", "--cpu", "0")]
     [InlineData("--gpus-per-rank = 2: must be 0 (a CPU job) or 1", "--name", "job", "--ranks", "4", "--gpus-per-rank", "2")]
     [InlineData("--nccl-debug = 'LOUD'", "--name", "job", "--ranks", "4", "--gpus-per-rank", "1", "--nccl-debug", "LOUD")]
     [InlineData("train.batch_size = 16: must be divisible by the data-parallel size 32", "--name", "job", "--ranks", "32")]
@@ -115,6 +124,16 @@ public class KubernetesTests
         Assert.Equal(2, code);
         Assert.Contains(expected, error);
         Assert.Equal("", output);
+    }
+
+    [Fact]
+    public void Given_cpu_and_memory_are_the_whole_pods_whatever_its_ranks()
+    {
+        var rank = Invariants(Load(Render([.. GpuArgs, "--cpu", "48", "--memory", "200Gi"])), gpusPerRank: 1, tokenSecret: "team-token", claim: "team-shared")
+            .Spec.Template.Spec.Containers[0];
+
+        Assert.Equal("48", rank.Resources.Requests["cpu"].ToString());
+        Assert.Equal("200Gi", rank.Resources.Limits["memory"].ToString());
     }
 
     [Fact]

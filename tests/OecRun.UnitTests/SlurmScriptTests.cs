@@ -26,6 +26,8 @@ public class SlurmScriptTests
             ["--job-name=gpt", "--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=12", "--time=2-00:00:00", "--partition=a100", "--account=proj-1", "--output=gpt-%j.out"],
             Lines(script, "#SBATCH ").Select(l => l["#SBATCH ".Length..]));
         Assert.StartsWith("#!/bin/bash\n" + SbatchScript.Header + "\n", script);
+        // srun passes the cores on to each rank task, whatever the Slurm version
+        Assert.Equal(["export SRUN_CPUS_PER_TASK=12"], Lines(script, "export SRUN_CPUS_PER_TASK"));
     }
 
     [Fact]
@@ -36,6 +38,7 @@ public class SlurmScriptTests
         string[] directives = Lines(script, "#SBATCH ");
         Assert.Contains("#SBATCH --ntasks-per-node=3", directives);
         Assert.DoesNotContain(directives, d => d.Contains("gpus") || d.Contains("partition") || d.Contains("account") || d.Contains("cpus-per-task"));
+        Assert.DoesNotContain("SRUN_CPUS_PER_TASK", script);
         Assert.Contains("job.world_size=6", script);
         Assert.Contains("train.device=cpu job.backend=tcp", script);
     }

@@ -27,10 +27,10 @@ public static class KubernetesCommand
         b.Add(new Option<string?>("--storage-class") { Description = "Storage class of the rendered claim; it must offer ReadWriteMany (default: the cluster's default class)." },
             (o, v) => o with { StorageClass = v });
         b.Add(new Option<string>("--storage") { Description = "Size of the rendered claim.", DefaultValueFactory = _ => d.Storage }, (o, v) => o with { Storage = v });
-        b.Add(new Option<string>("--cpu") { Description = "CPU of each rank pod (request = limit).", DefaultValueFactory = _ => d.Cpu }, (o, v) => o with { Cpu = v });
-        b.Add(new Option<string>("--memory") { Description = "Memory of each rank pod (request = limit; /dev/shm counts against it).", DefaultValueFactory = _ => d.Memory },
+        b.Add(new Option<string?>("--cpu") { Description = $"CPU of each rank pod (request = limit; default: {ManifestOptions.CpuPerRank} per rank of the pod)." }, (o, v) => o with { Cpu = v });
+        b.Add(new Option<string?>("--memory") { Description = $"Memory of each rank pod (request = limit; default: {ManifestOptions.MemoryGiPerRank}Gi per rank of the pod; its /dev/shm, {ManifestOptions.ShmGiPerRank}Gi per rank, counts against it)." },
             (o, v) => o with { Memory = v });
-        b.Add(new Option<string>("--nccl-socket-ifname") { Description = "NCCL_SOCKET_IFNAME of GPU jobs: the interface NCCL's bootstrap and socket transport use.", DefaultValueFactory = _ => d.NcclSocketIfname },
+        b.Add(new Option<string?>("--nccl-socket-ifname") { Description = "NCCL_SOCKET_IFNAME of GPU jobs: the interface NCCL's bootstrap and socket transport use (default: eth0, the pod network's; required with --host-network)." },
             (o, v) => o with { NcclSocketIfname = v });
         b.Add(new Option<bool>("--nccl-ib-disable") { Description = "NCCL_IB_DISABLE=1 in GPU jobs: never use InfiniBand/RoCE (default 0: NCCL uses it where the pod has it)." },
             (o, v) => o with { NcclIbDisable = v });

@@ -24,9 +24,6 @@ public static class JobManifests
     public const string CompletionIndexAnnotation = "batch.kubernetes.io/job-completion-index";
     // Both images run as this user (deploy/docker); fsGroup makes the shared volume writable by it.
     const long ImageUser = 1000;
-    // Memory-backed /dev/shm per rank of a pod: NCCL's shared-memory transport between a pod's GPUs and PyTorch-style
-    // tensor sharing use it; it is charged to the pod's memory limit.
-    const int ShmGiPerRank = 1;
     // SIGTERM stops the job at a checkpoint: the ranks finish their step and write one before the coordinator exits.
     const long CoordinatorGraceSeconds = 600;
     // SIGTERM to a rank pod (evicted, preempted, its node drained): every rank stops at a checkpoint, which must be
@@ -215,7 +212,7 @@ public static class JobManifests
     {
         var labels = Labels(o, "rank");
         bool gpu = o.GpusPerRank > 0;
-        var limits = new Dictionary<string, ResourceQuantity> { ["cpu"] = new(o.Cpu), ["memory"] = new(o.Memory) };
+        var limits = new Dictionary<string, ResourceQuantity> { ["cpu"] = new(o.PodCpu), ["memory"] = new(o.PodMemory) };
         if (gpu) limits["nvidia.com/gpu"] = new($"{o.GpusPerRank * o.RanksPerPod}");
         RdmaNetwork.AddResource(o, limits);
         List<V1EnvVar> env =
@@ -235,7 +232,7 @@ public static class JobManifests
         if (gpu)
             env.AddRange(
             [
-                new() { Name = "NCCL_SOCKET_IFNAME", Value = o.NcclSocketIfname },
+                new() { Name = "NCCL_SOCKET_IFNAME", Value = o.SocketIfname },
                 new() { Name = "NCCL_IB_DISABLE", Value = o.NcclIbDisable ? "1" : "0" },
                 new() { Name = "NCCL_DEBUG", Value = o.NcclDebug },
                 .. RdmaNetwork.Env(o),
@@ -285,7 +282,7 @@ public static class JobManifests
                         Volumes =
                         [
                             SharedVolume(o),
-                            new V1Volume { Name = "dshm", EmptyDir = new V1EmptyDirVolumeSource { Medium = "Memory", SizeLimit = new($"{ShmGiPerRank * o.RanksPerPod}Gi") } },
+                            new V1Volume { Name = "dshm", EmptyDir = new V1EmptyDirVolumeSource { Medium = "Memory", SizeLimit = new($"{ManifestOptions.ShmGiPerRank * o.RanksPerPod}Gi") } },
                         ],
                     },
                 },

@@ -26,11 +26,22 @@ public sealed partial record ManifestOptions
     /// <summary>Storage class of the rendered claim (must offer ReadWriteMany); null = the cluster's default class.</summary>
     public string? StorageClass { get; init; }
     public string Storage { get; init; } = "100Gi";
-    /// <summary>CPU and memory of each rank pod (requests = limits, so a pod is never squeezed mid-step).</summary>
-    public string Cpu { get; init; } = "4";
-    public string Memory { get; init; } = "16Gi";
-    /// <summary>NCCL's interface for bootstrap and socket traffic: eth0 is the pod network's interface under the common CNIs.</summary>
-    public string NcclSocketIfname { get; init; } = "eth0";
+    /// <summary>CPU and memory of each rank pod (requests = limits, so a pod is never squeezed mid-step); null =
+    /// <see cref="CpuPerRank"/> and <see cref="MemoryGiPerRank"/> for each of the pod's ranks.</summary>
+    public string? Cpu { get; init; }
+    public string? Memory { get; init; }
+    /// <summary>The defaults of a rank: a libtorch process with its intra-op threads, its CUDA context, pinned
+    /// buffers and the data's pages.</summary>
+    public const int CpuPerRank = 4, MemoryGiPerRank = 16;
+    /// <summary>A rank pod's /dev/shm (an in-memory emptyDir, counted against the pod's memory): NCCL's
+    /// shared-memory transport between the pod's GPUs.</summary>
+    public const int ShmGiPerRank = 1;
+    public string PodCpu => Cpu ?? $"{CpuPerRank * RanksPerPod}";
+    public string PodMemory => Memory ?? $"{MemoryGiPerRank * RanksPerPod}Gi";
+    /// <summary>NCCL's interface for bootstrap and socket traffic; null = eth0, the pod network's interface under the
+    /// common CNIs (with --host-network the node's interface names vary, so it must be given).</summary>
+    public string? NcclSocketIfname { get; init; }
+    public string SocketIfname => NcclSocketIfname ?? "eth0";
     /// <summary>true: NCCL never uses InfiniBand/RoCE (for nodes whose IB devices pods cannot use).</summary>
     public bool NcclIbDisable { get; init; }
     public string NcclDebug { get; init; } = "WARN";
@@ -109,9 +120,14 @@ public sealed partial record ManifestOptions
                      ("--priority-class", PriorityClass), ("--service-account", ServiceAccount) }.Concat(ImagePullSecrets.Select(s => ("--image-pull-secret", (string?)s))))
             if (value is not null && (value.Length > 253 || !Dns1123Subdomain().IsMatch(value)))
                 throw new ArgumentException($"{option} = '{value}': must be a Kubernetes object name (lowercase letters, digits, '-' and '.', at most 253)");
-        foreach (var (option, value) in new[] { ("--cpu", Cpu), ("--memory", Memory), ("--storage", Storage) })
+        foreach (var (option, value) in new[] { ("--cpu", PodCpu), ("--storage", Storage) })
             Quantity(option, value);
-        if (string.IsNullOrWhiteSpace(NcclSocketIfname)) throw new ArgumentException($"--nccl-socket-ifname = '{NcclSocketIfname}': must name an interface, e.g. eth0");
+        decimal shm = (decimal)ShmGiPerRank * RanksPerPod * (1L << 30);
+        if (Quantity("--memory", PodMemory).ToDecimal() <= shm)
+            throw new ArgumentException($"--memory = '{PodMemory}': a rank pod's memory must exceed its /dev/shm, {ShmGiPerRank}Gi per rank " +
+                                        $"({ShmGiPerRank * RanksPerPod}Gi for --ranks-per-pod = {RanksPerPod}), which counts against it");
+        if (NcclSocketIfname is not null && string.IsNullOrWhiteSpace(NcclSocketIfname))
+            throw new ArgumentException($"--nccl-socket-ifname = '{NcclSocketIfname}': must name an interface, e.g. eth0");
         if (NcclDebug is not ("VERSION" or "WARN" or "INFO" or "TRACE"))
             throw new ArgumentException($"--nccl-debug = '{NcclDebug}': expected VERSION, WARN, INFO or TRACE");
         PodPlacement.Validate(this);

@@ -14,6 +14,9 @@ public static partial class RdmaNetwork
             throw new ArgumentException($"--host-network with --pod-spread {PodPlacement.Spread(o)}: two rank pods on one node would share its network " +
                                         "namespace and host name, and NCCL would take them for one machine and try shared memory between pods that have none; " +
                                         "use --pod-spread node (one rank pod per node)");
+        if (o.HostNetwork && o.GpusPerRank > 0 && o.NcclSocketIfname is null)
+            throw new ArgumentException("--host-network: needs --nccl-socket-ifname, the node's interface for NCCL (e.g. bond0 or ens1f0; " +
+                                        "`ip -br addr` on a node lists them): the default eth0 is the pod network's name, which a node may not have");
         if (o.RdmaResource is null)
         {
             foreach (var (option, given) in new[] { ("--nccl-ib-hca", o.NcclIbHca is not null), ("--nccl-ib-gid-index", o.NcclIbGidIndex is not null) })

@@ -74,6 +74,11 @@ public static class SbatchScript
         yield return "# The ranks find the coordinator at the first host of SLURM_JOB_NODELIST, where sbatch runs this script, on MASTER_PORT;";
         yield return "# their rank, world size and GPU come from SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID.";
         yield return $"export MASTER_PORT={o.Port}";
+        if (o.CpusPerTask is int cpus)
+        {
+            yield return "# srun of Slurm 22.05 to 23.02 does not take --cpus-per-task from the allocation: each task would get one core.";
+            yield return $"export SRUN_CPUS_PER_TASK={cpus}";
+        }
         yield return "unset OEC_COORDINATOR MASTER_ADDR RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE";
     }
 
