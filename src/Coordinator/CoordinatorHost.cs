@@ -56,7 +56,11 @@ public sealed class CoordinatorHost : IAsyncDisposable
         var metrics = new JobMetrics(job);
         // service.name names the exporter in target_info; the scope label would repeat the one meter's name on every series.
         builder.Services.AddOpenTelemetry().ConfigureResource(r => r.AddService(ServiceName))
-            .WithMetrics(m => m.AddMeter(metrics.MeterName).AddPrometheusExporter(o => (o.ScrapeResponseCacheDurationMilliseconds, o.ScopeInfoEnabled) = (0, false)));
+            .WithMetrics(m =>
+            {
+                metrics.AddTo(m);
+                m.AddPrometheusExporter(o => (o.ScrapeResponseCacheDurationMilliseconds, o.ScopeInfoEnabled) = (0, false));
+            });
         builder.Services.AddSingleton(job).AddSingleton(log);
         builder.Services.AddSingleton<IHostLifetime, HostedBySomeoneElse>(); // signals belong to the program hosting the coordinator
         builder.Services.AddGrpc(o =>

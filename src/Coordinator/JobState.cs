@@ -86,6 +86,18 @@ public sealed partial class JobState : IDisposable
     /// restart counts again (the work done, not the progress made).</summary>
     public long StepsTrained { get { lock (gate) return stepsTrained; } }
 
+    /// <summary>Seconds since the job last moved: since a rank of the running generation reported a step it had not
+    /// reported before (or the generation started), or, while a generation registers, since it opened; null once the
+    /// job is over.</summary>
+    public double? SecondsSinceProgress
+    {
+        get
+        {
+            lock (gate)
+                return IsOver ? null : (clock.Elapsed - (phase == JobPhase.Registering ? current.Opened : current.LastProgress)).TotalSeconds;
+        }
+    }
+
     public IReadOnlyList<RankStatus> Ranks()
     {
         lock (gate)

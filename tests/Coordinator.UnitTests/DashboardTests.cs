@@ -71,7 +71,7 @@ public partial class DashboardTests
         var exported = await ExportedSeries();
         string rules = File.ReadAllText(Path.Combine(Root, "deploy", "prometheus", "oec-alerts.yml"));
         var exprs = ExprLine().Matches(rules).Select(m => m.Groups[1].Value).ToList();
-        Assert.Equal(2, exprs.Count); // OecLogitGrowth and OecDivergenceEvents, each expr on one line
+        Assert.Equal(5, exprs.Count); // OecLogitGrowth, OecDivergenceEvents, OecJobStalled, OecJobRestarted, OecJobFailed, each expr on one line
         foreach (string expr in exprs) AssertExported(exported, "alert rule", expr, []);
     }
 

@@ -1,6 +1,9 @@
-// The Prometheus endpoint: the ranks' step metrics under the names of metrics.jsonl, with job and rank labels.
+// The Prometheus endpoint: rank 0's step metrics under the names of metrics.jsonl for the job, each rank's step and step time.
 using System.Globalization;
 using Coordinator.Protocol;
+using Data;
+using Job;
+using StepMetrics = Coordinator.Protocol.StepMetrics;
 
 namespace Coordinator.UnitTests;
 
@@ -38,7 +41,7 @@ public class MetricsTests
     }
 
     [Fact]
-    public async Task The_metrics_endpoint_serves_each_ranks_newest_step_metrics_step_durations_ranks_alive_and_restarts()
+    public async Task The_metrics_endpoint_serves_rank_0s_newest_step_metrics_each_ranks_step_and_step_time_and_the_jobs_state()
     {
         await using var grpc = await GrpcJob.StartAsync();
         var job = grpc.Job;
@@ -51,27 +54,37 @@ public class MetricsTests
         string text = await Scrape(grpc);
 
         double Value(string name, int? rank = null) => ValueIn(text, name, rank);
-        Assert.Equal(3.25, Value("oec_train_loss", 0));
-        Assert.Equal(3.5, Value("oec_train_loss", 1));
-        Assert.Equal(2.25, Value("oec_val_loss", 0));
-        Assert.Equal(1e-3, Value("oec_learning_rate", 0));
-        Assert.Equal(0.5, Value("oec_grad_norm", 1));
-        Assert.Equal(1000, Value("oec_tokens_per_second", 0));
-        Assert.Equal(0.125, Value("oec_mu_norm", 0));
-        Assert.Equal(-0.5, Value("oec_mean_logit", 0));
-        Assert.Equal(1.5, Value("oec_logit_std", 0));
-        Assert.Equal(9.75, Value("oec_max_abs_logit", 0));
-        Assert.Equal(6.5, Value("oec_mean_log_z", 0));
-        Assert.Equal(0.75, Value("oec_r_log", 0));
+        // the job's step metrics: rank 0's newest logged step, no rank label
+        Assert.Equal(3.25, Value("oec_train_loss"));
+        Assert.Equal(2.25, Value("oec_val_loss"));
+        Assert.Equal(1e-3, Value("oec_learning_rate"));
+        Assert.Equal(0.5, Value("oec_grad_norm"));
+        Assert.Equal(1000, Value("oec_tokens_per_second"));
+        Assert.Equal(0.125, Value("oec_mu_norm"));
+        Assert.Equal(-0.5, Value("oec_mean_logit"));
+        Assert.Equal(1.5, Value("oec_logit_std"));
+        Assert.Equal(9.75, Value("oec_max_abs_logit"));
+        Assert.Equal(6.5, Value("oec_mean_log_z"));
+        Assert.Equal(0.75, Value("oec_r_log"));
+        Assert.Equal(6, Value("oec_metrics_step")); // the step the gauges above describe
+        Assert.Equal(6, Value("oec_val_step"));
+        Assert.DoesNotContain("oec_train_loss{job=\"test-job\",rank=", text);
+        // each rank's step and step time
         Assert.Equal(6, Value("oec_step", 0));
-        Assert.Equal(6, Value("oec_metrics_step", 0)); // the step the gauges above describe
-        Assert.Equal(5, Value("oec_metrics_step", 1));
-        Assert.Equal(6, Value("oec_val_step", 0));
+        Assert.Equal(5, Value("oec_step", 1));
+        Assert.Equal(0.02, Value("oec_step_seconds", 0));
+        Assert.Equal(0.3, Value("oec_step_seconds", 1));
+        // the job's state
         Assert.Equal(2, Value("oec_ranks_alive"));
+        Assert.Equal(2, Value("oec_world_size"));
+        Assert.Equal(1, Value("oec_generation"));
+        Assert.Contains("oec_job_phase{job=\"test-job\",phase=\"running\"} 1", text);
+        Assert.Contains("oec_job_phase{job=\"test-job\",phase=\"failed\"} 0", text);
+        Assert.InRange(Value("oec_progress_age_seconds"), 0, Waits.Timeout.TotalSeconds);
         Assert.Equal(0, Value("oec_restarts_total"));
-        Assert.Equal(2, Value("oec_step_duration_seconds_count", 0));   // steps 5 and 6; the repeated step 6 counted once
-        Assert.Equal(0.22, Value("oec_step_duration_seconds_sum", 0), 1e-9);
-        Assert.Contains("oec_step_duration_seconds_bucket{job=\"test-job\",rank=\"0\",le=\"0.025\"} 1", text);
+        Assert.Equal(3, Value("oec_step_duration_seconds_count"));   // every rank's reports: steps 5 and 6 of rank 0 (the repeat counted once), step 5 of rank 1
+        Assert.Equal(0.52, Value("oec_step_duration_seconds_sum"), 1e-9);
+        Assert.Contains("oec_step_duration_seconds_bucket{job=\"test-job\",le=\"0.025\"} 1", text);
         Assert.Contains("# TYPE oec_restarts_total counter", text);
         Assert.Contains("# TYPE oec_step_duration_seconds histogram", text);
         Assert.Contains("# TYPE oec_tokens_total counter", text);
@@ -80,11 +93,46 @@ public class MetricsTests
         Assert.Contains($"target_info{{service_name=\"{CoordinatorHost.ServiceName}\"", text);
 
         job.ReportFailure(1, 1, "boom");
-        Assert.Equal(1, await Task.Run(async () =>
-        {
-            text = await Scrape(grpc);
-            return Value("oec_restarts_total");
-        }));
+        text = await Scrape(grpc);
+        Assert.Equal(1, Value("oec_restarts_total"));
+        Assert.Equal(2, Value("oec_generation"));
+        Assert.Contains("oec_job_phase{job=\"test-job\",phase=\"registering\"} 1", text);
+        Assert.Equal(2, Value("oec_world_size")); // while no rank of generation 2 is in: what the ranks-alive alert compares with
+        Assert.Equal(0, Value("oec_ranks_alive"));
+        // generation 2 starts from step 0 (no checkpoint): rank 0's reports of steps 5 and 6 are void
+        Assert.DoesNotContain("oec_train_loss{", text);
+        Assert.DoesNotContain("oec_val_loss{", text);
+        Assert.DoesNotContain("oec_step{", text);
+    }
+
+    /// <summary>OpenTelemetry keeps 2000 series an instrument unless told otherwise and folds the rest into one
+    /// overflow series: every rank of the largest world sizes must keep its own.</summary>
+    [Fact]
+    public async Task Every_rank_of_a_job_of_2500_keeps_its_own_step_series()
+    {
+        const int world = 2500;
+        using var dir = new TempDir();
+        var plan = new SequencePlan([new SyntheticCorpus(vocabSize: 64, tokenCount: 200_000, seed: 1)], 16);
+        var spec = new JobSpec(TestJob.JobId, TestJob.Token, new JobOptions { Id = TestJob.JobId, WorldSize = world }, TestJob.ConfigJson,
+            new BatchPlan(plan, world * 2, seed: 7), 2, 10, dir.Path) { ResumeConflict = _ => null };
+        using var log = new JobLog(null, Path.Combine(dir.Path, "coordinator.log"));
+        using var state = new JobState(spec, log);
+        var service = new CoordinatorService(state);
+        await using var host = await CoordinatorHost.StartAsync(state, log, System.Net.IPAddress.Loopback, 0).Within();
+        var registered = Enumerable.Range(0, world).Select(r => service.Register(
+            new RegisterRequest { JobId = TestJob.JobId, RequestedRank = r, WorldSize = world, Host = "h", Pid = 1000 + r }, TestJob.Peer, default)).ToList();
+        await Task.WhenAll(registered).Within();
+        for (int r = 0; r < world; r++)
+            service.Heartbeat(new HeartbeatRequest { JobId = TestJob.JobId, Generation = 1, Rank = r, Step = 1, Metrics = { Metrics(1, 3.0, 0.01 * (r + 1)) } }, TestJob.Peer);
+
+        using var http = new HttpClient { Timeout = Waits.Timeout };
+        string text = await http.GetStringAsync(host.MetricsAddress).Within();
+
+        Assert.DoesNotContain("otel_metric_overflow", text);
+        Assert.Equal(world, text.Split('\n').Count(l => l.StartsWith("oec_step{", StringComparison.Ordinal)));
+        Assert.Equal(1, ValueIn(text, "oec_step", world - 1));
+        Assert.Equal(0.01 * world, ValueIn(text, "oec_step_seconds", world - 1), 1e-9);
+        Assert.Single(text.Split('\n'), l => l.StartsWith("oec_train_loss{", StringComparison.Ordinal)); // the job's, once
     }
 
     [Fact]
@@ -113,10 +161,9 @@ public class MetricsTests
 
         string text = await Scrape(grpc);
 
-        Assert.Equal(3.25, ValueIn(text, "oec_train_loss", 0));
-        Assert.Equal(2.25, ValueIn(text, "oec_val_loss", 0));
-        Assert.Equal(5, ValueIn(text, "oec_val_step", 0));
-        Assert.Equal(6, ValueIn(text, "oec_metrics_step", 0));
-        Assert.DoesNotContain(Series("oec_val_loss", 1), text); // rank 1 never validated
+        Assert.Equal(3.25, ValueIn(text, "oec_train_loss", null));
+        Assert.Equal(2.25, ValueIn(text, "oec_val_loss", null));
+        Assert.Equal(5, ValueIn(text, "oec_val_step", null));
+        Assert.Equal(6, ValueIn(text, "oec_metrics_step", null));
     }
 }
