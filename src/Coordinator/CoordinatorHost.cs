@@ -40,6 +40,10 @@ public sealed class CoordinatorHost : IAsyncDisposable
     /// <summary>The step metrics the live page draws; Truncate it after a rollback.</summary>
     public MetricsHistory History { get; }
 
+    /// <summary>The grpc.health.v1 service name that answers SERVING while the process runs (a liveness probe's); the
+    /// default name "" answers NOT_SERVING once the job has failed.</summary>
+    public const string LivenessService = "oec.live";
+
     /// <param name="listen">The address to bind: loopback for a local launch; `oecrun coordinator --host` (default Any) in a cluster.</param>
     /// <param name="port">gRPC (HTTP/2) port; 0 takes a free port.</param>
     /// <param name="metricsPort">HTTP/1.1 port for Prometheus' /metrics and the live page; 0 takes a free port.</param>
@@ -69,8 +73,11 @@ public sealed class CoordinatorHost : IAsyncDisposable
             o.Interceptors.Add<TokenInterceptor>();
         });
         // grpc.health.v1: SERVING while the job can still make progress, NOT_SERVING once it has failed.
-        builder.Services.AddGrpcHealthChecks().AddCheck("job", () => job.Phase == JobPhase.Failed
-            ? HealthCheckResult.Unhealthy("job failed") : HealthCheckResult.Healthy(job.Phase.ToString()));
+        // "" (readiness): the job's state. LivenessService: the process answers, whatever the job's state: a coordinator
+        // whose job failed keeps serving why (--linger), and a restart would resume the job it failed.
+        builder.Services.AddGrpcHealthChecks(o => o.Services.Map(LivenessService, r => r.Name == "process"))
+            .AddCheck("process", () => HealthCheckResult.Healthy("serving"))
+            .AddCheck("job", () => job.Phase == JobPhase.Failed ? HealthCheckResult.Unhealthy("job failed") : HealthCheckResult.Healthy(job.Phase.ToString()));
         var app = builder.Build();
         app.MapGrpcService<CoordinatorService>();
         app.MapGrpcHealthChecksService();

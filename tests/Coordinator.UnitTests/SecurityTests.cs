@@ -107,5 +107,8 @@ public sealed class SecurityTests
         grpc.Job.State.Abort("test abort");
         var failed = await health.CheckAsync(new HealthCheckRequest(), deadline: DateTime.UtcNow + Waits.Timeout).ResponseAsync.Within();
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, failed.Status);
+        // the liveness probe's service: the process still answers, so Kubernetes does not restart it into resuming the failed job
+        var live = await health.CheckAsync(new HealthCheckRequest { Service = CoordinatorHost.LivenessService }, deadline: DateTime.UtcNow + Waits.Timeout).ResponseAsync.Within();
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, live.Status);
     }
 }

@@ -56,7 +56,7 @@ public partial class PrometheusTests(ITestOutputHelper log)
             Assert.All(valSteps, s => Assert.Equal(0, s % 100));
 
             // The dashboard's panels all show this job, at the time of the last scrape that saw it training.
-            double end = Samples(server, "oec_train_loss")[^1].Time;
+            double end = Samples(server, "oec_progress_age_seconds")[^1].Time; // the series goes when the job is over
             foreach (var (panel, expr) in DashboardQueries())
             {
                 var result = server.Query(expr, end);

@@ -67,6 +67,8 @@ internal static class KubernetesObjects
         Assert.Equal((service.Metadata.Name, $"{grpcPort}"), (Env(rank, "MASTER_ADDR").Value, Env(rank, "MASTER_PORT").Value)); // torchrun's names
         foreach (var probe in new[] { coordinator.ReadinessProbe, coordinator.LivenessProbe })
             Assert.Equal(grpcPort, probe.Grpc.Port);
+        Assert.Null(coordinator.ReadinessProbe.Grpc.Service);                                         // the job's state
+        Assert.Equal(Coordinator.CoordinatorHost.LivenessService, coordinator.LivenessProbe.Grpc.Service); // the process's
         Assert.Contains("--linger", coordinator.Args);
         string configPath = ArgAfter(coordinator.Args, "--config");
         var configVolume = Volume(deployment.Spec.Template.Spec, Path.GetDirectoryName(configPath)!, coordinator);

@@ -135,9 +135,9 @@ public static class JobManifests
     static V1Deployment CoordinatorDeployment(ManifestOptions o)
     {
         var labels = Labels(o, "coordinator");
-        V1Probe Grpc(int period, int failures, int? delay = null) => new()
+        V1Probe Grpc(int period, int failures, int? delay = null, string? service = null) => new()
         {
-            Grpc = new V1GRPCAction { Port = o.Port }, // grpc.health.v1 on the ranks' port, served without the token
+            Grpc = new V1GRPCAction { Port = o.Port, Service = service }, // grpc.health.v1 on the ranks' port, served without the token
             PeriodSeconds = period, FailureThreshold = failures, InitialDelaySeconds = delay,
         };
         var container = new V1Container
@@ -150,9 +150,11 @@ public static class JobManifests
                 new V1ContainerPort { Name = "grpc", ContainerPort = o.Port },
                 new V1ContainerPort { Name = "metrics", ContainerPort = o.MetricsPort },
             ],
-            ReadinessProbe = Grpc(period: 5, failures: 3),
-            // Generous: the coordinator cuts the data into sequences before it serves; a wedged one is restarted after 30 s more.
-            LivenessProbe = Grpc(period: 10, failures: 3, delay: 60),
+            ReadinessProbe = Grpc(period: 5, failures: 3), // the job's state: not ready once it failed
+            // Generous: the coordinator cuts the data into sequences before it serves; a wedged one is restarted after 30 s
+            // more. The process, not the job: a coordinator whose job failed lingers to say why, and a restarted one
+            // would resume the job it failed.
+            LivenessProbe = Grpc(period: 10, failures: 3, delay: 60, service: Coordinator.CoordinatorHost.LivenessService),
             Resources = new V1ResourceRequirements
             {
                 Requests = new Dictionary<string, ResourceQuantity> { ["cpu"] = new(CoordinatorCpu), ["memory"] = new(CoordinatorMemory) },
