@@ -124,5 +124,5 @@ sealed class CoordinatorService(JobState job) : Protocol.Coordinator.Coordinator
         RefusalKind.Aborted => StatusCode.Aborted,
         RefusalKind.DeadlineExceeded => StatusCode.DeadlineExceeded,
         _ => StatusCode.Unknown,
-    }, e.Message));
+    }, e.Message), e.Over is { } over ? new Metadata { { JobRefusal.OverTrailer, over.ToString().ToLowerInvariant() } } : Metadata.Empty);
 }

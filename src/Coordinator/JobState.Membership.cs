@@ -14,7 +14,7 @@ public sealed partial class JobState
         lock (gate)
         {
             CheckJob(r.JobId, r.Peer);
-            if (IsOver) throw Refuse(RefusalKind.FailedPrecondition, $"job {spec.JobId} is over ({phase}); registration from {r.Peer} refused");
+            if (IsOver) throw Refuse(RefusalKind.FailedPrecondition, $"job {spec.JobId} is over ({phase}); registration from {r.Peer} refused", over: phase);
             if (r.WorldSize != 0 && r.WorldSize != World)
                 throw Refuse(RefusalKind.InvalidArgument, $"a rank at {r.Peer} says WORLD_SIZE={r.WorldSize}, but job {spec.JobId} has job.world_size = {World}");
             if (r.RequestedRank < -1 || r.RequestedRank >= World)

@@ -153,10 +153,10 @@ public sealed partial class JobState : IDisposable
         if (value.Length > max) throw new JobRefusal(RefusalKind.InvalidArgument, $"{what} of {value.Length} characters (at most {max})");
     }
 
-    JobRefusal Refuse(RefusalKind kind, string message)
+    JobRefusal Refuse(RefusalKind kind, string message, JobPhase? over = null)
     {
         log.Info($"refused ({kind}): {message}");
-        return new JobRefusal(kind, message);
+        return new JobRefusal(kind, message, over);
     }
 
     static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "…";

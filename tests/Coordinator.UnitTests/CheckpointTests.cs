@@ -170,6 +170,19 @@ public sealed class CheckpointTests
         Assert.False(File.Exists(Manifest(job, 2)));
     }
 
+    [Fact]
+    public async Task A_registration_after_the_job_ended_is_refused_with_how_it_ended()
+    {
+        await using var grpc = await GrpcJob.StartAsync();
+        await grpc.Job.RegisterAll();
+        grpc.Job.State.Abort("test abort");
+
+        var e = await Assert.ThrowsAsync<RpcException>(() => grpc.Client.RegisterAsync(TestJob.RegisterRequest(0, pid: 4242), GrpcJob.Call()).ResponseAsync.Within());
+
+        Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
+        Assert.Equal("failed", e.Trailers.GetValue(JobRefusal.OverTrailer)); // the rank exits 2, not 0
+    }
+
     /// <summary>A first run in `dir` that committed its checkpoint at step 6.</summary>
     static async Task CommitAtStep6(string dir)
     {

@@ -124,4 +124,19 @@ public class RankEnvironmentTests
     [InlineData(16, 4, "x", 4)]      // not a count: as without it
     public void A_ranks_threads_are_its_share_of_the_machine_or_Slurms_cpus_per_task(int processors, int localWorld, string? slurm, int expected) =>
         Assert.Equal(expected, Rank.Distributed.RankProcess.Threads(processors, localWorld, slurm));
+
+    /// <summary>A refusal that a later generation clears restarts the rank (exit 4, which Kubernetes' pod failure policy
+    /// ignores); exit 2 (FailJob) only for what no restart changes.</summary>
+    [Theory]
+    [InlineData(Grpc.Core.StatusCode.Aborted, null, 4)]            // its generation ended (a rendezvous timeout, a failure)
+    [InlineData(Grpc.Core.StatusCode.AlreadyExists, null, 4)]      // its rank still held by the predecessor it replaces
+    [InlineData(Grpc.Core.StatusCode.ResourceExhausted, null, 4)]  // the generation full before the predecessor was found lost
+    [InlineData(Grpc.Core.StatusCode.DeadlineExceeded, null, 4)]   // its own wait ran out
+    [InlineData(Grpc.Core.StatusCode.FailedPrecondition, "stopped", 0)]
+    [InlineData(Grpc.Core.StatusCode.FailedPrecondition, "succeeded", 0)]
+    [InlineData(Grpc.Core.StatusCode.FailedPrecondition, "failed", 2)]
+    [InlineData(Grpc.Core.StatusCode.PermissionDenied, null, 2)]   // the token or the job id
+    [InlineData(Grpc.Core.StatusCode.InvalidArgument, null, 2)]    // the world size
+    public void A_refused_registration_exits_4_where_a_later_generation_takes_the_rank(Grpc.Core.StatusCode status, string? over, int expected) =>
+        Assert.Equal(expected, Rank.Distributed.RankProcess.RegistrationRefused(status, over));
 }

@@ -46,8 +46,9 @@ public static class RankProcess
         }
         catch (RpcException e)
         {
-            console.WriteLine($"rank: registration with {uri} refused: {e.Status.StatusCode}: {e.Status.Detail}");
-            return ExitCodes.Refused;
+            int exit = RegistrationRefused(e.StatusCode, e.Trailers.GetValue(Coordinator.JobRefusal.OverTrailer));
+            console.WriteLine($"rank: registration with {uri} refused: {e.Status.StatusCode}: {e.Status.Detail}; exiting with {exit}");
+            return exit;
         }
         int rank = registration.Rank;
         var config = RunConfig.FromJson(registration.ConfigJson);
@@ -112,6 +113,19 @@ public static class RankProcess
             return kind switch { FailureClass.Configuration => ExitCodes.Refused, FailureClass.PeerLost => ExitCodes.Restart, _ => ExitCodes.Failed };
         }
     }
+
+    /// <summary>The exit code of a rank whose registration was refused. The generation it waited for ended (Aborted:
+    /// a rendezvous timeout, a failure), or its place is still held (AlreadyExists, ResourceExhausted: a replacement that
+    /// came before its predecessor was found lost), or its wait ran out (DeadlineExceeded): a later generation takes it,
+    /// so its supervisor starts it again (4; Kubernetes' pod failure policy ignores it). A job that is over: 0 if it
+    /// succeeded or stopped (nothing left to do), 2 if it failed or diverged. Anything else (the token, the job id, the
+    /// world size) is the configuration: 2, not retried.</summary>
+    public static int RegistrationRefused(StatusCode status, string? over) => status switch
+    {
+        StatusCode.Aborted or StatusCode.AlreadyExists or StatusCode.ResourceExhausted or StatusCode.DeadlineExceeded => ExitCodes.Restart,
+        StatusCode.FailedPrecondition when over is "succeeded" or "stopped" => ExitCodes.Success,
+        _ => ExitCodes.Refused,
+    };
 
     /// <summary>libtorch threads for a rank when train.threads is 0: Slurm's --cpus-per-task where Slurm gives it (each
     /// task has cores of its own), else the cores this process may use (its affinity and cgroup) shared by the
