@@ -152,6 +152,23 @@ public class DistributedTests(ITestOutputHelper log)
         Assert.Contains("optimizer.safetensors", e.Message);
         Assert.Contains("corrupt", e.Message);
     }
+    /// <summary>A stop agreed at the last step finishes the run: it writes the model (a stopped run would leave none,
+    /// and its resume would find nothing left to train).</summary>
+    [Fact]
+    public void A_stop_at_the_last_step_finishes_the_run_and_writes_the_model()
+    {
+        using var temp = new TempDirectory();
+        var config = TestConfigs.Tiny(temp.Path, steps: 4);
+        using var trainer = new Trainer(config);
+        var session = new StopAfter(4, new LocalSession(temp.Path, 3, config.ToJson(), trainer.DataCursorAt));
+
+        var result = trainer.Run(TextWriter.Null, session);
+
+        Assert.False(result.Stopped);
+        Assert.Equal(4, result.Steps);
+        Assert.True(File.Exists(Path.Combine(temp.Path, "model.safetensors")));
+        Assert.True(Directory.Exists(session.CheckpointDirectory(4))); // the stop's checkpoint, as before
+    }
 
     /// <summary>A session that asks to stop once `step` steps are done.</summary>
     sealed class StopAfter(long step, LocalSession inner) : ITrainingSession

@@ -290,7 +290,7 @@ public sealed class Trainer : IDisposable
                 session.CheckpointWritten(step + 1, SaveCheckpoint(dir));
                 if (lead) console.WriteLine($"checkpoint: step {step + 1} in {dir}");
             }
-            if (stop)
+            if (stop && step + 1 < train.Steps) // a stop agreed at the last step finishes: the model is written below
             {
                 if (lead) console.WriteLine($"stopped after step {step + 1}; the checkpoint resumes it");
                 return new TrainResult((int)step + 1, loss, valLoss, Diverged: false, outDir, Stopped: true);
