@@ -28,7 +28,9 @@ public sealed partial class JobState
             try
             {
                 catalog.Commit(new CheckpointManifest(step, spec.JobId, g.Number, World, epoch, position, all, spec.ConfigJson,
-                    schedule.Skips.Count > 0 ? [.. schedule.Skips] : null, learningRateScale != 1 ? learningRateScale : null), spec.Options.KeepCheckpoints);
+                    schedule.Skips.Count > 0 ? [.. schedule.Skips] : null, learningRateScale != 1 ? learningRateScale : null, rollbacks > 0 ? rollbacks : null),
+                    spec.Options.KeepCheckpoints,
+                    pin: HealthyStep);
             }
             catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
             {

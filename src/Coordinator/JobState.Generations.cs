@@ -106,7 +106,7 @@ public sealed partial class JobState
             return null;
         }
         // Back to the newest checkpoint at or before the last step that passed every rule; later ones saw the trouble.
-        long healthy = monitor.LastHealthyStep;
+        long healthy = HealthyStep;
         var back = catalog.LatestValid(atMost: healthy);
         long to = back?.Manifest.Step ?? 0;
         catalog.SetAside(to, current.Number);
@@ -124,11 +124,11 @@ public sealed partial class JobState
                 $"job.resume=true continues from {where}", m.Step, m.TrainLoss, null));
             return null;
         }
-        return RollBack(fired, m.Step, to, back?.Directory, where);
+        return RollBack(fired, m.Step, to, back, where);
     }
 
     // Caller holds the lock. Rollback number rollbacks + 1: from trouble at `step` to the checkpoint at `to` (or the start).
-    Reopened RollBack(DivergenceEvent fired, long step, long to, string? from, string where)
+    Reopened RollBack(DivergenceEvent fired, long step, long to, (CheckpointManifest Manifest, string Directory)? back, string where)
     {
         var o = spec.Divergence;
         rollbacks++;
@@ -137,8 +137,14 @@ public sealed partial class JobState
         skippedSequences += skipped;
         learningRateScale *= o.LearningRateFactor;
         monitor.Truncate(to);
+        healthyFloor = to;
+        // The target's manifest records the rollback now, not the next checkpoint's: a coordinator started again before
+        // then (a pod moved) resumes from it with the same skips, rate and count.
+        if (back is { Manifest: var target })
+            try { catalog.Rewrite(target with { DataSkips = [.. schedule.Skips], LearningRateScale = learningRateScale, Rollbacks = rollbacks }); }
+            catch (IOException e) { log.Info($"rollback {rollbacks}: not recorded in {back.Value.Directory} ({e.Message}); the next checkpoint records it"); }
         current.Abort($"generation {current.Number} was rolled back: {fired}");
-        Open(to, from);
+        Open(to, back?.Directory);
         log.Info($"rollback {rollbacks} of {o.MaxRollbacks}: generation {current.Number} resumes from {where}; the data of steps {to + 1}..{step} " +
                  $"is skipped ({skipped:N0} sequences: from step {to + 1} on the job reads global batch {next} onwards instead of {first}); " +
                  $"learning rate x {o.LearningRateFactor} (now {learningRateScale:G4} x the schedule of train.learning_rate)");

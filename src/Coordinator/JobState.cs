@@ -33,6 +33,9 @@ public sealed partial class JobState : IDisposable
     long skippedSequences;
     long stepsTrained;
     readonly DivergenceMonitor monitor;
+    // The step the job last started from healthy: the checkpoint it resumed from, or a rollback's target. The monitor
+    // has judged no step of a resumed job yet, and forgets those after a rollback's target.
+    long healthyFloor;
     readonly DataSchedule schedule;
     double learningRateScale = 1;
 
@@ -43,8 +46,10 @@ public sealed partial class JobState : IDisposable
         catalog = new CheckpointCatalog(Path.Combine(spec.OutDir, "checkpoints"), log.Info);
         monitor = new DivergenceMonitor(spec.Divergence, spec.UntrainedLoss);
         var (step, from, manifest) = InitialCheckpoint();
+        healthyFloor = step;
         schedule = new DataSchedule(manifest?.DataSkips);
         learningRateScale = manifest?.LearningRateScale ?? 1;
+        rollbacks = manifest?.Rollbacks ?? 0;
         current = new Attempt(1, spec.Options.WorldSize, step, from, clock.Elapsed);
         log.Info($"job {spec.JobId}: world size {World}, {spec.Steps} steps, {spec.Train.Plan.Count:N0} training sequences " +
                  $"(data {spec.Train.Plan.Fingerprint()}); generation 1 waits for its ranks" + (from is null ? "" : $"; resuming from {from} (step {step})"));
@@ -97,6 +102,11 @@ public sealed partial class JobState : IDisposable
                 return IsOver ? null : (clock.Elapsed - (phase == JobPhase.Registering ? current.Opened : current.LastProgress)).TotalSeconds;
         }
     }
+
+    /// <summary>Caller holds the lock. The newest step known healthy: the last that passed every divergence rule, or the
+    /// step the job started from healthy (a resumed checkpoint, a rollback's target) when later. A rollback goes to the
+    /// newest checkpoint at or before it, which rotation keeps until a later one is known healthy.</summary>
+    long HealthyStep => Math.Max(monitor.LastHealthyStep, healthyFloor);
 
     public IReadOnlyList<RankStatus> Ranks()
     {

@@ -317,4 +317,76 @@ public class DivergenceActionTests
         Assert.Equal(8, job.State.SkippedSequences); // step 3 rolled back to checkpoint 2
         Assert.False(job.State.Outcome.IsCompleted);
     }
+
+    /// <summary>A coordinator started again (a pod moved, kill -9) has judged no step of its run: the checkpoint it
+    /// resumed from counts as healthy, so a rule firing at once goes back there, not to the start (which set every
+    /// checkpoint aside).</summary>
+    [Fact]
+    public async Task A_rule_firing_at_the_first_logged_step_after_a_resume_rolls_back_to_the_resumed_checkpoint()
+    {
+        using var dir = new TempDir();
+        using (var first = new TestJob(outDir: dir.Path, divergence: Spike))
+        {
+            await first.RegisterAll();
+            first.Report(1, 0, (1, 6.0, 5), (2, 5.0, 5), (3, 4.5, 6), (4, 4.4, 6));
+            first.CommitBoth(1, 4);
+            first.Report(1, 0, (5, 4.3, 6), (6, 4.2, 6), (7, 4.1, 6), (8, 4.0, 6));
+            first.CommitBoth(1, 8);
+        }
+        using var resumed = new TestJob(new JobOptions { Resume = ResumeMode.Yes }, outDir: dir.Path, divergence: Spike);
+        Assert.All(await resumed.RegisterAll(), r => Assert.Equal(8L, r.StartStep));
+        long rewound = -1;
+        resumed.State.Rewound += s => rewound = s;
+
+        Assert.Equal(Command.Restart, resumed.Report(1, 0, (9, 4.0, 500)).Command);
+
+        Assert.Equal(8, rewound);
+        Assert.Equal(8, resumed.State.Catalog.LatestValid()?.Manifest.Step);
+    }
+
+    /// <summary>A rollback is recorded in its target's manifest when it happens: a coordinator started again before the
+    /// next checkpoint (a pod moved) skips the same data, keeps the lowered learning rate and counts on.</summary>
+    [Fact]
+    public async Task A_coordinator_started_again_after_a_rollback_and_before_the_next_checkpoint_keeps_its_skip_rate_and_count()
+    {
+        using var dir = new TempDir();
+        using (var first = new TestJob(outDir: dir.Path, divergence: Spike))
+        {
+            await first.RegisterAll();
+            first.Report(1, 0, (1, 6.0, 5), (2, 5.0, 5), (3, 4.5, 6), (4, 4.4, 6));
+            first.CommitBoth(1, 4);
+            Assert.Equal(Command.Restart, first.Report(1, 0, (7, 4.0, 500)).Command); // back to 4; the data of steps 5..7 skipped
+            Assert.Equal(0.5, (await first.RegisterAll())[0].LearningRateScale);
+        }
+
+        using var resumed = new TestJob(new JobOptions { Resume = ResumeMode.Auto }, outDir: dir.Path, divergence: Spike);
+        var replies = await resumed.RegisterAll();
+
+        Assert.Equal(4L, replies[0].StartStep);
+        Assert.Equal(0.5, replies[0].LearningRateScale);
+        Assert.Equal(TestJob.NewBatchPlan().RankRows(7, 0, 2, TestJob.MicroBatches), resumed.Batches(1, 0, 4, 1).Steps[0].Sequences); // step 5 reads batch 7
+        Assert.Equal(1, resumed.State.Rollbacks);
+    }
+
+    /// <summary>The coordinator judges rank 0's steps as its heartbeats bring them, after the ranks may have committed
+    /// later checkpoints: rotation keeps the newest checkpoint at or before the last healthy step, the rollback's target.</summary>
+    [Fact]
+    public async Task Rotation_keeps_the_rollback_target_while_the_steps_after_it_are_not_yet_judged()
+    {
+        using var job = new TestJob(new JobOptions { KeepCheckpoints = 1 }, divergence: Spike);
+        await job.RegisterAll();
+        job.Report(1, 0, (1, 6.0, 5), (2, 5.0, 5));
+        job.CommitBoth(1, 2);
+        job.CommitBoth(1, 4); // committed before steps 3 and 4 were judged; keep_checkpoints = 1 alone would delete step 2
+        long rewound = -1;
+        job.State.Rewound += s => rewound = s;
+
+        Assert.Equal(Command.Restart, job.Report(1, 0, (3, 4.5, 500)).Command);
+
+        Assert.Equal(2, rewound);
+        await job.RegisterAll();
+        job.Report(2, 0, (3, 4.5, 6), (4, 4.4, 6));
+        job.CommitBoth(2, 4); // step 4 judged healthy: step 2 may go now
+        Assert.Equal([4L], job.State.Catalog.Committed().Select(d => long.Parse(Path.GetFileName(d)["step_".Length..])));
+    }
 }

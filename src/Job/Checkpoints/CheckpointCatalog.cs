@@ -16,8 +16,10 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     public string DirectoryFor(long step) => Path.Combine(Root, $"step_{step:D8}");
 
     /// <summary>Writes the manifest once every file is on disk with its declared size, then deletes all but the newest
-    /// <paramref name="keep"/> committed checkpoints and any uncommitted directory older than this one.</summary>
-    public void Commit(CheckpointManifest manifest, int keep)
+    /// <paramref name="keep"/> committed checkpoints and any uncommitted directory older than this one. The newest
+    /// committed checkpoint at or before step <paramref name="pin"/> is kept too: a divergence rollback's target while
+    /// the steps after it are still being judged.</summary>
+    public void Commit(CheckpointManifest manifest, int keep, long pin = -1)
     {
         string dir = DirectoryFor(manifest.Step);
         foreach (var f in manifest.Files)
@@ -27,8 +29,12 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
             if (info.Length != f.Bytes) throw new InvalidDataException($"checkpoint step {manifest.Step}: {f.Name} has {info.Length} bytes, the rank declared {f.Bytes}");
         }
         AtomicFile.Write(Path.Combine(dir, ManifestName), s => JsonSerializer.Serialize(s, manifest, Json));
-        Prune(manifest.Step, keep);
+        Prune(manifest.Step, keep, pin);
     }
+
+    /// <summary>Replaces the manifest of a committed checkpoint, whole or not at all (its files are unchanged).</summary>
+    public void Rewrite(CheckpointManifest manifest) =>
+        AtomicFile.Write(Path.Combine(DirectoryFor(manifest.Step), ManifestName), s => JsonSerializer.Serialize(s, manifest, Json));
 
     /// <summary>The newest committed checkpoint at or before step <paramref name="atMost"/> whose files all match their
     /// checksums; each one skipped is logged with the reason. Null when there is none.</summary>
@@ -136,13 +142,15 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     public IEnumerable<string> Committed() =>
         Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderBy(d => d.Step).Select(d => d.Dir);
 
-    /// <summary>Deletes the committed checkpoints older than the newest <paramref name="keep"/> once they pass their checks,
+    /// <summary>Deletes the committed checkpoints older than the newest <paramref name="keep"/> (but the newest at or
+    /// before <paramref name="pin"/>) once they pass their checks,
     /// and the uncommitted directories older than step <paramref name="newest"/> (a generation's unfinished writes). One
     /// that fails its checks is moved into corrupt/ beside them, never deleted: it may be all that is left of the run.</summary>
-    void Prune(long newest, int keep)
+    void Prune(long newest, int keep, long pin)
     {
-        var superseded = Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderByDescending(d => d.Step).Skip(keep);
-        foreach (var (_, dir) in superseded)
+        var committed = Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderByDescending(d => d.Step).ToList();
+        long pinned = committed.FirstOrDefault(d => d.Step <= pin, (-1, "")).Step;
+        foreach (var (_, dir) in committed.Skip(keep).Where(d => d.Step != pinned))
         {
             try { ReadVerified(dir); }
             catch (InvalidDataException e)
