@@ -11,10 +11,13 @@ namespace OecRun.FunctionalTests;
 public class SlurmJobTests(ITestOutputHelper log)
 {
     /// <summary>srun on one machine: SLURM_NTASKS tasks of the command, SLURM_NTASKS_PER_NODE to a node, each task's
-    /// output labelled "TASK: " as `srun --label` does; exits with the worst task's code.</summary>
+    /// output labelled "TASK: " as `srun --label` does; exits with the worst task's code. Its first step exits 4 at once,
+    /// as ranks told to restart do (a rollback, a stop on their own signal): the script must start the step again
+    /// whatever job.max_restarts (0 here), since the coordinator counts those itself.</summary>
     const string Srun = """
         #!/bin/bash
         while [[ $1 == -* ]]; do shift; done
+        if [ ! -e "$0.ran" ]; then touch "$0.ran"; echo "srun: first step exits 4"; exit 4; fi
         pids=()
         for ((task = 0; task < SLURM_NTASKS; task++)); do
           SLURM_PROCID=$task SLURM_LOCALID=$((task % SLURM_NTASKS_PER_NODE)) SLURM_NODEID=$((task / SLURM_NTASKS_PER_NODE)) \
@@ -39,7 +42,7 @@ public class SlurmJobTests(ITestOutputHelper log)
             Name = "slurm-job", Nodes = 2, Port = FreePort(), MetricsPort = 0, Oecrun = string.Join(' ', [self.FileName, .. self.Arguments]),
             RunDir = Path.Combine(temp.Path, "run"),
             Overrides = ["train.steps=20", "train.warmup_steps=5", "train.batch_size=8", "train.sequence_length=32", "train.eval_every=0", "train.log_every=5",
-                         "data.synthetic_tokens=30000", "job.checkpoint_every=10", "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=10"],
+                         "data.synthetic_tokens=30000", "job.checkpoint_every=10", "job.heartbeat_interval_s=0.2", "job.heartbeat_timeout_s=10", "job.max_restarts=0"],
         };
         SbatchScript.Write(SbatchScript.Render(options, "(test)"), script);
 
@@ -65,6 +68,7 @@ public class SlurmJobTests(ITestOutputHelper log)
         log.WriteLine(text + await errors);
 
         Assert.Equal(0, job.ExitCode);
+        Assert.Contains("srun: first step exits 4", text);
         foreach (int task in new[] { 0, 1 })
             Assert.Contains($"{task}: rank: asking http://localhost:{options.Port}/ for rank {task} of 2 (local rank 0 of 1; placement from Slurm)", text);
         Assert.Contains("0: done: 20 steps", text); // rank 0 reports for the job

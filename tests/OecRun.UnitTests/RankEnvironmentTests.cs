@@ -139,4 +139,14 @@ public class RankEnvironmentTests
     [InlineData(Grpc.Core.StatusCode.InvalidArgument, null, 2)]    // the world size
     public void A_refused_registration_exits_4_where_a_later_generation_takes_the_rank(Grpc.Core.StatusCode status, string? over, int expected) =>
         Assert.Equal(expected, Rank.Distributed.RankProcess.RegistrationRefused(status, over));
+
+    /// <summary>A pod's ranks after one exited: exit 4 is an order every rank heard, and rank 0 may still be writing the
+    /// model and optimizer of a stop's checkpoint (it was killed 30 s in, losing the checkpoint and costing a restart).</summary>
+    [Fact]
+    public void A_pods_other_ranks_get_minutes_after_a_restart_order_and_30_s_after_a_failure()
+    {
+        Assert.Equal(Timeout.InfiniteTimeSpan, OecRun.Launching.PodRanks.GraceAfter(0));
+        Assert.True(OecRun.Launching.PodRanks.GraceAfter(4) >= TimeSpan.FromMinutes(10));
+        Assert.Equal(TimeSpan.FromSeconds(30), OecRun.Launching.PodRanks.GraceAfter(1));
+    }
 }

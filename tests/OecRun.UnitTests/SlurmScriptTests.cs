@@ -54,7 +54,7 @@ public class SlurmScriptTests
         Assert.True(coordinator >= 0 && srun > coordinator, script);
         Assert.EndsWith(" &", lines[coordinator]);
         Assert.Contains("train.steps=100 job.world_size=8 job.id=gpt run.out_dir=runs/gpt job.resume=auto train.device=cuda job.backend=nccl", lines[coordinator]);
-        Assert.Equal("srun --kill-on-bad-exit=1 \"${oecrun[@]}\" rank || status=$?", lines[srun].Trim());
+        Assert.Equal("srun \"${oecrun[@]}\" rank || status=$?", lines[srun].Trim());
         Assert.Contains("oecrun=(dotnet /opt/oec/oecrun.dll)", lines);
         Assert.Contains("export MASTER_PORT=29555", lines);
         Assert.Contains("export OEC_JOB_ID=gpt", lines);
@@ -63,11 +63,13 @@ public class SlurmScriptTests
     }
 
     [Fact]
-    public void The_rank_step_is_retried_at_most_job_max_restarts_times()
+    public void The_rank_step_is_retried_at_most_job_max_restarts_times_for_failures_and_while_the_coordinator_runs_for_its_own_orders()
     {
         string script = Render("--name", "gpt", "--nodes", "1", "job.max_restarts=7");
 
-        Assert.Contains("for generation in $(seq 0 7); do", script);
+        Assert.Contains("while kill -0 \"$coordinator\" 2>/dev/null; do", script);
+        Assert.Contains("  if [ \"$status\" -ne 4 ] && [ \"$status\" -ne 5 ]; then", script); // a restart, rollback or own stop is the coordinator's to count
+        Assert.Contains("    if [ \"$failures\" -gt 7 ]; then break; fi", script);
     }
 
     [Fact]

@@ -9,15 +9,25 @@ namespace OecRun.Launching;
 /// Starts N `oecrun rank` processes with LOCAL_RANK i, LOCAL_WORLD_SIZE N and RANK = index x N + i, where index is
 /// JOB_COMPLETION_INDEX (set by Kubernetes in an Indexed Job's pods), OEC_POD_INDEX, NODE_RANK or SLURM_NODEID
 /// (<see cref="RankEnvironment.NodeIndex"/>); rank i takes GPU i. Their output
-/// is streamed with a [rank R] prefix. When one exits with an error the others are given the coordinator's heartbeat
-/// timeout to hear the end of their generation, then killed. The exit code is the worst of theirs (Refused before
+/// is streamed with a [rank R] prefix. When one exits with an error the others are given <see cref="GraceAfter"/> to
+/// hear the end of their generation and finish, then killed. The exit code is the worst of theirs (Refused before
 /// Failed before LostCoordinator before Restart), so that the pod's restart policy sees why. SIGTERM and Ctrl+C reach
 /// every rank as SIGINT: each votes to stop at a checkpoint.
 /// </summary>
 public static partial class PodRanks
 {
     const int SigInt = 2;
-    static readonly TimeSpan Grace = TimeSpan.FromSeconds(30);
+    /// <summary>How long the other ranks of a pod may run on once one exited with <paramref name="code"/>: as long as they
+    /// need after a success (they finish too); 10 minutes after exit 4, when every rank heard the same order to restart
+    /// and some may still write their part of a stop's checkpoint (rank 0 writes the model and optimizer, the others a
+    /// few files; Kubernetes gives a signalled rank pod 600 s); 30 s after a failure, whose generation the coordinator
+    /// ends within its heartbeat timeout.</summary>
+    public static TimeSpan GraceAfter(int code) => code switch
+    {
+        ExitCodes.Success => Timeout.InfiniteTimeSpan,
+        ExitCodes.Restart => TimeSpan.FromMinutes(10),
+        _ => TimeSpan.FromSeconds(30),
+    };
     /// <summary>The pod's exit code is the first of these that a rank exited with, else any other non-zero code.</summary>
     static readonly int[] WorstFirst = [ExitCodes.Refused, ExitCodes.Failed, ExitCodes.LostCoordinator];
 
@@ -47,8 +57,9 @@ public static partial class PodRanks
 
         var first = ranks[Task.WaitAny(ranks.Select(r => r.Exited).ToArray())];
         int firstCode = first.Process.ExitCode;
-        SpawnedRank.ReapAsync(ranks, firstCode == ExitCodes.Success ? Timeout.InfiniteTimeSpan : Grace,
-            r => Echo($"pod {index}: rank {r.Rank} still runs {Grace.TotalSeconds:0} s after rank {first.Rank} exited with {firstCode}; killing it")).GetAwaiter().GetResult();
+        var grace = GraceAfter(firstCode);
+        SpawnedRank.ReapAsync(ranks, grace,
+            r => Echo($"pod {index}: rank {r.Rank} still runs {grace.TotalSeconds:0} s after rank {first.Rank} exited with {firstCode}; killing it")).GetAwaiter().GetResult();
         var codes = ranks.Select(r => r.Process.ExitCode).ToList();
         foreach (var r in ranks) r.Dispose();
         return WorstFirst.FirstOrDefault(codes.Contains, codes.FirstOrDefault(c => c != ExitCodes.Success));

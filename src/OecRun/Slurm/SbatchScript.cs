@@ -90,20 +90,28 @@ public static class SbatchScript
         yield return "coordinator=$!";
     }
 
-    /// <summary>The rank step, started again after a failed generation (as a Kubernetes Job recreates its pods) while the
-    /// coordinator runs, at most job.max_restarts times; exit code 2 (a bad configuration) is not retried.</summary>
+    /// <summary>The rank step, started again while the coordinator runs, as a Kubernetes Job recreates its pods. Exits 4
+    /// (the coordinator ended the generation: a restart, a rollback, a stop on the ranks' own signal) and 5 (it was
+    /// unreachable) are the coordinator's to count and bound; other failures count here, at most job.max_restarts
+    /// times; exit 2 (a bad configuration) is not retried. Without --kill-on-bad-exit: a rank that fails is the
+    /// coordinator's to notice, and it tells the others, which may still be writing their part of a checkpoint.
+    /// When the script gives up, the coordinator stops at a checkpoint and the script exits 1, not the stop's 0.</summary>
     static IEnumerable<string> Ranks(int maxRestarts)
     {
         yield return "# The ranks: one task per GPU (or CPU rank), rank SLURM_PROCID on cuda:SLURM_LOCALID; every task sees its node's GPUs.";
         yield return "status=0";
-        yield return $"for generation in $(seq 0 {maxRestarts}); do";
-        yield return "  kill -0 \"$coordinator\" 2>/dev/null || break";
+        yield return "failures=0";
+        yield return "while kill -0 \"$coordinator\" 2>/dev/null; do";
         yield return "  status=0";
-        yield return "  srun --kill-on-bad-exit=1 \"${oecrun[@]}\" rank || status=$?";
+        yield return "  srun \"${oecrun[@]}\" rank || status=$?";
         yield return $"  if [ \"$status\" -eq 0 ] || [ \"$status\" -eq {ExitCodes.Refused} ]; then break; fi";
+        yield return $"  if [ \"$status\" -ne {ExitCodes.Restart} ] && [ \"$status\" -ne {ExitCodes.LostCoordinator} ]; then";
+        yield return "    failures=$((failures + 1))";
+        yield return $"    if [ \"$failures\" -gt {maxRestarts} ]; then break; fi";
+        yield return "  fi";
         yield return "done";
-        yield return "# Ranks that gave up: the coordinator stops at a checkpoint instead of waiting for them.";
-        yield return "if [ \"$status\" -ne 0 ]; then kill -TERM \"$coordinator\" 2>/dev/null || true; fi";
+        yield return "# Ranks that gave up: the coordinator stops at a checkpoint instead of waiting for them, and the job is not done.";
+        yield return "if [ \"$status\" -ne 0 ] && kill -TERM \"$coordinator\" 2>/dev/null; then wait \"$coordinator\"; exit 1; fi";
         yield return "wait \"$coordinator\"";
     }
 }
