@@ -166,6 +166,13 @@ public class SweepRunTests(ITestOutputHelper output)
         var changed = options with { Overrides = [.. options.Overrides, "train.steps=13"] };
         var e = await Assert.ThrowsAsync<ArgumentException>(() => Run(changed));
         Assert.Contains("train.steps = 12 there, 13 now", e.Message);
+
+        // A second sweep into a running one's directory is refused: it would take the running cells for half-done.
+        using (RunDirectoryLock.Acquire(outDir))
+        {
+            var busy = await Assert.ThrowsAsync<InvalidOperationException>(() => Run(options));
+            Assert.Contains($"run.out_dir = '{outDir}' is in use", busy.Message);
+        }
     }
 
     /// <summary>Collects what is written and calls back with each whole line.</summary>

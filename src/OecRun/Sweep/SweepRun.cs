@@ -33,6 +33,9 @@ public static class SweepRun
         string outDir = options.OutDir;
         var cells = options.Cells(baseConfig.Train.Seed);
         var configs = cells.ToDictionary(c => c, c => options.CellConfig(c, Path.Combine(outDir, "cells", c.Name), threads));
+        // One sweep at a time in a directory: a second one would take the first's running cells (no result, no
+        // checkpoint yet) for half-done and delete them.
+        using var sweepLock = Launching.RunDirectoryLock.Acquire(outDir);
         CheckManifest(outDir, baseConfig);
         using var log = new SweepLog(console, Path.Combine(outDir, LogFile));
 
@@ -71,18 +74,15 @@ public static class SweepRun
         await Task.WhenAll(Enumerable.Range(0, parallel).Select(_ => Task.Run(Worker)));
 
         if (!failed.IsEmpty)
-        {
             log.Info($"{failed.Count} cell(s) failed: {string.Join(", ", failed.Order())} (each one's coordinator.log says why); " +
                      "run the same command again to retry them");
-            return 1;
-        }
-        if (results.Count < cells.Count)
+        else if (results.Count < cells.Count)
             log.Info($"stopped{(interrupt.IsCancellationRequested ? "" : " at --max-minutes")}: {results.Count} of {cells.Count} cells finished; " +
                      "run the same command again to resume (finished cells are kept, stopped ones resume from their checkpoint)");
-        if (results.IsEmpty) return 0;
-        foreach (string path in SweepReport.Write(outDir, options, baseConfig, results, initial))
-            log.Info($"wrote {path}{(results.Count < cells.Count ? $" ({results.Count} of {cells.Count} cells)" : "")}");
-        return 0;
+        if (!results.IsEmpty) // the cells finished so far, also when another failed
+            foreach (string path in SweepReport.Write(outDir, options, baseConfig, results, initial))
+                log.Info($"wrote {path}{(results.Count < cells.Count ? $" ({results.Count} of {cells.Count} cells)" : "")}");
+        return failed.IsEmpty ? 0 : 1;
     }
 
     /// <summary>One cell's job, from an empty directory or from its checkpoint: its result, or no result when it was
