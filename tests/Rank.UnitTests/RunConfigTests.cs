@@ -315,7 +315,7 @@ public class RunConfigTests
     }
 
     [Fact]
-    public void A_resume_conflicts_only_with_a_checkpoint_of_another_model_or_data_section_and_names_both_values()
+    public void A_resume_conflicts_only_with_a_checkpoint_of_another_model_data_section_or_data_order_and_names_both_values()
     {
         var config = RunConfig.Load(null, ["run.out_dir=x"]);
 
@@ -332,5 +332,13 @@ public class RunConfigTests
         var other = config with { Data = config.Data with { SyntheticSeed = config.Data.SyntheticSeed + 1 } };
         Assert.StartsWith("its data section ", config.ResumeConflict(other.ToJson()));
         Assert.StartsWith("its configuration cannot be read", config.ResumeConflict("""{"model":{"no_such_key":1}}"""));
+
+        // What orders the data: the checkpoint's cursor counts sequences read in its order
+        Assert.Equal("its global batch, train.batch_size x train.grad_accum = 32 x 1 = 32 sequences, differs from this run's 16 x 1 = 16",
+            config.ResumeConflict((config with { Train = config.Train with { BatchSize = 32 } }).ToJson()));
+        Assert.Null(config.ResumeConflict((config with { Train = config.Train with { BatchSize = 8, GradAccum = 2 } }).ToJson())); // the same global batch
+        Assert.Equal($"its train.seed = 7, which orders the data, differs from this run's {config.Train.Seed}",
+            config.ResumeConflict((config with { Train = config.Train with { Seed = 7 } }).ToJson()));
+        Assert.StartsWith("its train.sequence_length = 128,", config.ResumeConflict((config with { Train = config.Train with { SequenceLength = 128 } }).ToJson()));
     }
 }

@@ -147,15 +147,23 @@ public sealed record RunConfig
     }
 
     /// <summary>Why this run cannot continue a checkpoint saved with <paramref name="checkpointConfigJson"/> (ToJson's
-    /// text, from its manifest): its model or data section differs, naming the section and both values; null when they
-    /// are equal. Other sections (steps, learning rate, world size) may change on resume.</summary>
+    /// text, from its manifest): its model or data section differs, or what orders the data (the global batch,
+    /// train.batch_size x train.grad_accum; train.seed, which shuffles it; train.sequence_length, which cuts it): the checkpoint's data cursor counts the
+    /// sequences read in that order, so another one would read some twice and skip others. Names the setting and both
+    /// values; null when they agree. The rest (steps, learning rate, world size, ZeRO stage) may change on resume.</summary>
     public string? ResumeConflict(string checkpointConfigJson)
     {
         RunConfig saved;
         try { saved = JsonSerializer.Deserialize<RunConfig>(checkpointConfigJson, Json) ?? new RunConfig(); }
         catch (JsonException e) { return $"its configuration cannot be read: {e.Message}"; }
+        long savedBatch = (long)saved.Train.BatchSize * saved.Train.GradAccum, batch = (long)Train.BatchSize * Train.GradAccum;
         return saved.Model != Model ? Differs("model", saved.Model, Model)
             : saved.Data != Data ? Differs("data", saved.Data, Data)
+            : savedBatch != batch ? $"its global batch, train.batch_size x train.grad_accum = {saved.Train.BatchSize} x {saved.Train.GradAccum} = {savedBatch} " +
+                                    $"sequences, differs from this run's {Train.BatchSize} x {Train.GradAccum} = {batch}"
+            : saved.Train.Seed != Train.Seed ? $"its train.seed = {saved.Train.Seed}, which orders the data, differs from this run's {Train.Seed}"
+            : saved.Train.SequenceLength != Train.SequenceLength
+                ? $"its train.sequence_length = {saved.Train.SequenceLength}, which cuts the data into sequences, differs from this run's {Train.SequenceLength}"
             : null;
     }
 
