@@ -101,8 +101,10 @@ public sealed class MetricsHistory : IDisposable
     /// <summary>
     /// The job's summary and, per rank, the points with Step > since as one array per quantity (the field names of
     /// metrics.jsonl): {"job_id", "phase", ..., "epoch", "ranks": [{"rank": 0, "step": [...], "train_loss": [...], ...,
-    /// "rolled_back": [{"to": step, "step": [...], "train_loss": [...], ...}]}]}; the rolled-back passes (oldest first)
-    /// come whole whatever `since`. Non-finite values and a missing val_loss are null: JSON has no NaN.
+    /// "rolled_back": [{"to": step, "step": [...], "train_loss": [...], ...}]}]}; rank 0's rolled-back passes (oldest
+    /// first) come whole whatever `since`, the other ranks' as the step each went back to only: the page draws rank 0's
+    /// undone points and a marker at each such step (every rank's points would make each poll of a large job's page
+    /// hundreds of MB). Non-finite values and a missing val_loss are null: JSON has no NaN.
     /// </summary>
     public void WriteJson(Utf8JsonWriter w, long since = -1)
     {
@@ -139,7 +141,7 @@ public sealed class MetricsHistory : IDisposable
             {
                 w.WriteStartObject();
                 w.WriteNumber("to", pass.To);
-                Columns(w, pass.Points);
+                if (rank == 0) Columns(w, pass.Points);
                 w.WriteEndObject();
             }
             w.WriteEndArray();

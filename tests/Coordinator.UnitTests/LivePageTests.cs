@@ -102,6 +102,25 @@ public class LivePageTests
         Assert.Equal(Metrics(0, 40).TrainLoss, passes[0].GetProperty("train_loss")[1].GetDouble());
     }
 
+    /// <summary>The page draws rank 0's undone points: another rank's passes come as the step it went back to only, so
+    /// that a poll of a large job after a rollback is not every rank's history again.</summary>
+    [Fact]
+    public void Ranks_other_than_0_send_their_rolled_back_passes_as_the_step_they_went_back_to_only()
+    {
+        using var job = new TestJob();
+        using var history = new MetricsHistory(job.State);
+        foreach (int rank in new[] { 0, 1 })
+            foreach (int step in new[] { 10, 20, 30 }) history.Add(rank, Metrics(rank, step).ToRecord());
+        history.Truncate(10);
+
+        var ranks = Json(history, since: 100).GetProperty("ranks");
+        var other = Assert.Single(ranks.EnumerateArray(), r => r.GetProperty("rank").GetInt32() == 1).GetProperty("rolled_back");
+        Assert.Equal(10, Assert.Single(other.EnumerateArray()).GetProperty("to").GetInt64());
+        Assert.False(other[0].TryGetProperty("step", out _));
+        var mine = Assert.Single(ranks.EnumerateArray(), r => r.GetProperty("rank").GetInt32() == 0).GetProperty("rolled_back");
+        Assert.Equal([20, 30], mine[0].GetProperty("step").EnumerateArray().Select(v => v.GetInt32()));
+    }
+
     [Fact]
     public void The_history_json_has_null_for_non_finite_values_and_a_missing_validation_loss()
     {
