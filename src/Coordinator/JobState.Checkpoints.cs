@@ -11,6 +11,7 @@ public sealed partial class JobState
     /// manifest is written (the checkpoint is committed).</summary>
     public bool Commit(Caller c, long step, IReadOnlyList<CheckpointFile> files)
     {
+        IReadOnlyList<string> superseded;
         lock (gate)
         {
             var g = Member(c);
@@ -27,10 +28,8 @@ public sealed partial class JobState
             var (epoch, position) = spec.Train.CursorAt(schedule.DataStep(step));
             try
             {
-                catalog.Commit(new CheckpointManifest(step, spec.JobId, g.Number, World, epoch, position, all, spec.ConfigJson,
-                    schedule.Skips.Count > 0 ? [.. schedule.Skips] : null, learningRateScale != 1 ? learningRateScale : null, rollbacks > 0 ? rollbacks : null),
-                    spec.Options.KeepCheckpoints,
-                    pin: HealthyStep);
+                catalog.WriteManifest(new CheckpointManifest(step, spec.JobId, g.Number, World, epoch, position, all, spec.ConfigJson,
+                    schedule.Skips.Count > 0 ? [.. schedule.Skips] : null, learningRateScale != 1 ? learningRateScale : null, rollbacks > 0 ? rollbacks : null));
             }
             catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
             {
@@ -38,9 +37,30 @@ public sealed partial class JobState
             }
             g.Commits.Remove(step);
             log.Info($"checkpoint at step {step} committed: {all.Count} files, {all.Sum(f => f.Bytes) / 1e6:F1} MB, data cursor epoch {epoch} position {position}");
-            return true;
+            catalog.DeleteUnfinished(step);
+            superseded = catalog.Superseded(spec.Options.KeepCheckpoints, pin: HealthyStep);
         }
+        Rotate(superseded);
+        return true;
     }
+
+    /// <summary>Retires superseded checkpoints on a task of their own, one rotation after the other: each is read whole
+    /// to check it before it is deleted (about 12 bytes a parameter: minutes for a large model), which under the lock
+    /// held back commits past the ranks' deadline and heartbeats past their timeout.</summary>
+    void Rotate(IReadOnlyList<string> superseded)
+    {
+        if (superseded.Count == 0) return;
+        lock (rotationGate)
+            rotation = rotation.ContinueWith(_ =>
+            {
+                foreach (string dir in superseded)
+                    try { catalog.Retire(dir); }
+                    catch (Exception e) when (e is IOException or UnauthorizedAccessException) { log.Info($"could not retire old checkpoint {dir}: {e.Message}"); }
+            }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+    }
+
+    /// <summary>Completes when the rotations asked for so far are done.</summary>
+    public Task Rotation { get { lock (rotationGate) return rotation; } }
 
     void CheckFile(CheckpointFile f)
     {

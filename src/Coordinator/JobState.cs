@@ -36,6 +36,8 @@ public sealed partial class JobState : IDisposable
     // The step the job last started from healthy: the checkpoint it resumed from, or a rollback's target. The monitor
     // has judged no step of a resumed job yet, and forgets those after a rollback's target.
     long healthyFloor;
+    readonly Lock rotationGate = new();
+    Task rotation = Task.CompletedTask;
     readonly DataSchedule schedule;
     double learningRateScale = 1;
 
@@ -119,7 +121,11 @@ public sealed partial class JobState : IDisposable
         }
     }
 
-    public void Dispose() => watchdog.Dispose();
+    public void Dispose()
+    {
+        watchdog.Dispose();
+        Rotation.Wait(); // a checkpoint half deleted by a process on its way out would be left for the next run to skip
+    }
 
     bool IsOver => phase is JobPhase.Succeeded or JobPhase.Stopped or JobPhase.Diverged or JobPhase.Failed;
 

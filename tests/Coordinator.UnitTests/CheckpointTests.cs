@@ -170,6 +170,32 @@ public sealed class CheckpointTests
         Assert.False(File.Exists(Manifest(job, 2)));
     }
 
+    /// <summary>Rotation reads a superseded checkpoint whole before deleting it (minutes for a large model): on a task
+    /// of its own, so that the commit answers the ranks within their deadline and heartbeats go on meanwhile. A FIFO as
+    /// the checkpoint's file holds the read until the test writes to it.</summary>
+    [Fact]
+    public async Task A_commit_answers_and_heartbeats_go_on_while_rotation_still_reads_the_checkpoint_it_retires()
+    {
+        using var job = new TestJob(new JobOptions { KeepCheckpoints = 1 });
+        await job.RegisterAll();
+        string dir = job.State.Catalog.DirectoryFor(2), fifo = Path.Combine(dir, "rank0.bin");
+        Directory.CreateDirectory(dir);
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) mkfifo.WaitForExit();
+        string emptySha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData([]));
+        job.Commit(1, 0, 2, new ProtoFile { Name = "rank0.bin", Bytes = 0, Sha256 = emptySha });
+        job.Commit(1, 1, 2, job.WriteCheckpointFile(2, "rank1.bin", 120));
+
+        Assert.True(job.Commit(1, 0, 4, job.WriteCheckpointFile(4, "rank0.bin", 100)).Committed is false);
+        Assert.True(job.Commit(1, 1, 4, job.WriteCheckpointFile(4, "rank1.bin", 120)).Committed); // answered: step 2's read waits on the FIFO
+        job.Heartbeat(1, 0, 4);
+        Assert.False(job.State.Rotation.IsCompleted);
+        Assert.True(Directory.Exists(dir));
+
+        await File.WriteAllBytesAsync(fifo, []).Within(); // the read sees an empty file: the checkpoint checks out and goes
+        await job.State.Rotation.Within();
+        Assert.False(Directory.Exists(dir));
+    }
+
     [Fact]
     public async Task A_registration_after_the_job_ended_is_refused_with_how_it_ended()
     {

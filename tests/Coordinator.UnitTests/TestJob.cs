@@ -139,11 +139,13 @@ internal sealed class TestJob : IDisposable
         return new ProtoFile { Name = described.Name, Bytes = described.Bytes, Sha256 = described.Sha256 };
     }
 
-    /// <summary>Both ranks of `generation` write their part of the checkpoint at `step` and commit it; returns the replies.</summary>
+    /// <summary>Both ranks of `generation` write their part of the checkpoint at `step` and commit it; returns the
+    /// replies once the rotation it started is done (it runs on a task of its own).</summary>
     public (CommitReply Rank0, CommitReply Rank1) CommitBoth(int generation, long step)
     {
         var first = Commit(generation, 0, step, WriteCheckpointFile(step, "rank0.bin", 100));
         var second = Commit(generation, 1, step, WriteCheckpointFile(step, "rank1.bin", 120));
+        Assert.True(State.Rotation.Wait(Waits.Timeout), "the rotation did not finish");
         return (first, second);
     }
 

@@ -13,6 +13,9 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
 
     public string Root { get; } = root;
 
+    // Held while directories are deleted or moved (rotation may run on another thread than a rollback's SetAside).
+    readonly Lock moving = new();
+
     public string DirectoryFor(long step) => Path.Combine(Root, $"step_{step:D8}");
 
     /// <summary>Writes the manifest once every file is on disk with its declared size, then deletes all but the newest
@@ -20,6 +23,14 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     /// committed checkpoint at or before step <paramref name="pin"/> is kept too: a divergence rollback's target while
     /// the steps after it are still being judged.</summary>
     public void Commit(CheckpointManifest manifest, int keep, long pin = -1)
+    {
+        WriteManifest(manifest);
+        DeleteUnfinished(manifest.Step);
+        foreach (string dir in Superseded(keep, pin)) Retire(dir);
+    }
+
+    /// <summary>Commits a checkpoint: its manifest, once every file is on disk with its declared size.</summary>
+    public void WriteManifest(CheckpointManifest manifest)
     {
         string dir = DirectoryFor(manifest.Step);
         foreach (var f in manifest.Files)
@@ -29,7 +40,6 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
             if (info.Length != f.Bytes) throw new InvalidDataException($"checkpoint step {manifest.Step}: {f.Name} has {info.Length} bytes, the rank declared {f.Bytes}");
         }
         AtomicFile.Write(Path.Combine(dir, ManifestName), s => JsonSerializer.Serialize(s, manifest, Json));
-        Prune(manifest.Step, keep, pin);
     }
 
     /// <summary>Replaces the manifest of a committed checkpoint, whole or not at all (its files are unchanged).</summary>
@@ -50,6 +60,10 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
             catch (InvalidDataException e)
             {
                 log($"skipping checkpoint {dir}: {e.Message}");
+            }
+            catch (IOException e) when (!Directory.Exists(dir)) // retired by rotation while read
+            {
+                log($"skipping checkpoint {dir}: removed while it was read ({e.Message})");
             }
         }
         return null;
@@ -109,8 +123,13 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     public static CheckpointFile Describe(string path) => new(Path.GetFileName(path), new FileInfo(path).Length, Sha256(path));
 
     /// <summary>Moves every checkpoint directory after step <paramref name="step"/> (committed or not) into
-    /// rolled-back/ beside them, out of reach of LatestValid and Prune but kept for inspection; returns how many.</summary>
+    /// rolled-back/ beside them, out of reach of LatestValid and rotation but kept for inspection; returns how many.</summary>
     public int SetAside(long step, int generation)
+    {
+        lock (moving) return SetAsideLocked(step, generation);
+    }
+
+    int SetAsideLocked(long step, int generation)
     {
         var later = Directories().Where(d => d.Step > step).ToList();
         foreach (var (s, dir) in later)
@@ -142,26 +161,37 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     public IEnumerable<string> Committed() =>
         Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderBy(d => d.Step).Select(d => d.Dir);
 
-    /// <summary>Deletes the committed checkpoints older than the newest <paramref name="keep"/> (but the newest at or
-    /// before <paramref name="pin"/>) once they pass their checks,
-    /// and the uncommitted directories older than step <paramref name="newest"/> (a generation's unfinished writes). One
-    /// that fails its checks is moved into corrupt/ beside them, never deleted: it may be all that is left of the run.</summary>
-    void Prune(long newest, int keep, long pin)
+    /// <summary>The committed checkpoints that rotation retires: all but the newest <paramref name="keep"/> and the
+    /// newest at or before step <paramref name="pin"/>.</summary>
+    public IReadOnlyList<string> Superseded(int keep, long pin = -1)
     {
         var committed = Directories().Where(d => File.Exists(Path.Combine(d.Dir, ManifestName))).OrderByDescending(d => d.Step).ToList();
         long pinned = committed.FirstOrDefault(d => d.Step <= pin, (-1, "")).Step;
-        foreach (var (_, dir) in committed.Skip(keep).Where(d => d.Step != pinned))
+        return committed.Skip(keep).Where(d => d.Step != pinned).Select(d => d.Dir).ToList();
+    }
+
+    /// <summary>Deletes a superseded checkpoint once it passes its checks (reading every file: the slow part, done
+    /// outside any lock); one that fails them is moved into corrupt/ beside them, never deleted: it may be all that is
+    /// left of the run. A directory gone meanwhile (set aside by a rollback) is left alone.</summary>
+    public void Retire(string dir)
+    {
+        string? failed = null;
+        try { ReadVerified(dir); }
+        catch (Exception e) when (e is InvalidDataException or IOException) { failed = e.Message; }
+        lock (moving)
         {
-            try { ReadVerified(dir); }
-            catch (InvalidDataException e)
-            {
-                MoveToCorrupt(dir, e.Message);
-                continue;
-            }
-            Delete(dir);
+            if (!File.Exists(Path.Combine(dir, ManifestName))) return;
+            if (failed is null) Delete(dir);
+            else MoveToCorrupt(dir, failed);
         }
-        foreach (var (_, dir) in Directories().Where(d => d.Step < newest && !File.Exists(Path.Combine(d.Dir, ManifestName))).ToList())
-            Delete(dir);
+    }
+
+    /// <summary>Deletes the uncommitted directories older than step <paramref name="newest"/>: a generation's unfinished writes.</summary>
+    public void DeleteUnfinished(long newest)
+    {
+        lock (moving)
+            foreach (var (_, dir) in Directories().Where(d => d.Step < newest && !File.Exists(Path.Combine(d.Dir, ManifestName))).ToList())
+                Delete(dir);
     }
 
     void Delete(string dir)
