@@ -23,10 +23,11 @@ public static class Prepare
 
     /// <summary>
     /// Tokenises options.Inputs into OutputDirectory. Refuses to run when shards named {Name}_train_*.bin or
-    /// {Name}_val_*.bin already exist there; on any failure deletes the shards this run wrote, and the output directory
-    /// if this run created it, so nothing partial remains.
+    /// {Name}_val_*.bin already exist there; on any failure, and when <paramref name="cancel"/> is cancelled (the
+    /// command's SIGINT or SIGTERM), deletes the shards this run wrote, and the output directory if this run created it,
+    /// so nothing partial remains (a partial set would train without a word).
     /// </summary>
-    public static PrepareSummary Run(PrepareOptions options, TextWriter log)
+    public static PrepareSummary Run(PrepareOptions options, TextWriter log, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(log);
@@ -39,7 +40,7 @@ public static class Prepare
         var val = new ShardSink(options.OutputDirectory, options.Name, "val", (int)options.ShardTokens);
         try
         {
-            long documents = Tokenise(options, train, val, log);
+            long documents = Tokenise(options, train, val, log, cancel);
             train.Flush();
             val.Flush();
             var summary = new PrepareSummary(documents, train.Tokens, val.Tokens, [.. train.Written], [.. val.Written]);
@@ -119,7 +120,7 @@ public static class Prepare
     }
 
     /// <summary>Streams every input through the tokenizer into the sinks; returns the number of documents.</summary>
-    private static long Tokenise(PrepareOptions options, ShardSink train, ShardSink val, TextWriter log)
+    private static long Tokenise(PrepareOptions options, ShardSink train, ShardSink val, TextWriter log, CancellationToken cancel)
     {
         var tokenizer = TiktokenTokenizer.CreateForModel("gpt2");
         var progress = new ProgressBar(log, options.Inputs.Sum(p => new FileInfo(p).Length));
@@ -133,6 +134,7 @@ public static class Prepare
             long batchChars = 0;
             foreach (string document in reader.Documents())
             {
+                cancel.ThrowIfCancellationRequested();
                 batch.Add(document);
                 batchChars += document.Length;
                 if (batchChars >= BatchChars)
@@ -144,6 +146,7 @@ public static class Prepare
                 }
             }
 
+            cancel.ThrowIfCancellationRequested();
             documents = Route(tokenizer, batch, documents, options.ValFraction, train, val);
             if (documents == first)
             {

@@ -124,6 +124,40 @@ public sealed class PrepareTests : IDisposable
         Assert.False(Directory.Exists(output));
     }
 
+    /// <summary>The command's SIGINT or SIGTERM cancels the run: the shards of the first file, already written, go too
+    /// (a partial set trains without a word). Cancelled here when the progress bar reports the first file done.</summary>
+    [Fact]
+    public void An_interrupted_run_deletes_the_shards_it_already_wrote()
+    {
+        string first = WriteText("first.txt", string.Join("\n\n", Documents));
+        string second = WriteText("second.txt", string.Join("\n\n", Documents));
+        string output = temp.File("out");
+        using var interrupt = new CancellationTokenSource();
+        var log = new CancelOnProgress(interrupt, output);
+
+        Assert.Throws<OperationCanceledException>(
+            () => Prepare.Run(new PrepareOptions([first, second], output, ValFraction: 0.2, ShardTokens: 8), log, interrupt.Token));
+
+        Assert.True(log.ShardsWhenCancelled > 1, $"{log.ShardsWhenCancelled} shards on disk when cancelled");
+        Assert.False(Directory.Exists(output));
+    }
+
+    /// <summary>Cancels at the first progress report, counting the shards on disk then.</summary>
+    sealed class CancelOnProgress(CancellationTokenSource source, string output) : StringWriter
+    {
+        public int ShardsWhenCancelled { get; private set; } = -1;
+
+        public override void Write(string? value)
+        {
+            if (value?.Contains("prepare [") == true && !source.IsCancellationRequested)
+            {
+                ShardsWhenCancelled = Directory.GetFiles(output, "*.bin").Length;
+                source.Cancel();
+            }
+            base.Write(value);
+        }
+    }
+
     [Fact]
     public void A_failure_into_a_directory_that_existed_deletes_only_the_shards_and_keeps_the_directory_and_its_files()
     {

@@ -89,8 +89,14 @@ public sealed class StopSignals : IDisposable
     readonly PosixSignalRegistration[] registrations;
     int received;
 
-    public StopSignals() => registrations = [.. new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM, PosixSignal.SIGHUP }
-        .Select(signal => PosixSignalRegistration.Create(signal, OnSignal))];
+    readonly string saying;
+
+    /// <param name="saying">What the first signal prints after its name.</param>
+    public StopSignals(string saying = "stopping at the next step all ranks agree on, after a checkpoint (again to end at once)")
+    {
+        this.saying = saying;
+        registrations = [.. new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM, PosixSignal.SIGHUP }.Select(signal => PosixSignalRegistration.Create(signal, OnSignal))];
+    }
 
     public CancellationToken Token => first.Token;
 
@@ -98,7 +104,7 @@ public sealed class StopSignals : IDisposable
     {
         if (Interlocked.Increment(ref received) > 1) return; // the default action: the process ends
         context.Cancel = true;
-        Console.Error.WriteLine($"{context.Signal}: stopping at the next step all ranks agree on, after a checkpoint (again to end at once)");
+        Console.Error.WriteLine($"{context.Signal}: {saying}");
         first.Cancel();
     }
 

@@ -6,6 +6,9 @@ namespace OecRun.Commands;
 
 public static class PrepareCommand
 {
+    /// <summary>128 + SIGINT, a shell's code for a program interrupted.</summary>
+    public const int InterruptedExitCode = 130;
+
     public static Command Create()
     {
         var command = new Command("prepare", "Tokenise text with the GPT-2 BPE into llm.c-format train and validation shards.");
@@ -20,8 +23,18 @@ public static class PrepareCommand
             (o, v) => o with { ShardTokens = v });
         command.SetGuardedAction(parse =>
         {
-            Prepare.Run(b.Bind(parse), Console.Out);
-            return 0;
+            var options = b.Bind(parse);
+            using var interrupt = new StopSignals("stopping: deleting the shards written so far (again to end at once, leaving them)");
+            try
+            {
+                Prepare.Run(options, Console.Out, interrupt.Token);
+                return 0;
+            }
+            catch (OperationCanceledException)
+            {
+                Console.Error.WriteLine($"prepare: interrupted; no {options.Name}_*.bin shard of this run is left in {options.OutputDirectory}");
+                return InterruptedExitCode;
+            }
         });
         return command;
     }

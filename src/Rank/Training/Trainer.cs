@@ -234,7 +234,7 @@ public sealed class Trainer : IDisposable
         if (lead)
         {
             Directory.CreateDirectory(outDir);
-            File.WriteAllText(Path.Combine(outDir, "config.json"), Config.ToJson());
+            AtomicFile.Write(Path.Combine(outDir, "config.json"), s => s.Write(System.Text.Encoding.UTF8.GetBytes(Config.ToJson()))); // whole or not at all
             console.WriteLine($"model: {ParameterCount:N0} parameters, vocabulary {Model.VocabSize} (padded), oec.method = {Config.Oec.Method}");
             console.WriteLine($"data: {Data.Train.Count:N0} train and {Data.Validation.Count:N0} validation sequences of {train.SequenceLength} tokens" +
                               (Data.Corpus is null ? "" : $"; the synthetic corpus's entropy rate, the best achievable loss, is {Data.Corpus.EntropyRateNats:F3} nats") +
