@@ -56,8 +56,10 @@ public sealed partial class JobState : IDisposable
         log.Info($"job {spec.JobId}: world size {World}, {spec.Steps} steps, {spec.Train.Plan.Count:N0} training sequences " +
                  $"(data {spec.Train.Plan.Fingerprint()}); generation 1 waits for its ranks" + (from is null ? "" : $"; resuming from {from} (step {step})"));
         watchdog = new Timer(_ => Watch(), null, TimeSpan.FromMilliseconds(250), TimeSpan.FromMilliseconds(250));
-        // A coordinator restarted after its job finished (a Deployment's pod moved) has nothing left to run.
-        if (step >= spec.Steps)
+        // A coordinator restarted after its job finished (a Deployment's pod moved) has nothing left to run; without the
+        // model file (the job ended between its last checkpoint and the model's write) a generation at the last step
+        // trains nothing and writes it.
+        if (step >= spec.Steps && File.Exists(Path.Combine(spec.OutDir, "model.safetensors")))
             lock (gate) End(new JobOutcome(JobPhase.Succeeded, $"already finished: the checkpoint {from} is at step {step}, train.steps = {spec.Steps}", step, double.NaN, null));
     }
 

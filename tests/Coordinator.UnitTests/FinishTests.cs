@@ -59,6 +59,29 @@ public sealed class FinishTests
         Assert.Equal(0, job.State.DivergenceEvents);
     }
 
+    /// <summary>A coordinator started again at the final checkpoint: finished when the model file is there; without it
+    /// (the job ended between the last checkpoint and the model's write) a generation runs to write it.</summary>
+    [Fact]
+    public async Task A_resume_at_the_final_checkpoint_is_finished_only_once_the_model_is_written()
+    {
+        using var dir = new TempDir();
+        using (var first = new TestJob(outDir: dir.Path))
+        {
+            await first.RegisterAll();
+            first.CommitBoth(1, TestJob.Steps);
+        }
+
+        using (var resumed = new TestJob(new JobOptions { Resume = ResumeMode.Yes }, outDir: dir.Path))
+        {
+            Assert.Equal(JobPhase.Registering, resumed.State.Phase);
+            Assert.All(await resumed.RegisterAll(), r => Assert.Equal(TestJob.Steps, r.StartStep));
+        }
+
+        File.WriteAllText(Path.Combine(dir.Path, "model.safetensors"), "written by that generation's rank 0");
+        using var again = new TestJob(new JobOptions { Resume = ResumeMode.Yes }, outDir: dir.Path);
+        Assert.Equal(JobPhase.Succeeded, (await again.State.Outcome.Within()).Phase);
+    }
+
     [Fact]
     public async Task A_stopped_finish_is_stopped()
     {
