@@ -173,36 +173,83 @@ internal sealed class RingLinks : IDisposable
     }
 
     /// <summary>Accepts until the expected previous rank of this group shows up and proves the job token, or the
-    /// timeout passes; strangers are dropped. <paramref name="proveToNext"/> runs once, after the first challenge
-    /// went out and before its proof is read.</summary>
+    /// timeout passes; strangers are dropped. Each connection's handshake runs on a task of its own, so that one that
+    /// says nothing (a port scanner, a health check, a half-open connection) or trickles bytes holds up only itself;
+    /// at the deadline every connection still talking is closed. <paramref name="proveToNext"/> runs once, after the
+    /// first challenge went out and before its proof is read.</summary>
     private static Socket Accept(Socket listener, RingHandshake handshake, string groupKey, int rank, int prev, string prevEndpoint,
                                  TimeSpan timeout, Action proveToNext)
     {
+        const int MaxTalking = 64; // connections whose handshake is under way; more are closed at once
         var deadline = DateTime.UtcNow + timeout;
+        var winner = new TaskCompletionSource<Socket>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var talking = new List<(Socket Socket, Task Handshake)>();
         string? lastProblem = null;
-        Action? pending = proveToNext;
-        while (DateTime.UtcNow < deadline)
+        // Once, whichever handshake gets there first; the others wait for it (every winner has proved this rank to
+        // rank+1 before it returns, so nothing else writes to that link meanwhile), and see its exception too.
+        var proved = new Lazy<bool>(() =>
         {
-            var waitUs = (int)Math.Clamp((deadline - DateTime.UtcNow).TotalMicroseconds, 1, 200_000);
-            if (!listener.Poll(waitUs, SelectMode.SelectRead)) continue;
-            var s = listener.Accept();
-            Configure(s, timeout);
-            try { lastProblem = Authenticate(s, handshake, prev, ref pending); }
-            catch
+            proveToNext();
+            return true;
+        }, LazyThreadSafetyMode.ExecutionAndPublication);
+        void ProveOnce() => _ = proved.Value;
+        try
+        {
+            while (DateTime.UtcNow < deadline && !winner.Task.IsCompleted)
             {
-                s.Dispose(); // proving this rank to rank+1 failed
-                throw;
+                var waitUs = (int)Math.Clamp((deadline - DateTime.UtcNow).TotalMicroseconds, 1, 50_000);
+                if (!listener.Poll(waitUs, SelectMode.SelectRead)) continue;
+                var s = listener.Accept();
+                talking.RemoveAll(t => t.Handshake.IsCompleted);
+                if (talking.Count >= MaxTalking)
+                {
+                    s.Dispose();
+                    continue;
+                }
+                var left = deadline - DateTime.UtcNow;
+                if (left < TimeSpan.FromMilliseconds(1)) // a socket timeout of 0 would be none
+                {
+                    s.Dispose();
+                    break;
+                }
+                Configure(s, left); // no handshake read outlives the deadline
+                // a thread of its own (LongRunning): blocking handshake reads on the thread pool would starve it when
+                // many ranks are threads of one process
+                talking.Add((s, Task.Factory.StartNew(() =>
+                {
+                    string? problem;
+                    try { problem = Authenticate(s, handshake, prev, ProveOnce); }
+                    catch (Exception e)
+                    {
+                        winner.TrySetException(e); // proving this rank to rank+1 failed
+                        s.Dispose();
+                        return;
+                    }
+                    if (problem is null && winner.TrySetResult(s)) return;
+                    if (problem is not null) Volatile.Write(ref lastProblem, problem);
+                    s.Dispose();
+                }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)));
             }
-            if (lastProblem is null) return s;
-            s.Dispose();
+            if (winner.Task.IsCompleted)
+            {
+                var prevLink = winner.Task.GetAwaiter().GetResult();
+                prevLink.SendTimeout = prevLink.ReceiveTimeout = (int)Math.Min(int.MaxValue, timeout.TotalMilliseconds); // the ring's, from now on
+                return prevLink;
+            }
         }
+        finally
+        {
+            foreach (var (s, _) in talking)
+                if (!winner.Task.IsCompletedSuccessfully || !ReferenceEquals(s, winner.Task.Result)) s.Dispose();
+        }
+        string? problemSeen = Volatile.Read(ref lastProblem);
         throw new CollectiveException($"rank {rank} of group '{groupKey}': rank {prev} ({prevEndpoint}) did not connect within "
-            + $"{timeout.TotalSeconds:0.###} s" + (lastProblem is null ? "" : $"; rejected: {lastProblem}"));
+            + $"{timeout.TotalSeconds:0.###} s" + (problemSeen is null ? "" : $"; rejected: {problemSeen}"));
     }
 
     // Null when the peer is the previous rank of this group and proved the job token; otherwise what was wrong.
-    // Runs (and clears) proveToNext between the challenge and the proof.
-    private static string? Authenticate(Socket s, RingHandshake handshake, int prev, ref Action? proveToNext)
+    // Runs proveToNext (which acts once) between the challenge and the proof.
+    private static string? Authenticate(Socket s, RingHandshake handshake, int prev, Action proveToNext)
     {
         var remote = s.RemoteEndPoint;
         byte[] challengeNonce;
@@ -212,14 +259,13 @@ internal sealed class RingLinks : IDisposable
             if (problem is not null) return problem;
             challengeNonce = handshake.SendChallenge(s, helloNonce);
         }
-        catch (Exception e) when (e is SocketException or EndOfStreamException)
+        catch (Exception e) when (e is SocketException or EndOfStreamException or ObjectDisposedException) // closed at the deadline
         {
             return $"handshake from {remote} failed: {e.Message}";
         }
-        proveToNext?.Invoke();
-        proveToNext = null;
+        proveToNext();
         try { return handshake.CheckProof(s, challengeNonce, prev); }
-        catch (Exception e) when (e is SocketException or EndOfStreamException)
+        catch (Exception e) when (e is SocketException or EndOfStreamException or ObjectDisposedException)
         {
             return $"handshake from {remote} failed: {e.Message}";
         }

@@ -110,4 +110,51 @@ public class AuthenticationTests
             return s.Receive(new byte[1]);
         }
     }
+
+    /// <summary>A connection that says nothing (a port scanner, a health check, a half-open connection), or a stranger
+    /// who knows the group key and stalls before its proof, reaches rank 0's listener before rank 1 does: each holds up
+    /// only its own handshake, and the ring forms at once rather than fail after a whole timeout.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_connection_that_stalls_its_handshake_does_not_hold_up_the_ring(bool sendsAValidHello)
+    {
+        var timeout = TimeSpan.FromSeconds(10);
+        var rendezvous = new StallingStrangerFirst(sendsAValidHello);
+        var clock = Stopwatch.StartNew();
+        var (results, errors) = Ranks.TryRun(2, (rank, comm) =>
+        {
+            using var t = torch.ones(3).mul_(rank + 1);
+            comm.AllReduce(t);
+            return t.data<float>().ToArray();
+        }, rendezvous: rendezvous, optionsOf: _ => new TcpOptions(rendezvous.Token, Timeout: timeout));
+        rendezvous.Stranger?.Dispose();
+
+        Assert.All(errors, e => Assert.Null(e));
+        Assert.All(results, r => Assert.Equal([3f, 3f, 3f], r!));
+        Assert.True(clock.Elapsed < timeout / 2, $"the ring formed after {clock.Elapsed}: the stalled connection held it up");
+    }
+
+    private sealed class StallingStrangerFirst(bool validHello) : IRendezvous
+    {
+        private readonly InProcessRendezvous inner = new();
+        public string Token { get; } = TcpOptions.NewToken();
+        public Socket? Stranger;
+
+        public IReadOnlyList<string> AllGather(string key, int rank, int worldSize, string value, TimeSpan timeout)
+        {
+            var all = inner.AllGather(key, rank, worldSize, value, timeout);
+            if (rank != 1) return all;
+            Stranger = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            Stranger.Connect(IPEndPoint.Parse(all[0]));
+            if (validHello) // the group key is no secret; the token is
+                new RingHandshake(key[..key.LastIndexOf("/endpoints", StringComparison.Ordinal)], 1, 2, TcpOptions.NewToken()).SendHello(Stranger, 0, all[0]);
+            Thread.Sleep(300); // rank 0 accepts it first; then it says no more
+            return all;
+        }
+
+        public void ReportFailure(string key, string message) => inner.ReportFailure(key, message);
+
+        public string? Failure(string key) => inner.Failure(key);
+    }
 }
