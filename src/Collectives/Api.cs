@@ -25,8 +25,9 @@ public sealed class BackendUnavailableException(string message) : Exception(mess
 public interface IPendingCollective
 {
     /// <summary>Completes the operation: afterwards the tensor holds the result (on a GPU: for work queued after this
-    /// call on the current stream). Throws the operation's <see cref="CollectiveException"/>, also when it did not
-    /// finish within the communicator's timeout. Calling it again returns (or throws) the same way.</summary>
+    /// call on the current stream). Throws the operation's <see cref="CollectiveException"/>, also when it made no
+    /// progress (moved no data) within the communicator's timeout, as a synchronous call would. Calling it again returns
+    /// (or throws) the same way.</summary>
     void Wait();
 }
 

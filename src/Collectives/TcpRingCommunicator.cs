@@ -236,16 +236,21 @@ public sealed class TcpRingCommunicator : ICommunicator
         if (last is not null) Await(last);
     }
 
-    /// <summary>Waits for a queued job. Gives up when the queue finished no job for a whole timeout plus grace (a
-    /// queue of big all-reduces may take longer than one timeout in all): then the communicator breaks.</summary>
+    /// <summary>Waits for a queued job. Gives up when the ring moved no segment and the queue finished no job for a
+    /// whole timeout plus grace, the rule a synchronous call's sockets follow (a big all-reduce that keeps moving data
+    /// may take longer than one timeout in all): then the communicator breaks.</summary>
     private void Await(Job job)
     {
         var timeout = options.EffectiveTimeout + TimeSpan.FromMilliseconds(Math.Min(1000, options.EffectiveTimeout.TotalMilliseconds / 4));
-        for (var seen = queue!.Finished; !job.Wait(timeout); seen = queue.Finished)
-            if (queue.Finished == seen)
+        long Moved() => queue!.Finished + Interlocked.Read(ref segmentsMoved);
+        for (var seen = Moved(); !job.Wait(timeout); seen = Moved())
+            if (Moved() == seen)
                 throw new CollectiveException(Fail("a queued AllReduce",
-                    new TimeoutException($"no queued all-reduce finished within {timeout.TotalSeconds:0.###} s")));
+                    new TimeoutException($"no queued all-reduce moved data or finished within {timeout.TotalSeconds:0.###} s")));
     }
+
+    // Segments sent or received by any ring pass: a waiter's sign that the ring still moves.
+    private long segmentsMoved;
 
     // Wait: the job's failure (already a broken communicator), as a CollectiveException of the waiting thread.
     // Wait copies a staged CUDA tensor back once the job finished (the first Wait that sees it succeed).
@@ -305,7 +310,7 @@ public sealed class TcpRingCommunicator : ICommunicator
         catch (Exception e) when (e is not CollectiveException || broken is null)
         {
             // The receive half gives up when the send half failed: the send half's error names the cause.
-            var cause = e is OperationCanceledException && job?.Error is { } sendError ? sendError : e;
+            var cause = e is OperationCanceledException && (pass.SendError ?? job?.Error) is { } sendError ? sendError : e;
             throw new CollectiveException(Fail(pass.Name, cause), cause);
         }
         catch (CollectiveException e)
@@ -437,11 +442,16 @@ public sealed class TcpRingCommunicator : ICommunicator
             sent.Abort();
         }
 
+        /// <summary>Why the send half failed, recorded before it stops the receive half's wait (the job's own error is
+        /// set only once the exception has left this method).</summary>
+        public Exception? SendError { get; private set; }
+
         public void SendAll()
         {
             try { SendSteps(); }
-            catch
+            catch (Exception e)
             {
+                SendError = e;
                 sent.Abort(); // the receive half may wait to overwrite a segment this half will never send
                 throw;
             }
@@ -464,6 +474,7 @@ public sealed class TcpRingCommunicator : ICommunicator
                     var seg = SegmentOf(chunk, k);
                     links.Send(forwards && acc is not null ? BytesOf(acc, seg.Start - chunk.Start, seg.Count) : BytesOf(flat, seg.Start, seg.Count));
                     sent.Advance();
+                    Interlocked.Increment(ref c.segmentsMoved);
                 }
             }
         }
@@ -487,6 +498,7 @@ public sealed class TcpRingCommunicator : ICommunicator
                     else if (acc is null) ReceiveAndReduce(seg, scratch!);
                     else ReceiveAndAccumulate(seg, seg.Start - chunk.Start, sendBase[t] + k + 1, scratch!);
                     received.Advance();
+                    Interlocked.Increment(ref c.segmentsMoved);
                 }
             }
         }

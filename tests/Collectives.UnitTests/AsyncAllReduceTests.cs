@@ -211,4 +211,25 @@ public class AsyncAllReduceTests
         Assert.Contains("rank 1 (", results[0]);
         Assert.Contains("rank 1 (", results[2]);
     }
+
+    /// <summary>The timeout bounds a wait without progress, as the sockets bound a synchronous call: an all-reduce that
+    /// keeps moving data (64-byte segments here) may take several timeouts in all and still completes.</summary>
+    [Fact]
+    public void A_long_async_all_reduce_that_keeps_moving_data_completes()
+    {
+        var timeout = TimeSpan.FromMilliseconds(250);
+        var options = new TcpOptions(TcpOptions.NewToken(), Timeout: timeout, ChunkBytes: 64);
+        var (results, errors) = Ranks.TryRun(2, (rank, comm) =>
+        {
+            using var t = torch.ones(1 << 20);
+            var watch = Stopwatch.StartNew();
+            comm.AllReduceAsync(t).Wait();
+            return (watch.Elapsed, AllTwo: t.eq(2).all().item<bool>());
+        }, options);
+
+        Assert.All(errors, e => Assert.Null(e));
+        Assert.All(results, r => Assert.True(r.AllTwo));
+        // the case under test: longer than a timeout and its grace (else make the tensor bigger)
+        Assert.All(results, r => Assert.True(r.Elapsed > timeout * 1.25, $"took only {r.Elapsed}"));
+    }
 }
