@@ -149,4 +149,13 @@ public class RankEnvironmentTests
         Assert.True(OecRun.Launching.PodRanks.GraceAfter(4) >= TimeSpan.FromMinutes(10));
         Assert.Equal(TimeSpan.FromSeconds(30), OecRun.Launching.PodRanks.GraceAfter(1));
     }
+
+    /// <summary>The ring waits for a peer as long as a step may take (job.step_timeout_s): rank 0's checkpoint write
+    /// keeps the others waiting in the next all-reduce, which at the ring's own 60 s broke the ring for a large model.</summary>
+    [Theory]
+    [InlineData(600, 600)]
+    [InlineData(0, 60)]   // no step timeout: the ring's own
+    [InlineData(30, 60)]  // never below it
+    public void The_rings_timeout_is_the_step_timeout_and_at_least_60_s(double stepTimeoutS, double expectedS) =>
+        Assert.Equal(TimeSpan.FromSeconds(expectedS), Rank.Distributed.RankProcess.RingTimeout(new Job.JobOptions { StepTimeoutS = stepTimeoutS }));
 }

@@ -74,7 +74,8 @@ public static class RankProcess
             var timeout = TimeSpan.FromSeconds(config.Job.RendezvousTimeoutS);
             var backend = Communicators.Parse(registration.Bootstrap.Backend);
             if (backend == Backend.Nccl) ComputeDevice.Select(config.Train.Device, localRank); // a GPU that is not there, named before NCCL meets it
-            using var comm = Communicators.Create(backend, client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, localRank, ring, timeout);
+            using var comm = Communicators.Create(backend, client, registration.Bootstrap.GroupKey, rank, registration.WorldSize, localRank,
+                                                  ring with { Timeout = RingTimeout(config.Job) }, timeout);
             var gpu = backend == Backend.Tcp && config.Train.Device == "cuda" ? ComputeDevice.SharedGpu(localRank) : localRank;
             if (!(registration.LearningRateScale > 0 && registration.LearningRateScale <= 1))
                 throw new InvalidOperationException($"the coordinator sent learning_rate_scale = {registration.LearningRateScale}: expected (0, 1]");
@@ -113,6 +114,13 @@ public static class RankProcess
             return kind switch { FailureClass.Configuration => ExitCodes.Refused, FailureClass.PeerLost => ExitCodes.Restart, _ => ExitCodes.Failed };
         }
     }
+
+    /// <summary>How long the TCP ring waits for a peer's data: job.step_timeout_s, at least the ring's own 60 s. The
+    /// ranks other than data-rank 0 go on into the next step's all-reduce while it still writes and hashes a
+    /// checkpoint's model and optimizer (tens of GB for a large model); the step timeout is how long a step may take
+    /// anyway before the coordinator calls the generation hung.</summary>
+    public static TimeSpan RingTimeout(Job.JobOptions job) =>
+        TimeSpan.FromSeconds(Math.Max(Collectives.TcpOptions.DefaultTimeout.TotalSeconds, job.StepTimeoutS));
 
     /// <summary>The exit code of a rank whose registration was refused. The generation it waited for ended (Aborted:
     /// a rendezvous timeout, a failure), or its place is still held (AlreadyExists, ResourceExhausted: a replacement that
