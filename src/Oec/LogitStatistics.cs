@@ -25,7 +25,7 @@ public sealed record LogitStatistics(
     /// lose of the identity; rounding level (1e-6 of the logits) in fp32 without a cap. NaN without the hidden states.</summary>
     public double MaxMeanLogitGap { get; init; } = double.NaN;
 
-    /// <summary>Mean over the rows of E of r_emb = ||e_i - mu|| / ||e_i||: about 1 for isotropic rows, near 0 when mu
+    /// <summary>Mean over the tokens' rows of E (padding rows left out) of r_emb = ||e_i - mu|| / ||e_i||: about 1 for isotropic rows, near 0 when mu
     /// dominates every row (the anisotropy the paper blames for the divergence). Zero rows are left out (NaN: all are).</summary>
     public double REmbMean { get; init; } = double.NaN;
 
@@ -96,7 +96,8 @@ public sealed record LogitStatistics(
             using var noGrad = no_grad();
             var e = weight.to_type(ScalarType.Float32);                                            // [V_local, H]
             var norms = e.norm(1).unsqueeze(0);                                                    // [1, V_local]
-            var rows = norms > 0;                                                                  // a zero row has no direction: left out
+            var isToken = arange(vocab.Offset, vocab.Offset + e.shape[0], 1L, ScalarType.Int64, e.device) < vocab.Tokens; // [V_local] padding rows are no token's
+            var rows = (norms > 0) & isToken.unsqueeze(0);                                          // a zero row has no direction: left out
             var rEmb = where(rows, (e - mu).norm(1).unsqueeze(0) / norms.clamp_min(1e-30), 0);      // [1, V_local]
             var count = vocab.Sum(rows.to_type(ScalarType.Float32), -1).squeeze(0);
             var weightWise = stack([vocab.Sum(rEmb, -1).squeeze(0) / count,

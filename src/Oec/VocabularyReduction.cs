@@ -16,6 +16,12 @@ public interface IVocabularyReduction
     /// <summary>V: rows of the whole output embedding, padding rows included (mu averages over all of them).</summary>
     long VocabSize { get; }
 
+    /// <summary>Rows that are tokens: V without the padding rows, which follow them (r_emb is measured over tokens).</summary>
+    long Tokens { get; }
+
+    /// <summary>The global row of this rank's first row: 0 unsharded.</summary>
+    long Offset { get; }
+
     /// <summary>Sum over the vocabulary dimension <paramref name="dim"/> of a [.., V_local, ..] tensor. Differentiable.</summary>
     Tensor Sum(Tensor x, long dim);
 
@@ -34,10 +40,17 @@ public interface IVocabularyReduction
 }
 
 /// <summary>The unsharded head: every reduction is local, with no communication and no extra cost.</summary>
-public sealed class LocalVocabulary(long vocabSize) : IVocabularyReduction
+/// <param name="tokens">Rows that are tokens (the data's vocabulary before padding); null: all <paramref name="vocabSize"/>.</param>
+public sealed class LocalVocabulary(long vocabSize, long? tokens = null) : IVocabularyReduction
 {
     public long VocabSize { get; } = vocabSize > 0 ? vocabSize
         : throw new ArgumentOutOfRangeException(nameof(vocabSize), vocabSize, "vocabulary size must be positive");
+
+    public long Tokens { get; } = tokens is long t && (t < 1 || t > vocabSize)
+        ? throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"tokens must be in [1, {vocabSize}]")
+        : tokens ?? vocabSize;
+
+    public long Offset => 0;
 
     public Tensor Sum(Tensor x, long dim) => x.sum(dim);
 

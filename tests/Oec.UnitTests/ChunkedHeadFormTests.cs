@@ -62,6 +62,8 @@ public class ChunkedHeadFormTests
     sealed class Sharded(LocalVocabulary local) : IVocabularyReduction
     {
         public long VocabSize => local.VocabSize;
+        public long Tokens => local.Tokens;
+        public long Offset => local.Offset;
         public Tensor Sum(Tensor x, long dim) => local.Sum(x, dim);
         public Tensor Max(Tensor x) => local.Max(x);
         public Tensor LogSumExp(Tensor logits) => local.LogSumExp(logits);

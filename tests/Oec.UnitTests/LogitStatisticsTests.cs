@@ -67,6 +67,25 @@ public class LogitStatisticsTests
 
     // Rows 0 and 1 of HandWeight against mu = [1, 1.5]: ||e_0 - mu|| / ||e_0|| = 0.5 / sqrt 5, ||e_1 - mu|| / ||e_1||
     // = sqrt 10.25 / 5; the zero padding rows have no direction and are left out.
+    /// <summary>r_emb is a token's: a padding row (here row 3, moved by the softmax's push like any row) is left out,
+    /// while mu still averages over every row.</summary>
+    [Fact]
+    public void REmb_leaves_out_the_padding_rows()
+    {
+        double[,] weight = { { 1, 2 }, { 3, 4 }, { 0, 0 }, { 1.5, 2.5 } }; // row 3, padding, nearest mu
+        var padded = LogitStatistics.Compute(tensor(HandLogits), tensor(weight), new LocalVocabulary(4, tokens: 3));
+        var all = LogitStatistics.Compute(tensor(HandLogits), tensor(weight), new LocalVocabulary(4));
+
+        double[] mu = [(1 + 3 + 0 + 1.5) / 4.0, (2 + 4 + 0 + 2.5) / 4.0];
+        double R(double x, double y) => Math.Sqrt((x - mu[0]) * (x - mu[0]) + (y - mu[1]) * (y - mu[1])) / Math.Sqrt(x * x + y * y);
+        double r0 = R(1, 2), r1 = R(3, 4), r3 = R(1.5, 2.5);
+        TensorAssert.Close((r0 + r1) / 2, padded.REmbMean, 1e-6, 1e-6, "REmbMean over tokens 0 and 1 (row 2 is zero)");
+        TensorAssert.Close(Math.Min(r0, r1), padded.REmbMin, 1e-6, 1e-6, "REmbMin over tokens");
+        TensorAssert.Close((r0 + r1 + r3) / 3, all.REmbMean, 1e-6, 1e-6, "REmbMean over every non-zero row");
+        Assert.True(r3 < Math.Min(r0, r1)); // the padding row would have set the minimum
+        TensorAssert.Close(all.MuNorm, padded.MuNorm, 0, 0, "MuNorm: every row");
+    }
+
     [Fact]
     public void REmb_matches_a_hand_computation_and_leaves_out_zero_rows()
     {

@@ -38,7 +38,7 @@ public sealed record StepMetrics(
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public double? MaxMeanLogitGap { get; init; }
 
-    /// <summary>Mean over the rows of E of r_emb = ||e_i - mu|| / ||e_i|| (near 0: mu dominates the rows).</summary>
+    /// <summary>Mean over the tokens' rows of E (padding rows left out) of r_emb = ||e_i - mu|| / ||e_i|| (near 0: mu dominates the rows).</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public double? REmbMean { get; init; }
 

@@ -47,12 +47,13 @@ public static class Parallelize
     /// Vocabulary parallelism over <paramref name="vocabGroup"/>: the model keeps rows [r V/tp, (r + 1) V/tp) of its
     /// embeddings (their values those of the whole model, so a shard starts as its part of the unsharded
     /// initialisation) and looks tokens up through <see cref="ShardedVocabulary.Lookup"/>. Returns the reductions
-    /// over the vocabulary the head takes: the group's, or local ones when there is no group.
+    /// over the vocabulary the head takes: the group's, or local ones when there is no group. <paramref name="tokens"/>:
+    /// the rows that are tokens, the data's vocabulary before padding (null: all).
     /// </summary>
-    public static IVocabularyReduction ApplyVocabParallel(Gpt model, ICommunicator? vocabGroup)
+    public static IVocabularyReduction ApplyVocabParallel(Gpt model, ICommunicator? vocabGroup, long? tokens = null)
     {
-        if (vocabGroup is null) return new LocalVocabulary(model.VocabSize);
-        var shard = new ShardedVocabulary(vocabGroup, model.VocabSize);
+        if (vocabGroup is null) return new LocalVocabulary(model.VocabSize, tokens);
+        var shard = new ShardedVocabulary(vocabGroup, model.VocabSize, tokens);
         model.KeepVocabularyRows(shard.Offset, shard.Rows);
         model.Lookup = idx => shard.Lookup(model.TokenEmbedding, idx);
         return shard;

@@ -24,7 +24,8 @@ public sealed class ShardedVocabulary : IVocabularyReduction
     readonly ICommunicator group;
 
     /// <param name="vocabSize">V, padded: divisible by the group size; rank r of the group holds rows [r V/tp, (r + 1) V/tp).</param>
-    public ShardedVocabulary(ICommunicator group, long vocabSize)
+    /// <param name="tokens">Rows that are tokens (the data's vocabulary before padding); null: all of them.</param>
+    public ShardedVocabulary(ICommunicator group, long vocabSize, long? tokens = null)
     {
         ArgumentNullException.ThrowIfNull(group);
         if (vocabSize < 1 || vocabSize % group.WorldSize != 0)
@@ -33,9 +34,12 @@ public sealed class ShardedVocabulary : IVocabularyReduction
         VocabSize = vocabSize;
         Rows = vocabSize / group.WorldSize;
         Offset = group.Rank * Rows;
+        Tokens = tokens is long t && (t < 1 || t > vocabSize) ? throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"tokens must be in [1, {vocabSize}]")
+            : tokens ?? vocabSize;
     }
 
     public long VocabSize { get; }
+    public long Tokens { get; }
     /// <summary>First global row (token id) of this shard.</summary>
     public long Offset { get; }
     /// <summary>Rows of this shard: V / tp.</summary>

@@ -90,7 +90,7 @@ public sealed class Trainer : IDisposable
         }
         // The parallel layout, in Parallelize's order; initialised on the CPU, so that a GPU run starts from the CPU run's weights.
         groups = Parallelize.SplitGroups(comm, Layout);
-        Vocab = Parallelize.ApplyVocabParallel(Model, groups.Vocab);
+        Vocab = Parallelize.ApplyVocabParallel(Model, groups.Vocab, tokens: data.ResolvedVocabSize);
         Parallelize.ApplyActivationCheckpointing(Model, train.Checkpointing);
         if (Device.type != DeviceType.CPU) Model.to(Device);
         Model.Kernels = FusedKernels.Resolve(train.FusedKernels, Device, note: Console.Error.WriteLine);
