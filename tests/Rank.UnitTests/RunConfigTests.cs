@@ -341,4 +341,23 @@ public class RunConfigTests
             config.ResumeConflict((config with { Train = config.Train with { Seed = 7 } }).ToJson()));
         Assert.StartsWith("its train.sequence_length = 128,", config.ResumeConflict((config with { Train = config.Train with { SequenceLength = 128 } }).ToJson()));
     }
+
+    /// <summary>Computed values are printed and saved beside the settings: a copied config.json holds them and loads;
+    /// another value is refused rather than ignored.</summary>
+    [Fact]
+    public void A_computed_value_given_with_another_value_is_refused_naming_what_it_comes_from()
+    {
+        using var temp = new TempDirectory();
+        var config = RunConfig.Load(null, ["run.out_dir=x"]);
+        string copied = temp.File("config.json");
+        File.WriteAllText(copied, config.ToJson());
+        Assert.Equal(config.Train.Overlaps, RunConfig.Load(copied, []).Train.Overlaps); // as saved: loads
+
+        var e = Assert.Throws<ArgumentException>(() => RunConfig.Load(null, ["data.resolved_vocab_size=9999"]));
+        Assert.Equal("data.resolved_vocab_size = 9999: computed from data.vocab_size and data.source (512 here), not a setting: remove it (a config.json copied from a run holds it), or set data.vocab_size and data.source", e.Message);
+        Assert.StartsWith("train.overlaps = true: computed from train.overlap_grad_reduce and train.device (false here)",
+            Assert.Throws<ArgumentException>(() => RunConfig.Load(null, ["train.overlaps=true"])).Message);
+        Assert.StartsWith("train.checkpointing = ",
+            Assert.Throws<ArgumentException>(() => RunConfig.Load(null, ["train.checkpointing.every=1"])).Message);
+    }
 }

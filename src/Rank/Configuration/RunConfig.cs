@@ -53,7 +53,22 @@ public sealed record RunConfig
                 throw new ArgumentException($"unknown setting '{key}' = {Describe(root, key)}: no such key in this section");
             throw new ArgumentException($"setting '{key}' = {Describe(root, key)}: {FirstSentence(e.Message)}");
         }
-        return config.Validated();
+        config = config.Validated();
+        // Printed and saved with the settings, but computed from them: a file copied from a run may hold them, and a
+        // value other than the computed one would be ignored without a word.
+        Computed(root, "data", "resolved_vocab_size", config.Data.ResolvedVocabSize, "data.vocab_size and data.source");
+        Computed(root, "train", "overlaps", config.Train.Overlaps, "train.overlap_grad_reduce and train.device");
+        Computed(root, "train", "checkpointing", config.Train.Checkpointing, "train.activation_checkpointing");
+        return config;
+    }
+
+    static void Computed<T>(JsonObject root, string section, string key, T value, string from)
+    {
+        if (root[section] is not JsonObject given || !given.TryGetPropertyValue(key, out var node)) return;
+        var computed = JsonSerializer.SerializeToNode(value, Json);
+        if (!JsonNode.DeepEquals(node, computed))
+            throw new ArgumentException($"{section}.{key} = {node?.ToJsonString() ?? "null"}: computed from {from} ({computed?.ToJsonString()} here), " +
+                                        $"not a setting: remove it (a config.json copied from a run holds it), or set {from}");
     }
 
     /// <summary>The section.key names that the file and the overrides set (not the defaults): for a command that sets
