@@ -113,7 +113,9 @@ public class MetricsTests
         const int world = 2500;
         using var dir = new TempDir();
         var plan = new SequencePlan([new SyntheticCorpus(vocabSize: 64, tokenCount: 200_000, seed: 1)], 16);
-        var spec = new JobSpec(TestJob.JobId, TestJob.Token, new JobOptions { Id = TestJob.JobId, WorldSize = world }, TestJob.ConfigJson,
+        // timeouts far beyond the test's time: 2500 registrations and heartbeats take a while on a loaded machine
+        var options = new JobOptions { Id = TestJob.JobId, WorldSize = world, HeartbeatTimeoutS = 600, RendezvousTimeoutS = 600, StepTimeoutS = 0 };
+        var spec = new JobSpec(TestJob.JobId, TestJob.Token, options, TestJob.ConfigJson,
             new BatchPlan(plan, world * 2, seed: 7), 2, 10, dir.Path) { ResumeConflict = _ => null };
         using var log = new JobLog(null, Path.Combine(dir.Path, "coordinator.log"));
         using var state = new JobState(spec, log);

@@ -52,7 +52,8 @@ public sealed class RendezvousTests
     [Fact]
     public async Task A_rendezvous_timeout_fails_the_generation_naming_the_missing_rank()
     {
-        await using var grpc = await GrpcJob.StartAsync(new JobOptions { RendezvousTimeoutS = 1, MaxRestarts = 0 });
+        // the first rank may take its time (a loaded machine); the rest get 1 s after it
+        await using var grpc = await GrpcJob.StartAsync(new JobOptions { RendezvousTimeoutS = 1, StartupTimeoutS = 120, MaxRestarts = 0 });
 
         var e = await Assert.ThrowsAsync<RpcException>(() =>
             grpc.Client.RegisterAsync(TestJob.RegisterRequest(0), GrpcJob.Call()).ResponseAsync.Within());
