@@ -111,17 +111,21 @@ public sealed partial class JobState
         long to = back?.Manifest.Step ?? 0;
         catalog.SetAside(to, current.Number);
         string where = back is null ? "the start (no checkpoint before the trouble)" : $"checkpoint step {to} ({back.Value.Directory})";
+        // What an operator can do next: continue from the healthy checkpoint, or, with none, start again elsewhere.
+        string next = back is null
+            ? "there is no checkpoint before the trouble to continue from: start afresh in another run.out_dir (e.g. with a lower learning rate or an oec.method)"
+            : $"job.resume=true continues from {where}";
         if (o.Action == DivergenceAction.Stop || stopReason is not null)
         {
             string why = o.Action == DivergenceAction.Stop ? "divergence.action = stop" : $"the job was stopping ({stopReason})";
             End(new JobOutcome(JobPhase.Diverged, $"{fired}; {why}, so the job stops. The last healthy step was {healthy}; " +
-                $"job.resume=true continues from {where}", m.Step, m.TrainLoss, null));
+                next, m.Step, m.TrainLoss, null));
             return null;
         }
         if (rollbacks >= o.MaxRollbacks)
         {
             End(new JobOutcome(JobPhase.Diverged, $"{fired}; gave up after {rollbacks} rollbacks (divergence.max_rollbacks = {o.MaxRollbacks}). " +
-                $"job.resume=true continues from {where}", m.Step, m.TrainLoss, null));
+                next, m.Step, m.TrainLoss, null));
             return null;
         }
         return RollBack(fired, m.Step, to, back, where);

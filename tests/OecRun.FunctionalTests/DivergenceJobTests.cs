@@ -99,7 +99,8 @@ public class DivergenceJobTests(ITestOutputHelper log)
         Assert.Equal((1, 0, JobPhase.Diverged), (job.DivergenceEvents, job.Rollbacks, job.Phase));
         var reason = (await job.Outcome).Reason;
         Assert.StartsWith("divergence rule max_abs_logit_limit fired at step 5: max_abs_logit", reason);
-        Assert.Contains("> 100; divergence.action = stop, so the job stops. The last healthy step was 0; job.resume=true continues from the start", reason);
+        Assert.Contains("> 100; divergence.action = stop, so the job stops. The last healthy step was 0; there is no checkpoint before the trouble to continue from: " +
+                        "start afresh in another run.out_dir", reason); // job.resume would be refused: nothing to resume
         Assert.Contains($"diverged: {reason}", console);
         Assert.False(File.Exists(Path.Combine(config.Run.OutDir!, "model.safetensors")));
     }

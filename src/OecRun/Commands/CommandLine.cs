@@ -14,7 +14,7 @@ public sealed record RunSettings(string? ConfigFile = null, IReadOnlyList<string
 
 public static class CommandLine
 {
-    public static Option<string?> ConfigOption(string description = "JSON configuration file (sections model, oec, data, train, run, job).") =>
+    public static Option<string?> ConfigOption(string description = "JSON configuration file (sections model, oec, data, train, run, job, divergence).") =>
         new("--config") { Description = description };
 
     /// <param name="example">Overrides the command accepts, for its help: keys it sets itself would be refused or replaced.</param>

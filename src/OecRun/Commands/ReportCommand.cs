@@ -15,7 +15,8 @@ public static class ReportCommand
     public static Command Create()
     {
         var command = new Command("report", "Plot runs' metrics logs, every run on each chart: loss.png (train and val loss), mu_norm.png (||mu||), " +
-                                            "logits.png (mean logit, max |logit|). Non-finite values are left out and counted.");
+                                            "logits.png (mean logit, max |logit|), and where a log holds the mechanism measures identity.png (mean logit against mu . h) " +
+                                            "and ratios.png (r_log, r_emb). Non-finite values are left out and counted.");
         var b = new OptionBinder<Options>(command, new Options([]));
         b.Add(new Argument<string[]>("runs") { Description = "Run directories holding metrics.jsonl, or metrics.jsonl files; each run is named after its directory.", Arity = ArgumentArity.OneOrMore },
             (o, v) => o with { Runs = v });

@@ -39,7 +39,8 @@ public sealed record TrainOptions
     public int EvalBatches { get; init; } = 8;
     /// <summary>Write the metrics log and console progress every this many steps.</summary>
     public int LogEvery { get; init; } = 10;
-    /// <summary>CPU threads for libtorch; 0 keeps libtorch's default (all cores).</summary>
+    /// <summary>CPU threads for libtorch; 0 = the cores the rank process may use shared among the ranks on its machine,
+    /// or Slurm's --cpus-per-task (Rank.Distributed.RankProcess.Threads).</summary>
     public int Threads { get; init; }
     /// <summary>fp32 (default) or bf16 matmuls over fp32 master weights.</summary>
     public Precision Precision { get; init; } = Precision.Fp32;
@@ -90,7 +91,7 @@ public sealed record TrainOptions
         if (!(GradClip >= 0)) Fail("train.grad_clip", GradClip, "must be >= 0 (0 disables clipping)");
         if (EvalEvery < 0) Fail("train.eval_every", EvalEvery, "must be >= 0 (0 disables validation)");
         if (LossChunkTokens < 0) Fail("train.loss_chunk_tokens", LossChunkTokens, "must be >= 0 (0 chooses by memory)");
-        if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0 keeps libtorch's default)");
+        if (Threads < 0) Fail("train.threads", Threads, "must be >= 0 (0: this rank's share of the machine's cores, or Slurm's --cpus-per-task)");
         if (!Enum.IsDefined(Precision)) Fail("train.precision", Precision, "expected fp32 or bf16");
         Rank.Parallel.ActivationCheckpointing.Parse(ActivationCheckpointing); // throws naming the option and its value
         if (!global::Kernels.FusedKernels.Settings.Contains(FusedKernels)) Fail("train.fused_kernels", FusedKernels, "expected auto, on or off");
