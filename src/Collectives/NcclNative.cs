@@ -138,9 +138,16 @@ static class NcclNative
     public static IntPtr InitRank(int worldSize, byte[] uniqueId, int rank)
     {
         int result = ncclCommInitRank(out var comm, worldSize, UniqueId.From(uniqueId), rank);
-        if (result != 0) throw new CollectiveException($"ncclCommInitRank (rank {rank} of {worldSize}) failed: {Describe(result, IntPtr.Zero)}");
+        if (result != 0) throw InitFailure(result, $"ncclCommInitRank (rank {rank} of {worldSize}) failed: {Describe(result, IntPtr.Zero)}");
         return comm;
     }
+
+    /// <summary>A failed communicator setup: what no restart changes (ncclUnhandledCudaError 1: the GPU cannot be used,
+    /// e.g. taken by another process in exclusive mode; ncclInvalidArgument 4 and ncclInvalidUsage 5: e.g. two ranks on
+    /// one GPU) is a <see cref="BackendUnavailableException"/>, a configuration failure; the rest (a system or internal
+    /// error, a remote peer's) a <see cref="CollectiveException"/>, a lost peer, which a new generation may not meet.</summary>
+    public static Exception InitFailure(int result, string message) =>
+        result is 1 or 4 or 5 ? new BackendUnavailableException(message) : new CollectiveException(message);
 
     public static IntPtr CurrentStream(int device)
     {

@@ -245,9 +245,16 @@ public sealed class TcpRingCommunicator : ICommunicator
         long Moved() => queue!.Finished + Interlocked.Read(ref segmentsMoved);
         for (var seen = Moved(); !job.Wait(timeout); seen = Moved())
             if (Moved() == seen)
-                throw new CollectiveException(Fail("a queued AllReduce",
+            {
+                var failure = new CollectiveException(Fail("a queued AllReduce",
                     new TimeoutException($"no queued all-reduce moved data or finished within {timeout.TotalSeconds:0.###} s")));
+                job.Wait(SenderExit); // the links are closed: the queued job ends, and stops writing the caller's buffers before they are freed
+                throw failure;
+            }
     }
+
+    // How long a failed operation waits for its other thread to leave the caller's tensors once the links are closed.
+    private static readonly TimeSpan SenderExit = TimeSpan.FromSeconds(5);
 
     // Segments sent or received by any ring pass: a waiter's sign that the ring still moves.
     private long segmentsMoved;
@@ -311,7 +318,9 @@ public sealed class TcpRingCommunicator : ICommunicator
         {
             // The receive half gives up when the send half failed: the send half's error names the cause.
             var cause = e is OperationCanceledException && (pass.SendError ?? job?.Error) is { } sendError ? sendError : e;
-            throw new CollectiveException(Fail(pass.Name, cause), cause);
+            var failure = new CollectiveException(Fail(pass.Name, cause), cause);
+            job?.Wait(SenderExit); // the links are closed: the send half ends at once, and stops reading the caller's tensor before it is freed
+            throw failure;
         }
         catch (CollectiveException e)
         {

@@ -91,4 +91,20 @@ public class NcclCommunicatorTests
         big.add_(1);
         Assert.True(big.eq(4).all().item<bool>(), $"{big.ne(4).sum().item<long>()} of {big.numel()} elements are not 4");
     }
+
+    /// <summary>A communicator setup that no restart changes (the GPU unusable, two ranks on one GPU) is a configuration
+    /// failure (the rank exits 2, not restarted max_restarts times); a system or remote error stays a lost peer.</summary>
+    [Theory]
+    [InlineData(1, true)]   // ncclUnhandledCudaError
+    [InlineData(4, true)]   // ncclInvalidArgument
+    [InlineData(5, true)]   // ncclInvalidUsage: e.g. "Duplicate GPU detected"
+    [InlineData(2, false)]  // ncclSystemError: a socket, a peer gone
+    [InlineData(3, false)]  // ncclInternalError
+    [InlineData(6, false)]  // ncclRemoteError
+    public void A_failed_setup_is_a_configuration_failure_only_where_no_restart_helps(int result, bool configuration)
+    {
+        var e = NcclNative.InitFailure(result, "ncclCommInitRank failed");
+        Assert.Equal(configuration, e is BackendUnavailableException);
+        Assert.Equal(!configuration, e is CollectiveException);
+    }
 }
