@@ -11,7 +11,7 @@ public static class FailureClassifier
 
     /// <summary>Resource: out of memory (.NET, libtorch's CPU allocator, CUDA), no space left on device or over quota.
     /// Configuration: bad settings (ArgumentException), data (DataFormatException) or a backend this machine cannot run
-    /// (BackendUnavailableException: NCCL or CUDA missing). PeerLost: a collective failed
+    /// (BackendUnavailableException: NCCL or CUDA missing, or a GPU NCCL cannot set up on). PeerLost: a collective failed
     /// (its peer closed, reset or went silent). Anything else is Other, restarted by the coordinator. The exception and
     /// its inner exceptions are looked at, a resource first: a collective may fail because its own rank ran out.</summary>
     public static FailureClass Classify(Exception e)
