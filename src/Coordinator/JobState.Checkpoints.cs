@@ -55,7 +55,7 @@ public sealed partial class JobState
             {
                 foreach (string dir in superseded)
                     try { catalog.Retire(dir); }
-                    catch (Exception e) when (e is IOException or UnauthorizedAccessException) { log.Info($"could not retire old checkpoint {dir}: {e.Message}"); }
+                    catch (Exception e) { log.Info($"could not retire old checkpoint {dir}: {e.Message}"); } // kept: the next rotation tries again
             }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
     }
 
