@@ -29,8 +29,12 @@ public sealed record LogitStatistics(
     /// dominates every row (the anisotropy the paper blames for the divergence). Zero rows are left out (NaN: all are).</summary>
     public double REmbMean { get; init; } = double.NaN;
 
-    /// <summary>Min over the V rows of E of ||e_i - mu|| / ||e_i||.</summary>
+    /// <summary>Min over the tokens' rows of E of ||e_i - mu|| / ||e_i||.</summary>
     public double REmbMin { get; init; } = double.NaN;
+
+    /// <summary>Mean over tokens of each token's max_j |l_j|: what the paper's code logs as max |logit|
+    /// (logits_mean_absmax), beside <see cref="MaxAbsLogit"/>, the largest over all tokens.</summary>
+    public double MeanMaxAbsLogit { get; init; } = double.NaN;
 
     /// <summary>logits [N, V_local], weight E [V_local, H], hidden [N, H] when the identity mean logit = mu . h is to be
     /// checked. Computed without gradient, in fp32.</summary>
@@ -51,7 +55,7 @@ public sealed record LogitStatistics(
     {
         readonly IVocabularyReduction vocab;
         readonly Tensor weight, mu;                  // E [V_local, H] detached; mu [H] fp32, global
-        // [sum of mean logit, sum of std, sum of log Z, sum of r_log, sum of mu . h] and
+        // [sum of mean logit, sum of std, sum of log Z, sum of r_log, sum of mu . h, sum of max |logit|] and
         // [max |logit|, max |mean logit - mu . h|], each over the tokens so far
         readonly Tensor sums, maxima;
         long tokens;
@@ -62,7 +66,7 @@ public sealed record LogitStatistics(
             this.vocab = vocab;
             this.weight = weight.detach();
             using (no_grad()) mu = OutputEmbedding.Mu(this.weight, vocab);
-            sums = zeros(5, device: weight.device);
+            sums = zeros(6, device: weight.device);
             maxima = zeros(2, device: weight.device);
         }
 
@@ -84,7 +88,7 @@ public sealed record LogitStatistics(
             using var noGrad = no_grad();
             var muDotH = hidden is null ? zeros_like(rows.Mean) : hidden.detach().to_type(ScalarType.Float32).matmul(mu); // [n]
             identity &= hidden is not null;
-            sums.add_(stack([rows.Mean.sum(), rows.Std.sum(), logZ.sum(), rows.RLog.sum(), muDotH.sum()]));
+            sums.add_(stack([rows.Mean.sum(), rows.Std.sum(), logZ.sum(), rows.RLog.sum(), muDotH.sum(), rows.MaxAbs.sum()]));
             maxima.copy_(maximum(maxima, stack([rows.MaxAbs.max(), (rows.Mean - muDotH).abs().max()])));
             tokens += rows.Mean.shape[0];
         }
@@ -116,6 +120,7 @@ public sealed record LogitStatistics(
                 MaxMeanLogitGap = identity ? max[1] : double.NaN,
                 REmbMean = weightWise[0],
                 REmbMin = weightWise[1],
+                MeanMaxAbsLogit = perToken[5],
             };
         }
 

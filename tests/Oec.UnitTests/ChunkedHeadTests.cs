@@ -45,7 +45,7 @@ public class ChunkedHeadTests
     }
 
     static double[] Fields(LogitStatistics s) =>
-        [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog, s.MeanMuDotH, s.REmbMean, s.REmbMin];
+        [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog, s.MeanMuDotH, s.REmbMean, s.REmbMin, s.MeanMaxAbsLogit];
 
     /// <summary>|actual - expected| &lt;= tolerance (|expected| + scale of the tensor), element-wise.</summary>
     internal static void Same(string what, IReadOnlyList<double> expected, IReadOnlyList<double> actual, double tolerance)

@@ -23,6 +23,7 @@ public class LogitStatisticsTests
         TensorAssert.Close(0.25, stats.MeanLogit, tol, tol, "MeanLogit");
         TensorAssert.Close((Math.Sqrt(12.5) + Math.Sqrt(0.875)) / 2, stats.LogitStd, tol, tol, "LogitStd");
         TensorAssert.Close(6.0, stats.MaxAbsLogit, tol, tol, "MaxAbsLogit");
+        TensorAssert.Close((6.0 + 2.0) / 2, stats.MeanMaxAbsLogit, tol, tol, "MeanMaxAbsLogit"); // the paper's logits_mean_absmax
         TensorAssert.Close(Math.Sqrt(3.25), stats.MuNorm, tol, tol, "MuNorm");
         TensorAssert.Close((lse0 + lse1) / 2, stats.MeanLogZ, tol, tol, "MeanLogZ");
         TensorAssert.Close((1.0 + 0.75) / 2, stats.RLog, tol, tol, "RLog");

@@ -133,8 +133,8 @@ public class ShardedVocabularyTests(ITestOutputHelper log)
 
     double Same(string what, double expected, double actual) => Same(what, [expected], [actual]);
 
-    static double[] Fields(LogitStatistics s) => [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog, s.MeanMuDotH, s.REmbMean, s.REmbMin];
-    static readonly string[] FieldNames = ["MeanLogit", "LogitStd", "MaxAbsLogit", "MuNorm", "MeanLogZ", "RLog", "MeanMuDotH", "REmbMean", "REmbMin"];
+    static double[] Fields(LogitStatistics s) => [s.MeanLogit, s.LogitStd, s.MaxAbsLogit, s.MuNorm, s.MeanLogZ, s.RLog, s.MeanMuDotH, s.REmbMean, s.REmbMin, s.MeanMaxAbsLogit];
+    static readonly string[] FieldNames = ["MeanLogit", "LogitStd", "MaxAbsLogit", "MuNorm", "MeanLogZ", "RLog", "MeanMuDotH", "REmbMean", "REmbMin", "MeanMaxAbsLogit"];
 
     public static TheoryData<int, OecMethod> Layouts()
     {

@@ -42,9 +42,14 @@ public sealed record StepMetrics(
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public double? REmbMean { get; init; }
 
-    /// <summary>Min over the rows of E of ||e_i - mu|| / ||e_i||.</summary>
+    /// <summary>Min over the tokens' rows of E of ||e_i - mu|| / ||e_i||.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public double? REmbMin { get; init; }
+
+    /// <summary>Mean over tokens of each token's max |logit|: the paper's code's max |logit| (logits_mean_absmax);
+    /// <see cref="MaxAbsLogit"/> is the largest over all tokens.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? MeanMaxAbsLogit { get; init; }
 
     /// <summary>The twelve metrics after Step, in the record's order: the one list that every medium maps from.</summary>
     public static readonly IReadOnlyList<StepMetric> Fields =

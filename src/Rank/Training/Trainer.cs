@@ -270,6 +270,7 @@ public sealed class Trainer : IDisposable
                     stats.MuNorm, stats.MeanLogit, stats.LogitStd, stats.MaxAbsLogit, stats.MeanLogZ, stats.RLog)
                 {
                     MeanMuDotH = stats.MeanMuDotH, MaxMeanLogitGap = stats.MaxMeanLogitGap, REmbMean = stats.REmbMean, REmbMin = stats.REmbMin,
+                    MeanMaxAbsLogit = stats.MeanMaxAbsLogit,
                 };
                 log?.Write(metrics);
                 var eta = TimeSpan.FromSeconds(clock.Elapsed.TotalSeconds / (step + 1 - start) * (train.Steps - step - 1));
