@@ -44,9 +44,21 @@ static class Native
             var (found, searched) = FindNvrtc();
             if (found is null)
                 return $"NVRTC was not found (looked in: {string.Join("; ", searched)}); install PyTorch's nvidia wheels or the CUDA toolkit, or set {NvrtcVariable}=/path/to/libnvrtc.so.13";
+            PreloadBuiltins(found);
             nvrtcPath = found;
             return null;
         }
+    }
+
+    /// <summary>NVRTC opens libnvrtc-builtins by its soname through the dynamic loader's paths, not from beside itself:
+    /// libnvrtc found by its full path (PyTorch's wheels, OEC_NVRTC_LIBRARY) would fail every compile with "failed to
+    /// open libnvrtc-builtins.so". Loaded here by path first, the loader then finds it by its soname among the loaded.</summary>
+    static void PreloadBuiltins(string nvrtc)
+    {
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(nvrtc));
+        if (dir is null || !Directory.Exists(dir)) return;
+        foreach (string builtins in Directory.GetFiles(dir, "libnvrtc-builtins.so*").OrderByDescending(f => f.Length)) // the most specific name first
+            if (NativeLibrary.TryLoad(builtins, out _)) return;
     }
 
     /// <summary>The environment variable that names libnvrtc explicitly.</summary>
