@@ -57,6 +57,8 @@ internal static class KubernetesObjects
         int metricsPort = int.Parse(ArgAfter(coordinator.Args, "--metrics-port"));
         var service = Assert.Single(objects.OfType<V1Service>(), s => s.Spec.ClusterIP != "None");
         Assert.True(Selects(service.Spec.Selector, deployment.Spec.Template.Metadata.Labels), "the coordinator Service selects the coordinator pod");
+        // reachable also when not ready (its job failed): a late rank pod hears "job over" and exits 2 instead of 5 for ever
+        Assert.True(service.Spec.PublishNotReadyAddresses);
         foreach (var (name, port) in new[] { ("grpc", grpcPort), ("metrics", metricsPort) })
         {
             var servicePort = Assert.Single(service.Spec.Ports, p => p.Name == name);

@@ -195,6 +195,10 @@ public static class JobManifests
         Spec = new V1ServiceSpec
         {
             Selector = Labels(o, "coordinator"),
+            // Not ready once its job failed, but still the one to ask: a rank pod started after the failure (a late image
+            // pull, a pod pending for GPUs) must hear "job over" and exit 2 (FailJob), not find no endpoint, exit 5
+            // (ignored) and be recreated for ever.
+            PublishNotReadyAddresses = true,
             Ports =
             [
                 new V1ServicePort { Name = "grpc", Port = o.Port, TargetPort = "grpc", AppProtocol = "kubernetes.io/h2c" },
