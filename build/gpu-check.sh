@@ -11,15 +11,15 @@
 #                replaces, fp32 and bf16, forward and backward, at odd sizes and the 16M and 162M shapes (the sections
 #                after it train with train.fused_kernels = auto: with the kernels wherever NVRTC is found; bench-gpu
 #                adds a row with them off; where this section fails they run with the kernels off)
-#   bench-bf16   bench-gpu-bf16.md: oecrun against PyTorch eager (bf16 autocast) and torch.compile at the 162M shape
+#   bench_bf16   bench-gpu-bf16.md: oecrun against PyTorch eager (bf16 autocast) and torch.compile at the 162M shape
 #                (bench-gpu's defaults), and oecrun's step profile (docs/benchmarks.md)
-#   bench-16m    bench-gpu-16m.md: the same at the paper's 16M shape (BENCH_16M), with the profile
+#   bench_16m    bench-gpu-16m.md: the same at the paper's 16M shape (BENCH_16M), with the profile
 #   curves       curves.txt: fp32 and bf16 on cuda over 200 steps of the default model, judged as MixedPrecisionTests
 #                judges them on the CPU (bf16 within a tenth of the fp32 seed-to-seed spread)
 #   resume       resume.txt: a run resumed from its step-100 checkpoint against the uninterrupted one (and against
 #                how far a second uninterrupted run differs)
-#   bench-fp32   bench-gpu-fp32.md: the same benchmark in fp32 with TF32 matmuls, against PyTorch eager
-#   tcp-cuda     (only when SECTIONS names it) tcp-cuda.txt: 2 ranks on the one GPU with job.backend=tcp (the ring
+#   bench_fp32   bench-gpu-fp32.md: the same benchmark in fp32 with TF32 matmuls, against PyTorch eager
+#   tcp_cuda     (only when SECTIONS names it) tcp-cuda.txt: 2 ranks on the one GPU with job.backend=tcp (the ring
 #                stages CUDA tensors through host memory) against 1 rank, same global batch: the loss curves equal
 #                within float rounding (judged against how far two 1-rank runs part); also 2 ranks with train.zero=3
 #                (each block's weights gathered from both ranks for its forward and its recomputation)
@@ -34,6 +34,18 @@
 # BENCH_16M: the 16M section's shape options, empty for BENCH_ARGS's shape.) On a CPU the kernels section exits 2 (no GPU) and
 # the bf16 benches fail where the PyTorch has no torch.compile (Debian's 1.13); the others pass.
 set -uo pipefail
+
+# Every SECTIONS entry is name:limit with a section's name (as in the header) and whole seconds, checked before any runs:
+# a misspelt one would otherwise fail only after the machine's minutes were spent.
+known="kernels bench_bf16 bench_16m curves resume bench_fp32 tcp_cuda largest"
+for section in ${SECTIONS:-}; do
+    name=${section%%:*} limit=${section#*:}
+    if [[ " $known " != *" $name "* || "$section" != *:* || ! "$limit" =~ ^[0-9]+$ ]]; then
+        echo "SECTIONS entry '$section': expected name:seconds with a name among: $known" >&2
+        exit 2
+    fi
+done
+
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-gpu-check}}")
 mkdir -p "$out/curves" "$out/resume" "$out/tcp-cuda"
