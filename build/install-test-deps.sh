@@ -5,7 +5,7 @@
 # sm_80 and sm_90 without a GPU: Debian's libnvrtc11.2, CUDA 11.8's, from the non-free component, which this adds when
 # apt has no candidate), clang (runs the kernel sources on the host) and PyTorch for /usr/bin/python3 (the
 # reference that the model's logits and gradients are compared against, and bench-gpu's twin at toy size on the CPU).
-# Debian 12 / Ubuntu 22.04 packages. Idempotent: does nothing when all are installed. Needs root or sudo. .ci/run calls
+# Debian 12 packages (other distributions name some of them otherwise: chromium, kubernetes-client, libnvrtc11.2). Idempotent: does nothing when all are installed. Needs root or sudo. .ci/run calls
 # it; the tests call it themselves when a program is missing and they run as root.
 set -euo pipefail
 need=()
@@ -23,8 +23,9 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 # Prometheus' package would start a system service; tests start their own server on loopback instead.
-$sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
-trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+# An existing policy-rc.d (container images ship one) is kept aside and put back.
+$sudo sh -c '[ -e /usr/sbin/policy-rc.d ] && mv /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.oec-saved; printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+trap '$sudo sh -c "rm -f /usr/sbin/policy-rc.d; [ -e /usr/sbin/policy-rc.d.oec-saved ] && mv /usr/sbin/policy-rc.d.oec-saved /usr/sbin/policy-rc.d; true"' EXIT
 # libnvrtc11.2 is in Debian's non-free component: add it (a sources file of its own, the release's mirror) where apt
 # knows no candidate.
 if [[ " ${need[*]} " == *" libnvrtc11.2 "* ]] && ! apt-cache policy libnvrtc11.2 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then

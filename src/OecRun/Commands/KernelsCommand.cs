@@ -71,7 +71,13 @@ public static class KernelsCommand
             foreach (string source in KernelSources.Names().Where(n => n.EndsWith(".cu")))
             {
                 var target = (architecture / 10, architecture % 10);
-                var compiled = KernelCompiler.Compile(source, KernelSources.Read(source), target, report: true);
+                CompiledSource compiled;
+                try { compiled = KernelCompiler.Compile(source, KernelSources.Read(source), target, report: true); }
+                catch (KernelException e) // NVRTC's own failure (its log, a missing libnvrtc-builtins): one line, not a stack
+                {
+                    Console.Error.WriteLine($"kernels: {source} for sm_{architecture}: {e.Message}");
+                    return ExitCodes.Failed;
+                }
                 cache.GetOrAdd(source, KernelCompiler.Key(source, target), () => compiled.Cubin);
                 foreach (var kernel in compiled.Resources()) Console.WriteLine($"sm_{architecture} {kernel}");
             }
