@@ -28,8 +28,7 @@ public sealed partial class JobState
             var (epoch, position) = spec.Train.CursorAt(schedule.DataStep(step));
             try
             {
-                catalog.WriteManifest(new CheckpointManifest(step, spec.JobId, g.Number, World, epoch, position, all, spec.ConfigJson,
-                    schedule.Skips.Count > 0 ? [.. schedule.Skips] : null, learningRateScale != 1 ? learningRateScale : null, rollbacks > 0 ? rollbacks : null));
+                catalog.WriteManifest(WithRollbacks(new CheckpointManifest(step, spec.JobId, g.Number, World, epoch, position, all, spec.ConfigJson)));
             }
             catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
             {
@@ -61,6 +60,15 @@ public sealed partial class JobState
 
     /// <summary>Completes when the rotations asked for so far are done.</summary>
     public Task Rotation { get { lock (rotationGate) return rotation; } }
+
+    // Caller holds the lock. The manifest with the job's divergence rollbacks so far (absent: none): what a resume
+    // from it needs to read the same data at the same rate and count on.
+    CheckpointManifest WithRollbacks(CheckpointManifest m) => m with
+    {
+        DataSkips = schedule.Skips.Count > 0 ? [.. schedule.Skips] : null,
+        LearningRateScale = learningRateScale != 1 ? learningRateScale : null,
+        Rollbacks = rollbacks > 0 ? rollbacks : null,
+    };
 
     void CheckFile(CheckpointFile f)
     {

@@ -145,7 +145,7 @@ public sealed partial class JobState
         // The target's manifest records the rollback now, not the next checkpoint's: a coordinator started again before
         // then (a pod moved) resumes from it with the same skips, rate and count.
         if (back is { Manifest: var target })
-            try { catalog.Rewrite(target with { DataSkips = [.. schedule.Skips], LearningRateScale = learningRateScale, Rollbacks = rollbacks }); }
+            try { catalog.Rewrite(WithRollbacks(target)); }
             catch (IOException e) { log.Info($"rollback {rollbacks}: not recorded in {back.Value.Directory} ({e.Message}); the next checkpoint records it"); }
         current.Abort($"generation {current.Number} was rolled back: {fired}");
         Open(to, back?.Directory);

@@ -39,10 +39,10 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
             if (!info.Exists) throw new InvalidDataException($"checkpoint step {manifest.Step}: {f.Name} is not in {dir}");
             if (info.Length != f.Bytes) throw new InvalidDataException($"checkpoint step {manifest.Step}: {f.Name} has {info.Length} bytes, the rank declared {f.Bytes}");
         }
-        AtomicFile.Write(Path.Combine(dir, ManifestName), s => JsonSerializer.Serialize(s, manifest, Json));
+        Rewrite(manifest);
     }
 
-    /// <summary>Replaces the manifest of a committed checkpoint, whole or not at all (its files are unchanged).</summary>
+    /// <summary>Writes the manifest of a checkpoint, whole or not at all (its files are unchanged).</summary>
     public void Rewrite(CheckpointManifest manifest) =>
         AtomicFile.Write(Path.Combine(DirectoryFor(manifest.Step), ManifestName), s => JsonSerializer.Serialize(s, manifest, Json));
 
@@ -126,11 +126,7 @@ public sealed class CheckpointCatalog(string root, Action<string> log)
     /// rolled-back/ beside them, out of reach of LatestValid and rotation but kept for inspection; returns how many.</summary>
     public int SetAside(long step, int generation)
     {
-        lock (moving) return SetAsideLocked(step, generation);
-    }
-
-    int SetAsideLocked(long step, int generation)
-    {
+        using var held = moving.EnterScope();
         var later = Directories().Where(d => d.Step > step).ToList();
         foreach (var (s, dir) in later)
         {
