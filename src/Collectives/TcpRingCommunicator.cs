@@ -332,10 +332,12 @@ public sealed class TcpRingCommunicator : ICommunicator
         }
     }
 
+    // The send half may trail the receive half by a whole chunk: it has stalled only when it moved nothing for a timeout.
     private void AwaitSend(Job job, string name)
     {
-        if (!job.Wait(options.EffectiveTimeout))
-            throw new PeerIoException(links!.Next, links.NextEndpoint, $"sending to rank {links.Next} did not finish within {options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
+        for (var seen = Interlocked.Read(ref segmentsMoved); !job.Wait(options.EffectiveTimeout); seen = Interlocked.Read(ref segmentsMoved))
+            if (Interlocked.Read(ref segmentsMoved) == seen)
+                throw new PeerIoException(links!.Next, links.NextEndpoint, $"sending to rank {links.Next} moved nothing for {options.EffectiveTimeout.TotalSeconds:0.###} s", timedOut: true);
         if (job.Error is not null)
             throw new CollectiveException(Fail(name, job.Error), job.Error);
     }
